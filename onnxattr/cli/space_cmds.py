@@ -1,0 +1,1 @@
+"""CLI commands (placeholder until the stage lands)."""
