@@ -1,0 +1,81 @@
+"""The paper's three methods: saliency, gradient×input and ε-LRP (DeepExplain's formulation)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..convert import TorchGraph
+from .base import AttributionMethod, register_method
+from .patching import swapped, with_gradient
+
+# Element-wise nonlinearities whose gradient ε-LRP replaces (ONNX op types).
+NONLINEARITIES = frozenset(
+    {
+        "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Tanh",
+        "Softplus", "Softsign", "HardSwish", "Clip", "Gelu", "Mish", "ThresholdedRelu",
+    }
+)  # fmt: skip
+
+
+@register_method
+class Saliency(AttributionMethod):
+    """|∂R̄/∂x| (Simonyan et al., 2014)."""
+
+    name = "saliency"
+
+    def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return grad.abs()
+
+
+@register_method
+class GradientInput(AttributionMethod):
+    """x · ∂R̄/∂x (Shrikumar et al., 2016)."""
+
+    name = "grad_input"
+
+    def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return x * grad
+
+
+class _RatioGradient(nn.Module):
+    """f(z) forward; backward uses f(z) / (z + ε·sign(z)) in place of f'(z), sign(0) = +1."""
+
+    def __init__(self, inner: nn.Module, eps: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.eps = eps
+
+    def forward(self, z: torch.Tensor, *rest: Any) -> torch.Tensor:
+        y = self.inner(z, *rest)
+        sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        return with_gradient(y, z, y / (z + self.eps * sign))
+
+
+@register_method
+class EpsilonLRP(AttributionMethod):
+    """ε-LRP as the paper's implementation computes it (DeepExplain; Ancona et al., ICLR 2018).
+
+    Linear ops keep their gradient; every element-wise nonlinearity passes f(z)/(z + ε·sign z); the
+    result is multiplied by x. On ReLU networks it tends to gradient×input as ε → 0.
+    """
+
+    name = "elrp"
+    defaults = {"epsilon": 1e-4}
+
+    def mode(self) -> Hashable:
+        return ("elrp", self.params["epsilon"])
+
+    @contextlib.contextmanager
+    def backward_context(self, graph: TorchGraph) -> Iterator[None]:
+        eps = float(self.params["epsilon"])
+        wrappers = {t: _RatioGradient(m, eps) for t, m in graph.modules_of_type(NONLINEARITIES)}
+        with swapped(graph.module, wrappers):
+            yield
+
+    def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return x * grad

@@ -1,0 +1,118 @@
+"""Stage 2b: an ONNX graph becomes a differentiable torch graph (onnx2torch), checked against onnxruntime.
+
+onnx2torch module names are not reversible, so every module is mapped back to the ONNX node it came from
+through the `onnx_mapping` that onnx2torch attaches (its output tensor names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from torch import fx, nn
+
+from .errors import OnnxAttrError
+
+
+@dataclass
+class TorchGraph:
+    """A converted encoder: the fx module and, per submodule target, the ONNX node it implements."""
+
+    module: fx.GraphModule
+    nodes: dict[str, onnx.NodeProto]
+
+    def op_type(self, target: str) -> str:
+        return self.nodes[target].op_type
+
+    def modules_of_type(self, op_types: set[str] | frozenset[str]) -> Iterator[tuple[str, nn.Module]]:
+        """Submodules whose ONNX op type is in `op_types`, in graph order."""
+        for target, node in self.nodes.items():
+            if node.op_type in op_types:
+                yield target, self.module.get_submodule(target)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def to_torch(model: onnx.ModelProto) -> TorchGraph:
+    """Convert a (truncated, fixed-up) ONNX model with one input and one output into a TorchGraph."""
+    from onnx2torch import convert
+
+    from .opsets import check_convertible, register_converters
+
+    register_converters()
+    check_convertible(model)
+    if len(model.graph.output) != 1:
+        raise OnnxAttrError(
+            f"the encoder graph has {len(model.graph.output)} outputs; truncate it at one tensor "
+            "with --encoder-node"
+        )
+    try:
+        module = convert(model, attach_onnx_mapping=True)
+    except Exception as exc:  # onnx2torch raises bare NotImplementedError/KeyError/ValueError
+        raise OnnxAttrError(
+            f"onnx2torch could not convert the encoder graph: {type(exc).__name__}: {exc}; "
+            "try an earlier --encoder-node (`onnxattr nodes MODEL` lists them)"
+        ) from exc
+    by_output = {out: node for node in model.graph.node for out in node.output if out}
+    nodes: dict[str, onnx.NodeProto] = {}
+    for target, sub in module.named_modules():
+        mapping = getattr(sub, "onnx_mapping", None)
+        if mapping is not None and mapping.outputs and mapping.outputs[0] in by_output:
+            nodes[target] = by_output[mapping.outputs[0]]
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return TorchGraph(module=module, nodes=nodes)
+
+
+def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
+    """max |value - reference| / max |reference|: one figure that is scale-free and catches outliers."""
+    scale = float(np.abs(reference).max())
+    return float(np.abs(value - reference).max()) / (scale if scale > 0 else 1.0)
+
+
+def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float) -> float:
+    """Run onnxruntime and the torch graph on `x`; return the relative error, raise if above `rtol`."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        (reference,) = session.run(None, {session.get_inputs()[0].name: x})
+    except Exception as exc:
+        raise OnnxAttrError(
+            f"onnxruntime cannot run the encoder graph, so the conversion cannot be verified: {exc}"
+        ) from exc
+    device = next(iter(graph.module.buffers()), torch.empty(0)).device
+    with torch.no_grad(), _exact_matmul():
+        value = graph(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    if reference.shape != value.shape:
+        raise OnnxAttrError(
+            f"converted encoder output has shape {value.shape}, onnxruntime gives {reference.shape}"
+        )
+    err = relative_error(reference.astype(np.float32), value)
+    if not err <= rtol:
+        raise OnnxAttrError(
+            f"the torch conversion differs from onnxruntime by {err:.2e} (relative, max-abs); "
+            f"tolerance is {rtol:.0e}. No maps were stored. Check the fix-ups reported above, "
+            "or raise --rtol if the difference is expected"
+        )
+    return err
+
+
+class _exact_matmul:
+    """Disable TF32 so a GPU conversion is verified at float32 precision."""
+
+    def __enter__(self) -> None:
+        self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
