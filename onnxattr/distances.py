@@ -1,0 +1,348 @@
+"""Pairwise model affinities and distances over a model space, cached and updated incrementally.
+
+Every estimator here is *pairwise over models*: it turns a model's stored data (attribution maps or
+encoder features) into a signature and combines two signatures into one number. The engine in this
+module evaluates only the pairs that are missing from the cache kept under
+``/analysis/estimators/<key>`` of the space, so adding one model to N costs N pairs, not N².
+The cache is keyed by each model's ``uid`` attribute (new on every ``add``), so a model removed and
+re-added under the same name is recomputed. Signatures are built in parts (probe-image chunks for
+maps) so peak memory stays near ``memory_bytes`` whatever the number of models or images.
+
+The attribution-map affinity is the paper's: per probe image, the cosine of two flattened (S, S)
+maps; affinity = mean over images; distance = Np / sum_k cos = 1 / affinity. A zero map (all-zero
+attribution, e.g. a dead encoder) has no direction: its cosine with anything is taken as 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import h5py
+import numpy as np
+
+from .errors import OnnxAttrError
+
+CACHE_ROOT = "analysis/estimators"
+CACHE_FORMAT = 1
+DEFAULT_MEMORY_BYTES = 1 << 30
+
+
+# --------------------------------------------------------------------------- labelled matrices
+@dataclass
+class LabelledMatrix:
+    """A square model x model matrix; ``kind`` says whether higher ("affinity") or lower
+    ("distance") means more similar."""
+
+    names: list[str]
+    values: np.ndarray
+    kind: str = "affinity"
+    estimator: str = ""
+    excluded: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64)
+        n = len(self.names)
+        if self.values.shape != (n, n):
+            raise OnnxAttrError(
+                f"matrix is {self.values.shape} but has {n} names; give one name per row and column"
+            )
+        if len(set(self.names)) != n:
+            raise OnnxAttrError("matrix has duplicate model names; make names unique")
+        if self.kind not in ("affinity", "distance"):
+            raise OnnxAttrError(f"unknown matrix kind {self.kind!r}; use affinity or distance")
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise OnnxAttrError(
+                f"model {name!r} is not in the matrix; known: {', '.join(self.names)}"
+            ) from None
+
+    def affinity(self) -> LabelledMatrix:
+        if self.kind == "affinity":
+            return self
+        return LabelledMatrix(self.names, distance_to_affinity(self.values), "affinity",
+                              self.estimator, list(self.excluded))
+
+    def distance(self) -> LabelledMatrix:
+        if self.kind == "distance":
+            return self
+        return LabelledMatrix(self.names, affinity_to_distance(self.values), "distance",
+                              self.estimator, list(self.excluded))
+
+    def scores(self) -> np.ndarray:
+        """Higher = more similar, whatever the kind (ranks are what matter downstream)."""
+        return self.values if self.kind == "affinity" else -self.values
+
+
+def affinity_to_distance(aff: np.ndarray) -> np.ndarray:
+    """d = 1 / affinity (= Np / sum_k cos for map affinities); inf where affinity <= 0, because a
+    non-positive cosine sum means 'no similarity', not 'closer than identical'."""
+    aff = np.asarray(aff, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(aff > 0, 1.0 / np.where(aff > 0, aff, 1.0), np.inf)
+
+
+def distance_to_affinity(dist: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`affinity_to_distance` (inf -> 0)."""
+    dist = np.asarray(dist, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(np.isfinite(dist) & (dist != 0), 1.0 / np.where(dist != 0, dist, 1.0), 0.0)
+
+
+def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Read a CSV whose header row holds column names and first column row names; empty cell -> NaN."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxAttrError(f"matrix file {path} does not exist; give an existing CSV file")
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.reader(fh) if r]
+    if len(rows) < 2:
+        raise OnnxAttrError(f"{path} has no data rows; expected a header row and one row per model")
+    cols = [c.strip() for c in rows[0][1:]]
+    names, vals = [], []
+    for i, r in enumerate(rows[1:], start=2):
+        if len(r) != len(cols) + 1:
+            raise OnnxAttrError(
+                f"{path} line {i} has {len(r) - 1} values for {len(cols)} columns; fix the CSV"
+            )
+        names.append(r[0].strip())
+        try:
+            vals.append([float(x) if x.strip() else math.nan for x in r[1:]])
+        except ValueError as exc:
+            raise OnnxAttrError(f"{path} line {i}: {exc}; cells must be numbers or empty") from None
+    return names, cols, np.array(vals, dtype=np.float64)
+
+
+def read_matrix_csv(path: str | Path, kind: str = "affinity") -> LabelledMatrix:
+    """Read a labelled square matrix (same names, same order, in header and first column)."""
+    rows, cols, vals = read_labelled_csv(path)
+    if rows != cols:
+        raise OnnxAttrError(
+            f"{path}: row names and column names differ; a labelled square matrix is expected"
+        )
+    return LabelledMatrix(rows, vals, kind, estimator=Path(path).stem)
+
+
+def write_matrix(matrix: LabelledMatrix, path: str | Path) -> Path:
+    """Write a labelled matrix; the format follows the suffix (.csv, .npy, .json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["model", *matrix.names])
+            for name, row in zip(matrix.names, matrix.values):
+                w.writerow([name, *(repr(float(v)) for v in row)])
+    elif suffix == ".npy":
+        np.save(path, matrix.values)
+    elif suffix == ".json":
+        vals = [[v if math.isfinite(v) else None for v in row] for row in matrix.values.tolist()]
+        path.write_text(json.dumps({"names": matrix.names, "kind": matrix.kind,
+                                    "estimator": matrix.estimator, "values": vals}, indent=1))
+    else:
+        raise OnnxAttrError(f"unknown matrix format {suffix!r} for {path}; use .csv, .npy or .json")
+    return path
+
+
+def ranking(matrix: LabelledMatrix, target: str) -> list[tuple[str, float]]:
+    """Source models for ``target``, most similar first, with their values (target excluded).
+    Ties keep matrix order so results are reproducible."""
+    i = matrix.index(target)
+    scores = matrix.scores()[i]
+    order = [j for j in np.argsort(-scores, kind="stable") if j != i]
+    return [(matrix.names[j], float(matrix.values[i, j])) for j in order]
+
+
+# --------------------------------------------------------------------------- per-image cosine
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    """Unit-norm rows; all-zero rows stay zero so their cosine with anything is 0 (not NaN)."""
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+# --------------------------------------------------------------------------- the pairwise engine
+class PairwiseEstimator(Protocol):
+    """What the engine needs from an estimator (see :mod:`onnxattr.estimators`)."""
+
+    name: str
+    cache_key: str
+
+    def models_with_data(self, f: h5py.File) -> list[str]: ...
+
+    def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[Any]: ...
+
+    def signature(self, f: h5py.File, name: str, part: Any) -> np.ndarray: ...
+
+    def combine(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def signature_bytes(self, f: h5py.File, name: str, part: Any) -> int: ...
+
+
+def model_uids(f: h5py.File, names: Sequence[str]) -> list[str]:
+    out = []
+    for n in names:
+        uid = f["models"][n].attrs.get("uid")
+        if uid is None:
+            raise OnnxAttrError(f"model {n!r} has no uid attribute; re-add it with `onnxattr add`")
+        out.append(uid.decode() if isinstance(uid, bytes) else str(uid))
+    return out
+
+
+def probe_digest(f: h5py.File) -> str:
+    if "probe/sha256" in f:
+        d = f["probe/sha256"].attrs.get("digest", "")
+        return d.decode() if isinstance(d, bytes) else str(d)
+    return ""
+
+
+def _read_cache(f: h5py.File, key: str, digest: str) -> tuple[list[str], np.ndarray]:
+    path = f"{CACHE_ROOT}/{key}"
+    if path not in f:
+        return [], np.zeros((0, 0))
+    g = f[path]
+    if g.attrs.get("format") != CACHE_FORMAT or g.attrs.get("probe_digest", "") != digest:
+        return [], np.zeros((0, 0))  # stale: another probe set or layout -> recompute everything
+    return [u.decode() if isinstance(u, bytes) else u for u in g["uids"][()]], g["values"][()]
+
+
+def _write_cache(f: h5py.File, key: str, est_name: str, digest: str, uids: list[str],
+                 names: list[str], values: np.ndarray) -> None:
+    """Write the new group completely, then swap it in with a link move: an error midway leaves
+    the old cache (plus a stray '.new' group that the next write removes), never a half one."""
+    root = f.require_group(CACHE_ROOT)
+    tmp, old = f"{key}.new", f"{key}.old"
+    for stale in (tmp, old):
+        if stale in root:
+            del root[stale]
+    g = root.create_group(tmp)
+    str_t = h5py.string_dtype()
+    g.create_dataset("uids", data=np.array(uids, dtype=object), dtype=str_t)
+    g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_t)
+    g.create_dataset("values", data=values)
+    g.attrs.update(format=CACHE_FORMAT, estimator=est_name, probe_digest=digest)
+    if key in root:
+        root.move(key, old)
+    root.move(tmp, key)
+    if old in root:
+        del root[old]
+    f.flush()
+
+
+def _blocks(f: h5py.File, est: PairwiseEstimator, names: Sequence[str], part: Any,
+            budget: int) -> Iterator[list[str]]:
+    """Split names into groups whose signatures for ``part`` fit in ``budget`` bytes."""
+    block: list[str] = []
+    used = 0
+    for n in names:
+        size = est.signature_bytes(f, n, part)
+        if block and used + size > budget:
+            yield block
+            block, used = [], 0
+        block.append(n)
+        used += size
+    if block:
+        yield block
+
+
+def compute_pairs(f: h5py.File, est: PairwiseEstimator, new: Sequence[str], names: Sequence[str],
+                  memory_bytes: int = DEFAULT_MEMORY_BYTES, progress: bool = False) -> np.ndarray:
+    """Values for every (new, names) pair, summed over the estimator's parts.
+
+    The signatures of a block of ``new`` models are held while all models stream past in blocks
+    (reusing the held ones), so each signature is built once when everything fits in the budget.
+    """
+    from rich.progress import Progress
+
+    out = np.zeros((len(new), len(names)))
+    col = {n: j for j, n in enumerate(names)}
+    row = {n: i for i, n in enumerate(new)}
+    parts = est.parts(f, names, memory_bytes)
+    # held block + its stacked copy + one streamed block + its copy stay within memory_bytes
+    half = max(1, memory_bytes // 4)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"{est.name}: {len(new)} x {len(names)} pairs", total=len(parts))
+        for part in parts:
+            for held in _blocks(f, est, new, part, half):
+                sig_a = {n: est.signature(f, n, part) for n in held}
+                a_rows = [row[n] for n in held]
+                others = [n for n in names if n not in sig_a]
+                # the held block against itself, then the rest streamed in budget-sized blocks
+                out[np.ix_(a_rows, [col[n] for n in held])] += est.combine(
+                    list(sig_a.values()), list(sig_a.values()))
+                for blk in _blocks(f, est, others, part, half):
+                    sig_b = [est.signature(f, n, part) for n in blk]
+                    out[np.ix_(a_rows, [col[n] for n in blk])] += est.combine(
+                        list(sig_a.values()), sig_b)
+            bar.advance(task)
+    return out
+
+
+def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[str] | None = None,
+                    *, use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                    progress: bool = False) -> tuple[LabelledMatrix, dict[str, int]]:
+    """The estimator's model x model matrix, computing only pairs missing from the space's cache.
+
+    Returns the matrix and stats ``{"computed_pairs": ..., "cached_models": ...}``.
+    ``models=None`` means every model that has the estimator's data; the others are listed in
+    ``matrix.excluded``.
+    """
+    space = Path(space)
+    if not space.is_file():
+        raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
+    mode = "a" if use_cache else "r"
+    try:
+        f = h5py.File(space, mode)
+    except OSError as exc:
+        raise OnnxAttrError(
+            f"cannot open {space} ({exc}); check the path, or use --no-cache for a read-only file"
+        ) from None
+    with f:
+        if f.attrs.get("format") not in ("onnxattr-space", b"onnxattr-space"):
+            raise OnnxAttrError(f"{space} is not an onnxattr model space; give a space file")
+        all_models = sorted(f["models"].keys()) if "models" in f else []
+        have = est.models_with_data(f)
+        if models is None:
+            names, excluded = have, [m for m in all_models if m not in have]
+        else:
+            names, excluded = list(models), []
+            unknown = [m for m in names if m not in all_models]
+            if unknown:
+                raise OnnxAttrError(f"models not in {space}: {', '.join(unknown)}; "
+                                    f"available: {', '.join(all_models) or '(none)'}")
+            lacking = [m for m in names if m not in have]
+            if lacking:
+                raise OnnxAttrError(f"models without data for {est.name!r}: {', '.join(lacking)}; "
+                                    "re-add them with that method or leave them out")
+        if len(names) < 2:
+            raise OnnxAttrError(f"{est.name!r} needs at least two models with its data in {space}; "
+                                f"found {len(names)}")
+        uids = model_uids(f, names)
+        digest = probe_digest(f)
+        cached_uids, cached = _read_cache(f, est.cache_key, digest) if use_cache else ([], None)
+        pos = {u: i for i, u in enumerate(cached_uids)}
+        known = [i for i, u in enumerate(uids) if u in pos]
+        new = [names[i] for i, u in enumerate(uids) if u not in pos]
+        values = np.full((len(names), len(names)), np.nan)
+        if known:
+            idx = [pos[uids[i]] for i in known]
+            values[np.ix_(known, known)] = cached[np.ix_(idx, idx)]
+        if new:
+            block = compute_pairs(f, est, new, names, memory_bytes, progress)
+            rows = [names.index(n) for n in new]
+            values[rows, :] = block
+            values[:, rows] = block.T
+        if use_cache and new:
+            _write_cache(f, est.cache_key, est.name, digest, uids, names, values)
+    stats = {"computed_pairs": len(new) * len(names) - len(new) * (len(new) - 1) // 2,
+             "cached_models": len(known)}
+    return LabelledMatrix(names, values, "affinity", est.name, excluded), stats

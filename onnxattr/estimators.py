@@ -1,0 +1,307 @@
+"""One name-keyed registry of transferability estimators over a model space.
+
+* every attribution method stored in the space ("saliency", "grad_input", "elrp", "lrp", ...):
+  the paper's mean per-image cosine of two models' attribution maps;
+* baselines on the stored encoder outputs ``/models/<name>/features`` (Np, D):
+  ``svcca`` (Raghu et al. 2017, the paper's comparison), ``cka`` (linear CKA, Kornblith et al.
+  2019), ``rsa`` (Dwivedi & Roig 2019: Spearman correlation of 1 - Pearson RDMs), ``relation``
+  (Spearman correlation of the probe-image relation graphs: cosine of features per image pair);
+* ``depara`` (Song et al., CVPR 2020): attribution similarity + lambda * relation-graph similarity,
+  as in the authors' reference implementation (KamalEngine ``graph_similarity``, lambda = 1).
+  ``depara:<method>`` picks the attribution method (default: grad_input, else elrp, lrp, saliency).
+
+All are affinities (higher = more similar), symmetric, and computed/cached pairwise by
+:func:`onnxattr.distances.pairwise_matrix`, so all share incremental updates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from scipy.stats import rankdata
+
+from .distances import (
+    DEFAULT_MEMORY_BYTES,
+    LabelledMatrix,
+    PairwiseEstimator,
+    normalise_rows,
+    pairwise_matrix,
+)
+from .errors import OnnxAttrError
+
+FEATURE_ESTIMATORS = ("svcca", "cka", "rsa", "relation")
+DEPARA_METHODS = ("grad_input", "elrp", "lrp", "saliency")
+METHOD_ORDER = ("saliency", "grad_input", "elrp", "lrp")
+
+
+def _stack_dot(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
+    return (np.stack(a) @ np.stack(b).T).astype(np.float64)
+
+
+# --------------------------------------------------------------------------- attribution maps
+class MapCosine:
+    """Mean over probe images of the cosine of two models' (S, S) attribution maps.
+
+    Signature of a model for an image chunk = its per-image unit-normalised maps / sqrt(Np),
+    concatenated, so one matrix product of two signatures sums the cosines and divides by Np.
+    Zero maps give cosine 0 (see :func:`onnxattr.distances.normalise_rows`).
+    """
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.name = method
+        self.cache_key = f"maps.{method}"
+
+    def _ds(self, f: h5py.File, name: str) -> h5py.Dataset:
+        return f[f"models/{name}/maps/{self.method}"]
+
+    def models_with_data(self, f: h5py.File) -> list[str]:
+        if "models" not in f:
+            return []
+        return sorted(m for m in f["models"] if f"maps/{self.method}" in f["models"][m])
+
+    def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[slice]:
+        shapes = {n: self._ds(f, n).shape for n in names}
+        if len(set(shapes.values())) != 1:
+            detail = ", ".join(f"{n}: {s}" for n, s in shapes.items())
+            raise OnnxAttrError(f"maps {self.method!r} differ in shape ({detail}); "
+                                "all models must be attributed on the same probe set")
+        shape = next(iter(shapes.values()))
+        n_img, per_img = shape[0], math.prod(shape[1:]) * 4
+        # all models' maps for one chunk take about a quarter of the budget
+        chunk = max(1, min(n_img, memory_bytes // 4 // max(1, per_img * len(names))))
+        return [slice(k, min(k + chunk, n_img)) for k in range(0, n_img, chunk)]
+
+    def signature_bytes(self, f: h5py.File, name: str, part: slice) -> int:
+        shape = self._ds(f, name).shape
+        return (part.stop - part.start) * math.prod(shape[1:]) * 4
+
+    def signature(self, f: h5py.File, name: str, part: slice) -> np.ndarray:
+        ds = self._ds(f, name)
+        x = normalise_rows(ds[part])
+        x /= np.float32(math.sqrt(ds.shape[0]))
+        return x.ravel()
+
+    def combine(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
+        return _stack_dot(a, b)
+
+
+# --------------------------------------------------------------------------- feature baselines
+def _upper(m: np.ndarray) -> np.ndarray:
+    return m[np.triu_indices(len(m), k=1)]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = v - v.mean()
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else np.zeros_like(v)
+
+
+def cka_signature(x: np.ndarray) -> np.ndarray:
+    """vec(Kc) / ||Kc||_F with Kc the Gram matrix of centred features: <sig_x, sig_y> is linear
+    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))."""
+    xc = x - x.mean(axis=0)
+    k = xc @ xc.T
+    n = np.linalg.norm(k)
+    return (k / n).ravel() if n > 0 else np.zeros(k.size)
+
+
+def rsa_signature(x: np.ndarray) -> np.ndarray:
+    """Centred, unit-norm ranks of the RDM's upper triangle (RDM = 1 - Pearson correlation between
+    images' features): the dot product of two signatures is Spearman's rho of the two RDMs."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(np.corrcoef(x), nan=0.0)  # constant feature rows: correlation 0
+    return _unit(rankdata(_upper(1.0 - corr)))
+
+
+def relation_signature(x: np.ndarray) -> np.ndarray:
+    """DEPARA's edges: cosine similarity of two probe images' features; ranks as in RSA, so the
+    dot product is Spearman's rho of the two graphs' edge weights."""
+    xn = normalise_rows(x).astype(np.float64)
+    return _unit(rankdata(_upper(xn @ xn.T)))
+
+
+def svcca_signature(x: np.ndarray, keep: float = 0.99, max_dims: int = 50) -> np.ndarray:
+    """Orthonormal basis (Np, k) of the top SVD directions of the centred features that explain
+    ``keep`` of the variance, at most ``max_dims`` (CCA on directions comparable in number to Np
+    finds spurious perfect correlations, hence the cap)."""
+    xc = x - x.mean(axis=0)
+    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    var = s**2
+    if var.sum() <= 0:
+        return np.zeros((len(x), 0))
+    s_tol = s.max() * max(xc.shape) * np.finfo(np.float64).eps  # drop numerically-null directions
+    k = int(np.searchsorted(np.cumsum(var) / var.sum(), keep - 1e-12) + 1)
+    k = min(k, max_dims, int((s > s_tol).sum()))
+    return u[:, :k]
+
+
+def svcca_pair(qa: np.ndarray, qb: np.ndarray) -> float:
+    """Mean canonical correlation of two subspaces given by orthonormal bases: the singular
+    values of qa^T qb are the canonical correlations (Björck & Golub)."""
+    k = min(qa.shape[1], qb.shape[1])
+    if k == 0:
+        return 0.0
+    return float(np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False)[:k], 0, 1).mean())
+
+
+class FeatureEstimator:
+    """A baseline on encoder features; one signature per model (``part`` is unused)."""
+
+    def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray],
+                 pair: Callable[[np.ndarray, np.ndarray], float] | None = None,
+                 key_params: str = "") -> None:
+        self.name, self._fn, self._pair = name, fn, pair
+        self.cache_key = f"features.{name}{key_params}"
+
+    def models_with_data(self, f: h5py.File) -> list[str]:
+        if "models" not in f:
+            return []
+        return sorted(m for m in f["models"] if "features" in f["models"][m])
+
+    def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[None]:
+        n = {f[f"models/{m}/features"].shape[0] for m in names}
+        if len(n) != 1:
+            raise OnnxAttrError(f"features of {', '.join(names)} have different numbers of probe "
+                                "images; all models must use the same probe set")
+        return [None]
+
+    def signature_bytes(self, f: h5py.File, name: str, part: None) -> int:
+        n = f[f"models/{name}/features"].shape[0]
+        return n * n * 8
+
+    def signature(self, f: h5py.File, name: str, part: None) -> np.ndarray:
+        return self._fn(f[f"models/{name}/features"][()].astype(np.float64))
+
+    def combine(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
+        if self._pair is None:
+            return _stack_dot(a, b)
+        return np.array([[self._pair(x, y) for y in b] for x in a])
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class EstimatorInfo:
+    name: str
+    data: str  # "maps" or "features" or "maps+features"
+    description: str
+
+
+_DESCRIPTIONS = {
+    "svcca": "SVCCA: mean canonical correlation of top SVD directions of encoder outputs",
+    "cka": "linear CKA of encoder outputs (Kornblith et al. 2019)",
+    "rsa": "RSA: Spearman of 1-Pearson RDMs of encoder outputs (Dwivedi & Roig 2019)",
+    "relation": "Spearman of probe-image relation graphs (feature cosines)",
+    "depara": "DEPARA: attribution + lambda * relation-graph similarity (Song et al. 2020)",
+}
+
+
+def make_feature_estimator(name: str, svcca_keep: float = 0.99,
+                           svcca_max_dims: int = 50) -> FeatureEstimator:
+    if name == "svcca":
+        return FeatureEstimator(
+            "svcca", lambda x: svcca_signature(x, svcca_keep, svcca_max_dims), svcca_pair,
+            key_params=f".keep{svcca_keep:g}.max{svcca_max_dims}")
+    fns = {"cka": cka_signature, "rsa": rsa_signature, "relation": relation_signature}
+    return FeatureEstimator(name, fns[name])
+
+
+def _space_info(space: str | Path) -> tuple[list[str], dict[str, int], int]:
+    """(all models, map method -> number of models having it, models having features)."""
+    space = Path(space)
+    if not space.is_file():
+        raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
+    with h5py.File(space, "r") as f:
+        models = sorted(f["models"]) if "models" in f else []
+        counts: dict[str, int] = {}
+        n_feat = 0
+        for m in models:
+            g = f["models"][m]
+            for meth in g.get("maps", {}):
+                counts[meth] = counts.get(meth, 0) + 1
+            n_feat += "features" in g
+    return models, counts, n_feat
+
+
+def _ordered(methods: Sequence[str]) -> list[str]:
+    return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+
+
+def available_estimators(space: str | Path) -> list[str]:
+    """Estimator names usable on this space (each needs data in at least two models)."""
+    _, counts, n_feat = _space_info(space)
+    methods = _ordered([m for m, c in counts.items() if c >= 2])
+    out = list(methods)
+    if n_feat >= 2:
+        out += list(FEATURE_ESTIMATORS)
+        if methods:
+            out.append("depara")
+    return out
+
+
+def describe(name: str) -> EstimatorInfo:
+    base = name.split(":")[0]
+    if base in _DESCRIPTIONS:
+        data = "maps+features" if base == "depara" else "features"
+        return EstimatorInfo(name, data, _DESCRIPTIONS[base])
+    return EstimatorInfo(name, "maps", f"mean per-image cosine of {name!r} attribution maps")
+
+
+def _depara_method(name: str, counts: dict[str, int]) -> str:
+    if ":" in name:
+        method = name.split(":", 1)[1]
+        if counts.get(method, 0) < 2:
+            raise OnnxAttrError(f"DEPARA method {method!r} has maps in fewer than two models; "
+                                f"available: {', '.join(_ordered(counts)) or '(none)'}")
+        return method
+    for m in DEPARA_METHODS:
+        if counts.get(m, 0) >= 2:
+            return m
+    if counts:
+        return _ordered(counts)[0]
+    raise OnnxAttrError("DEPARA needs attribution maps in the space; add models with a method")
+
+
+def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None = None, *,
+                     lam: float = 1.0, svcca_keep: float = 0.99, svcca_max_dims: int = 50,
+                     use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                     progress: bool = False) -> tuple[LabelledMatrix, dict[str, Any]]:
+    """Affinity matrix (higher = more similar) of estimator ``name`` over the space's models.
+
+    Returns the matrix (``.excluded`` lists models lacking the estimator's data) and stats about
+    how many pairs were computed versus taken from the cache.
+    """
+    all_models, counts, _ = _space_info(space)
+    kw = dict(use_cache=use_cache, memory_bytes=memory_bytes, progress=progress)
+    base = name.split(":")[0]
+    if base == "depara":
+        method = _depara_method(name, counts)
+        node_est, edge_est = MapCosine(method), make_feature_estimator("relation")
+        if models is None:
+            with h5py.File(space, "r") as f:
+                both = set(node_est.models_with_data(f)) & set(edge_est.models_with_data(f))
+            models = sorted(both)
+        node, s1 = pairwise_matrix(space, node_est, models, **kw)
+        edge, s2 = pairwise_matrix(space, edge_est, models, **kw)
+        label = f"depara:{method}" + ("" if lam == 1.0 else f"@{lam:g}")
+        excluded = [m for m in all_models if m not in node.names]
+        return (LabelledMatrix(node.names, node.values + lam * edge.values, "affinity", label,
+                               excluded),
+                {"computed_pairs": s1["computed_pairs"] + s2["computed_pairs"],
+                 "cached_models": min(s1["cached_models"], s2["cached_models"])})
+    est: PairwiseEstimator
+    if base in FEATURE_ESTIMATORS:
+        est = make_feature_estimator(base, svcca_keep, svcca_max_dims)
+    elif name in counts:
+        est = MapCosine(name)
+    else:
+        known = available_estimators(space)
+        raise OnnxAttrError(f"unknown estimator {name!r} for {space}; "
+                            f"available: {', '.join(known) or '(none)'}")
+    return pairwise_matrix(space, est, models, **kw)

@@ -1,0 +1,188 @@
+"""Score an estimated affinity/distance matrix against measured transfers (an "oracle").
+
+Protocol of the paper (see shared/oracles/taskonomy/README.md): for each oracle target (row), the
+estimator ranks the other oracle sources (columns with a measured value; the target itself is
+excluded) most-similar first. The relevant set is the oracle's top-``top`` sources of that row.
+With hits(K) = sum over targets of |top-K predicted ∩ relevant|:
+P@K = hits(K) / (T·K), R@K = hits(K) / sum_t |relevant_t|, for K = 1..N-1.
+Also reported: the random ranking's expected curve (hypergeometric mean K·r/n per target), the
+oracle's own curve, and the mean per-target Spearman correlation of estimate vs oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from .distances import LabelledMatrix, read_labelled_csv
+from .errors import OnnxAttrError
+
+
+@dataclass
+class Oracle:
+    """Measured transfer quality: ``values[i, j]`` = transfer from ``sources[j]`` to
+    ``targets[i]``, higher = better; NaN = not measured."""
+
+    targets: list[str]
+    sources: list[str]
+    values: np.ndarray
+
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([*self.targets, *self.sources]))
+
+
+def read_oracle(path: str | Path) -> Oracle:
+    """Read a labelled CSV of target rows x source columns (empty cells = not measured)."""
+    targets, sources, values = read_labelled_csv(path)
+    return Oracle(targets, sources, values)
+
+
+def parse_mapping(pairs: Sequence[str] = (), json_file: str | Path | None = None) -> dict[str, str]:
+    """Matrix-name -> oracle-name renames from ``OLD=NEW`` strings and/or a JSON object file."""
+    out: dict[str, str] = {}
+    if json_file is not None:
+        try:
+            data = json.loads(Path(json_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise OnnxAttrError(f"cannot read name mapping {json_file}: {exc}; "
+                                'give a JSON object like {"matrix_name": "oracle_name"}') from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise OnnxAttrError(f"{json_file} must hold a JSON object of name -> name strings")
+        out.update(data)
+    for p in pairs:
+        old, sep, new = p.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise OnnxAttrError(f"bad name mapping {p!r}; write MATRIX_NAME=ORACLE_NAME")
+        out[old.strip()] = new.strip()
+    return out
+
+
+def rename(matrix: LabelledMatrix, mapping: Mapping[str, str]) -> LabelledMatrix:
+    if not mapping:
+        return matrix
+    names = [mapping.get(n, n) for n in matrix.names]
+    return LabelledMatrix(names, matrix.values, matrix.kind, matrix.estimator, matrix.excluded)
+
+
+@dataclass
+class Evaluation:
+    estimator: str
+    top: int
+    k: list[int]
+    precision: list[float]
+    recall: list[float]
+    random_precision: list[float]
+    random_recall: list[float]
+    oracle_precision: list[float]
+    oracle_recall: list[float]
+    spearman: float
+    spearman_per_target: dict[str, float] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spearman"] = None if math.isnan(self.spearman) else self.spearman
+        d["spearman_per_target"] = {k: (None if math.isnan(v) else v)
+                                    for k, v in self.spearman_per_target.items()}
+        return d
+
+
+def _check_names(matrix: LabelledMatrix, oracle: Oracle) -> list[str]:
+    have = set(matrix.names)
+    missing = [n for n in oracle.names if n not in have]
+    if missing:
+        extra = [n for n in matrix.names if n not in set(oracle.names)]
+        raise OnnxAttrError(
+            f"oracle names not in the matrix: {', '.join(missing)}; matrix names not in the "
+            f"oracle: {', '.join(extra) or '(none)'}; map names with --map MATRIX_NAME=ORACLE_NAME"
+        )
+    return [n for n in matrix.names if n not in set(oracle.names)]
+
+
+def _hits(order: Sequence[int], relevant: set[int], kmax: int) -> np.ndarray:
+    """hits[K-1] = |order[:K] ∩ relevant| for K = 1..kmax (order shorter than K: all of it)."""
+    flags = np.array([j in relevant for j in order], dtype=float)
+    cum = np.cumsum(flags) if len(flags) else np.zeros(0)
+    return np.array([cum[min(k, len(cum)) - 1] if len(cum) else 0.0 for k in range(1, kmax + 1)])
+
+
+def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
+             mapping: Mapping[str, str] | None = None) -> Evaluation:
+    """P@K, R@K, random and oracle curves, and mean Spearman of ``matrix`` against ``oracle``.
+
+    Matrix names are renamed with ``mapping`` first; every oracle name must then be in the matrix
+    (extra matrix models are ignored and listed in ``Evaluation.ignored``). Ties in either ranking
+    keep the oracle's column order.
+    """
+    if top < 1:
+        raise OnnxAttrError(f"--top must be at least 1, got {top}")
+    matrix = rename(matrix, mapping or {})
+    ignored = _check_names(matrix, oracle)
+    scores = matrix.scores()
+    idx = {n: i for i, n in enumerate(matrix.names)}
+    rows = []
+    for t, target in enumerate(oracle.targets):
+        cand = [j for j, s in enumerate(oracle.sources)
+                if s != target and math.isfinite(oracle.values[t, j])]
+        if cand:
+            rows.append((t, target, cand))
+    if not rows:
+        raise OnnxAttrError("the oracle has no measured target/source pairs; check the CSV")
+    kmax = max(len(c) for _, _, c in rows)
+    hits, rand, orac = np.zeros(kmax), np.zeros(kmax), np.zeros(kmax)
+    n_rel = 0
+    rho: dict[str, float] = {}
+    for t, target, cand in rows:
+        truth = oracle.values[t, cand]
+        est = np.array([scores[idx[target], idx[oracle.sources[j]]] for j in cand])
+        o_order = np.argsort(-truth, kind="stable")
+        relevant = set(o_order[:top].tolist())
+        r, n = len(relevant), len(cand)
+        n_rel += r
+        hits += _hits(np.argsort(-est, kind="stable").tolist(), relevant, kmax)
+        orac += _hits(o_order.tolist(), relevant, kmax)
+        rand += np.array([min(k, n) * r / n for k in range(1, kmax + 1)])
+        if n >= 2 and np.ptp(est) > 0 and np.ptp(truth) > 0:
+            rho[target] = float(spearmanr(est, truth).statistic)
+        else:
+            rho[target] = math.nan  # a constant ranking has no defined correlation
+    ks = np.arange(1, kmax + 1)
+    n_t = len(rows)
+    valid = [v for v in rho.values() if not math.isnan(v)]
+    return Evaluation(
+        estimator=matrix.estimator, top=top, k=ks.tolist(),
+        precision=(hits / (n_t * ks)).tolist(), recall=(hits / n_rel).tolist(),
+        random_precision=(rand / (n_t * ks)).tolist(), random_recall=(rand / n_rel).tolist(),
+        oracle_precision=(orac / (n_t * ks)).tolist(), oracle_recall=(orac / n_rel).tolist(),
+        spearman=float(np.mean(valid)) if valid else math.nan, spearman_per_target=rho,
+        ignored=ignored,
+    )
+
+
+def oracle_matrix(oracle: Oracle) -> LabelledMatrix:
+    """The oracle as a square affinity matrix over all its names (unmeasured = -inf, diagonal 0),
+    e.g. to score the oracle against itself."""
+    names = oracle.names
+    pos = {n: i for i, n in enumerate(names)}
+    vals = np.full((len(names), len(names)), -np.inf)
+    for i, t in enumerate(oracle.targets):
+        for j, s in enumerate(oracle.sources):
+            if math.isfinite(oracle.values[i, j]):
+                vals[pos[t], pos[s]] = oracle.values[i, j]
+    np.fill_diagonal(vals, 0.0)
+    return LabelledMatrix(names, vals, "affinity", "oracle")
+
+
+def evaluations_json(evals: Sequence[Evaluation]) -> dict[str, Any]:
+    """One evaluation: its flat dict. Several: ``{"estimators": {name: flat dict}}``."""
+    if len(evals) == 1:
+        return evals[0].to_dict()
+    return {"estimators": {e.estimator: e.to_dict() for e in evals}}

@@ -1,0 +1,69 @@
+"""Build synthetic model spaces with plain h5py, following the layout contract (common.md)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+
+def create_space(path: Path, n_probe: int, size: int, digest: str = "d0") -> Path:
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format="onnxattr-space", format_version=1)
+        p = f.create_group("probe")
+        p.create_dataset("images", data=rng.integers(0, 255, (n_probe, size, size, 3), np.uint8))
+        s = h5py.string_dtype()
+        p.create_dataset("names", data=[f"img{i}.png" for i in range(n_probe)], dtype=s)
+        sha = p.create_dataset("sha256", data=[f"{i:064x}" for i in range(n_probe)], dtype=s)
+        sha.attrs.update(size=size, seed=0, source="synthetic", digest=digest)
+        f.create_group("models")
+    return path
+
+
+def add_model(path: Path, name: str, maps: Mapping[str, np.ndarray] | None = None,
+              features: np.ndarray | None = None, dtype: str = "float32") -> str:
+    """Add (or replace) a model group with a fresh uid, like `onnxattr add`."""
+    uid = uuid.uuid4().hex
+    with h5py.File(path, "a") as f:
+        if name in f["models"]:
+            del f["models"][name]
+        g = f["models"].create_group(name)
+        g.attrs.update(uid=uid, onnx_sha256="0" * 64, encoder_node="enc", encoder_tensor="enc",
+                       preprocessing="{}", methods=json.dumps({m: {} for m in (maps or {})}),
+                       versions="{}", created="2026-01-01T00:00:00Z", verify_rel_err=0.0,
+                       framework="synthetic", task="")
+        m = g.create_group("maps")
+        for method, arr in (maps or {}).items():
+            m.create_dataset(method, data=np.asarray(arr, dtype=dtype))
+        if features is not None:
+            g.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+    return uid
+
+
+def remove_model(path: Path, name: str) -> None:
+    with h5py.File(path, "a") as f:
+        del f["models"][name]
+
+
+def random_space(path: Path, n_models: int = 5, n_probe: int = 12, size: int = 8, dim: int = 16,
+                 methods: tuple[str, ...] = ("saliency", "grad_input"), seed: int = 0) -> dict:
+    """A space of correlated random models: model i = shared base + noise scaled by i, so that
+    similarity decreases with index distance. Returns {name: {"maps": ..., "features": ...}}."""
+    rng = np.random.default_rng(seed)
+    create_space(path, n_probe, size)
+    base_maps = {m: rng.normal(size=(n_probe, size, size)) for m in methods}
+    base_feat = rng.normal(size=(n_probe, dim))
+    data = {}
+    for i in range(n_models):
+        maps = {m: b + 0.5 * i * rng.normal(size=b.shape) for m, b in base_maps.items()}
+        feats = base_feat + 0.5 * i * rng.normal(size=base_feat.shape)
+        name = f"m{i}"
+        add_model(path, name, maps, feats)
+        data[name] = {"maps": {k: v.astype(np.float32) for k, v in maps.items()},
+                      "features": feats.astype(np.float32)}
+    return data
