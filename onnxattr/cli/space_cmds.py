@@ -1,1 +1,171 @@
-"""CLI commands (placeholder until the stage lands)."""
+"""Commands of the first stages: probe set, graph inspection, adding/listing/removing models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ._app import app, command, console, err_console
+
+probe_app = typer.Typer(help="Build the probe set of a model space.", no_args_is_help=True)
+app.add_typer(probe_app, name="probe")
+
+SpaceOpt = Annotated[Path, typer.Option("--space", "-s", help="Model-space HDF5 file.")]
+
+
+@command(target=probe_app, name="build")
+def probe_build(
+    folder: Annotated[Optional[Path], typer.Argument(help="Folder of images (recursive); none: embedded default.")] = None,
+    space: SpaceOpt = Path("space.h5"),
+    size: Annotated[int, typer.Option(help="Probe images are S×S.")] = 224,
+    n: Annotated[Optional[int], typer.Option("--n", help="Number of images (default: all; embedded: 300).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    replace: Annotated[bool, typer.Option(help="Replace an existing probe set (no models yet).")] = False,
+) -> None:
+    """Sample, centre-crop and store the probe images once in the space."""
+    import warnings
+
+    from ..probe import build_probe
+    from ..space import ModelSpace
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probe = build_probe(folder, size=size, n=n, seed=seed)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    ModelSpace(space).write_probe(probe, replace=replace)
+    console.print(f"{len(probe)} probe images of {size}×{size} from {probe.source} -> {space}")
+
+
+@command(name="nodes")
+def nodes(
+    model: Annotated[Path, typer.Argument(help="ONNX file.")],
+    all_nodes: Annotated[bool, typer.Option("--all", help="Also list nodes without a known shape.")] = True,
+) -> None:
+    """List every node: name, op type, output tensors and shapes; candidate encoder nodes marked ★."""
+    from .. import graph
+
+    m = graph.load(model)
+    table = Table(title=f"{model.name}: {len(m.graph.node)} nodes", show_lines=False)
+    for col in ("", "node", "op", "outputs", "shape", "candidate"):
+        table.add_column(col)
+    for info in graph.list_nodes(m):
+        shape = info.shapes[0] if info.shapes else None
+        if shape is None and not all_nodes:
+            continue
+        shape_s = "?" if shape is None else "×".join("?" if d is None else str(d) for d in shape)
+        table.add_row("★" if info.candidate else "", info.name, info.op_type,
+                      ", ".join(info.outputs), shape_s, info.candidate)
+    console.print(table)
+
+
+@command(name="add")
+def add(
+    model: Annotated[Path, typer.Argument(help="ONNX file.")],
+    encoder_node: Annotated[Optional[str], typer.Option(help="Encoder output: node or tensor name (default: graph output).")] = None,
+    space: SpaceOpt = Path("space.h5"),
+    name: Annotated[Optional[str], typer.Option(help="Name in the space (default: file name).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="imagenet | caffe | minus1to1 | unit | raw255")] = None,
+    preprocessing: Annotated[Optional[Path], typer.Option(help="Preprocessing JSON file (see --save-preprocessing).")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="HxW (default: the model's static input shape).")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="nchw | nhwc")] = None,
+    color: Annotated[Optional[str], typer.Option(help="rgb | bgr | gray")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Pixel (0-255) multiplier before mean/std.")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="a,b,c")] = None,
+    std: Annotated[Optional[str], typer.Option(help="a,b,c")] = None,
+    save_preprocessing: Annotated[Optional[Path], typer.Option(help="Write the preprocessing used to this JSON file.")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated attribution methods (`onnxattr methods`).")] = "saliency,grad_input,elrp",
+    epsilon: Annotated[float, typer.Option(help="ε of elrp/lrp.")] = 1e-4,
+    lrp_preset: Annotated[Optional[str], typer.Option(help="Rule preset of the lrp method (`onnxattr rules`).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Probe images per forward-backward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    rtol: Annotated[float, typer.Option(help="Tolerance of the onnxruntime check (max-abs relative).")] = 1e-3,
+    overwrite: Annotated[bool, typer.Option(help="Replace a model of the same name.")] = False,
+) -> None:
+    """Truncate MODEL at the encoder, convert, verify, attribute every probe image, store the maps."""
+    from ..errors import OnnxAttrError
+    from ..pipeline import add_model
+    from ..preprocess import Preprocessing
+
+    spec: dict = Preprocessing.load(preprocessing).to_dict() if preprocessing else {}
+    try:
+        spec.update({
+            k: v for k, v in {
+                "preset": preset, "layout": layout, "color": color, "scale": scale,
+                "input_size": _pair(input_size), "mean": _floats(mean), "std": _floats(std),
+            }.items() if v is not None
+        })
+    except ValueError as exc:
+        raise OnnxAttrError(f"bad preprocessing flag: {exc}") from exc
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    params: dict[str, dict] = {"elrp": {"epsilon": epsilon}}
+    if "lrp" in method_list:
+        params["lrp"] = {"epsilon": epsilon, **({"preset": lrp_preset} if lrp_preset else {})}
+    result = add_model(
+        space, model, encoder_node=encoder_node, name=name, preprocessing=spec,
+        methods=method_list, method_params=params, batch_size=batch_size, device=device,
+        rtol=rtol, overwrite=overwrite, log=lambda msg: console.print(msg, highlight=False),
+    )
+    if save_preprocessing:
+        from ..space import ModelSpace
+
+        attrs = next(r.attrs for r in ModelSpace(space).models() if r.name == result.name)
+        Preprocessing.from_dict(json.loads(attrs["preprocessing"])).save(save_preprocessing)
+    console.print(
+        f"added {result.name!r} (encoder tensor {result.encoder_tensor!r}, "
+        f"{', '.join(result.methods)}) in {result.seconds:.1f} s -> {space}"
+    )
+
+
+def _pair(s: str | None) -> list[int] | None:
+    if s is None:
+        return None
+    parts = s.lower().replace("×", "x").split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ValueError(f"--input-size {s!r} must be HxW, e.g. 224x224")
+    return [int(p) for p in parts]
+
+
+def _floats(s: str | None) -> list[float] | None:
+    return None if s is None else [float(v) for v in s.split(",")]
+
+
+@command(name="list")
+def list_models(space: SpaceOpt = Path("space.h5")) -> None:
+    """List the models in a space."""
+    from ..space import ModelSpace
+
+    records = ModelSpace(space).models()
+    table = Table(title=f"{space}: {len(records)} models")
+    for col in ("name", "framework", "task", "encoder", "methods", "images", "verified", "created"):
+        table.add_column(col)
+    for r in records:
+        a = r.attrs
+        table.add_row(r.name, str(a.get("framework", "")), str(a.get("task", "")),
+                      str(a.get("encoder_tensor", "")), ", ".join(r.methods), str(r.n_images),
+                      f"{float(a.get('verify_rel_err', float('nan'))):.1e}", str(a.get("created", "")))
+    console.print(table)
+
+
+@command(name="remove")
+def remove(name: Annotated[str, typer.Argument(help="Model name.")], space: SpaceOpt = Path("space.h5")) -> None:
+    """Remove one model from a space."""
+    from ..space import ModelSpace
+
+    ModelSpace(space).remove_model(name)
+    console.print(f"removed {name!r} from {space}")
+
+
+@command(name="methods")
+def methods_cmd() -> None:
+    """List the registered attribution methods and their parameters."""
+    from ..attribution import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        console.print(f"{name:12s} {cls.defaults or ''}  {(cls.__doc__ or '').splitlines()[0]}")

@@ -1,0 +1,239 @@
+"""Stage 2a: load an ONNX model, list its nodes with shapes, resolve the encoder node, truncate there.
+
+Truncation works on the protobuf alone (no onnx.checker, no onnxruntime), so whatever lies downstream
+of the encoder — heads, custom-domain ops, ops no runtime loads — never matters.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, shape_inference
+
+from .errors import OnnxAttrError
+
+# Ops after which a tensor is a "compact feature" candidate in a classifier (pre-logits).
+_POOLING = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten", "AveragePool"}
+_UPSAMPLING = {"Resize", "Upsample", "ConvTranspose", "DepthToSpace"}
+
+
+def load(path: str | Path) -> onnx.ModelProto:
+    """Load a model, with its external data (torch's exporter writes `model.onnx.data`) if any."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxAttrError(f"{path}: no such file")
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except Exception as exc:
+        raise OnnxAttrError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
+
+
+def sha256(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The one real input (initializers listed as inputs by old exporters are not inputs)."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise OnnxAttrError(f"onnxattr needs a model with one image input; this one has: {names}")
+    return inputs[0]
+
+
+def static_shape(value: onnx.ValueInfoProto) -> list[int | None]:
+    """Dims of a tensor, None where symbolic or unknown."""
+    dims = value.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    op_type: str
+    outputs: list[str]
+    shapes: list[list[int | None] | None]
+    candidate: str = ""  # why this node is a candidate encoder output, or ""
+
+    @property
+    def numel(self) -> int | None:
+        shape = self.shapes[0] if self.shapes else None
+        if not shape or any(d is None for d in shape[1:]):
+            return None
+        return int(np.prod(shape[1:]))
+
+
+def infer_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Shapes of every tensor: onnx shape inference, then onnxruntime on a dummy input for the rest."""
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:
+        inferred = model
+    shapes: dict[str, list[int | None]] = {}
+    g = inferred.graph
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        if v.type.tensor_type.HasField("shape"):
+            shapes[v.name] = static_shape(v)
+    missing = [o for n in model.graph.node for o in n.output if o and not _complete(shapes.get(o))]
+    if missing:
+        shapes.update(_shapes_from_runtime(model, missing))
+    return shapes
+
+
+def _complete(shape: list[int | None] | None) -> bool:
+    return shape is not None and all(d is not None for d in shape[1:])
+
+
+def _shapes_from_runtime(model: onnx.ModelProto, names: list[str]) -> dict[str, list[int | None]]:
+    """Run onnxruntime once with every missing tensor exposed as an output; {} when it cannot run."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        dummy = np.zeros(dummy_shape(static_shape(graph_input(model))), dtype=np.float32)
+        values = session.run(names, {inp.name: dummy})
+    except Exception:
+        return {}
+    return {n: [None, *v.shape[1:]] for n, v in zip(names, values) if hasattr(v, "shape")}
+
+
+def dummy_shape(shape: list[int | None]) -> list[int]:
+    """A concrete shape for a dummy run: batch 1, 224 for unknown spatial dims, 3 for channels."""
+    out = []
+    for i, d in enumerate(shape):
+        if d is not None:
+            out.append(d)
+        elif i == 0:
+            out.append(1)
+        else:
+            out.append(3 if len(shape) == 4 and i in (1, 3) and 3 not in shape[1:] else 224)
+    return out
+
+
+def list_nodes(model: onnx.ModelProto) -> list[NodeInfo]:
+    """Every node with its output shapes, candidate encoder outputs marked with a reason."""
+    shapes = infer_shapes(model)
+    infos = [
+        NodeInfo(
+            name=n.name,
+            op_type=n.op_type,
+            outputs=list(n.output),
+            shapes=[shapes.get(o) for o in n.output],
+        )
+        for n in model.graph.node
+    ]
+    _mark_candidates(infos)
+    return infos
+
+
+def _mark_candidates(infos: list[NodeInfo]) -> None:
+    """The paper takes the sub-model with the most compact features: pre-logits or a bottleneck."""
+    # Pre-logits: the last pooled/flattened output before the first fully connected layer.
+    first_fc = next((i for i, n in enumerate(infos) if n.op_type in {"Gemm", "MatMul"}), None)
+    if first_fc is not None:
+        for n in reversed(infos[:first_fc]):
+            if n.op_type in _POOLING or (n.op_type in {"Reshape", "Squeeze"} and n.numel):
+                n.candidate = "pre-logits: pooled features before the first fully connected layer"
+                break
+    # Bottleneck: the last node at the smallest spatial resolution before any upsampling.
+    first_up = next((i for i, n in enumerate(infos) if n.op_type in _UPSAMPLING), len(infos))
+    spatial = [
+        (int(np.prod(s[2:])), i)
+        for i, n in enumerate(infos[:first_up])
+        if (s := n.shapes[0] if n.shapes else None) and len(s) == 4 and _complete(s)
+    ]
+    if spatial and first_up < len(infos):
+        smallest = min(a for a, _ in spatial)
+        last = max(i for a, i in spatial if a == smallest)
+        if not infos[last].candidate:
+            infos[last].candidate = "bottleneck: last feature map at the smallest resolution"
+    if not any(n.candidate for n in infos) and infos:
+        infos[-1].candidate = "graph output"
+
+
+def resolve_encoder(model: onnx.ModelProto, name: str | None) -> str:
+    """The tensor name for an encoder given as a node name or tensor name (default: graph output)."""
+    if name is None:
+        return model.graph.output[0].name
+    tensors = {o for n in model.graph.node for o in n.output if o}
+    if name in tensors:
+        return name
+    by_node = {n.name: n for n in model.graph.node if n.name}
+    if name in by_node:
+        return by_node[name].output[0]
+    close = difflib.get_close_matches(name, list(by_node) + sorted(tensors), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise OnnxAttrError(
+        f"node {name!r} not found{hint} `onnxattr nodes MODEL` lists the nodes and tensors"
+    )
+
+
+def truncate(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
+    """The sub-model of exactly the nodes `tensor` depends on, with `tensor` as its one output."""
+    producers = {o: n for n in model.graph.node for o in n.output if o}
+    needed_nodes: list[onnx.NodeProto] = []
+    kept: set[int] = set()
+    seen: set[str] = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if t in seen or t not in producers:
+            seen.add(t)
+            continue
+        seen.add(t)
+        node = producers[t]
+        if id(node) not in kept:
+            kept.add(id(node))
+            needed_nodes.append(node)
+            stack.extend(i for i in node.input if i)
+            stack.extend(_subgraph_inputs(node))
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    needed_nodes.sort(key=lambda n: order[id(n)])
+    inits = [i for i in model.graph.initializer if i.name in seen]
+    inputs = [i for i in model.graph.input if i.name in seen and i.name not in {x.name for x in inits}]
+    if not inputs:
+        raise OnnxAttrError(f"tensor {tensor!r} does not depend on the model input; pick another node")
+    value_info = [v for v in model.graph.value_info if v.name in seen]
+    out_vi = next((v for v in list(model.graph.value_info) + list(model.graph.output)
+                   if v.name == tensor), None)
+    output = onnx.ValueInfoProto()
+    if out_vi is not None:
+        output.CopyFrom(out_vi)
+    else:
+        output.CopyFrom(helper.make_empty_tensor_value_info(tensor))
+    graph = helper.make_graph(
+        needed_nodes, f"{model.graph.name or 'model'}_encoder", inputs, [output],
+        initializer=inits, value_info=[v for v in value_info if v.name != tensor],
+    )
+    domains = {n.domain for n in needed_nodes} | {"", "ai.onnx"}
+    opsets = [o for o in model.opset_import if o.domain in domains]
+    out = helper.make_model(graph, opset_imports=opsets, producer_name=model.producer_name)
+    out.ir_version = model.ir_version
+    return out
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:
+    """Outer-scope tensors referenced inside If/Loop/Scan bodies."""
+    names: list[str] = []
+    for attr in node.attribute:
+        graphs = list(attr.g.node and [attr.g] or []) + list(attr.graphs)
+        for g in graphs:
+            for n in g.node:
+                names.extend(i for i in n.input if i)
+                for a in n.attribute:
+                    if a.g.node or a.graphs:
+                        names.extend(_subgraph_inputs(n))
+    return names

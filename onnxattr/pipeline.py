@@ -1,0 +1,212 @@
+"""The `add` pipeline: ONNX file -> truncated, fixed-up, converted, verified encoder -> maps in the space.
+
+Everything is computed before the space is touched, so a failure leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import graph as onnx_graph
+from .attribution import attribute, get_method
+from .convert import to_torch, verify
+from .errors import OnnxAttrError
+from .fixups import fix_up
+from .preprocess import Preprocessing
+from .probe import build_probe
+from .space import ModelSpace, check_name
+
+DEFAULT_METHODS = ("saliency", "grad_input", "elrp")
+MAX_FEATURES = 8192
+_LIBRARIES = ("onnxattr", "onnx", "onnxruntime", "onnx2torch", "torch", "numpy", "h5py")
+
+
+@dataclass
+class AddResult:
+    """What `add` did: shown to the user and stored with the model."""
+
+    name: str
+    encoder_tensor: str
+    verify_rel_err: float
+    fixups: list[str]
+    seconds: float
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def default_preprocessing(model_input_shape: list[int | None], layout: str | None) -> Preprocessing:
+    """Input size and layout read off the model's static input shape where it has one."""
+    shape = model_input_shape
+    if len(shape) != 4:
+        raise OnnxAttrError(
+            f"the model input has rank {len(shape)}; onnxattr needs an image input (N,C,H,W or N,H,W,C)"
+        )
+    if layout is None:
+        layout = "nhwc" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "nchw"
+    h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
+    c = shape[1] if layout == "nchw" else shape[3]
+    return Preprocessing(
+        input_size=(h or 224, w or 224), layout=layout, color="gray" if c == 1 else "rgb",
+    )
+
+
+def pool_features(out: torch.Tensor, channels_last: bool, max_dim: int = MAX_FEATURES) -> torch.Tensor:
+    """The encoder output per image, average-pooled spatially (then over channel groups) to <= max_dim."""
+    out = out.float()
+    if out.dim() == 4:
+        if channels_last:
+            out = out.permute(0, 3, 1, 2)
+        c, h, w = out.shape[1:]
+        g = max((s for s in (8, 4, 2, 1) if c * s * s <= max_dim), default=1)
+        if g * g < h * w:
+            out = F.adaptive_avg_pool2d(out, min(g, h, w) if h == w else (min(g, h), min(g, w)))
+    flat = out.flatten(1)
+    if flat.shape[1] > max_dim:
+        groups = -(-flat.shape[1] // max_dim)
+        pad = groups * max_dim - flat.shape[1]
+        flat = F.pad(flat, (0, pad)).view(flat.shape[0], max_dim, groups).mean(2)
+    return flat
+
+
+def make_preprocessing(
+    model_input_shape: list[int | None], spec: Preprocessing | dict[str, Any] | None
+) -> Preprocessing:
+    """The model's own input size/layout, then a preset, then explicit values (flags or a file)."""
+    if isinstance(spec, Preprocessing):
+        return spec
+    spec = {k: v for k, v in (spec or {}).items() if v is not None}
+    base = default_preprocessing(model_input_shape, spec.get("layout")).to_dict()
+    preset = spec.pop("preset", None)
+    if preset is not None:
+        from .preprocess import PRESETS
+
+        if preset not in PRESETS:
+            raise OnnxAttrError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+        base.update(PRESETS[preset], preset=preset)
+    base.update(spec)
+    return Preprocessing.from_dict(base)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for lib in _LIBRARIES:
+        try:
+            versions[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            continue
+    return versions
+
+
+def default_name(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.name.removesuffix(".onnx"))
+
+
+def add_model(
+    space: str | Path,
+    model_path: str | Path,
+    encoder_node: str | None = None,
+    name: str | None = None,
+    preprocessing: Preprocessing | dict[str, Any] | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    rtol: float = 1e-3,
+    overwrite: bool = False,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Any = None,
+) -> AddResult:
+    """Attribute one ONNX model on the space's probe set and store its maps (see README)."""
+    import time
+
+    t0 = time.perf_counter()
+    say = log or (lambda *_: None)
+    space_obj = ModelSpace(space)
+    model_path = Path(model_path)
+    name = check_name(name or default_name(model_path))
+    if not overwrite and space_obj.has_model(name):
+        raise OnnxAttrError(f"model {name!r} is already in {space}; pass --overwrite or --name OTHER")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise OnnxAttrError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    if batch_size < 1:
+        raise OnnxAttrError("--batch-size must be at least 1")
+    method_objs = [get_method(m, **(method_params or {}).get(m, {})) for m in methods]
+
+    full = onnx_graph.load(model_path)
+    onnx_sha = onnx_graph.sha256(full)
+    tensor = onnx_graph.resolve_encoder(full, encoder_node)
+    encoder = onnx_graph.truncate(full, tensor)
+    del full
+    input_shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
+    pre = make_preprocessing(input_shape, preprocessing)
+    _check_input_compatible(input_shape, pre)
+    encoder, fixups = fix_up(encoder, list(pre.input_shape(1)))
+    for note in fixups:
+        say(f"fix-up: {note}")
+
+    probe = space_obj.read_probe() if space_obj.has_probe() else None
+    if probe is None:
+        say("no probe set in the space: building the embedded default")
+        probe = build_probe(None, size=224, seed=0)
+    graph = to_torch(encoder)
+    first = pre.apply(probe.images[: min(8, len(probe))]).numpy()
+    err = verify(graph, encoder, first, rtol)
+    say(f"conversion verified against onnxruntime: max relative error {err:.2e} (tolerance {rtol:.0e})")
+    graph.module.to(device)
+
+    maps = {m.name: np.empty((len(probe), probe.size, probe.size), np.float32) for m in method_objs}
+    features: list[torch.Tensor] = []
+    batches = range(0, len(probe), batch_size)
+    for start in _progress(batches, progress, f"attributing {name}"):
+        images = probe.images[start : start + batch_size]
+        x = pre.apply(images).to(device)
+        out = attribute(graph, x, method_objs, on_output=lambda o: features.append(
+            pool_features(o, channels_last=pre.layout == "nhwc" and o.dim() == 4).cpu()))
+        for m, a in out.items():
+            maps[m][start : start + len(images)] = pre.invert_map(a.float(), probe.size).cpu().numpy()
+    for m, a in maps.items():
+        if not np.isfinite(a).all():
+            raise OnnxAttrError(f"{m} maps of {name!r} contain NaN/inf; nothing was stored")
+
+    result = AddResult(
+        name=name, encoder_tensor=tensor, verify_rel_err=err, fixups=fixups,
+        seconds=time.perf_counter() - t0, methods={m.name: m.params for m in method_objs},
+    )
+    attrs = {
+        "onnx_path": str(model_path), "onnx_sha256": onnx_sha,
+        "encoder_node": encoder_node or "", "encoder_tensor": tensor,
+        "preprocessing": pre.to_dict(), "methods": result.methods, "fixups": fixups,
+        "verify_rel_err": err, "versions": library_versions(), "device": device,
+        "framework": "", "task": "", **(metadata or {}),
+    }
+    if not space_obj.has_probe():
+        space_obj.write_probe(probe)
+    space_obj.add_model(name, maps, torch.cat(features).numpy(), attrs, overwrite=overwrite)
+    return result
+
+
+def _check_input_compatible(shape: list[int | None], pre: Preprocessing) -> None:
+    want = pre.input_shape(1)
+    if len(shape) != len(want) or any(s is not None and s != w for s, w in zip(shape[1:], want[1:])):
+        raise OnnxAttrError(
+            f"the model's input shape is {['?' if s is None else s for s in shape]} but the "
+            f"preprocessing gives {list(want)}; set --input-size/--layout/--color to match"
+        )
+
+
+def _progress(items: range, enabled: bool, label: str):
+    if not enabled:
+        return items
+    from rich.progress import track
+
+    return track(items, description=label, transient=True)

@@ -1,0 +1,165 @@
+"""Stage 1: the probe set — the same unlabeled images for every model.
+
+Images are centre-cropped, resized to S×S and stored once as uint8 RGB, with their relative names
+and content hashes. With no folder, a deterministic default is built from real photographs that
+ship inside installed packages (scikit-image, matplotlib, scikit-learn), so `add` needs no set-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import OnnxAttrError
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class ProbeSet:
+    images: np.ndarray  # (Np, S, S, 3) uint8 RGB
+    names: list[str]
+    source: str
+    seed: int
+    hashes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.hashes:
+            self.hashes = [hashlib.sha256(im.tobytes()).hexdigest() for im in self.images]
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def digest(self) -> str:
+        """One hash of the whole set, so spaces built from the same probe can be recognised."""
+        return hashlib.sha256("".join(self.hashes).encode()).hexdigest()
+
+
+def find_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+def center_square(img: Image.Image, size: int) -> np.ndarray:
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    img = img.convert("RGB").crop((left, top, left + s, top + s))
+    return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def build_probe(
+    source: str | Path | None = None, size: int = 224, n: int | None = None, seed: int = 0,
+    progress: Callable[[Iterator], Iterator] | None = None,
+) -> ProbeSet:
+    """A probe set from a folder (recursively), or the embedded default when `source` is None."""
+    if size < 8:
+        raise OnnxAttrError(f"--size {size} is too small; use at least 8 pixels")
+    if source is None:
+        return embedded_probe(size=size, n=300 if n is None else n, seed=seed)
+    root = Path(source)
+    if not root.is_dir():
+        raise OnnxAttrError(f"{root}: not a folder of images")
+    paths = find_images(root)
+    if not paths:
+        raise OnnxAttrError(
+            f"no images ({', '.join(sorted(EXTENSIONS))}) found under {root}; point at a folder of photos"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    images, names = [], []
+    it: Iterator = iter(order)
+    if progress is not None:
+        it = progress(it)
+    for i in it:
+        if n is not None and len(images) >= n:
+            break
+        try:
+            with Image.open(paths[i]) as img:
+                images.append(center_square(img, size))
+        except Exception as exc:  # PIL raises many types for broken files
+            warnings.warn(f"skipping unreadable image {paths[i]}: {exc}", stacklevel=2)
+            continue
+        names.append(paths[i].relative_to(root).as_posix())
+    if not images:
+        raise OnnxAttrError(f"none of the {len(paths)} image files under {root} could be read")
+    return ProbeSet(np.stack(images), names, source=str(root.resolve()), seed=seed)
+
+
+def packaged_photographs() -> dict[str, np.ndarray]:
+    """Real photographs shipped inside installed packages (nothing is downloaded)."""
+    photos: dict[str, np.ndarray] = {}
+    try:
+        from skimage import data
+
+        for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left",
+                     "motorcycle_right", "hubble_deep_field", "retina", "ihc", "camera", "moon",
+                     "coins", "brick", "grass", "gravel"):
+            try:
+                photos[f"skimage/{name}"] = _rgb(getattr(data, name)())
+            except Exception:  # an image this skimage version would fetch from the internet
+                continue
+    except ImportError:
+        pass
+    try:
+        from matplotlib import cbook
+
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            photos["matplotlib/grace_hopper"] = np.asarray(Image.open(f).convert("RGB"))
+    except Exception:
+        pass
+    try:
+        from sklearn.datasets import load_sample_images
+
+        for fname, img in zip(load_sample_images().filenames, load_sample_images().images):
+            photos[f"sklearn/{Path(fname).stem}"] = img
+    except Exception:
+        pass
+    if not photos:
+        raise OnnxAttrError(
+            "no packaged photographs found for the default probe set; "
+            "`pip install scikit-image` or pass a folder: `onnxattr probe build DIR`"
+        )
+    return photos
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        a = (255 * (a - a.min()) / max(float(np.ptp(a)), 1e-12)).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return a[..., :3]
+
+
+def embedded_probe(size: int = 224, n: int = 300, seed: int = 0) -> ProbeSet:
+    """n deterministic random crops (10–100 % of the area, aspect 3/4–4/3, random flips) of the photos."""
+    photos = packaged_photographs()
+    keys = sorted(photos)
+    rng = np.random.default_rng(seed)
+    images, names = [], []
+    for k in range(n):
+        key = keys[k % len(keys)] if k < len(keys) else keys[rng.integers(len(keys))]
+        img = photos[key]
+        h, w = img.shape[:2]
+        area = rng.uniform(0.1, 1.0) * h * w
+        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        ch = int(min(h, max(8, round(np.sqrt(area / aspect)))))
+        cw = int(min(w, max(8, round(np.sqrt(area * aspect)))))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = Image.fromarray(img[top:top + ch, left:left + cw])
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        images.append(center_square(crop, size))
+        names.append(f"{key}#crop{k}")
+    return ProbeSet(np.stack(images), names, source="embedded", seed=seed)
