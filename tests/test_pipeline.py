@@ -1,0 +1,167 @@
+"""Stored maps equal independent references: autograd and Captum on the original torch module."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import InputXGradient, Saliency
+from torch import nn
+
+from onnxattr.pipeline import add_model
+from onnxattr.preprocess import Preprocessing
+from onnxattr.space import ModelSpace
+
+from .conftest import random_probe
+from .models import TinyResNet, TinyVGG, export, randomize_bn
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def reference_input(images: np.ndarray, size: int) -> torch.Tensor:
+    """T by hand: bilinear (antialiased) resize, ImageNet normalisation, NCHW."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp(0, 255)
+    return (x / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def to_probe(a: torch.Tensor, size: int) -> np.ndarray:
+    a = a.sum(1, keepdim=True)
+    if a.shape[-1] != size:
+        a = F.interpolate(a, size=(size, size), mode="bilinear", antialias=True)
+    return a[:, 0].detach().numpy()
+
+
+def per_image_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+class MeanOutput(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1).mean(1, keepdim=True)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vgg"])
+@pytest.mark.parametrize("probe_size", [32, 48])
+def test_maps_match_captum_and_autograd(tmp_path, arch, probe_size):
+    torch.manual_seed(0)
+    if arch == "resnet":
+        net = randomize_bn(TinyResNet())
+        encoder = _Fn(net.features)
+        path = export(net, tmp_path / "m.onnx", (2, 3, 32, 32))
+        # the encoder output is the last Relu, before the head (pooling + Gemm)
+        node = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Relu"][-1].name
+    else:
+        net = encoder = TinyVGG().eval()
+        path = export(net, tmp_path / "m.onnx", (2, 3, 32, 32))
+        node = None
+    probe = random_probe(n=5, size=probe_size)
+    space = tmp_path / "space.h5"
+    ModelSpace(space).write_probe(probe)
+    add_model(space, path, encoder_node=node, preprocessing={"preset": "imagenet"}, batch_size=2,
+              progress=False)
+
+    x = reference_input(probe.images, 32)
+    wrapped = MeanOutput(encoder)
+    target = dict(target=0)
+    sal = Saliency(wrapped).attribute(x.clone().requires_grad_(), abs=True, **target)
+    ixg = InputXGradient(wrapped).attribute(x.clone().requires_grad_(), **target)
+    xa = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(encoder(xa).flatten(1).mean(1).sum(), xa)
+
+    stored = ModelSpace(space)
+    for method, ref in [("saliency", sal), ("grad_input", ixg), ("grad_input", x * g)]:
+        got = stored.read_maps("m", method)
+        assert got.shape == (5, probe_size, probe_size)
+        cos = per_image_cosine(got, to_probe(ref, probe_size))
+        assert cos.min() >= 0.999, (method, cos)
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_elrp_equals_zennit_epsilon_on_relu_chain(tmp_path):
+    from zennit.composites import LayerMapComposite
+    from zennit.rules import Epsilon, Pass
+    from zennit.types import Activation, Convolution, Linear
+
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, stride=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 15 * 15, 10), nn.ReLU(),
+    ).eval()
+    eps = 1e-2
+    path = export(net, tmp_path / "chain.onnx", (2, 3, 32, 32))
+    probe = random_probe(n=4, size=32)
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(probe)
+    add_model(space, path, preprocessing={"preset": "imagenet"}, methods=["elrp"],
+              method_params={"elrp": {"epsilon": eps}}, progress=False)
+
+    x = reference_input(probe.images, 32).requires_grad_()
+    composite = LayerMapComposite(
+        [(Activation, Pass()), (Convolution, Epsilon(epsilon=eps)), (Linear, Epsilon(epsilon=eps))]
+    )
+    with composite.context(net) as modified:
+        out = modified(x)
+        # R̄ = mean of the outputs: each unit's relevance is its share y_j / N
+        (rel,) = torch.autograd.grad(out, x, grad_outputs=out.detach() / out[0].numel())
+    got = ModelSpace(space).read_maps("chain", "elrp")
+    ref = to_probe(rel, 32)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def test_elrp_tends_to_grad_input(tmp_path):
+    net = randomize_bn(TinyResNet())
+    path = export(net, tmp_path / "r.onnx", (1, 3, 32, 32))
+    probe = random_probe(n=3)
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(probe)
+    gaps = []
+    for eps in (1e-1, 1e-3, 1e-6):
+        add_model(space, path, name=f"e{eps}", methods=["grad_input", "elrp"],
+                  method_params={"elrp": {"epsilon": eps}}, progress=False)
+        s = ModelSpace(space)
+        gi, el = s.read_maps(f"e{eps}", "grad_input"), s.read_maps(f"e{eps}", "elrp")
+        gaps.append(np.abs(el - gi).max() / np.abs(gi).max())
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3, gaps
+
+
+def test_space_layout_and_metadata(tmp_path, probe):
+    path = export(TinyVGG(), tmp_path / "v.onnx", (1, 3, 32, 32))
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(probe)
+    add_model(space, path, preprocessing=Preprocessing.from_preset("imagenet", input_size=(32, 32)),
+              progress=False)
+    with h5py.File(space) as f:
+        assert f.attrs["format"] == "onnxattr-space"
+        assert f["probe/images"].shape == (6, 32, 32, 3) and f["probe/images"].dtype == np.uint8
+        g = f["models/v"]
+        for m in ("saliency", "grad_input", "elrp"):
+            assert g[f"maps/{m}"].shape == (6, 32, 32) and g[f"maps/{m}"].dtype == np.float32
+        assert g["features"].shape == (6, 8 * 8 * 8)
+        for key in ("onnx_sha256", "encoder_tensor", "preprocessing", "methods", "versions",
+                    "created", "uid", "verify_rel_err"):
+            assert key in g.attrs, key
+        assert '"epsilon": 0.0001' in g.attrs["methods"]
+    # features are the encoder outputs on the probe, pooled losslessly here (512 <= 8192 dims)
+    x = Preprocessing.from_preset("imagenet", input_size=(32, 32)).apply(probe.images)
+    (reference,) = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(ModelSpace(space).read_features("v"),
+                               reference.reshape(6, -1), atol=1e-5)
