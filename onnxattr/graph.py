@@ -209,20 +209,29 @@ def truncate(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
     value_info = [v for v in model.graph.value_info if v.name in seen]
     out_vi = next((v for v in list(model.graph.value_info) + list(model.graph.output)
                    if v.name == tensor), None)
-    output = onnx.ValueInfoProto()
-    if out_vi is not None:
-        output.CopyFrom(out_vi)
-    else:
-        output.CopyFrom(helper.make_empty_tensor_value_info(tensor))
     graph = helper.make_graph(
-        needed_nodes, f"{model.graph.name or 'model'}_encoder", inputs, [output],
+        needed_nodes, f"{model.graph.name or 'model'}_encoder", inputs,
+        [out_vi or helper.make_empty_tensor_value_info(tensor)],
         initializer=inits, value_info=[v for v in value_info if v.name != tensor],
     )
     domains = {n.domain for n in needed_nodes} | {"", "ai.onnx"}
     opsets = [o for o in model.opset_import if o.domain in domains]
     out = helper.make_model(graph, opset_imports=opsets, producer_name=model.producer_name)
     out.ir_version = model.ir_version
+    if not out.graph.output[0].type.HasField("tensor_type"):
+        _type_output(out)
     return out
+
+
+def _type_output(model: onnx.ModelProto) -> None:
+    """Give the output its inferred type (onnx.checker and onnxruntime want one); float if unknown."""
+    name = model.graph.output[0].name
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False)
+        found = next((v for v in inferred.graph.value_info if v.name == name), None)
+    except Exception:
+        found = None
+    model.graph.output[0].CopyFrom(found or helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
 
 
 def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:
