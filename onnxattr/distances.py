@@ -198,10 +198,17 @@ def model_uids(f: h5py.File, names: Sequence[str]) -> list[str]:
     return out
 
 
+def space_models(f: h5py.File) -> list[str]:
+    """Model names, without groups still being written by `add` (their names start with '.')."""
+    return sorted(m for m in f.get("models", {}) if not m.startswith("."))
+
+
 def probe_digest(f: h5py.File) -> str:
-    if "probe/sha256" in f:
-        d = f["probe/sha256"].attrs.get("digest", "")
-        return d.decode() if isinstance(d, bytes) else str(d)
+    """The probe set's digest (on /probe, or on /probe/sha256 in older files); '' if none."""
+    for path in ("probe", "probe/sha256"):
+        if path in f and "digest" in f[path].attrs:
+            d = f[path].attrs["digest"]
+            return d.decode() if isinstance(d, bytes) else str(d)
     return ""
 
 
@@ -309,7 +316,7 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
     with f:
         if f.attrs.get("format") not in ("onnxattr-space", b"onnxattr-space"):
             raise OnnxAttrError(f"{space} is not an onnxattr model space; give a space file")
-        all_models = sorted(f["models"].keys()) if "models" in f else []
+        all_models = space_models(f)
         have = est.models_with_data(f)
         if models is None:
             names, excluded = have, [m for m in all_models if m not in have]

@@ -32,6 +32,7 @@ from .distances import (
     PairwiseEstimator,
     normalise_rows,
     pairwise_matrix,
+    space_models,
 )
 from .errors import OnnxAttrError
 
@@ -62,9 +63,7 @@ class MapCosine:
         return f[f"models/{name}/maps/{self.method}"]
 
     def models_with_data(self, f: h5py.File) -> list[str]:
-        if "models" not in f:
-            return []
-        return sorted(m for m in f["models"] if f"maps/{self.method}" in f["models"][m])
+        return [m for m in space_models(f) if f"maps/{self.method}" in f["models"][m]]
 
     def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[slice]:
         shapes = {n: self._ds(f, n).shape for n in names}
@@ -161,9 +160,7 @@ class FeatureEstimator:
         self.cache_key = f"features.{name}{key_params}"
 
     def models_with_data(self, f: h5py.File) -> list[str]:
-        if "models" not in f:
-            return []
-        return sorted(m for m in f["models"] if "features" in f["models"][m])
+        return [m for m in space_models(f) if "features" in f["models"][m]]
 
     def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[None]:
         n = {f[f"models/{m}/features"].shape[0] for m in names}
@@ -218,7 +215,7 @@ def _space_info(space: str | Path) -> tuple[list[str], dict[str, int], int]:
     if not space.is_file():
         raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
     with h5py.File(space, "r") as f:
-        models = sorted(f["models"]) if "models" in f else []
+        models = space_models(f)
         counts: dict[str, int] = {}
         n_feat = 0
         for m in models:

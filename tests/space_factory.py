@@ -19,15 +19,17 @@ def create_space(path: Path, n_probe: int, size: int, digest: str = "d0") -> Pat
         p.create_dataset("images", data=rng.integers(0, 255, (n_probe, size, size, 3), np.uint8))
         s = h5py.string_dtype()
         p.create_dataset("names", data=[f"img{i}.png" for i in range(n_probe)], dtype=s)
-        sha = p.create_dataset("sha256", data=[f"{i:064x}" for i in range(n_probe)], dtype=s)
-        sha.attrs.update(size=size, seed=0, source="synthetic", digest=digest)
+        p.create_dataset("sha256", data=[f"{i:064x}" for i in range(n_probe)], dtype=s)
+        p.attrs.update(size=size, seed=0, source="synthetic", digest=digest)
         f.create_group("models")
     return path
 
 
 def add_model(path: Path, name: str, maps: Mapping[str, np.ndarray] | None = None,
-              features: np.ndarray | None = None, dtype: str = "float32") -> str:
-    """Add (or replace) a model group with a fresh uid, like `onnxattr add`."""
+              features: np.ndarray | None = None, dtype: str = "float32",
+              compress: bool = False) -> str:
+    """Add (or replace) a model group with a fresh uid, like `onnxattr add` (``compress``: the
+    per-image gzip chunks that onnxattr.space writes)."""
     uid = uuid.uuid4().hex
     with h5py.File(path, "a") as f:
         if name in f["models"]:
@@ -39,7 +41,10 @@ def add_model(path: Path, name: str, maps: Mapping[str, np.ndarray] | None = Non
                        framework="synthetic", task="")
         m = g.create_group("maps")
         for method, arr in (maps or {}).items():
-            m.create_dataset(method, data=np.asarray(arr, dtype=dtype))
+            arr = np.asarray(arr, dtype=dtype)
+            opts = dict(chunks=(1, *arr.shape[1:]), compression="gzip", compression_opts=1,
+                        shuffle=True) if compress else {}
+            m.create_dataset(method, data=arr, **opts)
         if features is not None:
             g.create_dataset("features", data=np.asarray(features, dtype=np.float32))
     return uid

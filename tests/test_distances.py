@@ -1,0 +1,166 @@
+"""Distance engine: cache, incremental updates, chunking, I/O."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from onnxattr import distances
+from onnxattr.distances import (
+    LabelledMatrix,
+    affinity_to_distance,
+    ranking,
+    read_matrix_csv,
+    write_matrix,
+)
+from onnxattr.errors import OnnxAttrError
+from onnxattr.estimators import compute_affinity
+
+from .space_factory import add_model, create_space, random_space, remove_model
+
+
+def direct_affinity(data: dict, method: str) -> np.ndarray:
+    """Paper's definition with a plain loop: mean over images of the cosine of flattened maps."""
+    names = sorted(data)
+    out = np.zeros((len(names), len(names)))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            ma, mb = data[a]["maps"][method], data[b]["maps"][method]
+            cos = [float(np.dot(x.ravel(), y.ravel()) / (np.linalg.norm(x) * np.linalg.norm(y)))
+                   for x, y in zip(ma.astype(float), mb.astype(float))]
+            out[i, j] = np.mean(cos)
+    return out
+
+
+def test_affinity_and_distance_match_definition(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    data = random_space(path, n_models=4, n_probe=7)
+    m, stats = compute_affinity(path, "saliency")
+    assert m.names == sorted(data)
+    np.testing.assert_allclose(m.values, direct_affinity(data, "saliency"), atol=1e-6)
+    np.testing.assert_allclose(m.distance().values, 1.0 / m.values)  # Np / sum_k cos
+    assert stats == {"computed_pairs": 10, "cached_models": 0}  # 4·5/2 pairs incl. self-pairs
+
+
+def test_incremental_equals_full_and_costs_n_pairs(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    data = random_space(path, n_models=5, n_probe=6)
+    rng = np.random.default_rng(9)
+    compute_affinity(path, "grad_input")
+    new_map = rng.normal(size=(6, 8, 8)).astype(np.float32)
+    add_model(path, "new", {"grad_input": new_map}, rng.normal(size=(6, 16)))
+    inc, stats = compute_affinity(path, "grad_input")
+    assert stats == {"computed_pairs": 6, "cached_models": 5}  # N + the self-pair
+    full, _ = compute_affinity(path, "grad_input", use_cache=False)
+    np.testing.assert_allclose(inc.values, full.values, atol=1e-7)  # float32 products
+    data["new"] = {"maps": {"grad_input": new_map}}
+    np.testing.assert_allclose(inc.values, direct_affinity(data, "grad_input"), atol=1e-6)
+
+    # remove then re-add under the same name with other maps: new uid -> recomputed
+    remove_model(path, "m2")
+    add_model(path, "m2", {"grad_input": -data["m2"]["maps"]["grad_input"]}, None)
+    again, stats = compute_affinity(path, "grad_input")
+    assert stats["cached_models"] == 5 and stats["computed_pairs"] == 6
+    i, j = again.index("m2"), again.index("m0")
+    assert again.values[i, j] == pytest.approx(-full.values[full.index("m2"), j], abs=1e-6)
+    # removing a model drops it; the rest comes from the cache
+    remove_model(path, "m4")
+    after, stats = compute_affinity(path, "grad_input")
+    assert "m4" not in after.names and stats["computed_pairs"] == 0
+
+
+def test_small_memory_budget_gives_same_result(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    random_space(path, n_models=4, n_probe=10)
+    big, _ = compute_affinity(path, "saliency", use_cache=False)
+    # 1 KiB: one image per chunk and one model per block
+    small, _ = compute_affinity(path, "saliency", use_cache=False, memory_bytes=1024)
+    np.testing.assert_allclose(small.values, big.values, atol=1e-6)
+    feats_big, _ = compute_affinity(path, "cka", use_cache=False)
+    feats_small, _ = compute_affinity(path, "cka", use_cache=False, memory_bytes=1024)
+    np.testing.assert_allclose(feats_small.values, feats_big.values, atol=1e-12)
+
+
+def test_compressed_float16_maps_and_zero_maps(tmp_path: Path) -> None:
+    path = create_space(tmp_path / "s.h5", 3, 4)
+    a = np.arange(48, dtype=np.float32).reshape(3, 4, 4)
+    add_model(path, "a", {"saliency": a}, dtype="float16", compress=True)
+    add_model(path, "z", {"saliency": np.zeros_like(a)})
+    m, _ = compute_affinity(path, "saliency")
+    assert m.values[0, 0] == pytest.approx(1.0, abs=1e-3)
+    assert m.values[0, 1] == 0.0 and m.values[1, 1] == 0.0  # zero maps: cosine 0, no NaN
+    assert math.isinf(m.distance().values[0, 1])
+
+
+def test_failed_update_keeps_old_cache(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "s.h5"
+    random_space(path, n_models=3)
+    first, _ = compute_affinity(path, "saliency")
+    add_model(path, "late", {"saliency": np.ones((12, 8, 8))}, None)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(distances, "compute_pairs", boom)
+    with pytest.raises(RuntimeError):
+        compute_affinity(path, "saliency")
+    monkeypatch.undo()
+    with h5py.File(path, "a") as f:
+        g = f[f"{distances.CACHE_ROOT}/maps.saliency"]
+        assert len(g["uids"]) == 3  # untouched
+        f[distances.CACHE_ROOT].create_group("maps.saliency.new")  # as if killed mid-write
+    m, stats = compute_affinity(path, "saliency")
+    assert stats["cached_models"] == 3 and m.names == ["late", "m0", "m1", "m2"]
+    np.testing.assert_allclose(m.values[1:, 1:], first.values)
+    with h5py.File(path, "r") as f:
+        assert sorted(f[distances.CACHE_ROOT]) == ["maps.saliency"]
+
+
+def test_new_probe_digest_invalidates_cache(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    random_space(path, n_models=3)
+    compute_affinity(path, "saliency")
+    with h5py.File(path, "a") as f:
+        f["probe"].attrs["digest"] = "other"
+    _, stats = compute_affinity(path, "saliency")
+    assert stats["cached_models"] == 0
+
+
+def test_models_without_data_are_excluded_or_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    random_space(path, n_models=3, methods=("saliency",))
+    add_model(path, "only_elrp", {"elrp": np.ones((12, 8, 8))}, None)
+    m, _ = compute_affinity(path, "saliency")
+    assert m.excluded == ["only_elrp"]
+    with pytest.raises(OnnxAttrError, match="without data for 'saliency': only_elrp"):
+        compute_affinity(path, "saliency", ["m0", "only_elrp"])
+    with pytest.raises(OnnxAttrError, match="not in"):
+        compute_affinity(path, "saliency", ["m0", "ghost"])
+    with pytest.raises(OnnxAttrError, match="does not exist"):
+        compute_affinity(tmp_path / "none.h5", "saliency")
+
+
+def test_matrix_io_and_ranking(tmp_path: Path) -> None:
+    m = LabelledMatrix(["a", "b", "c"], [[1, .2, .5], [.2, 1, -.1], [.5, -.1, 1]], "affinity", "x")
+    assert ranking(m, "a") == [("c", 0.5), ("b", 0.2)]
+    d = m.distance()
+    assert d.values[1, 2] == math.inf and d.values[0, 2] == pytest.approx(2.0)
+    assert [n for n, _ in ranking(d, "a")] == ["c", "b"]
+    back = read_matrix_csv(write_matrix(m, tmp_path / "m.csv"))
+    assert back.names == m.names
+    np.testing.assert_array_equal(back.values, m.values)
+    assert read_matrix_csv(write_matrix(d, tmp_path / "d.csv"), "distance").values[1, 2] == math.inf
+    js = json.loads(write_matrix(d, tmp_path / "d.json").read_text())
+    assert js["names"] == ["a", "b", "c"] and js["values"][1][2] is None
+    np.testing.assert_array_equal(np.load(write_matrix(m, tmp_path / "m.npy")), m.values)
+    np.testing.assert_array_equal(affinity_to_distance(np.array([0.0, 4.0])), [np.inf, 0.25])
+    with pytest.raises(OnnxAttrError, match="not in the matrix"):
+        ranking(m, "zz")
+    (tmp_path / "bad.csv").write_text("model,a,b\na,1\n")
+    with pytest.raises(OnnxAttrError, match="line 2"):
+        read_matrix_csv(tmp_path / "bad.csv")

@@ -1,0 +1,125 @@
+"""P@K / R@K protocol: hand-computed cases, the Taskonomy oracle, random matrices, name mapping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxattr.distances import LabelledMatrix
+from onnxattr.errors import OnnxAttrError
+from onnxattr.evaluation import (
+    Oracle,
+    evaluate,
+    evaluations_json,
+    oracle_matrix,
+    parse_mapping,
+    read_oracle,
+)
+
+TASKONOMY = Path(__file__).resolve().parents[2] / "shared/oracles/taskonomy"
+ORACLE_16K = TASKONOMY / "first_order_affinity_16k.csv"
+needs_taskonomy = pytest.mark.skipif(not ORACLE_16K.is_file(), reason="no Taskonomy oracle")
+
+NAN = math.nan
+
+
+def small_case() -> tuple[LabelledMatrix, Oracle]:
+    """3 targets (A, B, C) x 4 sources; relevant = top-2 per row. Worked by hand:
+    A: oracle B>C>D -> rel {B, C}; estimate D, C, B -> hits 0, 1, 2
+    B: oracle C>D>A -> rel {C, D}; estimate A, C, D -> hits 0, 1, 2
+    C: oracle A>D>B -> rel {A, D}; estimate A, D, B -> hits 1, 2, 2
+    """
+    oracle = Oracle(["A", "B", "C"], ["A", "B", "C", "D"],
+                    np.array([[NAN, 3, 2, 1], [1, NAN, 3, 2], [3, 1, NAN, 2]], dtype=float))
+    est = np.array([[99, .1, .5, .9],   # the diagonal must be ignored, however large
+                    [.9, 99, .8, .1],
+                    [.7, .2, 99, .5],
+                    [.3, .3, .3, 99]])
+    return LabelledMatrix(list("ABCD"), est, "affinity", "est"), oracle
+
+
+def test_hand_computed_case() -> None:
+    m, oracle = small_case()
+    ev = evaluate(m, oracle, top=2)
+    assert ev.k == [1, 2, 3]
+    np.testing.assert_allclose(ev.precision, [1 / 3, 4 / 6, 6 / 9])
+    np.testing.assert_allclose(ev.recall, [1 / 6, 4 / 6, 6 / 6])
+    np.testing.assert_allclose(ev.random_precision, [2 / 3] * 3)  # r/n = 2/3 for every K
+    np.testing.assert_allclose(ev.random_recall, [1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(ev.oracle_precision, [1, 1, 2 / 3])
+    # Spearman per target: A -1, B -0.5 (d^2 = 6), C +1
+    assert ev.spearman_per_target == pytest.approx({"A": -1.0, "B": -0.5, "C": 1.0})
+    assert ev.spearman == pytest.approx(-1 / 6)
+    assert ev.ignored == []
+
+
+def test_distance_matrix_ranks_ascending() -> None:
+    m, oracle = small_case()
+    dist = LabelledMatrix(m.names, 1.0 / m.values, "distance", "d")
+    assert evaluate(dist, oracle, top=2).precision == pytest.approx(
+        evaluate(m, oracle, top=2).precision)
+
+
+def test_unmeasured_cells_are_not_candidates() -> None:
+    m, oracle = small_case()
+    oracle.values[0, 3] = NAN  # A <- D not measured: A ranks only B, C, so both hit at K = 2
+    ev = evaluate(m, oracle, top=2)
+    # A: estimate C, B -> hits 1, 2, 2 ; B: 0, 1, 2 ; C: 1, 2, 2
+    np.testing.assert_allclose(ev.precision, [2 / 3, 5 / 6, 6 / 9])
+    # random: A has n = 2, r = 2 -> E hits = min(K, 2)
+    np.testing.assert_allclose(ev.random_precision[0], (1 + 2 / 3 + 2 / 3) / 3)
+
+
+@needs_taskonomy
+def test_taskonomy_oracle_scores_itself_perfectly() -> None:
+    oracle = read_oracle(ORACLE_16K)
+    assert len(oracle.targets) == 18 and len(oracle.sources) == 20
+    ev = evaluate(oracle_matrix(oracle), oracle)
+    assert len(ev.precision) == 19
+    assert ev.precision[:5] == pytest.approx([1.0] * 5)
+    assert ev.precision == pytest.approx(ev.oracle_precision)
+    assert ev.recall[4] == pytest.approx(1.0)
+    assert ev.precision[5] == pytest.approx(5 / 6)  # 5 hits in 6 guesses
+    assert ev.random_precision == pytest.approx([5 / 19] * 19)
+    assert ev.spearman == pytest.approx(1.0)
+
+
+@needs_taskonomy
+def test_random_matrices_average_five_nineteenths() -> None:
+    oracle = read_oracle(ORACLE_16K)
+    rng = np.random.default_rng(1)
+    n = len(oracle.names)
+    prec = np.mean([evaluate(LabelledMatrix(oracle.names, rng.random((n, n))), oracle).precision
+                    for _ in range(300)], axis=0)
+    assert prec.shape == (19,)
+    np.testing.assert_allclose(prec, 5 / 19, atol=0.03)
+    assert prec[-1] == pytest.approx(5 / 19)  # K = 19: every source is predicted
+
+
+def test_name_mapping_and_unmatched_error(tmp_path: Path) -> None:
+    m, oracle = small_case()
+    renamed = LabelledMatrix(["a_model", "B", "C", "D", "extra"],
+                             np.pad(m.values, ((0, 1), (0, 1))), "affinity", "est")
+    with pytest.raises(OnnxAttrError, match=r"oracle names not in the matrix: A;.*a_model, extra"):
+        evaluate(renamed, oracle, top=2)
+    ev = evaluate(renamed, oracle, top=2, mapping={"a_model": "A"})
+    np.testing.assert_allclose(ev.precision, [1 / 3, 4 / 6, 6 / 9])
+    assert ev.ignored == ["extra"]
+    js = tmp_path / "map.json"
+    js.write_text('{"a_model": "X"}')
+    assert parse_mapping(["a_model=A", "B = B2"], js) == {"a_model": "A", "B": "B2"}
+    with pytest.raises(OnnxAttrError, match="MATRIX_NAME=ORACLE_NAME"):
+        parse_mapping(["nonsense"])
+
+
+def test_json_shape() -> None:
+    m, oracle = small_case()
+    ev = evaluate(m, oracle, top=2)
+    one = evaluations_json([ev])
+    assert set(one) >= {"precision", "recall", "random_precision", "oracle_precision", "spearman"}
+    two = evaluations_json([ev, evaluate(LabelledMatrix(m.names, m.values, estimator="x"),
+                                         oracle, top=2)])
+    assert set(two["estimators"]) == {"est", "x"}
