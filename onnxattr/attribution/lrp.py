@@ -1,0 +1,194 @@
+"""The composite method `lrp`: LRP with a rule per ONNX op type, chosen from a table.
+
+One forward-backward pass: while the context is active, every op on the input's path is swapped
+for its rule's wrapper (after merging BatchNormalization into the linear op before it), and the
+encoder output's module is wrapped so that the backward pass starts from R_j = y_j / N, the share
+of unit j in R̄ = mean(y). The gradient that reaches the input is then the input relevance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import operator
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from ..convert import TorchGraph
+from ..errors import OnnxAttrError
+from .base import AttributionMethod, register_method
+from .canonize import merge_batchnorms
+from .patching import swapped
+from .rule_table import PRESETS, RuleTable, build_table
+from .rules import LINEAR, Site, _Feed
+
+_GATES = frozenset({"Sigmoid", "HardSigmoid", "Softmax"})
+_SHAPE_ONLY = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Tile",
+                         "Identity", "Cast"})  # fmt: skip
+_ELEMENTWISE_AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
+
+
+class _OutputRelevance(nn.Module):
+    """Forward unchanged; backward multiplies the incoming 1/N by the output: R_j = y_j / N."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: Any) -> Any:
+        y = self.inner(*args)
+        if isinstance(y, (tuple, list)):
+            return type(y)(self._scale(t) for t in y)
+        return self._scale(y)
+
+    @staticmethod
+    def _scale(y: Any) -> Any:
+        if isinstance(y, torch.Tensor) and y.requires_grad:
+            d = y.detach()
+            return _Feed.apply(y, d, d)
+        return y
+
+
+class GraphAnalysis:
+    """Which ops lie on the input's path, which are first layers or input normalisation, and gates."""
+
+    def __init__(self, graph: TorchGraph) -> None:
+        self.graph = graph
+        fx_graph = graph.module.graph
+        live: set[fx.Node] = set()
+        for node in fx_graph.nodes:  # fx keeps nodes in topological order
+            if node.op == "placeholder" or any(a in live for a in node.all_input_nodes):
+                live.add(node)
+        self.live = live
+        self.sites: dict[str, fx.Node] = {
+            n.target: n for n in fx_graph.nodes if n.op == "call_module" and n.target in graph.nodes and n in live
+        }
+        self.first, self.input_ops = self._front()
+        self.output_target = self._output_target()
+
+    def live_inputs(self, node: fx.Node) -> list[int]:
+        return [i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and a in self.live]
+
+    def is_linear(self, node: fx.Node) -> bool:
+        return self.graph.op_type(node.target) in LINEAR and len(self.live_inputs(node)) == 1
+
+    def _front(self) -> tuple[set[str], set[str]]:
+        """Linear ops reached from the input without crossing another; element-wise ops with a
+        constant operand met on the way."""
+        first: set[str] = set()
+        input_ops: set[str] = set()
+        stack = [n for n in self.graph.module.graph.nodes if n.op == "placeholder"]
+        seen: set[fx.Node] = set()
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node.op == "call_module" and node.target in self.sites:
+                if self.is_linear(node):
+                    first.add(node.target)
+                    continue
+                op = self.graph.op_type(node.target)
+                if op in _ELEMENTWISE_AFFINE and len(self.live_inputs(node)) == 1:
+                    input_ops.add(node.target)
+            stack.extend(node.users)
+        return first, input_ops
+
+    def _output_target(self) -> str:
+        out = next(n for n in self.graph.module.graph.nodes if n.op == "output")
+        node = out.args[0]
+        while isinstance(node, (tuple, list)):
+            node = node[0]
+        while isinstance(node, fx.Node) and node.op == "call_function" and node.target is operator.getitem:
+            node = node.args[0]
+        if not (isinstance(node, fx.Node) and node.op == "call_module" and node.target in self.sites):
+            raise OnnxAttrError("the encoder output is not computed by an op of the graph; lrp cannot start there")
+        return node.target
+
+    def gate(self, node: fx.Node) -> int | None:
+        """For Mul/Div of two activations, the input that is a gate (statically): the divisor, or the
+        one produced by a Sigmoid-like op (through shape-only ops)."""
+        live = self.live_inputs(node)
+        if len(live) != 2:
+            return None
+        if self.graph.op_type(node.target) == "Div":
+            return 1
+        gated = [i for i in live if self._from_gate(node.args[i])]
+        return gated[0] if len(gated) == 1 else None
+
+    def _from_gate(self, node: fx.Node) -> bool:
+        while node.op == "call_module" and node.target in self.graph.nodes:
+            op = self.graph.op_type(node.target)
+            if op in _GATES:
+                return True
+            if op not in _SHAPE_ONLY or not node.args or not isinstance(node.args[0], fx.Node):
+                return False
+            node = node.args[0]
+        return False
+
+
+def rule_replacements(graph: TorchGraph, table: RuleTable) -> dict[str, nn.Module]:
+    """Every op on the input's path wrapped by its rule; BatchNormalization merged first."""
+    analysis = GraphAnalysis(graph)
+    merged_modules, merged_bns = merge_batchnorms(graph)
+    table.check(graph.op_type(t) for t in analysis.sites if t not in merged_bns)
+    replacements: dict[str, nn.Module] = {}
+    for target, node in analysis.sites.items():
+        module = merged_modules.get(target, graph.module.get_submodule(target))
+        if target in merged_bns:
+            wrapped = None
+        else:
+            op = graph.op_type(target)
+            rule = (
+                table.first if target in analysis.first
+                else table.input if target in analysis.input_ops
+                else table.rule_for(op)
+            )  # fmt: skip
+            assert rule is not None  # table.check passed
+            site = Site(op_type=op, name=graph.nodes[target].name or target, gate=analysis.gate(node))
+            wrapped = rule.wrap(module, site)
+        if wrapped is not None:
+            replacements[target] = wrapped
+        elif target in merged_modules:
+            replacements[target] = module
+    out = analysis.output_target
+    replacements[out] = _OutputRelevance(replacements.get(out, graph.module.get_submodule(out)))
+    return replacements
+
+
+@register_method
+class LRP(AttributionMethod):
+    """Layer-wise relevance propagation with rules per ONNX op type (see `rule_table`).
+
+    Params: `preset` (a name in `rule_table.PRESETS`), `epsilon` (ε of the ε-rule; None: the
+    preset's), `rules` (overrides: a TOML file path or a mapping). The map is the relevance at the
+    model input; it sums to R̄ when ε → 0 and there are no biases.
+    """
+
+    name = "lrp"
+    defaults = {"preset": "epsilon", "epsilon": None, "rules": None}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.table = build_table(self.params["preset"], self.params["epsilon"], self.params["rules"])
+        self._prepared: tuple[TorchGraph, dict[str, nn.Module]] | None = None
+
+    def mode(self) -> Hashable:
+        p = self.params
+        return ("lrp", p["preset"], p["epsilon"], json.dumps(p["rules"], sort_keys=True, default=str))
+
+    @contextlib.contextmanager
+    def backward_context(self, graph: TorchGraph) -> Iterator[None]:
+        if self._prepared is None or self._prepared[0] is not graph:
+            self._prepared = (graph, rule_replacements(graph, self.table))
+        with swapped(graph.module, self._prepared[1]):
+            yield
+
+    def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+__all__ = ["LRP", "PRESETS", "GraphAnalysis", "rule_replacements"]
