@@ -1,0 +1,176 @@
+"""Trees (hand-computed single linkage), figures, the HTML report and the analysis CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from onnxattr import trees
+from onnxattr.cli import app
+from onnxattr.distances import LabelledMatrix, read_matrix_csv
+from onnxattr.errors import OnnxAttrError
+from onnxattr.estimators import compute_affinity
+from onnxattr.report import write_report
+
+from .space_factory import random_space
+
+AFF = LabelledMatrix(list("abcd"), [[1, .9, .1, .1], [.9, 1, .1, .1],
+                                    [.1, .1, 1, .8], [.1, .1, .8, 1]], "affinity", "toy")
+
+
+def newick_depths(text: str) -> dict[str, float]:
+    """Root-to-leaf path lengths, by a tiny independent Newick parser."""
+    depths: dict[str, float] = {}
+    tokens = re.findall(r"\(|\)|,|;|[^():,;]+:[0-9.e+-]+|:[0-9.e+-]+", text)
+    stack: list[list[str]] = [[]]
+    lengths: dict[str, float] = {}
+    for tok in tokens:
+        if tok == "(":
+            stack.append([])
+        elif tok == ")":
+            children = stack.pop()
+            stack[-1].append(children)  # type: ignore[arg-type]
+        elif tok.startswith(":"):
+            node = stack[-1][-1]
+            for leaf in _leaves(node):
+                lengths[leaf] = lengths.get(leaf, 0.0) + float(tok[1:])
+        elif tok not in (",", ";"):
+            name, length = tok.rsplit(":", 1)
+            stack[-1].append(name)
+            lengths[name] = lengths.get(name, 0.0) + float(length)
+    depths.update(lengths)
+    return depths
+
+
+def _leaves(node) -> list[str]:
+    return [node] if isinstance(node, str) else [x for c in node for x in _leaves(c)]
+
+
+def test_single_linkage_by_hand() -> None:
+    # rows as points: |a-b| = sqrt(.02), |c-d| = sqrt(.08), across = sqrt(2.75)
+    z = trees.linkage(AFF)
+    np.testing.assert_allclose(z[:, 2], [math.sqrt(.02), math.sqrt(.08), math.sqrt(2.75)])
+    text = trees.to_newick(z, AFF.names)
+    assert text.endswith(";") and text.count("(") == text.count(")") == 3
+    depths = newick_depths(text)
+    assert sorted(depths) == list("abcd")
+    for leaf in "abcd":  # ultrametric: every leaf sits at the root's merge height
+        assert depths[leaf] == pytest.approx(math.sqrt(2.75), abs=1e-5)
+    assert re.search(r"\((a:0\.141421,b:0\.141421|b:0\.141421,a:0\.141421)\)", text)
+    order = trees.leaf_order(z)
+    assert {frozenset(order[:2]), frozenset(order[2:])} == {frozenset({0, 1}), frozenset({2, 3})}
+
+
+def test_matrix_linkage_and_errors() -> None:
+    z = trees.linkage(AFF, "complete", on="matrix")  # d = 1 - A: a-b .1, c-d .2, across .9
+    np.testing.assert_allclose(z[:, 2], [0.1, 0.2, 0.9])
+    with pytest.raises(OnnxAttrError, match="unknown linkage"):
+        trees.linkage(AFF, "nearest")
+    with pytest.raises(OnnxAttrError, match="Euclidean"):
+        trees.linkage(AFF, "ward", on="matrix")
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sp") / "space.h5"
+    random_space(path, n_models=5, n_probe=10, methods=("saliency", "elrp"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def oracle_csv(tmp_path_factory) -> Path:
+    """Oracle over m0..m4 agreeing with the space's construction (closer index = better)."""
+    names = [f"m{i}" for i in range(5)]
+    path = tmp_path_factory.mktemp("or") / "oracle.csv"
+    rows = ["target\\source," + ",".join(names)]
+    for i, t in enumerate(names):
+        rows.append(t + "," + ",".join("" if i == j else str(1.0 / (1 + abs(i - j) + 0.1 * j))
+                                       for j in range(5)))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_report_is_self_contained(space: Path, oracle_csv: Path, tmp_path: Path) -> None:
+    out = write_report(space, tmp_path / "r.html", oracle=oracle_csv, top=2)
+    page = out.read_text()
+    for est in ("saliency", "elrp", "svcca", "cka", "rsa", "relation", "depara:elrp"):
+        assert f"id='{est}'" in page
+    assert page.count("data:image/png;base64,") == 2 * 7 + 1  # heatmap + tree each, + curves
+    assert "Evaluation against the oracle" in page and "P@1" in page
+    assert not re.search(r"(src|href)=['\"]https?:", page)
+    plain = write_report(space, tmp_path / "p.html", estimators=["saliency"])
+    assert "Evaluation" not in plain.read_text()
+
+
+def run(*args: str) -> object:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_cli_distance_rank_tree_heatmap(space: Path, tmp_path: Path) -> None:
+    r = run("distance", "--space", space, "--method", "saliency", "--out", tmp_path,
+            "-f", "csv", "-f", "npy", "-f", "json")
+    assert r.exit_code == 0, r.output
+    aff = read_matrix_csv(tmp_path / "saliency_affinity.csv")
+    dist = read_matrix_csv(tmp_path / "saliency_distance.csv", "distance")
+    ref, _ = compute_affinity(space, "saliency", use_cache=False)
+    np.testing.assert_allclose(aff.values, ref.values)
+    np.testing.assert_allclose(dist.values, 1 / ref.values)
+    assert json.loads((tmp_path / "saliency_names.json").read_text()) == ref.names
+    assert (tmp_path / "saliency_distance.npy").is_file()
+
+    r = run("rank", "m0", "--space", space, "--method", "saliency")
+    assert r.exit_code == 0, r.output
+    listed = re.findall(r"\bm[1-4]\b", r.output)
+    expected = [n for n in np.array(ref.names)[np.argsort(-ref.values[0])] if n != "m0"]
+    assert listed == expected
+    r = run("rank", "m0", "--distance", tmp_path / "saliency_distance.csv", "--top", "2")
+    assert re.findall(r"\bm[1-4]\b", r.output) == expected[:2]
+
+    r = run("tree", "--affinity", tmp_path / "saliency_affinity.csv",
+            "--out", tmp_path / "t.svg", "--linkage", "average")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "t.svg").read_text().lstrip().startswith("<?xml")
+    assert set(newick_depths((tmp_path / "t.nwk").read_text())) == set(ref.names)
+    r = run("heatmap", "--space", space, "--method", "cka", "--out", tmp_path / "h.png")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_evaluate_and_report(space: Path, oracle_csv: Path, tmp_path: Path) -> None:
+    r = run("evaluate", "--oracle", oracle_csv, "--space", space, "--method", "saliency",
+            "--method", "cka", "--top", "2", "--json", tmp_path / "e.json",
+            "--plot", tmp_path / "e.png")
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert set(data["estimators"]) == {"saliency", "cka"}
+    assert len(data["estimators"]["saliency"]["precision"]) == 4
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+
+    # a matrix with other names: error listing them, then fixed with --map
+    aff, _ = compute_affinity(space, "saliency")
+    lines = ["model," + ",".join(["M0", *aff.names[1:]])]
+    lines += [n + "," + ",".join(map(repr, row)) for n, row in zip(["M0", *aff.names[1:]],
+                                                                     aff.values.tolist())]
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    r = run("evaluate", "--oracle", oracle_csv, "--affinity", tmp_path / "a.csv")
+    assert r.exit_code == 1
+    assert "error:" in r.output and "m0" in r.output and "M0" in r.output
+    r = run("evaluate", "--oracle", oracle_csv, "--affinity", tmp_path / "a.csv",
+            "--map", "M0=m0", "--top", "2", "--json", tmp_path / "one.json")
+    assert r.exit_code == 0, r.output
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["precision"] == pytest.approx(data["estimators"]["saliency"]["precision"])
+
+    r = run("report", "--space", space, "--oracle", oracle_csv, "--top", "2",
+            "--method", "elrp", "--out", tmp_path / "rep.html")
+    assert r.exit_code == 0, r.output
+    assert "data:image/png;base64," in (tmp_path / "rep.html").read_text()
+    r = run("distance", "--space", tmp_path / "missing.h5", "--method", "saliency")
+    assert r.exit_code == 1 and "does not exist" in r.output
