@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torchvision  # noqa: F401  (imported after TensorFlow has built a model, it segfaults)
 
 from onnxattr.probe import ProbeSet
 

@@ -1,0 +1,29 @@
+"""CI sessions: `nox -s lint tests tests_tf` (the README's test command)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests", "tests_tf"]
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "onnxattr", "model_zoo", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default suite: tiny models built in code, a few minutes on 2 CPU cores."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def tests_tf(session: nox.Session) -> None:
+    """Tests that need TensorFlow + tf2onnx (Keras/TFLite export), kept apart: TF is heavy."""
+    session.install("-e", ".[test,tf]")
+    session.run("pytest", "-q", "-m", "tf", *session.posargs)
