@@ -1,0 +1,738 @@
+"""Fix-up passes that make real exported ONNX graphs convertible by onnx2torch.
+
+Each pass looks for one problem seen in real exports (see shared/zoo-sources.md), changes the graph only
+where it finds it, and returns a one-line note for the user; `fix_up` runs them in dependency order:
+
+1. constant-weights  Constant nodes -> initializers (onnx2torch reads weights from initializers only).
+2. quantized         constant DequantizeLinear/QuantizeLinear folded, QDQ pairs on activations removed,
+                     dynamic int8 MatMulInteger/ConvInteger turned back into float MatMul/Conv.
+3. explicit-pads     auto_pad=SAME_*/VALID -> explicit pads for the static input size; asymmetric
+                     ConvTranspose pads -> symmetric pads + Slice (onnx2torch rejects both).
+4. batch             batch size baked into Reshape shape constants -> 0 ("copy the input's dim"), and a
+                     static batch dim on the graph input relaxed, verified on onnxruntime at batch 2.
+5. shapes            tensors without a rank after ONNX shape inference get value_info (shape inference with
+                     data propagation, then onnxruntime on a dummy input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import OnnxAttrError
+
+_BATCH_PARAM = "batch"
+_Pass = Callable[[onnx.ModelProto, "list[int] | None"], "str | None"]
+
+
+def fix_up(
+    model: onnx.ModelProto, input_shape: Sequence[int] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Apply each fix-up pass only where needed; return the fixed model and human-readable notes of what
+    was applied (e.g. 'constant-weights: 52 Constant nodes -> initializers'). input_shape is the full
+    static input shape (N, C, H, W or N, H, W, C) the model will be run with (batch may be any int > 0)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    dims = _input_dims(fixed, input_shape)
+    passes: list[_Pass] = [
+        _constant_weights,
+        _fold_quantized,
+        _explicit_pads,
+        _batch_in_reshape,
+        _missing_shapes,
+    ]
+    notes = [note for fix in passes if (note := fix(fixed, dims)) is not None]
+    return fixed, notes
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Real graph inputs (IR < 4 lists initializers as inputs too)."""
+    inits = {t.name for t in graph.initializer}
+    return [v for v in graph.input if v.name not in inits]
+
+
+def _input_dims(model: onnx.ModelProto, input_shape: Sequence[int] | None) -> list[int] | None:
+    """Static shape of the first graph input: the given one, else the declared one if fully static."""
+    inputs = _graph_inputs(model.graph)
+    if not inputs:
+        return None
+    declared = inputs[0].type.tensor_type.shape.dim
+    if input_shape is not None:
+        if len(input_shape) != len(declared) and len(declared) > 0:
+            raise OnnxAttrError(
+                f"input shape {tuple(input_shape)} has rank {len(input_shape)} but the model input "
+                f"'{inputs[0].name}' has rank {len(declared)}; give a shape of rank {len(declared)}"
+            )
+        return [int(d) for d in input_shape]
+    if declared and all(d.HasField("dim_value") and d.dim_value > 0 for d in declared):
+        return [d.dim_value for d in declared]
+    return None
+
+
+def _set_dims(value_info: onnx.ValueInfoProto, dims: Sequence[int | str | None]) -> None:
+    shape = value_info.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, str):
+            dim.dim_param = d
+        elif d is not None:
+            dim.dim_value = d
+
+
+def _with_input_dims(model: onnx.ModelProto, dims: Sequence[int | str]) -> onnx.ModelProto:
+    """A copy whose first input has the given dims (the others keep theirs)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    _set_dims(_graph_inputs(copy.graph)[0], dims)
+    return copy
+
+
+def _infer(model: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto | None:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=data_prop)
+    except Exception:  # inference rejects some real graphs outright; callers fall back to onnxruntime
+        return None
+
+
+def _ranked(model: onnx.ModelProto | None) -> dict[str, onnx.ValueInfoProto]:
+    """value_info (incl. inputs/outputs) of tensors whose rank is known."""
+    if model is None:
+        return {}
+    g = model.graph
+    infos = list(g.value_info) + list(g.input) + list(g.output)
+    return {
+        v.name: v
+        for v in infos
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")
+    }
+
+
+def _dims_of(value_info: onnx.ValueInfoProto) -> tuple[int | None, ...]:
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim
+    )
+
+
+def _feeds(model: onnx.ModelProto, dims: Sequence[int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs: the first input gets `dims`, the others their declared static shape."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i, vi in enumerate(_graph_inputs(model.graph)):
+        shape = list(dims) if i == 0 else [d for d in _dims_of(vi)]
+        if any(d is None for d in shape):
+            raise OnnxAttrError(
+                f"model input '{vi.name}' has no static shape; onnxattr needs every extra input static"
+            )
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: Iterable[str]) -> dict:
+    """Values of the named tensors (any intermediate) computed by onnxruntime."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    names = list(dict.fromkeys(names))
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def _static_shapes(
+    model: onnx.ModelProto, dims: Sequence[int], names: Iterable[str]
+) -> dict[str, tuple[int, ...]]:
+    """Static shapes of the named tensors for input dims `dims`: ONNX inference, else onnxruntime."""
+    names = set(names)
+    known = _ranked(_infer(_with_input_dims(model, dims), data_prop=True))
+    shapes = {}
+    for n in names:
+        d = _dims_of(known[n]) if n in known else None
+        if d is not None and len(known[n].type.tensor_type.shape.dim) and None not in d:
+            shapes[n] = tuple(int(x) for x in d)
+    missing = names - set(shapes) - {t.name for t in model.graph.initializer}
+    if missing:
+        values = _run_ort(model, _feeds(model, dims), sorted(missing))
+        shapes.update({n: tuple(v.shape) for n, v in values.items()})
+    for t in model.graph.initializer:
+        if t.name in names:
+            shapes[t.name] = tuple(t.dims)
+    return shapes
+
+
+def _replace_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Make every consumer of `old` read `new`; a graph output keeps its name via an Identity."""
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+    if any(o.name == old for o in graph.output):
+        graph.node.append(helper.make_node("Identity", [new], [old], name=f"{old}/identity"))
+
+
+def _remove_dead(graph: onnx.GraphProto) -> None:
+    """Drop nodes and initializers nothing reads (keeps the topological order of the rest)."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output if o):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    inits = [t for t in graph.initializer if t.name in needed]
+    old_inits = _all_inits(graph)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    kept = _all_inits(graph)
+    inputs = [v for v in graph.input if v.name not in old_inits or v.name in kept]
+    del graph.input[:]
+    graph.input.extend(inputs)
+
+
+def _all_inits(graph: onnx.GraphProto) -> set[str]:
+    return {t.name for t in graph.initializer}
+
+
+def _topo_sort(graph: onnx.GraphProto) -> None:
+    """Restore topological order after inserting nodes (onnx2torch relies on it)."""
+    available = {v.name for v in graph.input} | _all_inits(graph) | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):  # inputs from outside (e.g. outer scope): keep order as is
+            ordered.extend(rest)
+            break
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    _del_attr(node, name)
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _del_attr(node: onnx.NodeProto, name: str) -> None:
+    keep = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(keep)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+# ------------------------------------------------------------------------------ 1. constant weights
+def _constant_tensor(node: onnx.NodeProto) -> TensorProto | None:
+    """The value of a Constant node as a tensor named like its output (None for sparse/string)."""
+    attr = node.attribute[0] if len(node.attribute) == 1 else None
+    if attr is None:
+        return None
+    name = node.output[0]
+    if attr.name == "value":
+        tensor = TensorProto()
+        tensor.CopyFrom(attr.t)
+        tensor.name = name
+        return tensor
+    arrays = {
+        "value_float": (np.float32, False),
+        "value_floats": (np.float32, True),
+        "value_int": (np.int64, False),
+        "value_ints": (np.int64, True),
+    }
+    if attr.name not in arrays:
+        return None
+    dtype, is_list = arrays[attr.name]
+    return numpy_helper.from_array(np.array(helper.get_attribute_value(attr), dtype=dtype), name)
+
+
+def _constant_weights(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    keep, moved = [], 0
+    for node in g.node:
+        tensor = None
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs:
+            tensor = _constant_tensor(node)
+        if tensor is None:
+            keep.append(node)
+            continue
+        g.initializer.append(tensor)
+        if model.ir_version < 4:  # IR 3 requires every initializer to be a graph input too
+            g.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+        moved += 1
+    if not moved:
+        return None
+    del g.node[:]
+    g.node.extend(keep)
+    return f"constant-weights: {_plural(moved, 'Constant node')} -> initializers"
+
+
+# ------------------------------------------------------------------------------------ 2. quantized
+_INT_RANGES = {
+    np.dtype(np.uint8): (0, 255),
+    np.dtype(np.int8): (-128, 127),
+    np.dtype(np.uint16): (0, 65535),
+    np.dtype(np.int16): (-32768, 32767),
+}
+
+
+def _per_axis(param: np.ndarray, x: np.ndarray, axis: int, block_size: int) -> np.ndarray:
+    """Broadcast a scale/zero point along `axis` of x (per-tensor, per-axis or blocked)."""
+    if param.ndim == 0 or param.size == 1 and block_size == 0:
+        return param.reshape(())
+    axis = axis % x.ndim
+    if block_size:
+        return np.repeat(param, block_size, axis=axis).take(range(x.shape[axis]), axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return param.reshape(shape)
+
+
+def _dequantize(node: onnx.NodeProto, vals: list[np.ndarray | None]) -> np.ndarray:
+    x, scale = vals[0], vals[1]
+    zp = vals[2] if len(vals) > 2 and vals[2] is not None else np.zeros((), x.dtype)
+    axis, block = _attr(node, "axis", 1), _attr(node, "block_size", 0)
+    xf = x.astype(np.float32) - _per_axis(zp, x, axis, block).astype(np.float32)
+    return (xf * _per_axis(scale, x, axis, block).astype(np.float32)).astype(scale.dtype)
+
+
+def _quantize(node: onnx.NodeProto, vals: list[np.ndarray | None]) -> np.ndarray | None:
+    """QuantizeLinear on constants (None for 4-bit/float8 outputs, left to onnxruntime)."""
+    x, scale = vals[0], vals[1]
+    zp = vals[2] if len(vals) > 2 and vals[2] is not None else None
+    out_dtype = zp.dtype if zp is not None else np.dtype(np.uint8)
+    if _attr(node, "output_dtype", 0):
+        out_dtype = helper.tensor_dtype_to_np_dtype(_attr(node, "output_dtype"))
+    if out_dtype not in _INT_RANGES or _attr(node, "block_size", 0):
+        return None
+    axis = _attr(node, "axis", 1)
+    lo, hi = _INT_RANGES[out_dtype]
+    zpf = 0.0 if zp is None else _per_axis(zp, x, axis, 0).astype(np.float32)
+    q = np.rint(x.astype(np.float32) / _per_axis(scale, x, axis, 0).astype(np.float32)) + zpf
+    return np.clip(q, lo, hi).astype(out_dtype)
+
+
+def _dynamic_int_pattern(
+    graph: onnx.GraphProto, consts: dict[str, np.ndarray]
+) -> list[tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto, str]]:
+    """onnxruntime's dynamic quantization, DynamicQuantizeLinear(a) -> XInteger(a_q, W_q, a_zp, W_zp)
+    -> Cast -> Mul(., Mul(a_scale, W_scale)) with a constant W: returns (integer op, final Mul whose
+    output the float op takes over, DynamicQuantizeLinear, name of W_scale) per match."""
+    producer = {o: n for n in graph.node for o in n.output}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    found = []
+    for node in graph.node:
+        if node.op_type not in ("MatMulInteger", "ConvInteger") or len(node.input) < 2:
+            continue
+        dql = producer.get(node.input[0])
+        if dql is None or dql.op_type != "DynamicQuantizeLinear" or node.input[1] not in consts:
+            continue
+        if len(node.input) > 2 and node.input[2] and node.input[2] != dql.output[2]:
+            continue
+        cast = users.get(node.output[0], [])
+        if len(cast) != 1 or cast[0].op_type != "Cast":
+            continue
+        mul = users.get(cast[0].output[0], [])
+        if len(mul) != 1 or mul[0].op_type != "Mul":
+            continue
+        scale_name = [i for i in mul[0].input if i != cast[0].output[0]][0]
+        scale_mul = producer.get(scale_name)
+        if scale_mul is None or scale_mul.op_type != "Mul" or dql.output[1] not in scale_mul.input:
+            continue
+        w_scale = [i for i in scale_mul.input if i != dql.output[1]]
+        if len(w_scale) != 1 or w_scale[0] not in consts:
+            continue
+        found.append((node, mul[0], dql, w_scale[0]))
+    return found
+
+
+def _saturation(
+    graph: onnx.GraphProto, q: onnx.NodeProto, dq: onnx.NodeProto, consts: dict[str, np.ndarray]
+) -> list[onnx.NodeProto]:
+    """What a Q -> DQ pair does besides rounding: clamp to the dequantized integer range. This is
+    kept (as Clip, or Max/Min per channel) because quantizers fuse ReLU into it (zero point at qmin)."""
+    x, y = q.input[0], dq.output[0]
+    vals = [consts.get(i) for i in q.input[1:3] if i]
+    if len(vals) < 2 or any(v is None for v in vals) or vals[1].dtype not in _INT_RANGES:
+        _replace_uses(graph, y, x)  # range unknown: the pair becomes the identity
+        return []
+    scale, zp = vals
+    lo, hi = _INT_RANGES[zp.dtype]
+    low = ((lo - zp.astype(np.float32)) * scale).astype(scale.dtype)
+    high = ((hi - zp.astype(np.float32)) * scale).astype(scale.dtype)
+    base = f"{y}/saturate"
+    if low.size == 1:
+        graph.initializer.extend(
+            [numpy_helper.from_array(low.reshape(()), f"{base}/low"),
+             numpy_helper.from_array(high.reshape(()), f"{base}/high")]
+        )
+        return [helper.make_node("Clip", [x, f"{base}/low", f"{base}/high"], [y], name=base)]
+    axis, rank = _attr(q, "axis", 1), max(2, _attr(q, "axis", 1) + 1)
+    shape = [1] * rank
+    shape[axis] = -1
+    graph.initializer.extend(
+        [numpy_helper.from_array(low.reshape(shape), f"{base}/low"),
+         numpy_helper.from_array(high.reshape(shape), f"{base}/high")]
+    )
+    return [
+        helper.make_node("Max", [x, f"{base}/low"], [f"{base}/max"], name=f"{base}/max"),
+        helper.make_node("Min", [f"{base}/max", f"{base}/high"], [y], name=f"{base}/min"),
+    ]
+
+
+def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    g = model.graph
+    if not any(n.op_type in ("DequantizeLinear", "MatMulInteger", "ConvInteger") for n in g.node):
+        return None
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    counts = {"dq": 0, "pairs": 0, "dyn": 0}
+
+    # Dynamic int8: W_float = (W_q - W_zp) * W_scale; the activation quantization is dropped.
+    for op, mul, dql, w_scale_name in _dynamic_int_pattern(g, consts):
+        w_q = consts[op.input[1]]
+        w_zp = consts.get(op.input[3]) if len(op.input) > 3 and op.input[3] else np.zeros((), w_q.dtype)
+        w_scale = consts[w_scale_name]
+        axis = 0 if op.op_type == "ConvInteger" else -1  # per-channel: output channels
+        zp_b = _per_axis(np.asarray(w_zp), w_q, axis, 0)
+        w = (w_q.astype(np.float32) - zp_b.astype(np.float32)) * _per_axis(w_scale, w_q, axis, 0)
+        w_name = f"{op.input[1]}/dequantized"
+        g.initializer.append(numpy_helper.from_array(w.astype(np.float32), w_name))
+        float_op = "MatMul" if op.op_type == "MatMulInteger" else "Conv"
+        new = helper.make_node(float_op, [dql.input[0], w_name], [mul.output[0]], name=op.name or None)
+        new.attribute.extend(op.attribute)
+        del mul.output[:]
+        mul.output.append(f"{new.output[0]}/replaced")
+        g.node.append(new)
+        counts["dyn"] += 1
+    _topo_sort(g)
+
+    # Constant QuantizeLinear / DequantizeLinear -> values; Q -> DQ pairs on activations -> bypass.
+    producer = {o: n for n in g.node for o in n.output}
+    folded: dict[str, np.ndarray] = {}
+    keep = []
+    for node in g.node:
+        vals = [consts.get(i) if i else None for i in node.input]
+        all_const = all(v is not None for v, i in zip(vals, node.input) if i)
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and all_const:
+            value = (_dequantize if node.op_type == "DequantizeLinear" else _quantize)(node, vals)
+            if value is not None:
+                consts[node.output[0]] = folded[node.output[0]] = value
+                counts["dq"] += node.op_type == "DequantizeLinear"
+                continue
+        if node.op_type == "DequantizeLinear":
+            q = producer.get(node.input[0])
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in consts:
+                keep.extend(_saturation(g, q, node, consts))
+                counts["pairs"] += 1
+                continue
+        keep.append(node)
+    del g.node[:]
+    g.node.extend(keep)
+    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for name, value in folded.items():
+        if name in read:
+            g.initializer.append(numpy_helper.from_array(value, name))
+    _remove_dead(g)
+    parts = []
+    if counts["dq"]:
+        parts.append(f"{_plural(counts['dq'], 'DequantizeLinear weight')} folded to float")
+    if counts["pairs"]:
+        pairs = _plural(counts["pairs"], "QuantizeLinear/DequantizeLinear pair")
+        parts.append(f"{pairs} -> saturation (Clip) only")
+    if counts["dyn"]:
+        parts.append(f"{counts['dyn']} dynamic int8 MatMulInteger/ConvInteger -> float MatMul/Conv")
+    return "quantized: " + ", ".join(parts) if parts else None
+
+
+# --------------------------------------------------------------------------------- 3. explicit pads
+_PADDED_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
+
+
+def _kernel(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> list[int]:
+    kernel = _attr(node, "kernel_shape")
+    if kernel is not None:
+        return list(kernel)
+    return list(shapes[node.input[1]][2:])
+
+
+def _same_pads(node: onnx.NodeProto, in_sizes: Sequence[int], kernel: Sequence[int]) -> list[int]:
+    """Explicit pads [b1, b2, ..., e1, e2, ...] equivalent to auto_pad on this input size."""
+    rank = len(kernel)
+    strides = _attr(node, "strides", [1] * rank)
+    dilations = _attr(node, "dilations", [1] * rank)
+    mode = _attr(node, "auto_pad").decode()
+    if mode == "VALID":
+        return [0] * 2 * rank
+    begins, ends = [], []
+    for i in range(rank):
+        effective = (kernel[i] - 1) * dilations[i] + 1
+        if node.op_type == "ConvTranspose":
+            out_padding = _attr(node, "output_padding", [0] * rank)[i]
+            out = _attr(node, "output_shape", None)
+            target = out[-rank + i] if out else in_sizes[i] * strides[i]
+            total = max(0, strides[i] * (in_sizes[i] - 1) + out_padding + effective - target)
+        else:
+            out = -(-in_sizes[i] // strides[i])
+            total = max(0, (out - 1) * strides[i] + effective - in_sizes[i])
+        small, large = total // 2, total - total // 2
+        begins.append(small if mode == "SAME_UPPER" else large)
+        ends.append(large if mode == "SAME_UPPER" else small)
+    return begins + ends
+
+
+def _split_transpose_pads(graph: onnx.GraphProto, node: onnx.NodeProto, pads: list[int]) -> None:
+    """ConvTranspose pads crop its output, so asymmetric pads = symmetric pads + Slice of the rest."""
+    rank = len(pads) // 2
+    sym = [min(pads[i], pads[rank + i]) for i in range(rank)]
+    _set_attr(node, "pads", sym + sym)
+    starts = [pads[i] - sym[i] for i in range(rank)]
+    ends = [-(pads[rank + i] - sym[i]) or np.iinfo(np.int64).max for i in range(rank)]
+    out, cropped = node.output[0], f"{node.output[0]}/uncropped"
+    node.output[0] = cropped
+    base = f"{node.name or out}/crop"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(starts, np.int64), f"{base}/starts"),
+            numpy_helper.from_array(np.array(ends, np.int64), f"{base}/ends"),
+            numpy_helper.from_array(np.arange(2, 2 + rank, dtype=np.int64), f"{base}/axes"),
+        ]
+    )
+    graph.node.append(
+        helper.make_node(
+            "Slice", [cropped, f"{base}/starts", f"{base}/ends", f"{base}/axes"], [out], name=base
+        )
+    )
+
+
+def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    g = model.graph
+    auto = [
+        n
+        for n in g.node
+        if n.op_type in _PADDED_OPS and _attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", b"")
+    ]
+    transposed = [
+        n
+        for n in g.node
+        if n.op_type == "ConvTranspose" and n not in auto and _asymmetric(_attr(n, "pads", []))
+    ]
+    if not auto and not transposed:
+        return None
+    if auto and dims is None:
+        names = ", ".join(n.name or n.op_type for n in auto[:3])
+        raise OnnxAttrError(
+            f"nodes {names} use auto_pad, which needs the static input size; give the input shape"
+        )
+    wanted = [n.input[0] for n in auto] + [n.input[1] for n in auto if n.op_type.startswith("Conv")]
+    shapes = _static_shapes(model, dims, wanted) if auto else {}
+    modes = sorted({_attr(n, "auto_pad").decode() for n in auto})
+    for node in auto:
+        kernel = _kernel(node, shapes)
+        pads = _same_pads(node, shapes[node.input[0]][2:], kernel)
+        _del_attr(node, "auto_pad")
+        _set_attr(node, "pads", pads)
+        if node.op_type == "ConvTranspose":
+            _del_attr(node, "output_shape")
+            if _asymmetric(pads):
+                transposed.append(node)
+    for node in transposed:
+        _split_transpose_pads(g, node, list(_attr(node, "pads")))
+    _topo_sort(g)
+    parts = []
+    if auto:
+        size = "x".join(map(str, dims))
+        parts.append(
+            f"{_plural(len(auto), 'node')} auto_pad={'/'.join(modes)} -> explicit pads for input {size}"
+        )
+    if transposed:
+        parts.append(f"{_plural(len(transposed), 'asymmetric ConvTranspose')} -> symmetric pads + Slice")
+    return "explicit-pads: " + "; ".join(parts)
+
+
+def _asymmetric(pads: Sequence[int]) -> bool:
+    half = len(pads) // 2
+    return list(pads[:half]) != list(pads[half:])
+
+
+# --------------------------------------------------------------------------------------- 4. batch
+def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    """Make the graph run at any batch size; verified on onnxruntime, reverted if it fails."""
+    g = model.graph
+    inputs = _graph_inputs(g)
+    if dims is None or not inputs or not inputs[0].type.tensor_type.shape.dim:
+        return None
+    first = inputs[0].type.tensor_type.shape.dim[0]
+    static_batch = first.dim_value if first.HasField("dim_value") else None
+    inits = {t.name: t for t in g.initializer}
+    baked_batch = static_batch or 1
+    shape_consts = [
+        n
+        for n in g.node
+        if n.op_type == "Reshape"
+        and len(n.input) > 1
+        and n.input[1] in inits
+        and not _attr(n, "allowzero", 0)
+        and (s := numpy_helper.to_array(inits[n.input[1]])).ndim == 1
+        and s.size > 1
+        and s[0] == baked_batch
+    ]
+    if static_batch is None and not shape_consts:
+        return None
+    if static_batch is None and not _carry_batch(model, dims, shape_consts):
+        return None
+
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
+    patched = _patch_batch_reshapes(model, dims, shape_consts, inits)
+    _set_dims(inputs[0], [_BATCH_PARAM] + list(dims[1:]))
+    for out in g.output:
+        d = out.type.tensor_type.shape.dim
+        if d and d[0].HasField("dim_value"):
+            d[0].dim_param = _BATCH_PARAM
+    del g.value_info[:]  # stale static shapes would contradict batch > 1
+
+    if _runs_batched(original, model, dims):
+        parts = []
+        if patched:
+            parts.append(f"{_plural(patched, 'Reshape')} with batch {baked_batch} baked in -> 0 (copy)")
+        if static_batch is not None:
+            parts.append(f"static batch {static_batch} of input '{inputs[0].name}' relaxed")
+        return "batch: " + ", ".join(parts) + " (checked at batch 2)"
+    model.CopyFrom(original)
+    return "batch: the graph does not run at batch > 1 after fixes; run it one image at a time"
+
+
+def _carry_batch(model: onnx.ModelProto, dims: list[int], reshapes: list[onnx.NodeProto]) -> bool:
+    """Whether any of these Reshapes reads a tensor whose first dim is the (symbolic) batch."""
+    probe = _with_input_dims(model, [_BATCH_PARAM] + list(dims[1:]))
+    del probe.graph.value_info[:]
+    known = _ranked(_infer(probe, data_prop=True))
+    return any(_batch_first(known.get(n.input[0])) for n in reshapes)
+
+
+def _batch_first(info: onnx.ValueInfoProto | None) -> bool:
+    dims = info.type.tensor_type.shape.dim if info is not None else []
+    return bool(dims) and dims[0].dim_param == _BATCH_PARAM
+
+
+def _patch_batch_reshapes(
+    model: onnx.ModelProto,
+    dims: list[int],
+    candidates: list[onnx.NodeProto],
+    inits: dict[str, TensorProto],
+) -> int:
+    """Set shape[0] = 0 in the Reshapes whose data input carries the batch dim. Which tensors carry
+    it follows from shape inference with a symbolic batch, repeated as each patch frees more."""
+    todo, patched = list(candidates), 0
+    while todo:
+        probe = _with_input_dims(model, [_BATCH_PARAM] + list(dims[1:]))
+        del probe.graph.value_info[:]
+        known = _ranked(_infer(probe, data_prop=True))
+        new = [n for n in todo if _batch_first(known.get(n.input[0]))]
+        if not new:
+            break
+        for node in new:
+            name = f"{node.input[1]}/batch0"  # a fresh initializer: the old one may feed others too
+            if name not in inits:
+                target = numpy_helper.to_array(inits[node.input[1]]).copy()
+                target[0] = 0
+                inits[name] = numpy_helper.from_array(target, name)
+                model.graph.initializer.append(inits[name])
+            node.input[1] = name
+            todo.remove(node)
+            patched += 1
+    return patched
+
+
+def _runs_batched(original: onnx.ModelProto, fixed: onnx.ModelProto, dims: list[int]) -> bool:
+    """Whether `fixed` at batch 2 gives what `original` gives for each sample alone."""
+    try:
+        single = list(dims)
+        single[0] = 1
+        a, b = _feeds(original, single, seed=1), _feeds(original, single, seed=2)
+        pair = {k: np.concatenate([a[k], b[k]]) if i == 0 else a[k] for i, k in enumerate(a)}
+        outs = [o.name for o in original.graph.output]
+        ref_a, ref_b = _run_ort(original, a, outs), _run_ort(original, b, outs)
+        got = _run_ort(fixed, pair, outs)
+    except Exception:
+        return False
+    for name in outs:
+        expected = np.concatenate([ref_a[name], ref_b[name]])
+        if got[name].shape != expected.shape or not np.allclose(
+            got[name], expected, rtol=1e-4, atol=1e-5 * (np.abs(expected).max() + 1e-12)
+        ):
+            return False
+    return True
+
+
+# -------------------------------------------------------------------------------------- 5. shapes
+def _missing_shapes(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    """Give a rank to every tensor onnx2torch's own shape inference leaves without one."""
+    g = model.graph
+    plain = _ranked(_infer(model, data_prop=False))
+    produced = [o for n in g.node if n.op_type != "Constant" for o in n.output if o]
+    missing = [o for o in produced if o not in plain or not _has_rank(plain[o])]
+    if not missing:
+        return None
+    propagated = _ranked(_infer(model, data_prop=True))
+    from_prop = [o for o in missing if o in propagated and _has_rank(propagated[o])]
+    rest = [o for o in missing if o not in from_prop]
+    existing = {v.name for v in g.value_info}
+    for o in from_prop:
+        if o not in existing:
+            g.value_info.append(propagated[o])
+    from_ort: list[str] = []
+    if rest and dims is not None:
+        try:
+            values = _run_ort(model, _feeds(model, dims), rest)
+        except Exception:
+            values = {}
+        for o, v in values.items():
+            # the batch dim is left open: the graph may run at other batch sizes
+            dims_out = [None] + list(v.shape[1:]) if v.ndim else []
+            elem = helper.np_dtype_to_tensor_dtype(v.dtype)
+            g.value_info.append(helper.make_tensor_value_info(o, elem, dims_out))
+            from_ort.append(o)
+    unresolved = len(rest) - len(from_ort)
+    parts = []
+    if from_prop:
+        parts.append(f"{len(from_prop)} from shape inference with data propagation")
+    if from_ort:
+        parts.append(f"{len(from_ort)} from onnxruntime on a dummy input")
+    if unresolved:
+        parts.append(f"{unresolved} still unknown (give the input shape)")
+    return f"shapes: {_plural(len(missing), 'tensor')} without a shape: " + ", ".join(parts)
+
+
+def _has_rank(vi: onnx.ValueInfoProto) -> bool:
+    t = vi.type.tensor_type
+    return vi.type.HasField("tensor_type") and t.HasField("shape")

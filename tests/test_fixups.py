@@ -1,0 +1,276 @@
+"""Fix-up passes on tiny graphs: onnxruntime on the original vs onnxruntime and onnx2torch on the fixed graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from .onnx_builders import assert_close, init, make_model, rand, run_ort, run_torch
+
+from onnxattr.errors import OnnxAttrError
+from onnxattr.fixups import fix_up
+
+
+def _const(name: str, value) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=init(name, value))
+
+
+def _check(original, fixed, x, rtol=1e-5):
+    expected = run_ort(original, x)
+    for got in (run_ort(fixed, x), run_torch(fixed, x)):
+        for g, e in zip(got, expected):
+            assert_close(g, e, rtol=rtol)
+
+
+def test_clean_graph_is_left_alone():
+    w = rand(4, 3, 3, 3)
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        [("x", ["n", 3, 8, 8])],
+        ["y"],
+        [init("w", w)],
+    )
+    fixed, notes = fix_up(model, (1, 3, 8, 8))
+    assert notes == []
+    assert fixed.graph == model.graph
+
+
+def test_constant_weights_become_initializers():
+    nodes = [
+        _const("w", rand(4, 3, 3, 3)),
+        _const("b", rand(4, seed=1)),
+        helper.make_node("Constant", [], ["shape"], value_ints=[0, -1]),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "shape"], ["y"]),
+    ]
+    model = make_model(nodes, [("x", ["n", 3, 5, 5])], ["y"])
+    x = rand(1, 3, 5, 5, seed=2)
+    with pytest.raises(KeyError):  # what real paddle2onnx graphs hit
+        run_torch(model, x)
+    fixed, notes = fix_up(model, x.shape)
+    assert notes == ["constant-weights: 3 Constant nodes -> initializers"]
+    assert not [n for n in fixed.graph.node if n.op_type == "Constant"]
+    _check(model, fixed, x)
+
+
+def test_constant_weights_ir3_lists_initializers_as_inputs():
+    nodes = [_const("w", rand(2, 3)), helper.make_node("MatMul", ["x", "w"], ["y"])]
+    model = make_model(nodes, [("x", ["n", 2])], ["y"], opset=8, ir_version=3)
+    fixed, _ = fix_up(model, (1, 2))
+    assert "w" in {i.name for i in fixed.graph.input}
+    _check(model, fixed, rand(1, 2, seed=1))
+
+
+@pytest.mark.parametrize(
+    ("op", "mode", "size", "attrs"),
+    [
+        ("Conv", "SAME_UPPER", 7, {"strides": [2, 2]}),
+        ("Conv", "SAME_LOWER", 7, {"strides": [2, 2]}),
+        ("Conv", "SAME_UPPER", 8, {"strides": [3, 3], "kernel_shape": [3, 3]}),
+        ("Conv", "VALID", 8, {"strides": [2, 2]}),
+        ("ConvTranspose", "SAME_UPPER", 5, {"strides": [2, 2]}),
+        ("ConvTranspose", "SAME_LOWER", 5, {"strides": [2, 2]}),
+        ("MaxPool", "SAME_UPPER", 7, {"strides": [2, 2], "kernel_shape": [3, 3]}),
+        ("MaxPool", "SAME_LOWER", 6, {"strides": [2, 2], "kernel_shape": [2, 2]}),
+        ("AveragePool", "SAME_UPPER", 6, {"kernel_shape": [3, 3]}),
+        ("AveragePool", "VALID", 6, {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    ],
+)
+def test_auto_pad_becomes_explicit(op, mode, size, attrs):
+    inputs, inits = ["x"], []
+    if op.startswith("Conv"):
+        shape = (4, 3, 3, 3) if op == "Conv" else (3, 4, 3, 3)
+        inputs.append("w")
+        inits.append(init("w", rand(*shape, seed=1)))
+    node = helper.make_node(op, inputs, ["y"], auto_pad=mode, **attrs)
+    model = make_model([node], [("x", ["n", 3, size, size])], ["y"], initializers=inits)
+    x = rand(2, 3, size, size, seed=3)
+    fixed, notes = fix_up(model, x.shape)
+    assert len(notes) == 1 and notes[0].startswith("explicit-pads: 1 node auto_pad=" + mode)
+    assert all(a.name != "auto_pad" for n in fixed.graph.node for a in n.attribute)
+    _check(model, fixed, x)
+
+
+def test_auto_pad_needs_input_shape():
+    node = helper.make_node("MaxPool", ["x"], ["y"], auto_pad="SAME_UPPER", kernel_shape=[3, 3])
+    model = make_model([node], [("x", ["n", 3, "h", "w"])], ["y"])
+    with pytest.raises(OnnxAttrError, match="give the input shape"):
+        fix_up(model)
+
+
+def test_asymmetric_conv_transpose_pads_become_slice():
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[0, 1, 2, 1])
+    model = make_model([node], [("x", ["n", 3, 4, 4])], ["y"], [init("w", rand(3, 2, 3, 3))])
+    x = rand(1, 3, 4, 4, seed=5)
+    with pytest.raises(NotImplementedError):
+        run_torch(model, x)
+    fixed, notes = fix_up(model, x.shape)
+    assert notes == ["explicit-pads: 1 asymmetric ConvTranspose -> symmetric pads + Slice"]
+    _check(model, fixed, x)
+
+
+def _shape_via_float_math(nodes_out: str) -> list[onnx.NodeProto]:
+    """A Reshape whose target shape is computed through float arithmetic: plain ONNX shape
+    inference (what onnx2torch runs) loses the rank of its output."""
+    return [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["sf", "one"], ["sf1"]),
+        helper.make_node("Cast", ["sf1"], ["si"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["x", "si"], [nodes_out]),
+    ]
+
+
+def test_missing_shapes_get_value_info():
+    bn = [init(n, v) for n, v in zip("gbmv", (rand(3) + 2, rand(3, seed=1), rand(3, seed=2), rand(3, seed=3) ** 2 + 1))]
+    nodes = _shape_via_float_math("r") + [
+        helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"])
+    ]
+    model = make_model(nodes, [("x", ["n", 3, 4, 4])], ["y"], [init("one", np.float32(1.0)), *bn])
+    x = rand(2, 3, 4, 4, seed=4)
+    with pytest.raises(NotImplementedError, match="spatial rank"):
+        run_torch(model, x)
+    fixed, notes = fix_up(model, x.shape)
+    assert len(notes) == 1 and notes[0].startswith("shapes:")
+    assert "onnxruntime" in notes[0]
+    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in fixed.graph.value_info}
+    assert rank["r"] == 4
+    _check(model, fixed, x)
+    _check(model, fixed, rand(3, 3, 4, 4, seed=5))  # value_info leaves the batch open
+
+
+def _conv_matmul_float() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Conv", ["x", "wc", "bc"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("MatMul", ["f", "wm"], ["y"]),
+    ]
+    inits = [init("wc", rand(4, 3, 3, 3)), init("bc", rand(4, seed=1)), init("wm", rand(64, 5, seed=2))]
+    return make_model(nodes, [("x", ["n", 3, 4, 4])], ["y"], inits)
+
+
+def test_dequantize_constant_weights_are_folded():
+    rng = np.random.default_rng(0)
+    wq = rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    scale = (rng.random(4) * 0.02 + 0.01).astype(np.float32)
+    zp = np.array([0, 1, -2, 3], np.int8)
+    bq = rng.integers(-500, 500, 4).astype(np.int32)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+        helper.make_node("DequantizeLinear", ["bq", "bs"], ["b"]),
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = [init("wq", wq), init("ws", scale), init("wz", zp), init("bq", bq), init("bs", np.float32(0.001))]
+    model = make_model(nodes, [("x", ["n", 3, 5, 5])], ["y"], inits)
+    x = rand(1, 3, 5, 5, seed=3)
+    fixed, notes = fix_up(model, x.shape)
+    assert notes == ["quantized: 2 DequantizeLinear weights folded to float"]
+    assert [n.op_type for n in fixed.graph.node] == ["Conv"]
+    _check(model, fixed, x)
+    # independent reference: the dequantized weights computed by hand
+    w = (wq.astype(np.float32) - zp[:, None, None, None]) * scale[:, None, None, None]
+    ref = make_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+        [("x", ["n", 3, 5, 5])],
+        ["y"],
+        [init("w", w), init("b", bq.astype(np.float32) * 0.001)],
+    )
+    assert_close(run_torch(fixed, x)[0], run_ort(ref, x)[0])
+
+
+def test_qdq_pairs_are_removed_and_weights_folded():
+    """Static QDQ as onnxruntime's quantize_static writes it, on activations and weights."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rand(1, 3, 4, 4, seed=s)} for s in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    float_model = _conv_matmul_float()
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "f.onnx"), Path(tmp, "q.onnx")
+        onnx.save(float_model, src)
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ)
+        quantized = onnx.load(dst)
+    assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    x = rand(1, 3, 4, 4, seed=7)
+    fixed, notes = fix_up(quantized, x.shape)
+    assert notes == [
+        "quantized: 3 DequantizeLinear weights folded to float, "
+        "4 QuantizeLinear/DequantizeLinear pairs -> saturation (Clip) only"
+    ]
+    ops = {n.op_type for n in fixed.graph.node}
+    assert ops == {"Conv", "Clip", "Flatten", "MatMul"}
+    # The quantizer fused the Relu into the Conv output's QDQ pair (zero point = 0): the Clip keeps
+    # it. The fixed graph equals ORT on the quantized one up to the dropped activation rounding.
+    q_out, fixed_out, float_out = run_ort(quantized, x)[0], run_ort(fixed, x)[0], run_ort(float_model, x)[0]
+    assert_close(run_torch(fixed, x)[0], fixed_out)
+    assert np.abs(fixed_out - q_out).max() / np.abs(q_out).max() < 0.03
+    assert np.abs(fixed_out - float_out).max() / np.abs(float_out).max() < 0.03
+
+
+def test_dynamic_int8_matmul_and_conv_become_float():
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    import tempfile
+    from pathlib import Path
+
+    float_model = _conv_matmul_float()
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "f.onnx"), Path(tmp, "q.onnx")
+        onnx.save(float_model, src)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv"])
+        quantized = onnx.load(dst)
+    assert {"MatMulInteger", "ConvInteger"} <= {n.op_type for n in quantized.graph.node}
+    x = rand(1, 3, 4, 4, seed=8)
+    fixed, notes = fix_up(quantized, x.shape)
+    assert notes == ["quantized: 2 dynamic int8 MatMulInteger/ConvInteger -> float MatMul/Conv"]
+    ops = {n.op_type for n in fixed.graph.node}
+    assert {"Conv", "MatMul"} <= ops
+    assert not ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "Cast"}
+    # hand reference: the float graph with W = (W_q - zp) * scale from the quantized initializers
+    q = {t.name: onnx.numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    ref = onnx.ModelProto()
+    ref.CopyFrom(float_model)
+    for t in ref.graph.initializer:
+        if t.name in ("wc", "wm"):
+            w = (q[f"{t.name}_quantized"].astype(np.float32) - q[f"{t.name}_zero_point"]) * q[f"{t.name}_scale"]
+            t.CopyFrom(init(t.name, w.astype(np.float32)))
+    assert_close(run_torch(fixed, x)[0], run_ort(ref, x)[0])
+    q_out = run_ort(quantized, x)[0]
+    assert np.abs(run_ort(fixed, x)[0] - q_out).max() / np.abs(q_out).max() < 0.05
+
+
+def test_batch_baked_into_reshape_is_relaxed():
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "shape"], ["f"]),  # [1, 4, 16] exported at batch 1
+        helper.make_node("ReduceMean", ["f"], ["m"], axes=[2], keepdims=0),
+        helper.make_node("Reshape", ["m", "shape2"], ["y"]),  # [1, -1]
+    ]
+    inits = [init("w", rand(4, 3, 3, 3)), init("shape", np.array([1, 4, 16])), init("shape2", np.array([1, -1]))]
+    model = make_model(nodes, [("x", [1, 3, 4, 4])], ["y"], inits)
+    fixed, notes = fix_up(model, (1, 3, 4, 4))
+    assert notes == [
+        "batch: 2 Reshapes with batch 1 baked in -> 0 (copy), static batch 1 of input 'x' relaxed "
+        "(checked at batch 2)"
+    ]
+    xs = rand(3, 3, 4, 4, seed=9)
+    expected = np.concatenate([run_ort(model, xs[i : i + 1])[0] for i in range(3)])
+    assert_close(run_ort(fixed, xs)[0], expected)
+    assert_close(run_torch(fixed, xs)[0], expected)
+
+
+def test_batch_that_cannot_be_relaxed_is_reported():
+    nodes = [helper.make_node("Concat", ["x", "extra"], ["y"], axis=1)]  # extra: [1, 2] baked
+    model = make_model(nodes, [("x", [1, 4])], ["y"], [init("extra", rand(1, 2))])
+    fixed, notes = fix_up(model, (1, 4))
+    assert notes == ["batch: the graph does not run at batch > 1 after fixes; run it one image at a time"]
+    assert fixed.graph == model.graph
