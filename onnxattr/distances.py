@@ -98,7 +98,7 @@ def distance_to_affinity(dist: np.ndarray) -> np.ndarray:
 
 
 def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Read a CSV whose header row holds column names and first column row names; empty cell -> NaN."""
+    """Read a CSV: header row = column names, first column = row names, empty cell = NaN."""
     path = Path(path)
     if not path.is_file():
         raise OnnxAttrError(f"matrix file {path} does not exist; give an existing CSV file")
@@ -140,7 +140,7 @@ def write_matrix(matrix: LabelledMatrix, path: str | Path) -> Path:
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["model", *matrix.names])
-            for name, row in zip(matrix.names, matrix.values):
+            for name, row in zip(matrix.names, matrix.values, strict=True):
                 w.writerow([name, *(repr(float(v)) for v in row)])
     elif suffix == ".npy":
         np.save(path, matrix.values)

@@ -27,7 +27,8 @@ img{max-width:100%} .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-st
 
 
 def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    data = base64.b64encode(png).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _fmt(v: float) -> str:

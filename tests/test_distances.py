@@ -32,7 +32,7 @@ def direct_affinity(data: dict, method: str) -> np.ndarray:
         for j, b in enumerate(names):
             ma, mb = data[a]["maps"][method], data[b]["maps"][method]
             cos = [float(np.dot(x.ravel(), y.ravel()) / (np.linalg.norm(x) * np.linalg.norm(y)))
-                   for x, y in zip(ma.astype(float), mb.astype(float))]
+                   for x, y in zip(ma.astype(float), mb.astype(float), strict=True)]
             out[i, j] = np.mean(cos)
     return out
 

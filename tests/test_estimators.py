@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 
 from onnxattr.errors import OnnxAttrError
 from onnxattr.estimators import available_estimators, compute_affinity, describe
+
 from .space_factory import add_model, create_space, random_space
 
 
@@ -107,7 +108,8 @@ def test_map_cosine_and_depara_match_direct(tmp_path: Path) -> None:
 
     def cos_mean(a: np.ndarray, b: np.ndarray) -> float:
         tot = 0.0
-        for u, v in zip(a.reshape(n, -1).astype(float), b.reshape(n, -1).astype(float)):
+        for u, v in zip(a.reshape(n, -1).astype(float), b.reshape(n, -1).astype(float),
+                        strict=True):
             nu, nv = np.linalg.norm(u), np.linalg.norm(v)
             tot += 0.0 if nu == 0 or nv == 0 else u @ v / (nu * nv)
         return tot / n

@@ -156,8 +156,8 @@ def test_cli_evaluate_and_report(space: Path, oracle_csv: Path, tmp_path: Path) 
     # a matrix with other names: error listing them, then fixed with --map
     aff, _ = compute_affinity(space, "saliency")
     lines = ["model," + ",".join(["M0", *aff.names[1:]])]
-    lines += [n + "," + ",".join(map(repr, row)) for n, row in zip(["M0", *aff.names[1:]],
-                                                                     aff.values.tolist())]
+    lines += [n + "," + ",".join(map(repr, row))
+              for n, row in zip(["M0", *aff.names[1:]], aff.values.tolist(), strict=True)]
     (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
     r = run("evaluate", "--oracle", oracle_csv, "--affinity", tmp_path / "a.csv")
     assert r.exit_code == 1

@@ -1,29 +1,43 @@
-"""CLI for the distance/evaluation stage: distance, rank, evaluate, tree, heatmap, report."""
+"""CLI for the distance/evaluation stage: distance, rank, evaluate, tree, heatmap, report.
+
+Heavy modules (scipy, matplotlib) are imported inside the commands so `onnxattr --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from .. import plots, trees
-from ..distances import LabelledMatrix, ranking, read_matrix_csv, write_matrix
 from ..errors import OnnxAttrError
-from ..estimators import available_estimators, compute_affinity
-from ..evaluation import evaluate, evaluations_json, parse_mapping, read_oracle
-from ..report import write_report
 from ._app import command, console
 
-SpaceOpt = typer.Option(None, "--space", "-s", help="Model space (HDF5).")
-MethodHelp = ("Estimator: an attribution method in the space (saliency, grad_input, elrp, ...) or "
-              "svcca, cka, rsa, relation, depara[:METHOD].")
-LamOpt = typer.Option(1.0, "--lam", help="DEPARA weight of the relation-graph term.")
-NoCacheOpt = typer.Option(False, "--no-cache", help="Do not read or update the space's cache.")
-MemOpt = typer.Option(1024, "--memory-mb", help="Approximate memory budget for the computation.")
-MapOpt = typer.Option(None, "--map", help="Rename a matrix name to the oracle's: OLD=NEW (repeat).")
-MapFileOpt = typer.Option(None, "--map-file", help="JSON object of matrix name -> oracle name.")
+if TYPE_CHECKING:
+    from ..distances import LabelledMatrix
+
+LINKAGES = "single, complete, average, weighted, centroid, median, ward"
+METHOD_HELP = ("Estimator: an attribution method in the space (saliency, grad_input, elrp, ...) "
+               "or svcca, cka, rsa, relation, depara[:METHOD].")
+
+Space = Annotated[Path | None, typer.Option("--space", "-s", help="Model space (HDF5).")]
+Method = Annotated[str | None, typer.Option("--method", "-m", help=METHOD_HELP)]
+Methods = Annotated[list[str] | None, typer.Option(
+    "--method", "-m", help=METHOD_HELP + " Repeat; default: every estimator of the space.")]
+AffCsv = Annotated[Path | None, typer.Option("--affinity", help="Labelled affinity CSV.")]
+DistCsv = Annotated[Path | None, typer.Option("--distance", help="Labelled distance CSV.")]
+Lam = Annotated[float, typer.Option("--lam", help="DEPARA weight of the relation-graph term.")]
+NoCache = Annotated[bool, typer.Option("--no-cache",
+                                       help="Neither read nor update the space's cache.")]
+MemoryMb = Annotated[int, typer.Option("--memory-mb", help="Approximate memory budget.")]
+NameMap = Annotated[list[str] | None, typer.Option(
+    "--map", help="Rename a matrix name to the oracle's: OLD=NEW (repeat).")]
+NameMapFile = Annotated[Path | None, typer.Option(
+    "--map-file", help="JSON object of matrix name -> oracle name.")]
+Top = Annotated[int, typer.Option("--top", help="Relevant = the oracle's top-N sources.")]
+Linkage = Annotated[str, typer.Option("--linkage", help=f"One of {LINKAGES}.")]
 
 
 def _file_stem(label: str) -> str:
@@ -31,69 +45,79 @@ def _file_stem(label: str) -> str:
 
 
 def _matrix(space: Path | None, method: str | None, affinity: Path | None,
-            distance: Path | None, lam: float = 1.0, no_cache: bool = False,
-            memory_mb: int = 1024) -> LabelledMatrix:
+            distance: Path | None, lam: float = 1.0, no_cache: bool = False) -> LabelledMatrix:
     """The one matrix a command works on: from the space, or from a labelled CSV."""
-    given = [x is not None for x in (space, affinity, distance)]
-    if sum(given) != 1:
+    from ..distances import read_matrix_csv
+    from ..estimators import available_estimators, compute_affinity
+
+    if sum(x is not None for x in (space, affinity, distance)) != 1:
         raise OnnxAttrError("give exactly one of --space (with --method), --affinity or --distance")
     if affinity is not None:
         return read_matrix_csv(affinity, "affinity")
     if distance is not None:
         return read_matrix_csv(distance, "distance")
+    assert space is not None
     if method is None:
         raise OnnxAttrError(f"--method is required with --space; available: "
                             f"{', '.join(available_estimators(space))}")
-    matrix, _ = compute_affinity(space, method, lam=lam, use_cache=not no_cache,
-                                 memory_bytes=memory_mb << 20, progress=True)
-    return matrix
+    return compute_affinity(space, method, lam=lam, use_cache=not no_cache, progress=True)[0]
 
 
 @command()
 def distance(
-    space: Path = typer.Option(..., "--space", "-s", help="Model space (HDF5)."),
-    method: str = typer.Option(..., "--method", "-m", help=MethodHelp),
-    out: Path = typer.Option(Path("."), "--out", "-o", help="Output folder."),
-    fmt: list[str] = typer.Option(["csv"], "--format", "-f", help="csv, npy, json (repeat)."),
-    models: str = typer.Option(None, "--models", help="Comma-separated subset of models."),
-    lam: float = LamOpt,
-    no_cache: bool = NoCacheOpt,
-    memory_mb: int = MemOpt,
+    space: Annotated[Path, typer.Option("--space", "-s", help="Model space (HDF5).")],
+    method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("."),
+    fmt: Annotated[list[str] | None, typer.Option(
+        "--format", "-f", help="csv (default), npy, json; repeat for several.")] = None,
+    models: Annotated[str | None, typer.Option(
+        "--models", help="Comma-separated subset of models.")] = None,
+    lam: Lam = 1.0,
+    no_cache: NoCache = False,
+    memory_mb: MemoryMb = 1024,
 ) -> None:
     """Affinity (mean per-image cosine) and distance (Np / sum cos) matrices, labelled."""
-    for f in fmt:
+    from ..distances import write_matrix
+    from ..estimators import compute_affinity
+
+    formats = list(dict.fromkeys(fmt or ["csv"]))
+    for f in formats:
         if f not in ("csv", "npy", "json"):
             raise OnnxAttrError(f"unknown format {f!r}; use csv, npy or json")
     subset = [m.strip() for m in models.split(",") if m.strip()] if models else None
     aff, stats = compute_affinity(space, method, subset, lam=lam, use_cache=not no_cache,
                                   memory_bytes=memory_mb << 20, progress=True)
+    stem = _file_stem(aff.estimator)
     written = []
     for kind, mat in (("affinity", aff), ("distance", aff.distance())):
-        for f in dict.fromkeys(fmt):
-            written.append(write_matrix(mat, out / f"{_file_stem(aff.estimator)}_{kind}.{f}"))
-            if f == "npy":  # an .npy has no labels: write them next to it
-                names = out / f"{_file_stem(aff.estimator)}_names.json"
-                names.write_text(json.dumps(aff.names))
+        for f in formats:
+            written.append(write_matrix(mat, out / f"{stem}_{kind}.{f}"))
+    if "npy" in formats:  # an .npy has no labels: write them next to it
+        names = out / f"{stem}_names.json"
+        names.write_text(json.dumps(aff.names))
+        written.append(names)
     console.print(f"{aff.estimator}: {len(aff.names)} models, {stats['computed_pairs']} pairs "
                   f"computed, {stats['cached_models']} models from the cache")
     if aff.excluded:
         console.print(f"without data for {aff.estimator}: {', '.join(aff.excluded)}")
-    for w in dict.fromkeys(written):
+    for w in written:
         console.print(f"wrote {w}")
 
 
 @command()
 def rank(
-    target: str = typer.Argument(..., help="Target model name."),
-    space: Path = SpaceOpt,
-    method: str = typer.Option(None, "--method", "-m", help=MethodHelp),
-    affinity: Path = typer.Option(None, "--affinity", help="Labelled affinity CSV."),
-    distance: Path = typer.Option(None, "--distance", help="Labelled distance CSV."),
-    top: int = typer.Option(0, "--top", "-k", help="Show only the K closest (0 = all)."),
-    lam: float = LamOpt,
-    no_cache: bool = NoCacheOpt,
+    target: Annotated[str, typer.Argument(help="Target model name.")],
+    space: Space = None,
+    method: Method = None,
+    affinity: AffCsv = None,
+    distance: DistCsv = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="Show the K closest (0 = all).")] = 0,
+    lam: Lam = 1.0,
+    no_cache: NoCache = False,
 ) -> None:
     """Source models for TARGET, closest first, with their distances."""
+    from ..distances import ranking
+
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
     aff, dist = mat.affinity(), mat.distance()
     rows = ranking(mat, target)
@@ -110,24 +134,32 @@ def rank(
 
 @command(name="evaluate")
 def evaluate_cmd(
-    oracle: Path = typer.Option(..., "--oracle", help="Measured transfers CSV (targets x sources)."),
-    space: Path = SpaceOpt,
-    method: list[str] = typer.Option(None, "--method", "-m",
-                                     help=MethodHelp + " Repeat; default: all in the space."),
-    affinity: list[Path] = typer.Option(None, "--affinity", help="Labelled affinity CSV (repeat)."),
-    distance: list[Path] = typer.Option(None, "--distance", help="Labelled distance CSV (repeat)."),
-    mapping: list[str] = MapOpt,
-    map_file: Path = MapFileOpt,
-    top: int = typer.Option(5, "--top", help="Relevant set = oracle's top-N sources per target."),
-    json_out: Path = typer.Option(None, "--json", help="Write the curves as JSON."),
-    plot: Path = typer.Option(None, "--plot", help="Draw P@K and R@K curves (PNG/SVG)."),
-    lam: float = LamOpt,
-    no_cache: bool = NoCacheOpt,
+    oracle: Annotated[Path, typer.Option(
+        "--oracle", help="Measured transfers CSV: target rows x source columns.")],
+    space: Space = None,
+    method: Methods = None,
+    affinity: Annotated[list[Path] | None, typer.Option(
+        "--affinity", help="Labelled affinity CSV (repeat).")] = None,
+    distance: Annotated[list[Path] | None, typer.Option(
+        "--distance", help="Labelled distance CSV (repeat).")] = None,
+    mapping: NameMap = None,
+    map_file: NameMapFile = None,
+    top: Top = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write curves (JSON).")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Draw the P@K and R@K curves (.png/.svg).")] = None,
+    lam: Lam = 1.0,
+    no_cache: NoCache = False,
 ) -> None:
     """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle."""
+    from .. import plots
+    from ..distances import read_matrix_csv
+    from ..estimators import available_estimators, compute_affinity
+    from ..evaluation import evaluate, evaluations_json, parse_mapping, read_oracle
+
     orc = read_oracle(oracle)
     names_map = parse_mapping(mapping or [], map_file)
-    mats: list[LabelledMatrix] = [read_matrix_csv(p, "affinity") for p in affinity or []]
+    mats = [read_matrix_csv(p, "affinity") for p in affinity or []]
     mats += [read_matrix_csv(p, "distance") for p in distance or []]
     if space is not None:
         for m in method or available_estimators(space):
@@ -165,45 +197,50 @@ def evaluate_cmd(
         console.print(f"wrote {plot}")
 
 
-
 @command()
 def tree(
-    space: Path = SpaceOpt,
-    method: str = typer.Option(None, "--method", "-m", help=MethodHelp),
-    affinity: Path = typer.Option(None, "--affinity", help="Labelled affinity CSV."),
-    distance: Path = typer.Option(None, "--distance", help="Labelled distance CSV."),
-    linkage: str = typer.Option(trees.DEFAULT_LINKAGE, "--linkage",
-                                help=f"One of {', '.join(trees.LINKAGES)}."),
-    on: str = typer.Option("rows", "--on", help="rows: Euclidean between affinity rows "
-                           "(original implementation); matrix: max(A) - A directly."),
-    out: Path = typer.Option(Path("tree.png"), "--out", "-o", help="Dendrogram (.png or .svg)."),
-    newick: Path = typer.Option(None, "--newick", help="Newick file (default: OUT with .nwk)."),
-    lam: float = LamOpt,
-    no_cache: bool = NoCacheOpt,
+    space: Space = None,
+    method: Method = None,
+    affinity: AffCsv = None,
+    distance: DistCsv = None,
+    linkage: Linkage = "single",
+    on: Annotated[str, typer.Option("--on", help="rows: Euclidean between affinity rows "
+                                    "(original implementation); matrix: max(A) - A.")] = "rows",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dendrogram .png/.svg.")] = Path(
+        "tree.png"),
+    newick: Annotated[Path | None, typer.Option(
+        "--newick", help="Newick file (default: OUT with .nwk).")] = None,
+    lam: Lam = 1.0,
+    no_cache: NoCache = False,
 ) -> None:
     """Agglomerative similarity tree: dendrogram image and Newick text."""
+    from .. import plots, trees
+
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
     z = trees.linkage(mat, linkage, on)
     plots.save(plots.dendrogram_figure(z, mat.names, f"{mat.estimator} ({linkage})"), out)
     nwk = newick or out.with_suffix(".nwk")
     text = trees.to_newick(z, mat.names)
     nwk.write_text(text + "\n")
-    console.print(text, highlight=False)
+    console.print(text, highlight=False, soft_wrap=True)
     console.print(f"wrote {out} and {nwk}")
 
 
 @command()
 def heatmap(
-    space: Path = SpaceOpt,
-    method: str = typer.Option(None, "--method", "-m", help=MethodHelp),
-    affinity: Path = typer.Option(None, "--affinity", help="Labelled affinity CSV."),
-    distance: Path = typer.Option(None, "--distance", help="Labelled distance CSV."),
-    linkage: str = typer.Option(trees.DEFAULT_LINKAGE, "--linkage", help="Tree for the order."),
-    out: Path = typer.Option(Path("heatmap.png"), "--out", "-o", help="Image (.png or .svg)."),
-    lam: float = LamOpt,
-    no_cache: bool = NoCacheOpt,
+    space: Space = None,
+    method: Method = None,
+    affinity: AffCsv = None,
+    distance: DistCsv = None,
+    linkage: Linkage = "single",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image .png/.svg.")] = Path(
+        "heatmap.png"),
+    lam: Lam = 1.0,
+    no_cache: NoCache = False,
 ) -> None:
     """Affinity matrix as a heatmap, rows and columns ordered by the similarity tree."""
+    from .. import plots, trees
+
     mat = _matrix(space, method, affinity, distance, lam, no_cache).affinity()
     order = trees.leaf_order(trees.linkage(mat, linkage))
     plots.save(plots.heatmap_figure(mat, order), out)
@@ -212,19 +249,22 @@ def heatmap(
 
 @command()
 def report(
-    space: Path = typer.Option(..., "--space", "-s", help="Model space (HDF5)."),
-    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
-    oracle: Path = typer.Option(None, "--oracle", help="Measured transfers CSV, to evaluate."),
-    method: list[str] = typer.Option(None, "--method", "-m",
-                                     help=MethodHelp + " Repeat; default: all in the space."),
-    mapping: list[str] = MapOpt,
-    map_file: Path = MapFileOpt,
-    top: int = typer.Option(5, "--top", help="Relevant set = oracle's top-N sources per target."),
-    linkage: str = typer.Option(trees.DEFAULT_LINKAGE, "--linkage", help="Tree linkage."),
-    lam: float = LamOpt,
-    no_cache: bool = NoCacheOpt,
+    space: Annotated[Path, typer.Option("--space", "-s", help="Model space (HDF5).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file.")] = Path("report.html"),
+    oracle: Annotated[Path | None, typer.Option(
+        "--oracle", help="Measured transfers CSV, to evaluate every estimator.")] = None,
+    method: Methods = None,
+    mapping: NameMap = None,
+    map_file: NameMapFile = None,
+    top: Top = 5,
+    linkage: Linkage = "single",
+    lam: Lam = 1.0,
+    no_cache: NoCache = False,
 ) -> None:
     """One self-contained HTML page: heatmaps, trees, rankings (and evaluation) per estimator."""
+    from ..evaluation import parse_mapping
+    from ..report import write_report
+
     path = write_report(space, out, oracle, method or None,
                         mapping=parse_mapping(mapping or [], map_file), top=top,
                         linkage=linkage, lam=lam, use_cache=not no_cache, progress=True)

@@ -1,0 +1,134 @@
+"""Time and peak memory of `distance` on a large synthetic space, and of adding one model.
+
+    python benchmarks/bench_distance.py --models 200 --images 1000 --size 112 --dir /tmp
+
+Builds a synthetic space (one attribution method, float32 maps, random values: the worst case for
+compression) with plain h5py, then in fresh child processes (so peak RSS is the computation's
+own): (1) the full matrix from an empty cache, (2) one more model added (incremental: N pairs),
+(3) the import-only baseline. The space is deleted afterwards unless --keep.
+``--layout space`` stores maps like onnxattr.space (one gzip chunk per image); ``plain`` stores
+them contiguous (pure compute + I/O cost). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+
+def build(path: Path, n_models: int, n_img: int, size: int, layout: str, method: str) -> float:
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format="onnxattr-space", format_version=1)
+        p = f.create_group("probe")
+        p.create_dataset("images", data=rng.integers(0, 255, (n_img, size, size, 3), np.uint8))
+        p.attrs.update(size=size, seed=0, source="synthetic", digest="bench")
+        f.create_group("models")
+    base = rng.random((n_img, size, size), dtype=np.float32)
+    for i in range(n_models):
+        add(path, f"model{i:03d}", base, rng, layout, method)
+        if (i + 1) % 20 == 0:
+            print(f"  built {i + 1}/{n_models} models ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return time.perf_counter() - t0
+
+
+def add(path: Path, name: str, base: np.ndarray, rng: np.random.Generator, layout: str,
+        method: str) -> None:
+    """One model: the shared base pattern plus its own noise, so affinities vary."""
+    maps = base + rng.random(base.shape, dtype=np.float32) * np.float32(rng.uniform(0.2, 2))
+    opts = ({"chunks": (1, *maps.shape[1:]), "compression": "gzip", "compression_opts": 1,
+             "shuffle": True} if layout == "space" else {})
+    with h5py.File(path, "a") as f:
+        g = f["models"].create_group(name)
+        g.attrs["uid"] = uuid.uuid4().hex
+        g.create_group("maps").create_dataset(method, data=maps, **opts)
+
+
+def child(path: str, method: str, memory_mb: int, mode: str) -> None:
+    """Runs in a fresh process; prints one JSON line."""
+    t0 = time.perf_counter()
+    from onnxattr.estimators import compute_affinity
+
+    t_import = time.perf_counter() - t0
+    out = {"mode": mode, "import_s": t_import}
+    if mode != "import":
+        t1 = time.perf_counter()
+        m, stats = compute_affinity(path, method, memory_bytes=memory_mb << 20)
+        out.update(seconds=time.perf_counter() - t1, models=len(m.names), **stats)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def run_child(path: Path, method: str, memory_mb: int, mode: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--space", str(path), "--method", method,
+           "--memory-mb", str(memory_mb)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=int, default=200)
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--size", type=int, default=112)
+    ap.add_argument("--method", default="saliency")
+    ap.add_argument("--memory-mb", type=int, default=1024)
+    ap.add_argument("--layout", choices=("space", "plain"), default="space")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp"))
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--space", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.space, args.method, args.memory_mb, args.child)
+        return
+
+    need = (args.models + 1) * args.images * args.size**2 * 4
+    free = shutil.disk_usage(args.dir).free
+    if need * 1.1 > free:
+        sys.exit(f"need ~{need / 2**30:.1f} GiB in {args.dir}, only {free / 2**30:.1f} GiB free")
+    path = args.dir / f"bench_space_{uuid.uuid4().hex[:8]}.h5"
+    print(f"building {path}: {args.models} models x {args.images} images x {args.size}^2 "
+          f"({need / 2**30:.1f} GiB of float32 maps, layout {args.layout})", flush=True)
+    try:
+        build_s = build(path, args.models, args.images, args.size, args.layout, args.method)
+        full = run_child(path, args.method, args.memory_mb, "full")
+        rng = np.random.default_rng(1)
+        base = rng.random((args.images, args.size, args.size), dtype=np.float32)
+        add(path, "added", base, rng, args.layout, args.method)
+        inc = run_child(path, args.method, args.memory_mb, "incremental")
+        cached = run_child(path, args.method, args.memory_mb, "cached")
+        imp = run_child(path, args.method, args.memory_mb, "import")
+        file_gib = path.stat().st_size / 2**30
+    finally:
+        if not args.keep:
+            path.unlink(missing_ok=True)
+    result = {"models": args.models, "images": args.images, "size": args.size,
+              "layout": args.layout, "memory_budget_mb": args.memory_mb, "file_gib": file_gib,
+              "build_s": build_s, "full": full, "add_one": inc, "all_cached": cached,
+              "import_only": imp}
+    print(json.dumps(result, indent=1))
+    print(f"full {args.models}x{args.models}: {full['seconds']:.1f} s, peak RSS "
+          f"{full['peak_rss_mb']:.0f} MB ({full['computed_pairs']} pairs)")
+    print(f"add one model: {inc['seconds']:.1f} s, peak RSS {inc['peak_rss_mb']:.0f} MB "
+          f"({inc['computed_pairs']} pairs)")
+    print(f"all cached: {cached['seconds']:.2f} s; import-only RSS {imp['peak_rss_mb']:.0f} MB")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
