@@ -640,8 +640,10 @@ def _carry_batch(model: onnx.ModelProto, dims: list[int], reshapes: list[onnx.No
 
 
 def _batch_first(info: onnx.ValueInfoProto | None) -> bool:
+    """First dim not static although every input dim but the batch is: it derives from the batch
+    (shape inference renames the symbol after ops such as Resize, so any non-static dim counts)."""
     dims = info.type.tensor_type.shape.dim if info is not None else []
-    return bool(dims) and dims[0].dim_param == _BATCH_PARAM
+    return bool(dims) and not dims[0].HasField("dim_value")
 
 
 def _patch_batch_reshapes(

@@ -1,0 +1,554 @@
+"""onnx2torch converters for the ONNX op versions (opsets 7-22) that onnx2torch 1.5.15 lacks.
+
+onnx2torch keys converters by (domain, op_type, since_version) and looks up the schema version that is
+current at the model's opset, so a model at opset 20 needs e.g. ('', 'ReduceMean', 18). Two kinds here:
+
+* version bumps that change nothing a float model sees (wider type constraints; an attribute that only
+  affects float8) are mapped to onnx2torch's converter of the previous version. `_SAME_SIGNATURE` is
+  checked against onnx.defs in the tests: same inputs, outputs and attributes.
+* real semantic changes get converters: Reduce*-18/20 (axes became an input), Split-18 (num_outputs),
+  Pad-18/19/21 (axes input, wrap mode), Resize-18/19 (axes, keep_aspect_ratio_policy,
+  half_pixel_symmetric; a general separable implementation of every coordinate and rounding mode),
+  AveragePool-19/22 (dilations), BatchNormalization-7 (spatial attribute), NonZero-9 (onnx2torch's
+  NonZero-13 returns the transposed index matrix, so it is not reused); plus ops onnx2torch has no
+  converter for at all that exporters write for vision encoders: Gelu-20 (torch's dynamo exporter),
+  GroupNormalization-18/21, GlobalMaxPool, Upsample-7/9 (old exports).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from itertools import zip_longest
+from typing import Any
+
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import defs
+from onnx2torch.node_converters.registry import add_converter, get_converter
+from onnx2torch.utils.common import (
+    OnnxMapping,
+    OnnxToTorchModule,
+    OperationConverterResult,
+    get_const_value,
+    onnx_mapping_from_node,
+)
+from torch import nn
+
+from .errors import OnnxAttrError
+
+# (op_type, new since_version, onnx2torch's version whose converter it reuses)
+_SAME_SIGNATURE: list[tuple[str, int, int]] = [
+    ("Acos", 22, 7), ("Asin", 22, 7), ("Atan", 22, 7), ("Cos", 22, 7), ("Sin", 22, 7), ("Tan", 22, 7),
+    ("Conv", 22, 11), ("ConvTranspose", 22, 11), ("MaxPool", 22, 12), ("GlobalAveragePool", 22, 1),
+    ("Constant", 19, 13), ("Constant", 21, 13), ("ConstantOfShape", 20, 9),
+    ("ConstantOfShape", 21, 9), ("Dropout", 7, 10), ("Dropout", 22, 13), ("Elu", 22, 6),
+    ("Equal", 19, 13), ("EyeLike", 22, 9), ("Flatten", 21, 13), ("Gemm", 7, 9),
+    ("GreaterOrEqual", 16, 12), ("LessOrEqual", 16, 12), ("HardSigmoid", 22, 6),
+    ("HardSwish", 22, 14), ("Identity", 19, 16), ("Identity", 21, 16),
+    ("InstanceNormalization", 22, 6), ("IsInf", 20, 10), ("IsNaN", 9, 13), ("IsNaN", 20, 13),
+    ("Reshape", 19, 14), ("Reshape", 21, 14), ("Round", 22, 11), ("ScatterND", 18, 16), ("Selu", 22, 6), ("Shape", 19, 15), ("Shape", 21, 15),
+    ("Softplus", 22, 1), ("Softsign", 22, 1), ("Transpose", 21, 13), ("Unsqueeze", 21, 13),
+]
+# Cast-19/21 add `saturate`, which only applies to float8 targets onnx2torch cannot produce anyway.
+_NEW_ATTRIBUTE_IRRELEVANT: list[tuple[str, int, int]] = [("Cast", 19, 13), ("Cast", 21, 13)]
+
+_REDUCE_OPS = (
+    "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+    "ReduceMin", "ReduceProd", "ReduceSumSquare",
+)
+
+_registered = False
+
+
+def register_converters() -> None:
+    """Register the extra converters with onnx2torch (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    for op, new, old in _SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT:
+        _register(op, new, get_converter(op, old))
+    for op in _REDUCE_OPS:
+        _register(op, 18, _convert_reduce)
+    for op in ("ReduceMax", "ReduceMin"):  # 20: bool inputs allowed
+        _register(op, 20, _convert_reduce)
+    _register("Split", 18, _convert_split)
+    for version in (18, 19, 21):
+        _register("Pad", version, _convert_pad)
+    for version in (18, 19):
+        _register("Resize", version, _convert_resize)
+    for version in (7, 9):
+        _register("Upsample", version, _convert_upsample)
+    for version in (19, 22):
+        _register("AveragePool", version, _convert_average_pool)
+    _register("BatchNormalization", 7, _batch_norm_7(get_converter("BatchNormalization", 9)))
+    _register("NonZero", 9, _convert_nonzero)  # not onnx2torch's NonZero-13: that one is transposed
+    _register("Gelu", 20, _convert_gelu)
+    _register("GroupNormalization", 18, _group_norm(per_group=True))
+    _register("GroupNormalization", 21, _group_norm(per_group=False))
+    for version in (1, 22):
+        _register("GlobalMaxPool", version, _convert_global_max_pool)
+    _registered = True
+
+
+def _register(op: str, version: int, converter: Callable) -> None:
+    try:
+        add_converter(operation_type=op, version=version)(converter)
+    except ValueError:  # already there (a newer onnx2torch may ship it): keep theirs
+        pass
+
+
+# ------------------------------------------------------------------------------ check_convertible
+_HINTS = {
+    **dict.fromkeys(
+        ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+         "ConvInteger", "QLinearConv", "QLinearMatMul"),
+        "quantized weights are folded to float automatically only when they are constant "
+        "(DequantizeLinear/QDQ on initializers, onnxruntime's dynamic int8 MatMul/Conv); this graph "
+        "quantizes elsewhere: export the float model, or pick an earlier encoder node",
+    ),
+    **dict.fromkeys(
+        ("LSTM", "GRU", "RNN", "Loop", "Scan", "If"),
+        "recurrent/control-flow layers usually follow the encoder: pick an earlier encoder node",
+    ),
+}
+
+
+def check_convertible(model: onnx.ModelProto) -> None:
+    """Raise OnnxAttrError listing the op types (with node names) that have no converter for their
+    (op_type, opset version), with a hint on what to do."""
+    register_converters()
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    missing: dict[str, list[str]] = {}
+    for i, node in enumerate(model.graph.node):
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        version = opsets.get(domain, opsets.get("", 0))
+        try:
+            get_converter(operation_type=node.op_type, version=version, domain=domain)
+        except NotImplementedError:
+            key = f"{domain + '.' if domain else ''}{node.op_type}-{_since(node.op_type, version, domain)}"
+            missing.setdefault(key, []).append(node.name or f"#{i}")
+    if not missing:
+        return
+    listed = "; ".join(
+        f"{op} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+        for op, names in missing.items()
+    )
+    hints = sorted({_hint(op.split("-")[0]) for op in missing})
+    raise OnnxAttrError(f"no torch converter for {listed}. " + " ".join(hints))
+
+
+def _since(op: str, version: int, domain: str) -> int:
+    try:
+        return defs.get_schema(op, max_inclusive_version=version, domain=domain).since_version
+    except Exception:  # unknown or custom-domain op: report the opset
+        return version
+
+
+def _hint(op: str) -> str:
+    name = op.rsplit(".", 1)[-1]
+    if name in _HINTS:
+        return f"{name}: {_HINTS[name]}."
+    if "." in op:
+        return (
+            f"{op} is a custom-domain op (e.g. from TFLite): pick an encoder node before it "
+            "(list them with `onnxattr nodes MODEL`)."
+        )
+    return "Pick an earlier encoder node (list them with `onnxattr nodes MODEL`)."
+
+
+# ------------------------------------------------------------------------------ shared machinery
+class _ConstInputs(nn.Module, OnnxToTorchModule):
+    """An op whose inputs after the first are read at conversion time where they are constant in the
+    graph (the usual case: axes, pads, sizes) and passed to forward, in order, where they are not."""
+
+    def __init__(self, static: dict[str, Any], dynamic: Sequence[str]):
+        super().__init__()
+        self.static = static
+        self.dynamic = list(dynamic)
+
+    def values(self, tensors: Sequence[torch.Tensor]) -> dict[str, Any]:
+        values = dict(self.static)
+        values.update({k: t.tolist() for k, t in zip(self.dynamic, tensors)})
+        return values
+
+
+def _const_inputs(node, graph, names: Sequence[str]):
+    """Split the node's inputs after the first into constant values and run-time inputs; returns
+    (static values, names of dynamic ones, OnnxMapping with the data and dynamic inputs)."""
+    static, dynamic, dynamic_values = {}, [], []
+    for name, value_name in zip_longest(names, node.input_values[1:]):
+        if not value_name:
+            static[name] = None
+            continue
+        try:
+            value = get_const_value(value_name, graph)
+            static[name] = value.tolist() if isinstance(value, torch.Tensor) else value
+        except KeyError:
+            dynamic.append(name)
+            dynamic_values.append(value_name)
+    mapping = OnnxMapping(inputs=(node.input_values[0], *dynamic_values), outputs=node.output_values)
+    return static, dynamic, mapping
+
+
+def _result(module: nn.Module, mapping: OnnxMapping) -> OperationConverterResult:
+    return OperationConverterResult(torch_module=module, onnx_mapping=mapping)
+
+
+def _node_mapping(node) -> OnnxMapping:
+    return onnx_mapping_from_node(node)
+
+
+# ----------------------------------------------------------------------------------------- Reduce
+def _reduce(op: str, x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
+    if op == "ReduceMean":
+        return torch.mean(x, dim=dims, keepdim=keepdim)
+    if op == "ReduceMax":
+        return torch.amax(x, dim=dims, keepdim=keepdim)
+    if op == "ReduceMin":
+        return torch.amin(x, dim=dims, keepdim=keepdim)
+    if op == "ReduceL1":
+        return torch.sum(torch.abs(x), dim=dims, keepdim=keepdim)
+    if op == "ReduceL2":
+        return torch.sqrt(torch.sum(x * x, dim=dims, keepdim=keepdim))
+    if op == "ReduceSumSquare":
+        return torch.sum(x * x, dim=dims, keepdim=keepdim)
+    if op == "ReduceLogSum":
+        return torch.log(torch.sum(x, dim=dims, keepdim=keepdim))
+    if op == "ReduceLogSumExp":
+        return torch.logsumexp(x, dim=dims, keepdim=keepdim)
+    for d in sorted(dims, reverse=True):  # ReduceProd: torch.prod takes one dim
+        x = torch.prod(x, dim=d, keepdim=keepdim)
+    return x
+
+
+def _per_element(op: str, x: torch.Tensor) -> torch.Tensor:
+    if op in ("ReduceL1", "ReduceL2"):
+        return torch.abs(x)
+    if op == "ReduceSumSquare":
+        return x * x
+    if op == "ReduceLogSum":
+        return torch.log(x)
+    return x
+
+
+class OnnxReduce18(_ConstInputs):
+    """Reduce*-18: axes is an input; empty axes reduce everything unless noop_with_empty_axes."""
+
+    def __init__(self, op: str, keepdims: bool, noop: bool, static, dynamic):
+        super().__init__(static, dynamic)
+        self.op, self.keepdims, self.noop = op, keepdims, noop
+
+    def forward(self, x: torch.Tensor, *dynamic: torch.Tensor) -> torch.Tensor:
+        axes = self.values(dynamic)["axes"]
+        if not axes:
+            if self.noop:  # no reduction, but the per-element part still applies (as onnxruntime)
+                return _per_element(self.op, x)
+            axes = list(range(x.dim()))
+        dims = sorted({a % x.dim() for a in axes})
+        return _reduce(self.op, x, dims, self.keepdims)
+
+
+def _convert_reduce(node, graph):
+    static, dynamic, mapping = _const_inputs(node, graph, ["axes"])
+    a = node.attributes
+    module = OnnxReduce18(
+        node.operation_type, bool(a.get("keepdims", 1)), bool(a.get("noop_with_empty_axes", 0)),
+        static, dynamic,
+    )
+    return _result(module, mapping)
+
+
+# ------------------------------------------------------------------------------------------ Split
+class OnnxSplit18(_ConstInputs):
+    """Split-18: sizes from the `split` input, else `num_outputs` chunks (the last one smaller)."""
+
+    def __init__(self, axis: int, num_outputs: int, static, dynamic):
+        super().__init__(static, dynamic)
+        self.axis, self.num_outputs = axis, num_outputs
+
+    def forward(self, x: torch.Tensor, *dynamic: torch.Tensor):
+        sizes = self.values(dynamic)["split"]
+        if sizes is None:
+            sizes = math.ceil(x.shape[self.axis] / self.num_outputs)
+        parts = torch.split(x, sizes, dim=self.axis)
+        return parts[0] if self.num_outputs == 1 else parts  # onnx2torch indexes only multi-outputs
+
+
+def _convert_split(node, graph):
+    static, dynamic, mapping = _const_inputs(node, graph, ["split"])
+    a = node.attributes
+    module = OnnxSplit18(a.get("axis", 0), len(node.output_values), static, dynamic)
+    return _result(module, mapping)
+
+
+# -------------------------------------------------------------------------------------------- Pad
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+class OnnxPad18(_ConstInputs):
+    """Pad-18/19/21: pads for the listed `axes` only (default all); modes constant/reflect/edge/wrap."""
+
+    def __init__(self, mode: str, static, dynamic):
+        super().__init__(static, dynamic)
+        if mode not in _PAD_MODES:
+            raise NotImplementedError(f"Pad mode {mode!r} is not supported")
+        self.mode = _PAD_MODES[mode]
+
+    def forward(self, x: torch.Tensor, *dynamic: torch.Tensor) -> torch.Tensor:
+        v = self.values(dynamic)
+        rank, pads = x.dim(), v["pads"]
+        axes = [a % rank for a in (v["axes"] if v["axes"] is not None else range(rank))]
+        begin, end = [0] * rank, [0] * rank
+        for i, a in enumerate(axes):
+            begin[a], end[a] = pads[i], pads[len(axes) + i]
+        padded = [d for d in range(rank) if begin[d] or end[d]]
+        if not padded:
+            return x
+        first = padded[0]
+        torch_pads = [p for d in reversed(range(first, rank)) for p in (begin[d], end[d])]
+        if self.mode == "constant":
+            value = v["constant_value"]
+            value = 0.0 if value is None else float(value if not isinstance(value, list) else value[0])
+            return F.pad(x, torch_pads, value=value)
+        # torch pads the last 1-3 dims of a (N, C, ...) tensor in these modes: fold the rest into N
+        k = rank - first
+        if k > 3:
+            raise NotImplementedError(f"Pad mode {self.mode} on {k} trailing dims is not supported")
+        shape = x.shape
+        y = F.pad(x.reshape(1, -1, *shape[first:]), torch_pads, mode=self.mode)
+        return y.reshape(*shape[:first], *y.shape[2:])
+
+
+def _convert_pad(node, graph):
+    static, dynamic, mapping = _const_inputs(node, graph, ["pads", "constant_value", "axes"])
+    return _result(OnnxPad18(node.attributes.get("mode", "constant"), static, dynamic), mapping)
+
+
+# ----------------------------------------------------------------------------------------- Resize
+class OnnxResize18(_ConstInputs):
+    """Resize-18/19 (and Upsample) as separable 1-D interpolation along each resized axis, following
+    the ONNX definition for every coordinate_transformation_mode except tf_crop_and_resize, every
+    nearest_mode, linear and cubic (with cubic_coeff_a and exclude_outside), and
+    keep_aspect_ratio_policy. Index-and-weight sums keep gradients exact."""
+
+    def __init__(self, attrs: dict[str, Any], static, dynamic):
+        super().__init__(static, dynamic)
+        self.mode = attrs.get("mode", "nearest")
+        self.coordinate = attrs.get("coordinate_transformation_mode", "half_pixel")
+        self.nearest = attrs.get("nearest_mode", "round_prefer_floor")
+        self.cubic_a = attrs.get("cubic_coeff_a", -0.75)
+        self.exclude_outside = bool(attrs.get("exclude_outside", 0))
+        self.axes = attrs.get("axes")
+        self.policy = attrs.get("keep_aspect_ratio_policy", "stretch")
+        if self.coordinate == "tf_crop_and_resize":
+            raise NotImplementedError("Resize with tf_crop_and_resize is not supported")
+        if self.mode not in ("nearest", "linear", "cubic"):
+            raise NotImplementedError(f"Resize mode {self.mode!r} is not supported")
+        self.antialias = bool(attrs.get("antialias", 0))  # a no-op unless an axis shrinks
+
+    def forward(self, x: torch.Tensor, *dynamic: torch.Tensor) -> torch.Tensor:
+        v = self.values(dynamic)
+        rank = x.dim()
+        axes = [a % rank for a in (self.axes if self.axes is not None else range(rank))]
+        in_sizes = [x.shape[a] for a in axes]
+        if v.get("sizes"):
+            sizes = [int(s) for s in v["sizes"]]
+            if self.policy != "stretch":
+                pick = min if self.policy == "not_larger" else max
+                scale = pick(s / n for s, n in zip(sizes, in_sizes))
+                scales = [scale] * len(axes)
+                sizes = [int(math.floor(scale * n + 0.5)) for n in in_sizes]
+            else:
+                scales = [s / n for s, n in zip(sizes, in_sizes)]
+        else:
+            scales = [float(s) for s in v["scales"]]
+            sizes = [int(math.floor(n * s)) for n, s in zip(in_sizes, scales)]
+        for axis, n, out, scale in zip(axes, in_sizes, sizes, scales):
+            if out == n and scale == 1.0:
+                continue
+            if self.antialias and scale < 1.0 and self.mode != "nearest":
+                raise NotImplementedError("Resize with antialias when downscaling is not supported")
+            x = self._resize_axis(x, axis, n, out, scale)
+        return x
+
+    def _source(self, n: int, out: int, scale: float, device) -> torch.Tensor:
+        i = torch.arange(out, dtype=torch.float64, device=device)
+        c = self.coordinate
+        if c == "asymmetric":
+            return i / scale
+        if c == "align_corners":
+            return i * 0.0 if out == 1 else i * (n - 1) / (out - 1)
+        if c == "pytorch_half_pixel" and out == 1:
+            return i * 0.0
+        if c == "half_pixel_symmetric":
+            adjustment = out / (scale * n)
+            return n / 2 * (1 - adjustment) + (i + 0.5) / scale - 0.5
+        if c in ("half_pixel", "pytorch_half_pixel"):
+            return (i + 0.5) / scale - 0.5
+        if c == "tf_half_pixel_for_nn":
+            return (i + 0.5) / scale
+        raise NotImplementedError(f"coordinate_transformation_mode {c!r} is not supported")
+
+    def _resize_axis(self, x: torch.Tensor, axis: int, n: int, out: int, scale: float):
+        src = self._source(n, out, scale, x.device)
+        if self.mode == "nearest":
+            rounding = {
+                "round_prefer_floor": lambda s: torch.ceil(s - 0.5),
+                "round_prefer_ceil": lambda s: torch.floor(s + 0.5),
+                "floor": torch.floor,
+                "ceil": torch.ceil,
+            }[self.nearest]
+            index = rounding(src).clamp(0, n - 1).long()
+            return x.index_select(axis, index)
+        base = torch.floor(src)
+        t = src - base
+        if self.mode == "linear":
+            offsets, weights = (0, 1), [1 - t, t]
+        else:
+            a = self.cubic_a
+            offsets = (-1, 0, 1, 2)
+            weights = [
+                ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+                ((a + 2) * t - (a + 3)) * t * t + 1,
+                ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+                ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+            ]
+        indices = [base + o for o in offsets]
+        if self.exclude_outside:
+            weights = [w * ((i >= 0) & (i <= n - 1)) for w, i in zip(weights, indices)]
+            total = sum(weights)
+            weights = [w / total for w in weights]
+        shape = [1] * x.dim()
+        shape[axis] = out
+        result = 0
+        for i, w in zip(indices, weights):
+            taken = x.index_select(axis, i.clamp(0, n - 1).long())
+            result = result + taken * w.to(x.dtype).reshape(shape)
+        return result
+
+
+def _convert_resize(node, graph):
+    static, dynamic, mapping = _const_inputs(node, graph, ["roi", "scales", "sizes"])
+    return _result(OnnxResize18(dict(node.attributes), static, dynamic), mapping)
+
+
+def _convert_upsample(node, graph):
+    """Upsample-7 (scales attribute) / -9 (scales input): Resize with asymmetric coordinates."""
+    attrs = {"mode": node.attributes.get("mode", "nearest"), "nearest_mode": "floor",
+             "coordinate_transformation_mode": "asymmetric"}
+    if "scales" in node.attributes:
+        mapping = OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values)
+        static = {"roi": None, "scales": list(node.attributes["scales"]), "sizes": None}
+        return _result(OnnxResize18(attrs, static, []), mapping)
+    static, dynamic, mapping = _const_inputs(node, graph, ["scales"])
+    static.update(roi=None, sizes=None)
+    return _result(OnnxResize18(attrs, static, dynamic), mapping)
+
+
+# ------------------------------------------------------------------------------------ AveragePool
+class OnnxAveragePool19(nn.Module, OnnxToTorchModule):
+    """AveragePool-19/22: adds dilations; asymmetric pads handled too (window sums / counts)."""
+
+    def __init__(self, kernel, strides, pads, dilations, count_include_pad: bool, ceil_mode: bool):
+        super().__init__()
+        self.kernel, self.strides, self.pads = list(kernel), list(strides), list(pads)
+        self.dilations, self.count_include_pad, self.ceil_mode = list(dilations), count_include_pad, ceil_mode
+        rank = len(self.kernel)
+        self.simple = (
+            all(d == 1 for d in self.dilations)
+            and self.pads[:rank] == self.pads[rank:]
+            and all(2 * p <= k for p, k in zip(self.pads[:rank], self.kernel))
+        )
+        if not self.simple and ceil_mode:
+            raise NotImplementedError("AveragePool with ceil_mode and dilations/asymmetric pads")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rank = len(self.kernel)
+        if self.simple:
+            pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
+            return pool(x, self.kernel, self.strides, self.pads[:rank], self.ceil_mode, self.count_include_pad)
+        conv = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
+        torch_pads = [p for d in reversed(range(rank)) for p in (self.pads[d], self.pads[rank + d])]
+        channels = x.shape[1]
+        ones = x.new_ones(channels, 1, *self.kernel)
+        sums = conv(F.pad(x, torch_pads), ones, None, self.strides, 0, self.dilations, channels)
+        if self.count_include_pad:
+            return sums / math.prod(self.kernel)
+        mask = F.pad(x.new_ones(1, 1, *x.shape[2:]), torch_pads)
+        counts = conv(mask, ones[:1], None, self.strides, 0, self.dilations)
+        return sums / counts
+
+
+def _convert_average_pool(node, graph):
+    a = node.attributes
+    kernel = a["kernel_shape"]
+    rank = len(kernel)
+    if a.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
+        raise NotImplementedError("AveragePool with auto_pad=SAME_*: run onnxattr's fix_up first")
+    module = OnnxAveragePool19(
+        kernel, a.get("strides", [1] * rank), a.get("pads", [0] * 2 * rank),
+        a.get("dilations", [1] * rank), bool(a.get("count_include_pad", 0)), bool(a.get("ceil_mode", 0)),
+    )
+    return _result(module, _node_mapping(node))
+
+
+# ------------------------------------------------------------------------------- other operators
+def _batch_norm_7(base: Callable) -> Callable:
+    """BatchNormalization-7 has `spatial`; with spatial=1 (default) it is BatchNormalization-9."""
+
+    def convert(node, graph):
+        if node.attributes.get("spatial", 1) != 1:
+            raise NotImplementedError("BatchNormalization-7 with spatial=0 is not supported")
+        return base(node, graph)
+
+    return convert
+
+
+def _convert_gelu(node, graph):
+    approximate = node.attributes.get("approximate", "none")
+    return _result(nn.GELU(approximate=approximate), _node_mapping(node))
+
+
+class OnnxGroupNorm(nn.Module, OnnxToTorchModule):
+    """GroupNormalization: opset 18 has one scale/bias per group, 21 one per channel."""
+
+    def __init__(self, groups: int, epsilon: float, per_group: bool):
+        super().__init__()
+        self.groups, self.epsilon, self.per_group = groups, epsilon, per_group
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.per_group:
+            repeat = x.shape[1] // self.groups
+            scale, bias = scale.repeat_interleave(repeat), bias.repeat_interleave(repeat)
+        return F.group_norm(x, self.groups, scale, bias, self.epsilon)
+
+
+def _group_norm(per_group: bool) -> Callable:
+    def convert(node, graph):
+        a = node.attributes
+        module = OnnxGroupNorm(a["num_groups"], a.get("epsilon", 1e-5), per_group)
+        return _result(module, _node_mapping(node))
+
+    return convert
+
+
+class OnnxNonZero(nn.Module, OnnxToTorchModule):
+    """Indices of non-zero elements as ONNX lays them out: (rank, count)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nonzero(x).T
+
+
+def _convert_nonzero(node, graph):
+    return _result(OnnxNonZero(), _node_mapping(node))
+
+
+class OnnxGlobalMaxPool(nn.Module, OnnxToTorchModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.amax(x, dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+def _convert_global_max_pool(node, graph):
+    return _result(OnnxGlobalMaxPool(), _node_mapping(node))
