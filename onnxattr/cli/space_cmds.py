@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -19,12 +19,18 @@ SpaceOpt = Annotated[Path, typer.Option("--space", "-s", help="Model-space HDF5 
 
 @command(target=probe_app, name="build")
 def probe_build(
-    folder: Annotated[Optional[Path], typer.Argument(help="Folder of images (recursive); none: embedded default.")] = None,
+    folder: Annotated[
+        Path | None, typer.Argument(help="Folder of images (recursive); none: embedded default.")
+    ] = None,
     space: SpaceOpt = Path("space.h5"),
     size: Annotated[int, typer.Option(help="Probe images are S×S.")] = 224,
-    n: Annotated[Optional[int], typer.Option("--n", help="Number of images (default: all; embedded: 300).")] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Number of images (default: all; embedded: 300).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    replace: Annotated[bool, typer.Option(help="Replace an existing probe set (no models yet).")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="Replace an existing probe set (no models yet).")
+    ] = False,
 ) -> None:
     """Sample, centre-crop and store the probe images once in the space."""
     import warnings
@@ -44,7 +50,9 @@ def probe_build(
 @command(name="nodes")
 def nodes(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
-    all_nodes: Annotated[bool, typer.Option("--all", help="Also list nodes without a known shape.")] = True,
+    all_nodes: Annotated[
+        bool, typer.Option("--all", help="Also list nodes without a known shape.")
+    ] = True,
 ) -> None:
     """List every node: name, op type, output tensors and shapes; candidate encoder nodes marked ★."""
     from .. import graph
@@ -58,32 +66,59 @@ def nodes(
         if shape is None and not all_nodes:
             continue
         shape_s = "?" if shape is None else "×".join("?" if d is None else str(d) for d in shape)
-        table.add_row("★" if info.candidate else "", info.name, info.op_type,
-                      ", ".join(info.outputs), shape_s, info.candidate)
+        table.add_row(
+            "★" if info.candidate else "",
+            info.name,
+            info.op_type,
+            ", ".join(info.outputs),
+            shape_s,
+            info.candidate,
+        )
     console.print(table)
 
 
 @command(name="add")
 def add(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
-    encoder_node: Annotated[Optional[str], typer.Option(help="Encoder output: node or tensor name (default: graph output).")] = None,
+    encoder_node: Annotated[
+        str | None,
+        typer.Option(help="Encoder output: node or tensor name (default: graph output)."),
+    ] = None,
     space: SpaceOpt = Path("space.h5"),
-    name: Annotated[Optional[str], typer.Option(help="Name in the space (default: file name).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="imagenet | caffe | minus1to1 | unit | raw255")] = None,
-    preprocessing: Annotated[Optional[Path], typer.Option(help="Preprocessing JSON file (see --save-preprocessing).")] = None,
-    input_size: Annotated[Optional[str], typer.Option(help="HxW (default: the model's static input shape).")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="nchw | nhwc")] = None,
-    color: Annotated[Optional[str], typer.Option(help="rgb | bgr | gray")] = None,
-    scale: Annotated[Optional[float], typer.Option(help="Pixel (0-255) multiplier before mean/std.")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="a,b,c")] = None,
-    std: Annotated[Optional[str], typer.Option(help="a,b,c")] = None,
-    save_preprocessing: Annotated[Optional[Path], typer.Option(help="Write the preprocessing used to this JSON file.")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated attribution methods (`onnxattr methods`).")] = "saliency,grad_input,elrp",
+    name: Annotated[
+        str | None, typer.Option(help="Name in the space (default: file name).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="imagenet | caffe | minus1to1 | unit | raw255")
+    ] = None,
+    preprocessing: Annotated[
+        Path | None, typer.Option(help="Preprocessing JSON file (see --save-preprocessing).")
+    ] = None,
+    input_size: Annotated[
+        str | None, typer.Option(help="HxW (default: the model's static input shape).")
+    ] = None,
+    layout: Annotated[str | None, typer.Option(help="nchw | nhwc")] = None,
+    color: Annotated[str | None, typer.Option(help="rgb | bgr | gray")] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="Pixel (0-255) multiplier before mean/std.")
+    ] = None,
+    mean: Annotated[str | None, typer.Option(help="a,b,c")] = None,
+    std: Annotated[str | None, typer.Option(help="a,b,c")] = None,
+    save_preprocessing: Annotated[
+        Path | None, typer.Option(help="Write the preprocessing used to this JSON file.")
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated attribution methods (`onnxattr methods`).")
+    ] = "saliency,grad_input,elrp",
     epsilon: Annotated[float, typer.Option(help="ε of elrp/lrp.")] = 1e-4,
-    lrp_preset: Annotated[Optional[str], typer.Option(help="Rule preset of the lrp method (`onnxattr rules`).")] = None,
+    lrp_preset: Annotated[
+        str | None, typer.Option(help="Rule preset of the lrp method (`onnxattr rules`).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Probe images per forward-backward pass.")] = 16,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
-    rtol: Annotated[float, typer.Option(help="Tolerance of the onnxruntime check (max-abs relative).")] = 1e-3,
+    rtol: Annotated[
+        float, typer.Option(help="Tolerance of the onnxruntime check (max-abs relative).")
+    ] = 1e-3,
     overwrite: Annotated[bool, typer.Option(help="Replace a model of the same name.")] = False,
 ) -> None:
     """Truncate MODEL at the encoder, convert, verify, attribute every probe image, store the maps."""
@@ -93,12 +128,21 @@ def add(
 
     spec: dict = Preprocessing.load(preprocessing).to_dict() if preprocessing else {}
     try:
-        spec.update({
-            k: v for k, v in {
-                "preset": preset, "layout": layout, "color": color, "scale": scale,
-                "input_size": _pair(input_size), "mean": _floats(mean), "std": _floats(std),
-            }.items() if v is not None
-        })
+        spec.update(
+            {
+                k: v
+                for k, v in {
+                    "preset": preset,
+                    "layout": layout,
+                    "color": color,
+                    "scale": scale,
+                    "input_size": _pair(input_size),
+                    "mean": _floats(mean),
+                    "std": _floats(std),
+                }.items()
+                if v is not None
+            }
+        )
     except ValueError as exc:
         raise OnnxAttrError(f"bad preprocessing flag: {exc}") from exc
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
@@ -106,9 +150,18 @@ def add(
     if "lrp" in method_list:
         params["lrp"] = {"epsilon": epsilon, **({"preset": lrp_preset} if lrp_preset else {})}
     result = add_model(
-        space, model, encoder_node=encoder_node, name=name, preprocessing=spec,
-        methods=method_list, method_params=params, batch_size=batch_size, device=device,
-        rtol=rtol, overwrite=overwrite, log=lambda msg: console.print(msg, highlight=False),
+        space,
+        model,
+        encoder_node=encoder_node,
+        name=name,
+        preprocessing=spec,
+        methods=method_list,
+        method_params=params,
+        batch_size=batch_size,
+        device=device,
+        rtol=rtol,
+        overwrite=overwrite,
+        log=lambda msg: console.print(msg, highlight=False),
     )
     if save_preprocessing:
         from ..space import ModelSpace
@@ -147,14 +200,23 @@ def list_models(space: SpaceOpt = Path("space.h5")) -> None:
         table.add_column(col)
     for r in records:
         a = r.attrs
-        table.add_row(r.name, str(a.get("framework", "")), str(a.get("task", "")),
-                      str(a.get("encoder_tensor", "")), ", ".join(r.methods), str(r.n_images),
-                      f"{float(a.get('verify_rel_err', float('nan'))):.1e}", str(a.get("created", "")))
+        table.add_row(
+            r.name,
+            str(a.get("framework", "")),
+            str(a.get("task", "")),
+            str(a.get("encoder_tensor", "")),
+            ", ".join(r.methods),
+            str(r.n_images),
+            f"{float(a.get('verify_rel_err', float('nan'))):.1e}",
+            str(a.get("created", "")),
+        )
     console.print(table)
 
 
 @command(name="remove")
-def remove(name: Annotated[str, typer.Argument(help="Model name.")], space: SpaceOpt = Path("space.h5")) -> None:
+def remove(
+    name: Annotated[str, typer.Argument(help="Model name.")], space: SpaceOpt = Path("space.h5")
+) -> None:
     """Remove one model from a space."""
     from ..space import ModelSpace
 

@@ -1,0 +1,70 @@
+"""`onnxattr demo`: the README's main command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._app import command, console
+
+
+@command(name="demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the space, report and tables.")] = Path(
+        "onnxattr-demo"
+    ),
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated zoo names (default: all installed).")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Probe images (embedded default set).")] = 64,
+    size: Annotated[int, typer.Option(help="Probe image size.")] = 224,
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated methods (default: all registered).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Probe images per pass.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Zoo models from several frameworks -> one model space -> report and nearest neighbours."""
+    from ..demo import run_demo
+
+    result = run_demo(
+        out,
+        models=models.split(",") if models else None,
+        n=n,
+        size=size,
+        methods=methods.split(",") if methods else None,
+        batch_size=batch_size,
+        device=device,
+        log=lambda m: console.print(m, highlight=False),
+    )
+    methods_run = list(result.neighbours)
+    header = ["model", *methods_run]
+    rows = [
+        [name, *(_cell(result.neighbours[m].get(name)) for m in methods_run)]
+        for name in result.models
+    ]
+    table = Table(title="nearest neighbour (highest affinity) per method")
+    for col in header:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    (out / "neighbours.md").write_text(
+        "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
+        + "\n"
+    )
+    console.print(
+        f"space:  {result.space}\nreport: {result.report}\n"
+        f"table:  {out / 'neighbours.md'}\n{len(result.models)} models in "
+        f"{result.seconds / 60:.1f} min"
+    )
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} model(s) failed:[/] {', '.join(result.failed)}")
+        raise typer.Exit(1)
+
+
+def _cell(neighbour: tuple[str, float] | None) -> str:
+    return "–" if neighbour is None else f"{neighbour[0]} ({neighbour[1]:.3f})"
