@@ -67,7 +67,9 @@ def child(path: str, method: str, memory_mb: int, mode: str) -> None:
         t1 = time.perf_counter()
         m, stats = compute_affinity(path, method, memory_bytes=memory_mb << 20)
         out.update(seconds=time.perf_counter() - t1, models=len(m.names), **stats)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = ru.ru_utime + ru.ru_stime
+    out["peak_rss_mb"] = ru.ru_maxrss / 1024
     print(json.dumps(out))
 
 
@@ -87,7 +89,8 @@ def main() -> None:
     ap.add_argument("--memory-mb", type=int, default=1024)
     ap.add_argument("--layout", choices=("space", "plain"), default="space")
     ap.add_argument("--dir", type=Path, default=Path("/tmp"))
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the space file afterwards")
+    ap.add_argument("--reuse", type=Path, help="space file of an earlier --keep run to reuse")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--space", help=argparse.SUPPRESS)
@@ -98,13 +101,21 @@ def main() -> None:
 
     need = (args.models + 1) * args.images * args.size**2 * 4
     free = shutil.disk_usage(args.dir).free
-    if need * 1.1 > free:
+    if not args.reuse and need * 1.1 > free:
         sys.exit(f"need ~{need / 2**30:.1f} GiB in {args.dir}, only {free / 2**30:.1f} GiB free")
-    path = args.dir / f"bench_space_{uuid.uuid4().hex[:8]}.h5"
-    print(f"building {path}: {args.models} models x {args.images} images x {args.size}^2 "
-          f"({need / 2**30:.1f} GiB of float32 maps, layout {args.layout})", flush=True)
+    path = args.reuse or args.dir / f"bench_space_{uuid.uuid4().hex[:8]}.h5"
     try:
-        build_s = build(path, args.models, args.images, args.size, args.layout, args.method)
+        if args.reuse:
+            with h5py.File(path, "a") as f:  # back to the built state: no cache, no added model
+                for grp in ("analysis", "models/added"):
+                    if grp in f:
+                        del f[grp]
+            build_s = float("nan")
+        else:
+            print(f"building {path}: {args.models} models x {args.images} images x "
+                  f"{args.size}^2 ({need / 2**30:.1f} GiB of float32 maps, layout {args.layout})",
+                  flush=True)
+            build_s = build(path, args.models, args.images, args.size, args.layout, args.method)
         full = run_child(path, args.method, args.memory_mb, "full")
         rng = np.random.default_rng(1)
         base = rng.random((args.images, args.size, args.size), dtype=np.float32)
@@ -121,10 +132,9 @@ def main() -> None:
               "build_s": build_s, "full": full, "add_one": inc, "all_cached": cached,
               "import_only": imp}
     print(json.dumps(result, indent=1))
-    print(f"full {args.models}x{args.models}: {full['seconds']:.1f} s, peak RSS "
-          f"{full['peak_rss_mb']:.0f} MB ({full['computed_pairs']} pairs)")
-    print(f"add one model: {inc['seconds']:.1f} s, peak RSS {inc['peak_rss_mb']:.0f} MB "
-          f"({inc['computed_pairs']} pairs)")
+    for label, r in ((f"full {full['models']}x{full['models']}", full), ("add one model", inc)):
+        print(f"{label}: {r['seconds']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS "
+              f"{r['peak_rss_mb']:.0f} MB ({r['computed_pairs']} pairs)")
     print(f"all cached: {cached['seconds']:.2f} s; import-only RSS {imp['peak_rss_mb']:.0f} MB")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

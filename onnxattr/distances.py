@@ -181,11 +181,13 @@ class PairwiseEstimator(Protocol):
 
     def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[Any]: ...
 
-    def signature(self, f: h5py.File, name: str, part: Any) -> np.ndarray: ...
-
-    def combine(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray: ...
-
     def signature_bytes(self, f: h5py.File, name: str, part: Any) -> int: ...
+
+    def stack(self, f: h5py.File, names: Sequence[str], part: Any) -> Any:
+        """The signatures of ``names`` for ``part``, as one block."""
+
+    def combine(self, a: Any, b: Any) -> np.ndarray:
+        """Pair values (len(a), len(b)) of two blocks; summed over parts by the engine."""
 
 
 def model_uids(f: h5py.File, names: Sequence[str]) -> list[str]:
@@ -265,8 +267,8 @@ def compute_pairs(f: h5py.File, est: PairwiseEstimator, new: Sequence[str], name
                   memory_bytes: int = DEFAULT_MEMORY_BYTES, progress: bool = False) -> np.ndarray:
     """Values for every (new, names) pair, summed over the estimator's parts.
 
-    The signatures of a block of ``new`` models are held while all models stream past in blocks
-    (reusing the held ones), so each signature is built once when everything fits in the budget.
+    The signatures of a block of ``new`` models are held while the other models stream past in
+    blocks, so each signature is built once per part when the new ones fit in half the budget.
     """
     from rich.progress import Progress
 
@@ -274,22 +276,21 @@ def compute_pairs(f: h5py.File, est: PairwiseEstimator, new: Sequence[str], name
     col = {n: j for j, n in enumerate(names)}
     row = {n: i for i, n in enumerate(new)}
     parts = est.parts(f, names, memory_bytes)
-    # held block + its stacked copy + one streamed block + its copy stay within memory_bytes
-    half = max(1, memory_bytes // 4)
+    # the held block and one streamed block stay within memory_bytes / 2 each
+    half = max(1, memory_bytes // 2)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{est.name}: {len(new)} x {len(names)} pairs", total=len(parts))
         for part in parts:
             for held in _blocks(f, est, new, part, half):
-                sig_a = {n: est.signature(f, n, part) for n in held}
+                block_a = est.stack(f, held, part)
                 a_rows = [row[n] for n in held]
-                others = [n for n in names if n not in sig_a]
-                # the held block against itself, then the rest streamed in budget-sized blocks
-                out[np.ix_(a_rows, [col[n] for n in held])] += est.combine(
-                    list(sig_a.values()), list(sig_a.values()))
+                # the held block against itself (symmetric product), then the others streamed
+                out[np.ix_(a_rows, [col[n] for n in held])] += est.combine(block_a, block_a)
+                others = [n for n in names if n not in set(held)]
                 for blk in _blocks(f, est, others, part, half):
-                    sig_b = [est.signature(f, n, part) for n in blk]
                     out[np.ix_(a_rows, [col[n] for n in blk])] += est.combine(
-                        list(sig_a.values()), sig_b)
+                        block_a, est.stack(f, blk, part))
+                del block_a
             bar.advance(task)
     return out
 

@@ -41,8 +41,9 @@ DEPARA_METHODS = ("grad_input", "elrp", "lrp", "saliency")
 METHOD_ORDER = ("saliency", "grad_input", "elrp", "lrp")
 
 
-def _stack_dot(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
-    return (np.stack(a) @ np.stack(b).T).astype(np.float64)
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # a @ a.T of the same array lets BLAS use the symmetric product (half the work)
+    return (a @ (a.T if b is a else b.T)).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- attribution maps
@@ -50,8 +51,9 @@ class MapCosine:
     """Mean over probe images of the cosine of two models' (S, S) attribution maps.
 
     Signature of a model for an image chunk = its per-image unit-normalised maps / sqrt(Np),
-    concatenated, so one matrix product of two signatures sums the cosines and divides by Np.
-    Zero maps give cosine 0 (see :func:`onnxattr.distances.normalise_rows`).
+    concatenated, so one matrix product of two signatures sums the cosines and divides by Np
+    (float32 products, float64 sums over chunks).
+    Zero maps (and non-finite ones) give cosine 0.
     """
 
     def __init__(self, method: str) -> None:
@@ -81,14 +83,28 @@ class MapCosine:
         shape = self._ds(f, name).shape
         return (part.stop - part.start) * math.prod(shape[1:]) * 4
 
-    def signature(self, f: h5py.File, name: str, part: slice) -> np.ndarray:
-        ds = self._ds(f, name)
-        x = normalise_rows(ds[part])
-        x /= np.float32(math.sqrt(ds.shape[0]))
-        return x.ravel()
+    def stack(self, f: h5py.File, names: Sequence[str], part: slice) -> np.ndarray:
+        """(models, chunk·S·S) float32: each image's map divided by its norm · sqrt(Np), read and
+        scaled in place in one preallocated block (no per-model copies)."""
+        shape = self._ds(f, names[0]).shape
+        n_img, n_pix = part.stop - part.start, math.prod(shape[1:])
+        block = np.empty((len(names), n_img * n_pix), dtype=np.float32)
+        for i, name in enumerate(names):
+            ds = self._ds(f, name)
+            x = block[i].reshape(n_img, *shape[1:])
+            if ds.dtype == np.float32:
+                ds.read_direct(x, source_sel=np.s_[part])
+            else:
+                x[...] = ds[part]
+            x = x.reshape(n_img, n_pix)
+            norm = np.linalg.norm(x, axis=1, keepdims=True) * np.float32(math.sqrt(shape[0]))
+            ok = norm > 0
+            np.divide(x, norm, out=x, where=ok)
+            x[~ok[:, 0]] = 0.0  # zero (or non-finite) map: cosine 0
+        return block
 
-    def combine(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
-        return _stack_dot(a, b)
+    def combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return _dot(a, b)
 
 
 # --------------------------------------------------------------------------- feature baselines
@@ -173,12 +189,13 @@ class FeatureEstimator:
         n = f[f"models/{name}/features"].shape[0]
         return n * n * 8
 
-    def signature(self, f: h5py.File, name: str, part: None) -> np.ndarray:
-        return self._fn(f[f"models/{name}/features"][()].astype(np.float64))
+    def stack(self, f: h5py.File, names: Sequence[str], part: None) -> list[np.ndarray]:
+        return [self._fn(f[f"models/{m}/features"][()].astype(np.float64)) for m in names]
 
-    def combine(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
+    def combine(self, a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
         if self._pair is None:
-            return _stack_dot(a, b)
+            sa = np.stack(a)
+            return _dot(sa, sa if b is a else np.stack(b))
         return np.array([[self._pair(x, y) for y in b] for x in a])
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
 from .distances import LabelledMatrix
@@ -78,6 +79,7 @@ def curves_figure(evals: Sequence[Evaluation]) -> Figure:
         ax.plot(ref.k, getattr(ref, f"random_{key}"), "k--", label="random")
         ax.plot(ref.k, getattr(ref, f"oracle_{key}"), "r:", label="oracle")
         ax.set_xlabel("K")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{label} (relevant = oracle top-{ref.top})")

@@ -57,7 +57,7 @@ def test_incremental_equals_full_and_costs_n_pairs(tmp_path: Path) -> None:
     inc, stats = compute_affinity(path, "grad_input")
     assert stats == {"computed_pairs": 6, "cached_models": 5}  # N + the self-pair
     full, _ = compute_affinity(path, "grad_input", use_cache=False)
-    np.testing.assert_allclose(inc.values, full.values, atol=1e-7)  # float32 products
+    np.testing.assert_allclose(inc.values, full.values, atol=1e-6)  # float32 products
     data["new"] = {"maps": {"grad_input": new_map}}
     np.testing.assert_allclose(inc.values, direct_affinity(data, "grad_input"), atol=1e-6)
 
