@@ -92,13 +92,17 @@ def export_torch(
 
 
 def compare_onnx(
-    path: Path, feeds: dict[str, np.ndarray], reference: list[np.ndarray], reference_name: str
+    path: Path, feeds: dict[str, np.ndarray], reference: list[np.ndarray], reference_name: str,
+    output_names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run `path` in onnxruntime and compare every output with `reference` (same order)."""
+    """Run `path` in onnxruntime; compare its outputs (all, or `output_names`) with `reference`.
+
+    rel_err is max |onnx - reference| / max |reference| over the outputs.
+    """
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, feeds)
+    got = sess.run(output_names, feeds)
     if len(got) != len(reference):
         raise RuntimeError(f"{path.name}: {len(got)} ONNX outputs vs {len(reference)} reference")
     max_abs = 0.0

