@@ -33,7 +33,7 @@ def _merged(linear: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module
     core = _linear_core(new)
     assert core is not None
     with torch.no_grad():
-        scale = bn.running_var.rsqrt() if bn.eps == 0 else (bn.running_var + bn.eps).rsqrt()
+        scale = (bn.running_var + bn.eps).rsqrt()
         if bn.weight is not None:
             scale = scale * bn.weight
         shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0.0)

@@ -38,8 +38,8 @@ class _OutputRelevance(nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, *args: Any) -> Any:
-        y = self.inner(*args)
+    def forward(self, *args: Any, **kw: Any) -> Any:
+        y = self.inner(*args, **kw)
         if isinstance(y, (tuple, list)):
             return type(y)(self._scale(t) for t in y)
         return self._scale(y)

@@ -118,8 +118,8 @@ class RuleModule(nn.Module):
 
 
 class _Pass(RuleModule):
-    def forward(self, x: torch.Tensor, *rest: Any) -> torch.Tensor:
-        y = self.inner(x, *rest)
+    def forward(self, x: torch.Tensor, *rest: Any, **kw: Any) -> torch.Tensor:
+        y = self.inner(x, *rest, **kw)
         if not _is_activation(x):
             return y
         if y.shape != x.shape:
@@ -132,8 +132,8 @@ class _Pass(RuleModule):
 
 
 class _Constant(RuleModule):
-    def forward(self, *args: Any) -> Any:
-        y = self.inner(*args)
+    def forward(self, *args: Any, **kw: Any) -> Any:
+        y = self.inner(*args, **kw)
         return tuple(t.detach() for t in y) if isinstance(y, (tuple, list)) else y.detach()
 
 
@@ -146,17 +146,17 @@ class _Epsilon(RuleModule):
         self.eps = eps
         self.gate = gate
 
-    def forward(self, *args: Any) -> torch.Tensor:
+    def forward(self, *args: Any, **kw: Any) -> torch.Tensor:
         args = list(args)
         active = [i for i, a in enumerate(args) if _is_activation(a)]
         if self.gate is not None and len(active) == 2 and self.gate in active:
             args[self.gate] = args[self.gate].detach()
             active.remove(self.gate)
         if not active:
-            return self.inner(*args)
+            return self.inner(*args, **kw)
         for i in active:
             args[i] = _Feed.apply(args[i], args[i].detach(), args[i].detach())
-        z = self.inner(*args)
+        z = self.inner(*args, **kw)
         coef = 1.0 / len(active) if self.site.op_type in MULTIPLICATIVE else 1.0
         return _route(z, [(coef, [1])], self.eps, [z])
 
@@ -166,13 +166,13 @@ class _Gate(_Epsilon):
     stabiliser). The gate is the input marked statically (a Sigmoid-like producer, or the divisor),
     else the broadcast one; with neither, both share R equally (uniform rule)."""
 
-    def forward(self, *args: Any) -> torch.Tensor:
+    def forward(self, *args: Any, **kw: Any) -> torch.Tensor:
         self.gate = self.site.gate
         active = [i for i, a in enumerate(args) if _is_activation(a)]
         if self.gate is None and len(active) == 2:
             a, b = (args[i].numel() for i in active)
             self.gate = active[0] if a < b else active[1] if b < a else None
-        return super().forward(*args)
+        return super().forward(*args, **kw)
 
 
 # --- rules with modified weights, for linear ops with one activation input ---------------------
@@ -220,6 +220,7 @@ class _Modified(RuleModule):
         self._params = dict(inner.named_parameters())
         self._params.update((n, b) for n, b in inner.named_buffers() if n.endswith(("weight", "bias")))
         self._fallback = _Epsilon(inner, site, stabilizer)
+        self._kw: dict[str, Any] = {}
 
     def call(self, mod: ParamMod, args: list, i: int, x: torch.Tensor) -> torch.Tensor:
         """The op with parameters modified by `mod`, applied to `x` in place of activation input i."""
@@ -229,24 +230,25 @@ class _Modified(RuleModule):
                 self._cache[key] = {n: mod(t.detach(), n.endswith("bias")) for n, t in self._params.items()}
             new = list(args)
             new[i] = x
-            return functional_call(self.inner, self._cache[key], tuple(new))
+            return functional_call(self.inner, self._cache[key], tuple(new), self._kw)
         consts = tuple(j for j, a in enumerate(args) if j != i and isinstance(a, torch.Tensor))
         if key not in self._cache or any(self._cache[key][0][j] is not args[j] for j in consts):
             bias = {2} if self.site.op_type == "Gemm" else set()
             self._cache[key] = ({j: args[j] for j in consts}, {j: mod(args[j], j in bias) for j in consts})
         new = [self._cache[key][1].get(j, a) for j, a in enumerate(args)]
         new[i] = x
-        return self.inner(*new)
+        return self.inner(*new, **self._kw)
 
-    def forward(self, *args: Any) -> torch.Tensor:
+    def forward(self, *args: Any, **kw: Any) -> torch.Tensor:
         args = list(args)
         active = [i for i, a in enumerate(args) if _is_activation(a)]
         if len(active) != 1:  # two activations (e.g. q·kᵀ): no weights to modify
-            return self._fallback(*args)
+            return self._fallback(*args, **kw)
         (i,) = active
         x = args[i]
+        self._kw = kw
         with torch.no_grad():
-            value = self.inner(*args)
+            value = self.inner(*args, **kw)
         groups, terms = self.terms(args, i, x)
         return _route(value, groups, self.stabilizer, terms)
 
@@ -258,8 +260,9 @@ class _Modified(RuleModule):
 def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x⁺ and x⁻ (None when x has no negative entries, the usual post-ReLU case)."""
     xd = x.detach()
-    neg = xd.clamp(max=0)
-    return xd.clamp(min=0), (neg if bool((neg != 0).any()) else None)
+    if bool(xd.min() >= 0):
+        return xd, None
+    return xd.clamp(min=0), xd.clamp(max=0)
 
 
 class _ZPlus(_Modified):
