@@ -248,7 +248,18 @@ def build_one(
             return BuiltModel(path, entry, meta["check"], meta["seconds"], cached=True)
     t0 = time.perf_counter()
     tmp = path.with_suffix(".tmp.onnx")
-    check = fn(entry, tmp, pretrained=pretrained)
+    try:
+        check = fn(entry, tmp, pretrained=pretrained)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OnnxAttrError):
+            raise
+        # a broken recipe or converter: one line for the user, the cause kept for debugging
+        msg = " ".join(str(exc).split())[:300]
+        raise OnnxAttrError(
+            f"building zoo model {name} failed ({type(exc).__name__}: {msg}); check the "
+            "package versions against `onnxattr zoo list --json`"
+        ) from exc
     os.replace(tmp, path)
     seconds = time.perf_counter() - t0
     meta = {"stamp": stamp, "check": check, "seconds": seconds, "entry": entry.to_dict()}

