@@ -226,7 +226,10 @@ def _stamp(entry: ZooEntry, pretrained: bool) -> str:
 
 
 def build_one(
-    name: str, cache: str | os.PathLike[str] | None = None, *, pretrained: bool = True,
+    name: str,
+    cache: str | os.PathLike[str] | None = None,
+    *,
+    pretrained: bool = True,
     force: bool = False,
 ) -> BuiltModel:
     """Build (or reuse from the cache) one model's ONNX file; errors are OnnxAttrError."""

