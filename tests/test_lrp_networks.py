@@ -1,0 +1,186 @@
+"""Whole networks: `lrp` on the ONNX export against Zennit on the torch original, same rules.
+
+VGG-style nets must agree exactly (up to float32 rounding); ResNet-style nets after Zennit's
+canonizers (BN merged, residual sums as Sum modules) per image with cosine ≥ 0.999. Zennit's
+MergeBatchNorm leaves BN as x/√(1+eps), so its copy gets eps moved into running_var first.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonPlusFlat, LayerMapComposite
+from zennit.rules import Epsilon, Norm, Pass
+from zennit.torchvision import ResNetCanonizer
+from zennit.types import Activation, AvgPool, Convolution
+
+from onnxattr.attribution import attribute, get_method
+from onnxattr.attribution import lrp as _lrp  # noqa: F401  (registers `lrp`)
+from onnxattr.convert import to_torch
+
+warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+
+
+def export(model: nn.Module, x: torch.Tensor, keep_bn: bool = False) -> onnx.ModelProto:
+    """Legacy exporter, opset 17; `keep_bn` keeps BatchNormalization nodes (no constant folding)."""
+    f = io.BytesIO()
+    torch.onnx.export(model, x[:1], f, dynamo=False, opset_version=17, do_constant_folding=not keep_bn,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+    return onnx.load_from_string(f.getvalue())
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
+    return model.eval()
+
+
+def zennit_copy(model: nn.Module) -> nn.Module:
+    """The original with BN eps moved into running_var, so that merged BN is exactly identity."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.add_(m.eps)
+            m.eps = 0.0
+    return model
+
+
+def zennit_relevance(model: nn.Module, composite, x: torch.Tensor) -> torch.Tensor:
+    """Zennit's relevance for R̄ = mean(y): initial relevance y_j / N."""
+    with Gradient(model=model, composite=composite) as attributor:
+        _, rel = attributor(x, lambda y: y.detach() / y[0].numel())
+    return rel
+
+
+def lrp(model: onnx.ModelProto, x: torch.Tensor, **params) -> torch.Tensor:
+    return attribute(to_torch(model), x, [get_method("lrp", **params)])["lrp"]
+
+
+def epsilon_composite(eps: float, canonizers=None) -> LayerMapComposite:
+    """Zennit's rules of the `epsilon` preset: ε on linear ops, Norm on pooling and sums."""
+    from zennit.layer import Sum
+
+    return LayerMapComposite(
+        [(Activation, Pass()), (Sum, Norm()), (AvgPool, Norm()), (Convolution, Epsilon(eps)), (nn.Linear, Epsilon(eps))],
+        canonizers=canonizers,
+    )  # fmt: skip
+
+
+class VGGish(nn.Module):
+    def __init__(self, bn: bool = False) -> None:
+        super().__init__()
+        norm = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), norm(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 12, 3, padding=1), norm(12), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(12, 16, 3, padding=1), norm(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU(),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+PRESET_COMPOSITES = {
+    "epsilon": lambda c: epsilon_composite(1e-4, c),
+    "epsilon_plus_flat": lambda c: EpsilonPlusFlat(canonizers=c),
+    "epsilon_alpha2_beta1_flat": lambda c: EpsilonAlpha2Beta1Flat(canonizers=c),
+}
+
+
+@pytest.mark.parametrize("preset", list(PRESET_COMPOSITES))
+@pytest.mark.parametrize("bn", [False, True])
+def test_vgg_matches_zennit(preset: str, bn: bool) -> None:
+    torch.manual_seed(0)
+    net = randomize_bn(VGGish(bn=bn))
+    x = torch.randn(3, 3, 32, 32)
+    got = lrp(export(net, x, keep_bn=bn), x, preset=preset)
+    canonizers = [SequentialMergeBatchNorm()] if bn else None
+    want = zennit_relevance(zennit_copy(net), PRESET_COMPOSITES[preset](canonizers), x)
+    scale = want.abs().amax((1, 2, 3), keepdim=True)
+    assert float(((got - want).abs() / scale).max()) < 1e-4
+
+
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck])
+@pytest.mark.parametrize("preset", ["epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "epsilon"])
+def test_resnet_matches_zennit_after_canonizers(block: type, preset: str) -> None:
+    torch.manual_seed(0)
+    net = ResNet(block, [1, 1, 1, 1])
+    net.fc = nn.Identity()  # encoder: the pooled features
+    randomize_bn(net)
+    x = torch.randn(2, 3, 32, 32)
+    got = lrp(export(net, x, keep_bn=True), x, preset=preset)
+    want = zennit_relevance(zennit_copy(net), PRESET_COMPOSITES[preset]([ResNetCanonizer()]), x)
+    cos = torch.nn.functional.cosine_similarity(got.flatten(1), want.flatten(1))
+    assert float(cos.min()) >= 0.999
+
+
+def test_conservation_without_biases() -> None:
+    """ε → 0, no biases: the input relevance sums to R̄ = mean(y) per image (ReLU, max- and
+    average pooling, a residual Add, Gemm)."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+            self.c2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+            self.fc = nn.Linear(8, 6, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.max_pool2d(torch.relu(self.c1(x)), 2)
+            h = torch.relu(self.c2(a) + a)
+            return torch.relu(self.fc(h.mean((2, 3))))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.rand(4, 3, 16, 16)
+    model = export(net, x)
+    r_bar = net(x).flatten(1).mean(1)
+    for preset in ("epsilon", "epsilon_plus_flat"):
+        rel = lrp(model, x, preset=preset, epsilon=1e-12)
+        torch.testing.assert_close(rel.sum((1, 2, 3)), r_bar, rtol=1e-4, atol=1e-7)
+
+
+def test_epsilon_preset_equals_deepexplain_elrp_on_relu_net() -> None:
+    """On a ReLU net with a ReLU output, rule-based ε-LRP and the paper's gradient trick coincide."""
+    torch.manual_seed(1)
+    net = VGGish().eval()
+    x = torch.randn(2, 3, 32, 32)
+    graph = to_torch(export(net, x))
+    maps = attribute(graph, x, [get_method("lrp", epsilon=1e-7), get_method("elrp", epsilon=1e-7)])
+    scale = float(maps["elrp"].abs().max())
+    torch.testing.assert_close(maps["lrp"], maps["elrp"], rtol=1e-3, atol=1e-3 * scale)
+
+
+def test_graph_is_restored_and_forward_unchanged() -> None:
+    torch.manual_seed(0)
+    net = randomize_bn(VGGish(bn=True))
+    x = torch.randn(2, 3, 32, 32)
+    graph = to_torch(export(net, x, keep_bn=True))
+    before = dict(graph.module.named_children())
+    y0 = graph(x)
+    method = get_method("lrp", preset="epsilon_plus_flat")
+    outputs: list[torch.Tensor] = []
+    maps = attribute(graph, x, [method, get_method("grad_input")], on_output=outputs.append)
+    assert set(maps) == {"lrp", "grad_input"}
+    assert dict(graph.module.named_children()) == before
+    torch.testing.assert_close(graph(x), y0)
+    with method.backward_context(graph):
+        torch.testing.assert_close(graph(x), y0, rtol=1e-5, atol=1e-6)  # BN merged: same values
+    assert np.isfinite(maps["lrp"].numpy()).all()
