@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,13 +308,12 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
     space = Path(space)
     if not space.is_file():
         raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
-    mode = "a" if use_cache else "r"
+    writable = use_cache and os.access(space, os.W_OK)  # a read-only space: use, don't update
     try:
-        f = h5py.File(space, mode)
+        f = h5py.File(space, "a" if writable else "r")
     except OSError as exc:
-        raise OnnxAttrError(
-            f"cannot open {space} ({exc}); check the path, or use --no-cache for a read-only file"
-        ) from None
+        raise OnnxAttrError(f"cannot open {space} ({exc}); is another process writing it? "
+                            "Retry when it is done") from None
     with f:
         if f.attrs.get("format") not in ("onnxattr-space", b"onnxattr-space"):
             raise OnnxAttrError(f"{space} is not an onnxattr model space; give a space file")
@@ -349,7 +349,7 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
             rows = [names.index(n) for n in new]
             values[rows, :] = block
             values[:, rows] = block.T
-        if use_cache and new:
+        if writable and new:
             _write_cache(f, est.cache_key, est.name, digest, uids, names, values)
     stats = {"computed_pairs": len(new) * len(names) - len(new) * (len(new) - 1) // 2,
              "cached_models": len(known)}
