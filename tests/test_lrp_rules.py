@@ -432,3 +432,33 @@ def test_weight_rule_on_op_without_weights_is_an_error() -> None:
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", [3, 5])], ["y"])
     with pytest.raises(OnnxAttrError, match="'zplus' needs a linear op.*not Relu"):
         relevance(model, X, rules={"Relu": "zplus"})
+
+
+def test_gelu_as_erf_product_gates_the_erf_branch() -> None:
+    """torch's GELU export x·(1 + erf(x/√2))·0.5: the erf factor is a gate, x takes R."""
+    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    nodes = [helper.make_node("Div", ["x", "r2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["x", "e1"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]  # fmt: skip
+    inits = [init("r2", np.float32(np.sqrt(2))), init("one", np.float32(1)), init("half", np.float32(0.5))]
+    got = relevance(make_model(nodes, [("x", [2, 4])], ["y"], inits), x)
+    from scipy.special import erf
+
+    m = x * (1 + erf(x.astype(np.float64) / np.sqrt(2)))
+    np.testing.assert_allclose(got, m * out_relevance(0.5 * m) / stab(m, 1e-6), rtol=1e-4)
+
+
+def test_rules_command_prints_table_and_presets(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import rules_cmds  # noqa: F401  (registers `rules`)
+    from onnxattr.cli._app import app
+
+    path = tmp_path / "o.toml"
+    path.write_text('Conv = "alpha_beta"\n')
+    result = CliRunner().invoke(app, ["rules", "--preset", "epsilon_plus_flat", "--overrides", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Conv *" in result.output and "alpha_beta(alpha=2.0" in result.output
+    assert "epsilon_alpha2_beta1_flat" in result.output
+    result = CliRunner().invoke(app, ["rules", "--preset", "nope"])
+    assert result.exit_code == 1 and "unknown LRP preset 'nope'" in result.output

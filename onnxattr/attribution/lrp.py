@@ -25,7 +25,7 @@ from .patching import swapped
 from .rule_table import PRESETS, RuleTable, build_table
 from .rules import LINEAR, Site, _Feed
 
-_GATES = frozenset({"Sigmoid", "HardSigmoid", "Softmax"})
+_GATES = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "Erf"})  # Erf: GELU as x·(1 + erf(x/√2))/2
 _SHAPE_ONLY = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Tile",
                          "Identity", "Cast"})  # fmt: skip
 _ELEMENTWISE_AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
@@ -120,13 +120,15 @@ class GraphAnalysis:
         return gated[0] if len(gated) == 1 else None
 
     def _from_gate(self, node: fx.Node) -> bool:
+        """Produced by a gate op, through shape-only ops and affine maps with a constant."""
         while node.op == "call_module" and node.target in self.graph.nodes:
             op = self.graph.op_type(node.target)
             if op in _GATES:
                 return True
-            if op not in _SHAPE_ONLY or not node.args or not isinstance(node.args[0], fx.Node):
+            live = self.live_inputs(node)
+            if not (op in _SHAPE_ONLY or op in _ELEMENTWISE_AFFINE) or len(live) != 1:
                 return False
-            node = node.args[0]
+            node = node.args[live[0]]
         return False
 
 

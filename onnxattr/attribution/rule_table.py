@@ -29,7 +29,7 @@ SPECIAL = ("first", "input", "default")
 
 ACTIVATIONS = (
     "Relu", "Clip", "LeakyRelu", "PRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu",
-    "Selu", "Celu", "Gelu", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Neg",
+    "Selu", "Celu", "Gelu", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Neg", "Erf",
 )  # fmt: skip
 BY_POSITION = (
     "Concat", "Split", "Slice", "Reshape", "Flatten", "Transpose", "Pad", "Resize", "Squeeze",
@@ -52,6 +52,7 @@ def _base(eps: float) -> dict[str, Any]:
             "AveragePool": "norm", "GlobalAveragePool": "norm", "ReduceMean": "norm",
             "ReduceSum": "norm",
             "Softmax": "constant",
+            "LayerNormalization": "pass",  # identity rule (AttnLRP): the normalisation is not a source
             "input": "pass",
         }
     )  # fmt: skip
