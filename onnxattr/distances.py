@@ -287,7 +287,8 @@ def compute_pairs(f: h5py.File, est: PairwiseEstimator, new: Sequence[str], name
                 a_rows = [row[n] for n in held]
                 # the held block against itself (symmetric product), then the others streamed
                 out[np.ix_(a_rows, [col[n] for n in held])] += est.combine(block_a, block_a)
-                others = [n for n in names if n not in set(held)]
+                held_set = set(held)
+                others = [n for n in names if n not in held_set]
                 for blk in _blocks(f, est, others, part, half):
                     out[np.ix_(a_rows, [col[n] for n in blk])] += est.combine(
                         block_a, est.stack(f, blk, part))
