@@ -29,6 +29,11 @@ _GATES = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "Erf"})  # Erf: GELU as
 _SHAPE_ONLY = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Tile",
                          "Identity", "Cast"})  # fmt: skip
 _ELEMENTWISE_AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
+# Ops whose output is >= 0, and ops that keep an input's sign (so z⁺/αβ skip the x⁻ terms).
+_NONNEGATIVE = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softmax"})
+_SIGN_KEEPING = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
+                           "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Slice",
+                           "Split", "Resize", "Identity", "Dropout"})  # fmt: skip
 
 
 class _OutputRelevance(nn.Module):
@@ -63,6 +68,7 @@ class GraphAnalysis:
             if node.op == "placeholder" or any(a in live for a in node.all_input_nodes):
                 live.add(node)
         self.live = live
+        self._nonneg_cache: dict[fx.Node, bool] = {}
         self.sites: dict[str, fx.Node] = {
             n.target: n for n in fx_graph.nodes if n.op == "call_module" and n.target in graph.nodes and n in live
         }
@@ -119,6 +125,26 @@ class GraphAnalysis:
         gated = [i for i in live if self._from_gate(node.args[i])]
         return gated[0] if len(gated) == 1 else None
 
+    def nonnegative(self, node: fx.Node) -> bool:
+        """Whether the (single) activation input of `node` is >= 0 by construction."""
+        live = self.live_inputs(node)
+        return len(live) == 1 and self._nonneg(node.args[live[0]])
+
+    def _nonneg(self, node: fx.Node) -> bool:
+        if node.op == "call_function" and node.target is operator.getitem:  # Split outputs
+            node = node.args[0]
+        if node in self._nonneg_cache:
+            return self._nonneg_cache[node]
+        result = False
+        if node.op == "call_module" and node.target in self.graph.nodes:
+            op = self.graph.op_type(node.target)
+            live = [node.args[i] for i in self.live_inputs(node)]
+            result = op in _NONNEGATIVE or (
+                op in _SIGN_KEEPING and bool(live) and all(self._nonneg(a) for a in live)
+            )
+        self._nonneg_cache[node] = result
+        return result
+
     def _from_gate(self, node: fx.Node) -> bool:
         """Produced by a gate op, through shape-only ops and affine maps with a constant."""
         while node.op == "call_module" and node.target in self.graph.nodes:
@@ -150,7 +176,8 @@ def rule_replacements(graph: TorchGraph, table: RuleTable) -> dict[str, nn.Modul
                 else table.rule_for(op)
             )  # fmt: skip
             assert rule is not None  # table.check passed
-            site = Site(op_type=op, name=graph.nodes[target].name or target, gate=analysis.gate(node))
+            site = Site(op_type=op, name=graph.nodes[target].name or target, gate=analysis.gate(node),
+                        nonnegative=analysis.nonnegative(node))  # fmt: skip
             wrapped = rule.wrap(module, site)
         if wrapped is not None:
             replacements[target] = wrapped

@@ -38,11 +38,12 @@ class Site:
     op_type: str
     name: str
     gate: int | None = None  # index of the input known (statically) to be a gate, for Mul/Div
+    nonnegative: bool = False  # the activation input is known (statically) to be >= 0
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """z + ε·sign(z) with sign(0) = +1 (Zennit's `Stabilizer`)."""
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return z + torch.where(z >= 0, eps, -eps)
 
 
 class _Feed(torch.autograd.Function):
@@ -80,7 +81,9 @@ class _Route(torch.autograd.Function):
         for coef, signs in ctx.groups:
             group = terms[i : i + len(signs)]
             denom = group[0] if signs == (1,) else sum(s * t for s, t in zip(signs, group))
-            q = grad * coef / stabilize(denom, ctx.eps)
+            q = grad / stabilize(denom, ctx.eps)
+            if coef != 1.0:
+                q = q * coef
             out += [q if s == 1 else s * q for s in signs]
             i += len(signs)
         return (None, None, None, *out)
@@ -257,17 +260,17 @@ class _Modified(RuleModule):
         raise NotImplementedError
 
 
-def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _split(x: torch.Tensor, nonnegative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x⁺ and x⁻ (None when x has no negative entries, the usual post-ReLU case)."""
     xd = x.detach()
-    if bool(xd.min() >= 0):
+    if nonnegative or bool(xd.min() >= 0):
         return xd, None
     return xd.clamp(min=0), xd.clamp(max=0)
 
 
 class _ZPlus(_Modified):
     def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
-        xp, xn = _split(x)
+        xp, xn = _split(x, self.site.nonnegative)
         terms = [self.call(_pos, args, i, _Feed.apply(x, xp, xp))]
         if xn is not None:
             terms.append(self.call(_neg_nobias, args, i, _Feed.apply(x, xn, xn)))
@@ -280,7 +283,7 @@ class _AlphaBeta(_Modified):
         self.alpha, self.beta = alpha, beta
 
     def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
-        xp, xn = _split(x)
+        xp, xn = _split(x, self.site.nonnegative)
         fp = _Feed.apply(x, xp, xp)
         pos, neg = [self.call(_pos, args, i, fp)], [self.call(_neg, args, i, fp)]
         if xn is not None:
