@@ -462,3 +462,15 @@ def test_rules_command_prints_table_and_presets(tmp_path) -> None:
     assert "epsilon_alpha2_beta1_flat" in result.output
     result = CliRunner().invoke(app, ["rules", "--preset", "nope"])
     assert result.exit_code == 1 and "unknown LRP preset 'nope'" in result.output
+
+
+def test_shape_arithmetic_needs_no_rules() -> None:
+    """Reshape to a shape computed from Shape/Gather/Concat (torch's dynamic-batch export): the
+    shape ops are off the relevance path, so even a rule that would reject them is never applied."""
+    x = RNG.normal(size=(2, 3, 2, 2)).astype(np.float32)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]), helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]  # fmt: skip
+    inits = [init("zero", np.array(0)), init("ax", np.array([0])), init("minus1", np.array([-1]))]
+    got = relevance(make_model(nodes, [("x", [2, 3, 2, 2])], ["y"], inits), x, rules={"Gather": "zplus", "Concat": "zplus"})
+    np.testing.assert_allclose(got, x / 12, rtol=1e-5)

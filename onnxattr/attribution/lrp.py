@@ -29,6 +29,7 @@ _GATES = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "Erf"})  # Erf: GELU as
 _SHAPE_ONLY = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Tile",
                          "Identity", "Cast"})  # fmt: skip
 _ELEMENTWISE_AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
+_METADATA = frozenset({"Shape", "Size"})  # integer outputs: not on the relevance path
 # Ops whose output is >= 0, and ops that keep an input's sign (so z⁺/αβ skip the x⁻ terms).
 _NONNEGATIVE = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softmax"})
 _SIGN_KEEPING = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
@@ -65,6 +66,8 @@ class GraphAnalysis:
         fx_graph = graph.module.graph
         live: set[fx.Node] = set()
         for node in fx_graph.nodes:  # fx keeps nodes in topological order
+            if node.op == "call_module" and node.target in graph.nodes and graph.op_type(node.target) in _METADATA:
+                continue  # shape arithmetic downstream carries no relevance
             if node.op == "placeholder" or any(a in live for a in node.all_input_nodes):
                 live.add(node)
         self.live = live

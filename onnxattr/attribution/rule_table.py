@@ -34,7 +34,7 @@ ACTIVATIONS = (
 BY_POSITION = (
     "Concat", "Split", "Slice", "Reshape", "Flatten", "Transpose", "Pad", "Resize", "Squeeze",
     "Unsqueeze", "Identity", "Dropout", "Cast", "Gather", "Expand", "Tile", "Upsample",
-    "DepthToSpace", "SpaceToDepth", "Shape", "Size",
+    "DepthToSpace", "SpaceToDepth",
 )  # fmt: skip
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
