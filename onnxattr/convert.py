@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -76,13 +77,22 @@ def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
     return float(np.abs(value - reference).max()) / (scale if scale > 0 else 1.0)
 
 
+def quiet_session_options() -> Any:
+    """onnxruntime options that keep its warnings (unused initializers, ...) off the console."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return options
+
+
 def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float) -> float:
     """Run onnxruntime and the torch graph on `x`; return the relative error, raise if above `rtol`."""
     import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(
-            model.SerializeToString(), providers=["CPUExecutionProvider"]
+            model.SerializeToString(), quiet_session_options(), providers=["CPUExecutionProvider"]
         )
         (reference,) = session.run(None, {session.get_inputs()[0].name: x})
     except Exception as exc:

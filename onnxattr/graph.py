@@ -101,7 +101,11 @@ def _shapes_from_runtime(model: onnx.ModelProto, names: list[str]) -> dict[str, 
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
     try:
-        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        from .convert import quiet_session_options
+
+        session = ort.InferenceSession(
+            probe.SerializeToString(), quiet_session_options(), providers=["CPUExecutionProvider"]
+        )
         inp = session.get_inputs()[0]
         dummy = np.zeros(dummy_shape(static_shape(graph_input(model))), dtype=np.float32)
         values = session.run(names, {inp.name: dummy})

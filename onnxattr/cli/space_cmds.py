@@ -110,7 +110,9 @@ def add(
     methods: Annotated[
         str, typer.Option(help="Comma-separated attribution methods (`onnxattr methods`).")
     ] = "saliency,grad_input,elrp",
-    epsilon: Annotated[float, typer.Option(help="ε of elrp/lrp.")] = 1e-4,
+    epsilon: Annotated[
+        float | None, typer.Option(help="ε of elrp and lrp (default: 1e-4; lrp: its preset's).")
+    ] = None,
     lrp_preset: Annotated[
         str | None, typer.Option(help="Rule preset of the lrp method (`onnxattr rules`).")
     ] = None,
@@ -146,9 +148,10 @@ def add(
     except ValueError as exc:
         raise OnnxAttrError(f"bad preprocessing flag: {exc}") from exc
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    params: dict[str, dict] = {"elrp": {"epsilon": epsilon}}
-    if "lrp" in method_list:
-        params["lrp"] = {"epsilon": epsilon, **({"preset": lrp_preset} if lrp_preset else {})}
+    eps = {} if epsilon is None else {"epsilon": epsilon}
+    params: dict[str, dict] = {"elrp": eps, "lrp": {**eps}}
+    if lrp_preset:
+        params["lrp"]["preset"] = lrp_preset
     result = add_model(
         space,
         model,
