@@ -18,8 +18,10 @@ from ._registry import (
     preprocessing,
     register_model,
 )
+from .fetch_elsewhere import TASKONOMY_TASKS, taskonomy_task
 
 __all__ = [
+    "TASKONOMY_TASKS",
     "BuiltModel",
     "ZooEntry",
     "build",
@@ -29,4 +31,5 @@ __all__ = [
     "list_models",
     "preprocessing",
     "register_model",
+    "taskonomy_task",
 ]

@@ -308,4 +308,7 @@ def build(
     finally:
         if bar is not None:
             bar.stop()
+        from . import _tf
+
+        _tf.shutdown()  # the TensorFlow worker holds ~1 GB; later builds start a new one
     return built
