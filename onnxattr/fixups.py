@@ -3,14 +3,17 @@
 Each pass looks for one problem seen in real exports (see shared/zoo-sources.md), changes the graph only
 where it finds it, and returns a one-line note for the user; `fix_up` runs them in dependency order:
 
-1. constant-weights  Constant nodes -> initializers (onnx2torch reads weights from initializers only).
+1. constant-weights  Constant nodes -> initializers, nodes computed from constants only folded
+                     (onnx2torch reads weights from initializers only).
 2. quantized         constant DequantizeLinear/QuantizeLinear folded, QDQ pairs on activations removed,
                      dynamic int8 MatMulInteger/ConvInteger turned back into float MatMul/Conv.
 3. explicit-pads     auto_pad=SAME_*/VALID -> explicit pads for the static input size; asymmetric
                      ConvTranspose pads -> symmetric pads + Slice (onnx2torch rejects both).
-4. batch             batch size baked into Reshape shape constants -> 0 ("copy the input's dim"), and a
-                     static batch dim on the graph input relaxed, verified on onnxruntime at batch 2.
-5. shapes            tensors without a rank after ONNX shape inference get value_info (shape inference with
+4. reshape           allowzero=1 -> 0 where the shape has no 0 (same result; onnx2torch rejects 1).
+5. batch             batch size baked into Reshape shape constants -> 0 ("copy the input's dim"),
+                     batch-1 constants concatenated to batched tensors -> Expand, a static batch dim
+                     on the graph input relaxed; verified on onnxruntime at batch 2, else reverted.
+6. shapes            tensors without a rank after ONNX shape inference get value_info (shape inference with
                      data propagation, then onnxruntime on a dummy input).
 """
 
@@ -41,6 +44,7 @@ def fix_up(
         _constant_weights,
         _fold_quantized,
         _explicit_pads,
+        _reshape_allowzero,
         _batch_in_reshape,
         _missing_shapes,
     ]
@@ -94,9 +98,31 @@ def _with_input_dims(model: onnx.ModelProto, dims: Sequence[int | str]) -> onnx.
 
 def _infer(model: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto | None:
     try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=data_prop)
+        return onnx.shape_inference.infer_shapes(
+            _skeleton(model), strict_mode=False, data_prop=data_prop
+        )
     except Exception:  # inference rejects some real graphs outright; callers fall back to onnxruntime
         return None
+
+
+def _skeleton(model: onnx.ModelProto, max_elements: int = 4096) -> onnx.ModelProto:
+    """The model with large initializers replaced by typed graph inputs: shape inference needs only
+    their shapes (values only of small shape-like tensors), and serializing weights dominates its cost
+    on big models."""
+    big = [t for t in model.graph.initializer if np.prod(t.dims, dtype=np.int64) > max_elements]
+    if not big:
+        return model
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    names = {t.name for t in big}
+    small = [t for t in skeleton.graph.initializer if t.name not in names]
+    del skeleton.graph.initializer[:]
+    skeleton.graph.initializer.extend(small)
+    listed = {v.name for v in skeleton.graph.input}
+    skeleton.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big if t.name not in listed
+    )
+    return skeleton
 
 
 def _ranked(model: onnx.ModelProto | None) -> dict[str, onnx.ValueInfoProto]:
@@ -135,19 +161,26 @@ def _feeds(model: onnx.ModelProto, dims: Sequence[int], seed: int = 0) -> dict[s
 
 def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: Iterable[str]) -> dict:
     """Values of the named tensors (any intermediate) computed by onnxruntime."""
+    names = list(dict.fromkeys(names))
+    return dict(zip(names, _ort_session(model, names)(feeds)))
+
+
+def _ort_session(model: onnx.ModelProto, names: list[str]) -> Callable[[dict], list[np.ndarray]]:
+    """An onnxruntime session whose outputs are the named tensors (any intermediate)."""
     import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    names = list(dict.fromkeys(names))
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    probe = model
+    if names != [o.name for o in model.graph.output]:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        del probe.graph.output[:]
+        probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are expected while probing; callers handle them
     session = ort.InferenceSession(
         probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    return dict(zip(names, session.run(names, feeds)))
+    return lambda feeds: session.run(names, feeds)
 
 
 def _static_shapes(
@@ -286,11 +319,87 @@ def _constant_weights(model: onnx.ModelProto, dims: list[int] | None) -> str | N
         if model.ir_version < 4:  # IR 3 requires every initializer to be a graph input too
             g.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
         moved += 1
-    if not moved:
+    if moved:
+        del g.node[:]
+        g.node.extend(keep)
+    folded = _fold_constant_nodes(model)
+    parts = [f"{_plural(moved, 'Constant node')} -> initializers"] if moved else []
+    if folded:
+        kinds = ", ".join(f"{op} x{n}" for op, n in sorted(folded.items()))
+        parts.append(f"{_plural(sum(folded.values()), 'node')} on constants only folded ({kinds})")
+    return "constant-weights: " + "; ".join(parts) if parts else None
+
+
+# Not folded here: the quantized pass reports Q/DQ, random ops differ per run.
+_NO_FOLD = {
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Constant", "RandomNormal",
+    "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+}
+
+
+def _fold_constant_nodes(model: onnx.ModelProto) -> dict[str, int]:
+    """Replace nodes whose inputs are all initializers by their values: exporters route weights
+    through Identity (torch's legacy exporter dedupes equal tensors so), Cast, Transpose or Mul, and
+    onnx2torch reads weights from initializers only. Evaluated with onnx's reference runtime."""
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    folded: dict[str, int] = {}
+    keep = []
+    for node in g.node:
+        inputs = [i for i in node.input if i]
+        foldable = (
+            inputs
+            and all(i in inits for i in inputs)
+            and node.domain in ("", "ai.onnx")
+            and node.op_type not in _NO_FOLD
+            and not outputs & set(node.output)
+            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+        )
+        if not foldable:
+            keep.append(node)
+            continue
+        sub = helper.make_model(
+            helper.make_graph(
+                [node], "fold",
+                [helper.make_tensor_value_info(i, inits[i].data_type, inits[i].dims) for i in inputs],
+                [onnx.ValueInfoProto(name=o) for o in node.output if o],
+            ),
+            opset_imports=model.opset_import,
+        )
+        try:
+            values = ReferenceEvaluator(sub).run(None, {i: numpy_helper.to_array(inits[i]) for i in inputs})
+        except Exception:  # leave what the reference runtime cannot evaluate to onnx2torch
+            keep.append(node)
+            continue
+        for name, value in zip([o for o in node.output if o], values):
+            inits[name] = numpy_helper.from_array(np.asarray(value), name)
+            g.initializer.append(inits[name])
+        folded[node.op_type] = folded.get(node.op_type, 0) + 1
+    if folded:
+        del g.node[:]
+        g.node.extend(keep)
+        _remove_dead(g)
+    return folded
+
+
+# ------------------------------------------------------------------------------ reshape allowzero
+def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    """allowzero=1 (torch's dynamo exporter writes it) only differs from 0 when the shape holds a 0;
+    onnx2torch rejects it."""
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or not _attr(node, "allowzero", 0):
+            continue
+        if node.input[1] in inits and 0 not in numpy_helper.to_array(inits[node.input[1]]):
+            _del_attr(node, "allowzero")
+            changed += 1
+    if not changed:
         return None
-    del g.node[:]
-    g.node.extend(keep)
-    return f"constant-weights: {_plural(moved, 'Constant node')} -> initializers"
+    return f"reshape: {_plural(changed, 'Reshape')} with allowzero=1 and no 0 in the shape -> allowzero=0"
 
 
 # ------------------------------------------------------------------------------------ 2. quantized
@@ -594,25 +703,29 @@ def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | N
     static_batch = first.dim_value if first.HasField("dim_value") else None
     inits = {t.name: t for t in g.initializer}
     baked_batch = static_batch or 1
-    shape_consts = [
+    shape_consts = _batch_reshapes(g, inits, baked_batch)
+    concats = [
         n
         for n in g.node
-        if n.op_type == "Reshape"
-        and len(n.input) > 1
-        and n.input[1] in inits
-        and not _attr(n, "allowzero", 0)
-        and (s := numpy_helper.to_array(inits[n.input[1]])).ndim == 1
-        and s.size > 1
-        and s[0] == baked_batch
+        if n.op_type == "Concat"
+        and _opset(model) >= 8
+        and any(_batch_constant(inits.get(i), baked_batch) for i in n.input)
     ]
-    if static_batch is None and not shape_consts:
+    if static_batch is None and not shape_consts and not concats:
         return None
-    if static_batch is None and not _carry_batch(model, dims, shape_consts):
+    if static_batch is None and not _carry_batch(model, dims, shape_consts, concats):
         return None
 
     original = onnx.ModelProto()
     original.CopyFrom(model)
-    patched = _patch_batch_reshapes(model, dims, shape_consts, inits)
+    expanded = patched = 0
+    while True:  # each fix can expose the batch to more nodes; lists are re-read (inserts rebuild g.node)
+        concats = [n for n in g.node if n.op_type == "Concat"]
+        more_expanded = _expand_batch_constants(model, dims, concats, inits, baked_batch)
+        more_patched = _patch_batch_reshapes(model, dims, _batch_reshapes(g, inits, baked_batch), inits)
+        expanded, patched = expanded + more_expanded, patched + more_patched
+        if not more_expanded + more_patched:
+            break
     _set_dims(inputs[0], [_BATCH_PARAM] + list(dims[1:]))
     for out in g.output:
         d = out.type.tensor_type.shape.dim
@@ -624,6 +737,10 @@ def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | N
         parts = []
         if patched:
             parts.append(f"{_plural(patched, 'Reshape')} with batch {baked_batch} baked in -> 0 (copy)")
+        if expanded:
+            parts.append(
+                f"{_plural(expanded, 'batch-1 constant')} concatenated to batched tensors -> Expand"
+            )
         if static_batch is not None:
             parts.append(f"static batch {static_batch} of input '{inputs[0].name}' relaxed")
         return "batch: " + ", ".join(parts) + " (checked at batch 2)"
@@ -631,12 +748,90 @@ def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | N
     return "batch: the graph does not run at batch > 1 after fixes; run it one image at a time"
 
 
-def _carry_batch(model: onnx.ModelProto, dims: list[int], reshapes: list[onnx.NodeProto]) -> bool:
-    """Whether any of these Reshapes reads a tensor whose first dim is the (symbolic) batch."""
+def _batch_reshapes(
+    g: onnx.GraphProto, inits: dict[str, TensorProto], batch: int
+) -> list[onnx.NodeProto]:
+    """Reshapes whose constant target shape starts with the export batch size."""
+    return [
+        n
+        for n in g.node
+        if n.op_type == "Reshape"
+        and len(n.input) > 1
+        and n.input[1] in inits
+        and not _attr(n, "allowzero", 0)
+        and (s := numpy_helper.to_array(inits[n.input[1]])).ndim == 1
+        and s.size > 1
+        and s[0] == batch
+    ]
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _batch_constant(tensor: TensorProto | None, batch: int) -> bool:
+    return tensor is not None and len(tensor.dims) >= 2 and tensor.dims[0] == batch
+
+
+def _symbolic_batch_shapes(model: onnx.ModelProto, dims: list[int]) -> dict[str, onnx.ValueInfoProto]:
     probe = _with_input_dims(model, [_BATCH_PARAM] + list(dims[1:]))
     del probe.graph.value_info[:]
-    known = _ranked(_infer(probe, data_prop=True))
-    return any(_batch_first(known.get(n.input[0])) for n in reshapes)
+    return _ranked(_infer(probe, data_prop=True))
+
+
+def _carry_batch(
+    model: onnx.ModelProto,
+    dims: list[int],
+    reshapes: list[onnx.NodeProto],
+    concats: list[onnx.NodeProto],
+) -> bool:
+    """Whether any of these Reshapes/Concats reads a tensor whose first dim is the batch."""
+    known = _symbolic_batch_shapes(model, dims)
+    return any(_batch_first(known.get(n.input[0])) for n in reshapes) or any(
+        _batch_first(known.get(i)) for n in concats for i in n.input
+    )
+
+
+def _expand_batch_constants(
+    model: onnx.ModelProto,
+    dims: list[int],
+    concats: list[onnx.NodeProto],
+    inits: dict[str, TensorProto],
+    batch: int,
+) -> int:
+    """A constant with batch 1 concatenated to batched tensors (ViT's class token, exported at
+    batch 1) -> Expand(constant, [N, 1, ...]) with N read from the batched input's shape."""
+    g = model.graph
+    known = _symbolic_batch_shapes(model, dims)
+    expanded = 0
+    for node in concats:
+        carrier = next((i for i in node.input if _batch_first(known.get(i))), None)
+        if carrier is None:
+            continue
+        for k, name in enumerate(node.input):
+            if not _batch_constant(inits.get(name), batch):
+                continue
+            base = f"{node.output[0]}/batch{k}"
+            ones = np.ones(len(inits[name].dims) - 1, np.int64)
+            g.initializer.extend(
+                [numpy_helper.from_array(np.array([0], np.int64), f"{base}/first"),
+                 numpy_helper.from_array(ones, f"{base}/ones")]
+            )
+            g.node.extend(
+                [
+                    helper.make_node("Shape", [carrier], [f"{base}/shape"], name=f"{base}/shape"),
+                    helper.make_node("Gather", [f"{base}/shape", f"{base}/first"], [f"{base}/n"],
+                                     name=f"{base}/n"),
+                    helper.make_node("Concat", [f"{base}/n", f"{base}/ones"], [f"{base}/target"],
+                                     name=f"{base}/target", axis=0),
+                    helper.make_node("Expand", [name, f"{base}/target"], [base], name=base),
+                ]
+            )
+            node.input[k] = base
+            expanded += 1
+    if expanded:
+        _topo_sort(g)
+    return expanded
 
 
 def _batch_first(info: onnx.ValueInfoProto | None) -> bool:
@@ -656,9 +851,7 @@ def _patch_batch_reshapes(
     it follows from shape inference with a symbolic batch, repeated as each patch frees more."""
     todo, patched = list(candidates), 0
     while todo:
-        probe = _with_input_dims(model, [_BATCH_PARAM] + list(dims[1:]))
-        del probe.graph.value_info[:]
-        known = _ranked(_infer(probe, data_prop=True))
+        known = _symbolic_batch_shapes(model, dims)
         new = [n for n in todo if _batch_first(known.get(n.input[0]))]
         if not new:
             break
@@ -683,14 +876,15 @@ def _runs_batched(original: onnx.ModelProto, fixed: onnx.ModelProto, dims: list[
         a, b = _feeds(original, single, seed=1), _feeds(original, single, seed=2)
         pair = {k: np.concatenate([a[k], b[k]]) if i == 0 else a[k] for i, k in enumerate(a)}
         outs = [o.name for o in original.graph.output]
-        ref_a, ref_b = _run_ort(original, a, outs), _run_ort(original, b, outs)
-        got = _run_ort(fixed, pair, outs)
+        run_original = _ort_session(original, outs)
+        references = [run_original(a), run_original(b)]
+        got = _ort_session(fixed, outs)(pair)
     except Exception:
         return False
-    for name in outs:
-        expected = np.concatenate([ref_a[name], ref_b[name]])
-        if got[name].shape != expected.shape or not np.allclose(
-            got[name], expected, rtol=1e-4, atol=1e-5 * (np.abs(expected).max() + 1e-12)
+    for i, value in enumerate(got):
+        expected = np.concatenate([references[0][i], references[1][i]])
+        if value.shape != expected.shape or not np.allclose(
+            value, expected, rtol=1e-4, atol=1e-5 * (np.abs(expected).max() + 1e-12)
         ):
             return False
     return True

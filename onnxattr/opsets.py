@@ -9,10 +9,11 @@ current at the model's opset, so a model at opset 20 needs e.g. ('', 'ReduceMean
 * real semantic changes get converters: Reduce*-18/20 (axes became an input), Split-18 (num_outputs),
   Pad-18/19/21 (axes input, wrap mode), Resize-18/19 (axes, keep_aspect_ratio_policy,
   half_pixel_symmetric; a general separable implementation of every coordinate and rounding mode),
-  AveragePool-19/22 (dilations), BatchNormalization-7 (spatial attribute), NonZero-9 (onnx2torch's
-  NonZero-13 returns the transposed index matrix, so it is not reused); plus ops onnx2torch has no
+  AveragePool-19/22 (dilations), BatchNormalization-7 (spatial attribute); where onnx2torch's own
+  converter is wrong or missing for an older version: NonZero-9 (its NonZero-13 returns the
+  transposed index matrix), Slice-1, DepthToSpace-1 (DCR); plus ops onnx2torch has no
   converter for at all that exporters write for vision encoders: Gelu-20 (torch's dynamo exporter),
-  GroupNormalization-18/21, GlobalMaxPool, Upsample-7/9 (old exports).
+  GroupNormalization-18/21, GlobalMaxPool, SpaceToDepth, Upsample-7/9 (old exports).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ import onnx
 import torch
 import torch.nn.functional as F
 from onnx import defs
-from onnx2torch.node_converters.registry import add_converter, get_converter
+from onnx2torch.node_converters.registry import (
+    _CONVERTER_REGISTRY,
+    OperationDescription,
+    add_converter,
+    get_converter,
+)
 from onnx2torch.utils.common import (
     OnnxMapping,
     OnnxToTorchModule,
@@ -51,8 +57,17 @@ _SAME_SIGNATURE: list[tuple[str, int, int]] = [
     ("Reshape", 19, 14), ("Reshape", 21, 14), ("Round", 22, 11), ("ScatterND", 18, 16), ("Selu", 22, 6), ("Shape", 19, 15), ("Shape", 21, 15),
     ("Softplus", 22, 1), ("Softsign", 22, 1), ("Transpose", 21, 13), ("Unsqueeze", 21, 13),
 ]
-# Cast-19/21 add `saturate`, which only applies to float8 targets onnx2torch cannot produce anyway.
-_NEW_ATTRIBUTE_IRRELEVANT: list[tuple[str, int, int]] = [("Cast", 19, 13), ("Cast", 21, 13)]
+# Older versions current at opsets 7-10 whose onnx2torch converter covers them too.
+_OLD_SAME_SIGNATURE: list[tuple[str, int, int]] = [
+    ("ArgMax", 1, 11), ("ArgMin", 1, 11),  # 11: negative axis allowed
+    ("Cast", 6, 9), ("Constant", 1, 9), ("Flatten", 1, 9),  # types only
+    ("Max", 6, 8), ("Min", 6, 8), ("Mean", 6, 8), ("Sum", 6, 8),  # 8: broadcasting allowed
+]
+# A newer version adds an attribute/output whose default is the older version's only behaviour:
+# Cast-19/21 `saturate` (float8 targets only), MaxPool-8 `storage_order` and the Indices output.
+_NEW_ATTRIBUTE_IRRELEVANT: list[tuple[str, int, int]] = [
+    ("Cast", 19, 13), ("Cast", 21, 13), ("MaxPool", 1, 8),
+]
 
 _REDUCE_OPS = (
     "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
@@ -67,8 +82,8 @@ def register_converters() -> None:
     global _registered
     if _registered:
         return
-    for op, new, old in _SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT:
-        _register(op, new, get_converter(op, old))
+    for op, new, old in _SAME_SIGNATURE + _OLD_SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT:
+        _register(op, new, _existing(op, old))
     for op in _REDUCE_OPS:
         _register(op, 18, _convert_reduce)
     for op in ("ReduceMax", "ReduceMin"):  # 20: bool inputs allowed
@@ -80,9 +95,13 @@ def register_converters() -> None:
         _register("Resize", version, _convert_resize)
     for version in (7, 9):
         _register("Upsample", version, _convert_upsample)
+    _register("Slice", 1, _convert_slice_1)  # onnx2torch files a broken one under Slice-9
+    _register("DepthToSpace", 1, _convert_depth_to_space)  # onnx2torch's 11/13 do CRD only
+    for version in (1, 13):
+        _register("SpaceToDepth", version, _convert_space_to_depth)
     for version in (19, 22):
         _register("AveragePool", version, _convert_average_pool)
-    _register("BatchNormalization", 7, _batch_norm_7(get_converter("BatchNormalization", 9)))
+    _register("BatchNormalization", 7, _batch_norm_7(_existing("BatchNormalization", 9)))
     _register("NonZero", 9, _convert_nonzero)  # not onnx2torch's NonZero-13: that one is transposed
     _register("Gelu", 20, _convert_gelu)
     _register("GroupNormalization", 18, _group_norm(per_group=True))
@@ -90,6 +109,12 @@ def register_converters() -> None:
     for version in (1, 22):
         _register("GlobalMaxPool", version, _convert_global_max_pool)
     _registered = True
+
+
+def _existing(op: str, version: int) -> Callable:
+    """onnx2torch's converter filed under exactly this version (get_converter would resolve the
+    version through onnx.defs first, and onnx2torch files Slice-1 under 9)."""
+    return _CONVERTER_REGISTRY[OperationDescription(domain="", operation_type=op, version=version)]
 
 
 def _register(op: str, version: int, converter: Callable) -> None:
@@ -532,6 +557,50 @@ def _group_norm(per_group: bool) -> Callable:
         return _result(module, _node_mapping(node))
 
     return convert
+
+
+class OnnxSlice1(nn.Module, OnnxToTorchModule):
+    """Slice-1: starts/ends/axes are attributes."""
+
+    def __init__(self, starts: list[int], ends: list[int], axes: list[int] | None):
+        super().__init__()
+        self.starts, self.ends, self.axes = starts, ends, axes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = [slice(None)] * x.dim()
+        for axis, start, end in zip(self.axes or range(len(self.starts)), self.starts, self.ends):
+            index[axis] = slice(start, end)
+        return x[tuple(index)]
+
+
+def _convert_slice_1(node, graph):
+    a = node.attributes
+    return _result(OnnxSlice1(a["starts"], a["ends"], a.get("axes")), _node_mapping(node))
+
+
+class OnnxDepthSpace(nn.Module, OnnxToTorchModule):
+    """DepthToSpace in DCR order (ONNX default, what TensorFlow exports) and SpaceToDepth."""
+
+    def __init__(self, blocksize: int, to_space: bool):
+        super().__init__()
+        self.blocksize, self.to_space = blocksize, to_space
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.blocksize
+        n, c, h, w = x.shape
+        if self.to_space:
+            y = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+            return y.reshape(n, c // (b * b), h * b, w * b)
+        y = x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+        return y.reshape(n, c * b * b, h // b, w // b)
+
+
+def _convert_depth_to_space(node, graph):
+    return _result(OnnxDepthSpace(node.attributes["blocksize"], True), _node_mapping(node))
+
+
+def _convert_space_to_depth(node, graph):
+    return _result(OnnxDepthSpace(node.attributes["blocksize"], False), _node_mapping(node))
 
 
 class OnnxNonZero(nn.Module, OnnxToTorchModule):

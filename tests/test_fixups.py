@@ -54,6 +54,37 @@ def test_constant_weights_become_initializers():
     _check(model, fixed, x)
 
 
+def test_nodes_on_constants_only_are_folded():
+    """torch's legacy exporter shares equal biases through Identity; tf2onnx transposes/casts weights."""
+    nodes = [
+        helper.make_node("Identity", ["b0"], ["b"]),
+        helper.make_node("Transpose", ["w_hwio"], ["w_t"], perm=[3, 2, 0, 1]),
+        helper.make_node("Cast", ["w_t"], ["w"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = [init("b0", rand(4, seed=1)), init("w_hwio", rand(3, 3, 3, 4).astype(np.float16))]
+    model = make_model(nodes, [("x", ["n", 3, 5, 5])], ["y"], inits)
+    x = rand(2, 3, 5, 5, seed=2)
+    with pytest.raises(KeyError):
+        run_torch(model, x)
+    fixed, notes = fix_up(model, x.shape)
+    assert notes == ["constant-weights: 3 nodes on constants only folded (Cast x1, Identity x1, Transpose x1)"]
+    assert [n.op_type for n in fixed.graph.node] == ["Conv"]
+    assert {t.name for t in fixed.graph.initializer} == {"b", "w"}
+    _check(model, fixed, x)
+
+
+def test_reshape_allowzero_without_zero_is_dropped():
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=1)]
+    model = make_model(nodes, [("x", ["n", 3, 4])], ["y"], [init("s", np.array([-1, 12]))], opset=14)
+    x = rand(2, 3, 4, seed=3)
+    with pytest.raises(NotImplementedError):
+        run_torch(model, x)
+    fixed, notes = fix_up(model, x.shape)
+    assert notes == ["reshape: 1 Reshape with allowzero=1 and no 0 in the shape -> allowzero=0"]
+    _check(model, fixed, x)
+
+
 def test_constant_weights_ir3_lists_initializers_as_inputs():
     nodes = [_const("w", rand(2, 3)), helper.make_node("MatMul", ["x", "w"], ["y"])]
     model = make_model(nodes, [("x", ["n", 2])], ["y"], opset=8, ir_version=3)
@@ -231,7 +262,7 @@ def test_dynamic_int8_matmul_and_conv_become_float():
     assert {"MatMulInteger", "ConvInteger"} <= {n.op_type for n in quantized.graph.node}
     x = rand(1, 3, 4, 4, seed=8)
     fixed, notes = fix_up(quantized, x.shape)
-    assert notes == ["quantized: 2 dynamic int8 MatMulInteger/ConvInteger -> float MatMul/Conv"]
+    assert "quantized: 2 dynamic int8 MatMulInteger/ConvInteger -> float MatMul/Conv" in notes
     ops = {n.op_type for n in fixed.graph.node}
     assert {"Conv", "MatMul"} <= ops
     assert not ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "Cast"}
@@ -268,9 +299,38 @@ def test_batch_baked_into_reshape_is_relaxed():
     assert_close(run_torch(fixed, xs)[0], expected)
 
 
+def test_class_token_exported_at_batch_1_is_expanded():
+    """ViT: Concat(cls_token [1, 1, D], patches [N, P, D]) then Reshape to [1, P+1, heads, D/heads]."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], kernel_shape=[2, 2]),
+        helper.make_node("Reshape", ["c", "s1"], ["p"]),  # [1, 4, 4]: batch baked
+        helper.make_node("Transpose", ["p"], ["t"], perm=[0, 2, 1]),  # [N, 4 patches, 4 dims]
+        helper.make_node("Concat", ["cls", "t"], ["tokens"], axis=1),  # [N, 5, 4]
+        helper.make_node("Reshape", ["tokens", "s2"], ["heads"]),  # [1, 5, 2, 2]
+        helper.make_node("ReduceMean", ["heads"], ["y"], axes=[1], keepdims=0),
+    ]
+    inits = [
+        init("w", rand(4, 3, 2, 2)), init("s1", np.array([1, 4, 4])), init("cls", rand(1, 1, 4, seed=1)),
+        init("s2", np.array([1, 5, 2, 2])),
+    ]
+    model = make_model(nodes, [("x", [1, 3, 4, 4])], ["y"], inits)
+    fixed, notes = fix_up(model, (1, 3, 4, 4))
+    assert notes == [
+        "batch: 2 Reshapes with batch 1 baked in -> 0 (copy), 1 batch-1 constant concatenated to "
+        "batched tensors -> Expand, static batch 1 of input 'x' relaxed (checked at batch 2)"
+    ]
+    xs = rand(3, 3, 4, 4, seed=9)
+    expected = np.concatenate([run_ort(model, xs[i : i + 1])[0] for i in range(3)])
+    assert_close(run_ort(fixed, xs)[0], expected)
+    assert_close(run_torch(fixed, xs)[0], expected)
+
+
 def test_batch_that_cannot_be_relaxed_is_reported():
-    nodes = [helper.make_node("Concat", ["x", "extra"], ["y"], axis=1)]  # extra: [1, 2] baked
-    model = make_model(nodes, [("x", [1, 4])], ["y"], [init("extra", rand(1, 2))])
+    nodes = [  # a batch-1 constant picked by index: not something the pass can tell is a batch
+        helper.make_node("Gather", ["x", "i"], ["g"], axis=0),
+        helper.make_node("Add", ["x", "g"], ["y"]),
+    ]
+    model = make_model(nodes, [("x", [1, 4])], ["y"], [init("i", np.array([0]))])
     fixed, notes = fix_up(model, (1, 4))
     assert notes == ["batch: the graph does not run at batch > 1 after fixes; run it one image at a time"]
     assert fixed.graph == model.graph

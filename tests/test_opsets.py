@@ -9,7 +9,13 @@ import torch
 from onnx import TensorProto, defs, helper
 
 from onnxattr.errors import OnnxAttrError
-from onnxattr.opsets import _NEW_ATTRIBUTE_IRRELEVANT, _SAME_SIGNATURE, check_convertible, register_converters
+from onnxattr.opsets import (
+    _NEW_ATTRIBUTE_IRRELEVANT,
+    _OLD_SAME_SIGNATURE,
+    _SAME_SIGNATURE,
+    check_convertible,
+    register_converters,
+)
 
 from .onnx_builders import assert_close, init, make_model, rand, run_ort, run_torch
 
@@ -42,18 +48,22 @@ def _signature(op: str, version: int):
     )
 
 
-@pytest.mark.parametrize(("op", "new", "old"), _SAME_SIGNATURE)
+@pytest.mark.parametrize(("op", "new", "old"), _SAME_SIGNATURE + _OLD_SAME_SIGNATURE)
 def test_type_only_bump_has_the_same_signature(op, new, old):
     since, ins, outs, attrs = _signature(op, new)
     assert since == new
     assert (ins, outs, attrs) == _signature(op, old)[1:]
 
 
+_ADDED = {("Cast", 19): {"saturate"}, ("Cast", 21): {"saturate"}, ("MaxPool", 1): {"storage_order"}}
+
+
 @pytest.mark.parametrize(("op", "new", "old"), _NEW_ATTRIBUTE_IRRELEVANT)
-def test_irrelevant_attribute_bump_only_adds_saturate(op, new, old):
-    _, ins, outs, attrs = _signature(op, new)
+def test_other_bumps_differ_only_as_documented(op, new, old):
+    since, ins, outs, attrs = _signature(op, new)
     _, ins0, outs0, attrs0 = _signature(op, old)
-    assert (ins, outs) == (ins0, outs0) and set(attrs) - set(attrs0) == {"saturate"}
+    assert since == new and ins == ins0 and outs[:1] == outs0[:1]
+    assert set(attrs) ^ set(attrs0) == _ADDED[op, new]
 
 
 def _x(shape=(2, 3, 5, 5)):
@@ -112,14 +122,23 @@ _BUMPS = {
     "Transpose": ([N("Transpose", ["x"], ["y"], perm=[2, 0, 1])], [], (2, 3, 4), None),
     "Unsqueeze": ([N("Unsqueeze", ["x", "a"], ["y"])], [init("a", np.array([0, -1]))], (2, 3), None),
     "Cast": ([N("Cast", ["x"], ["t"], to=TensorProto.INT32), _to_float()], [], (2, 4), lambda a: a * 5),
+    "ArgMax": ([N("ArgMax", ["x"], ["t"], axis=1, keepdims=0), _to_float()], [], (3, 5), None),
+    "ArgMin": ([N("ArgMin", ["x"], ["t"], axis=0), _to_float()], [], (3, 5), None),
+    "Max": ([N("Max", ["x", "c", "x"], ["y"])], [init("c", rand(3, 4, seed=1))], (3, 4), None),
+    "Min": ([N("Min", ["x", "c"], ["y"])], [init("c", rand(3, 4, seed=1))], (3, 4), None),
+    "Mean": ([N("Mean", ["x", "c"], ["y"])], [init("c", rand(3, 4, seed=1))], (3, 4), None),
+    "Sum": ([N("Sum", ["x", "c", "x"], ["y"])], [init("c", rand(3, 4, seed=1))], (3, 4), None),
 }
 
 
-@pytest.mark.parametrize(("op", "new", "old"), _SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT)
+@pytest.mark.parametrize(
+    ("op", "new", "old"), _SAME_SIGNATURE + _OLD_SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT
+)
 def test_version_bump_matches_onnxruntime(op, new, old):
     nodes, inits, shape, transform = _BUMPS[op]
-    model = make_model(nodes, _x(shape), ["y"], inits, opset=new)
-    assert any(n.op_type == op and defs.get_schema(op, new).since_version == new for n in nodes)
+    opset = max(new, 7)  # onnxruntime runs opset 7 and later
+    assert defs.get_schema(op, opset).since_version == new
+    model = make_model(nodes, _x(shape), ["y"], inits, opset=opset)
     x = rand(*shape, seed=11)
     _check(model, transform(x) if transform else x)
 
@@ -235,10 +254,12 @@ def test_resize_18_19(attrs, scales, sizes, opset):
     _check(model, rand(2, 3, 5, 6, seed=6), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("opset", "mode"), [(7, "nearest"), (7, "linear"), (9, "nearest"), (9, "linear")])
+@pytest.mark.parametrize(
+    ("opset", "mode"), [(7, "nearest"), (7, "linear"), (9, "nearest"), (9, "linear")]
+)
 def test_upsample_7_9(opset, mode):
     scales = [1.0, 1.0, 2.0, 3.0]
-    if opset == 7:
+    if opset < 9:
         node, inits = N("Upsample", ["x"], ["y"], mode=mode, scales=scales), []
     else:
         node, inits = N("Upsample", ["x", "s"], ["y"], mode=mode), [init("s", np.array(scales, np.float32))]
@@ -271,6 +292,18 @@ def test_batch_normalization_7():
                        _x((2, 3, 4, 4)), ["y"], stats, opset=7)
     model.graph.value_info.append(helper.make_tensor_value_info("x", F32, [2, 3, 4, 4]))
     _check(model, rand(2, 3, 4, 4, seed=9))
+
+
+def test_slice_1():
+    node = N("Slice", ["x"], ["y"], starts=[1, 0, -3], ends=[3, -1, 100], axes=[1, 2, 0])
+    _check(make_model([node], _x((4, 4, 5)), ["y"], opset=7), rand(4, 4, 5, seed=17))
+
+
+@pytest.mark.parametrize(("op", "opset"), [("DepthToSpace", 7), ("SpaceToDepth", 7), ("SpaceToDepth", 13)])
+def test_depth_space_dcr(op, opset):
+    shape = (2, 8, 2, 3) if op == "DepthToSpace" else (2, 2, 4, 6)
+    node = N(op, ["x"], ["y"], blocksize=2)
+    _check(make_model([node], _x(shape), ["y"], opset=opset), rand(*shape, seed=18))
 
 
 def test_nonzero_9():
@@ -371,7 +404,7 @@ class _TinyNet(torch.nn.Module):
         y = torch.nn.functional.avg_pool2d(y, 2)
         a, b = torch.split(y, 4, dim=1)
         y = torch.cat([a * torch.sigmoid(b), torch.nn.functional.hardswish(b)], dim=1)
-        return self.fc(y.mean(dim=(2, 3)))
+        return self.fc(torch.flatten(y.mean(dim=(2, 3), keepdim=True), 1))  # Reshape, allowzero=1
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -389,7 +422,8 @@ def test_dynamo_export_end_to_end(tmp_path):
     model = onnx.load(str(path), load_external_data=True)
     assert model.opset_import[0].version >= 18
     check_convertible(model)
-    fixed, _ = fix_up(model, tuple(x.shape))
+    fixed, notes = fix_up(model, tuple(x.shape))
+    assert any(n.startswith("reshape: ") for n in notes) and any(n.startswith("batch: ") for n in notes)
     xs = rand(3, 3, 16, 16, seed=15)
     expected = np.concatenate([run_ort(model, xs[i : i + 1])[0] for i in range(3)])
     assert_close(run_torch(fixed, xs)[0], expected, rtol=1e-4, atol=1e-5)
