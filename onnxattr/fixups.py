@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .errors import OnnxAttrError
 
 _BATCH_PARAM = "batch"
-_Pass = Callable[[onnx.ModelProto, "list[int] | None"], "str | None"]
+_Pass = Callable[[onnx.ModelProto, "list[int] | None"], "str | None"]  # mutates, returns a note
 
 
 def fix_up(
@@ -292,15 +292,15 @@ def _constant_tensor(node: onnx.NodeProto) -> TensorProto | None:
         tensor.CopyFrom(attr.t)
         tensor.name = name
         return tensor
-    arrays = {
-        "value_float": (np.float32, False),
-        "value_floats": (np.float32, True),
-        "value_int": (np.int64, False),
-        "value_ints": (np.int64, True),
+    dtypes = {
+        "value_float": np.float32,
+        "value_floats": np.float32,
+        "value_int": np.int64,
+        "value_ints": np.int64,
     }
-    if attr.name not in arrays:
+    if attr.name not in dtypes:
         return None
-    dtype, is_list = arrays[attr.name]
+    dtype = dtypes[attr.name]
     return numpy_helper.from_array(np.array(helper.get_attribute_value(attr), dtype=dtype), name)
 
 
@@ -662,11 +662,19 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None
             f"nodes {names} use auto_pad, which needs the static input size; give the input shape"
         )
     wanted = [n.input[0] for n in auto] + [n.input[1] for n in auto if n.op_type.startswith("Conv")]
-    shapes = _static_shapes(model, dims, wanted) if auto else {}
+    try:
+        shapes = _static_shapes(model, dims, wanted) if auto else {}
+        sizes = {n.input[0]: shapes[n.input[0]][2:] for n in auto}
+    except Exception as err:  # neither shape inference nor onnxruntime could size these inputs
+        names = ", ".join(n.name or n.op_type for n in auto[:3])
+        raise OnnxAttrError(
+            f"cannot size the inputs of {names} (auto_pad) for input {tuple(dims)}: {err}; "
+            "check the input shape"
+        ) from err
     modes = sorted({_attr(n, "auto_pad").decode() for n in auto})
     for node in auto:
         kernel = _kernel(node, shapes)
-        pads = _same_pads(node, shapes[node.input[0]][2:], kernel)
+        pads = _same_pads(node, sizes[node.input[0]], kernel)
         _del_attr(node, "auto_pad")
         _set_attr(node, "pads", pads)
         if node.op_type == "ConvTranspose":

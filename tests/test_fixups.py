@@ -6,10 +6,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from .onnx_builders import assert_close, init, make_model, rand, run_ort, run_torch
 
 from onnxattr.errors import OnnxAttrError
 from onnxattr.fixups import fix_up
+
+from .onnx_builders import assert_close, init, make_model, rand, run_ort, run_torch
 
 
 def _const(name: str, value) -> onnx.NodeProto:
@@ -211,7 +212,7 @@ def test_dequantize_constant_weights_are_folded():
     assert_close(run_torch(fixed, x)[0], run_ort(ref, x)[0])
 
 
-def test_qdq_pairs_are_removed_and_weights_folded():
+def test_qdq_pairs_are_removed_and_weights_folded(tmp_path):
     """Static QDQ as onnxruntime's quantize_static writes it, on activations and weights."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
@@ -223,14 +224,10 @@ def test_qdq_pairs_are_removed_and_weights_folded():
             return next(self.batches, None)
 
     float_model = _conv_matmul_float()
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp, "f.onnx"), Path(tmp, "q.onnx")
-        onnx.save(float_model, src)
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ)
-        quantized = onnx.load(dst)
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(float_model, src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ)
+    quantized = onnx.load(dst)
     assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     x = rand(1, 3, 4, 4, seed=7)
     fixed, notes = fix_up(quantized, x.shape)
@@ -248,17 +245,16 @@ def test_qdq_pairs_are_removed_and_weights_folded():
     assert np.abs(fixed_out - float_out).max() / np.abs(float_out).max() < 0.03
 
 
-def test_dynamic_int8_matmul_and_conv_become_float():
+def test_dynamic_int8_matmul_and_conv_become_float(tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    import tempfile
-    from pathlib import Path
 
     float_model = _conv_matmul_float()
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp, "f.onnx"), Path(tmp, "q.onnx")
-        onnx.save(float_model, src)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv"])
-        quantized = onnx.load(dst)
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(float_model, src)
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv"]
+    )
+    quantized = onnx.load(dst)
     assert {"MatMulInteger", "ConvInteger"} <= {n.op_type for n in quantized.graph.node}
     x = rand(1, 3, 4, 4, seed=8)
     fixed, notes = fix_up(quantized, x.shape)
