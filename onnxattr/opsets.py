@@ -152,33 +152,34 @@ def check_convertible(model: onnx.ModelProto) -> None:
         try:
             get_converter(operation_type=node.op_type, version=version, domain=domain)
         except NotImplementedError:
-            key = f"{domain + '.' if domain else ''}{node.op_type}-{_since(node.op_type, version, domain)}"
-            missing.setdefault(key, []).append(node.name or f"#{i}")
+            missing.setdefault(_op_key(node.op_type, version, domain), []).append(node.name or f"#{i}")
     if not missing:
         return
     listed = "; ".join(
         f"{op} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
         for op, names in missing.items()
     )
-    hints = sorted({_hint(op.split("-")[0]) for op in missing})
+    hints = sorted({_hint(op) for op in missing})
     raise OnnxAttrError(f"no torch converter for {listed}. " + " ".join(hints))
 
 
-def _since(op: str, version: int, domain: str) -> int:
+def _op_key(op: str, version: int, domain: str) -> str:
+    """'LSTM-14' for an ONNX op (its schema version), 'domain.Op' for anything else."""
     try:
-        return defs.get_schema(op, max_inclusive_version=version, domain=domain).since_version
-    except Exception:  # unknown or custom-domain op: report the opset
-        return version
+        since = defs.get_schema(op, max_inclusive_version=version, domain=domain).since_version
+        return f"{op}-{since}"
+    except Exception:  # not an ONNX operator: custom domain, or TFLite ops tf2onnx left in ''
+        return f"{domain}.{op}" if domain else op
 
 
-def _hint(op: str) -> str:
-    name = op.rsplit(".", 1)[-1]
+def _hint(key: str) -> str:
+    name = key.split("-")[0].rsplit(".", 1)[-1]
     if name in _HINTS:
         return f"{name}: {_HINTS[name]}."
-    if "." in op:
+    if "-" not in key:
         return (
-            f"{op} is a custom-domain op (e.g. from TFLite): pick an encoder node before it "
-            "(list them with `onnxattr nodes MODEL`)."
+            f"{key} is not an ONNX operator (a custom op, e.g. TFLite's left by tf2onnx): pick an "
+            "encoder node before it (list them with `onnxattr nodes MODEL`)."
         )
     return "Pick an earlier encoder node (list them with `onnxattr nodes MODEL`)."
 
