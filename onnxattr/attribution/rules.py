@@ -250,14 +250,20 @@ class _Modified(RuleModule):
         (i,) = active
         x = args[i]
         self._kw = kw
-        with torch.no_grad():
-            value = self.inner(*args, **kw)
         groups, terms = self.terms(args, i, x)
+        value = self.value(terms)
+        if value is None:
+            with torch.no_grad():
+                value = self.inner(*args, **kw)
         return _route(value, groups, self.stabilizer, terms)
 
     def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
         """(groups, terms) for `_route`; terms are outputs of the op on fed inputs."""
         raise NotImplementedError
+
+    def value(self, terms: list[torch.Tensor]) -> torch.Tensor | None:
+        """The op's output when the terms already give it (saves a forward), else None."""
+        return None
 
 
 def _split(x: torch.Tensor, nonnegative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -292,6 +298,10 @@ class _AlphaBeta(_Modified):
             neg.append(self.call(_pos_nobias, args, i, fn))
         groups = [(self.alpha, [1] * len(pos)), (-self.beta, [1] * len(neg))]
         return groups, pos + neg
+
+    def value(self, terms: list[torch.Tensor]) -> torch.Tensor:
+        # W⁺x⁺ + b⁺ + W⁻x⁻ + W⁻x⁺ + b⁻ + W⁺x⁻ = Wx + b
+        return sum(t.detach() for t in terms[1:]) + terms[0].detach()
 
 
 class _Flat(_Modified):
@@ -334,6 +344,9 @@ class _ZBox(_Modified):
             self.call(_neg, args, i, _Feed.apply(x, high, high)),
         ]
         return [(1.0, [1, -1, -1])], terms
+
+    def value(self, terms: list[torch.Tensor]) -> torch.Tensor:
+        return terms[0].detach()  # the op with unmodified weights on x
 
 
 # --- the rules users name in the table ---------------------------------------------------------
