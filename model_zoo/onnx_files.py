@@ -89,7 +89,7 @@ _shipped(
         "FPN neck",
         # PaddleOCR DB: BGR image, ImageNet mean/std on x/255
         preprocessing=preprocessing(
-            (640, 640),
+            (224, 224),
             color="bgr",
             scale=1 / 255,
             mean=IMAGENET_NCHW["mean"],

