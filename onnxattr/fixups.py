@@ -741,7 +741,8 @@ def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | N
             d[0].dim_param = _BATCH_PARAM
     del g.value_info[:]  # stale static shapes would contradict batch > 1
 
-    if _runs_batched(original, model, dims):
+    # with no node changed, the fixed graph at batch 1 is the original: one session does for both
+    if _runs_batched(model if not expanded + patched else original, model, dims):
         parts = []
         if patched:
             parts.append(f"{_plural(patched, 'Reshape')} with batch {baked_batch} baked in -> 0 (copy)")
@@ -884,9 +885,10 @@ def _runs_batched(original: onnx.ModelProto, fixed: onnx.ModelProto, dims: list[
         a, b = _feeds(original, single, seed=1), _feeds(original, single, seed=2)
         pair = {k: np.concatenate([a[k], b[k]]) if i == 0 else a[k] for i, k in enumerate(a)}
         outs = [o.name for o in original.graph.output]
-        run_original = _ort_session(original, outs)
+        run_fixed = _ort_session(fixed, outs)
+        run_original = run_fixed if original is fixed else _ort_session(original, outs)
         references = [run_original(a), run_original(b)]
-        got = _ort_session(fixed, outs)(pair)
+        got = run_fixed(pair)
     except Exception:
         return False
     for i, value in enumerate(got):
