@@ -64,7 +64,9 @@ class _Feed(torch.autograd.Function):
 class _Route(torch.autograd.Function):
     """Forward `value`; backward gives term t of group (c, signs) c·s_t·R / stab(Σ s·terms).
 
-    `groups` is a tuple of (coefficient, signs) with one sign per term, in the order of `terms`.
+    `groups` is a tuple of (coefficient, signs, sign of the sum) with one sign per term, in the
+    order of `terms`. A known sign of the sum (+1/−1; 0: unknown) makes the stabiliser a plain
+    ±ε: where the sum is 0 all its terms are, so the choice cannot matter.
     """
 
     @staticmethod
@@ -78,10 +80,10 @@ class _Route(torch.autograd.Function):
         terms = ctx.saved_tensors
         out: list[torch.Tensor] = []
         i = 0
-        for coef, signs in ctx.groups:
+        for coef, signs, dsign in ctx.groups:
             group = terms[i : i + len(signs)]
             denom = group[0] if signs == (1,) else sum(s * t for s, t in zip(signs, group))
-            q = grad / stabilize(denom, ctx.eps)
+            q = grad / (denom + dsign * ctx.eps if dsign else stabilize(denom, ctx.eps))
             if coef != 1.0:
                 q = q * coef
             out += [q if s == 1 else s * q for s in signs]
@@ -89,9 +91,9 @@ class _Route(torch.autograd.Function):
         return (None, None, None, *out)
 
 
-def _route(value: torch.Tensor, groups: Sequence[tuple[float, Sequence[int]]], eps: float,
-           terms: Sequence[torch.Tensor]) -> torch.Tensor:  # fmt: skip
-    groups_t = tuple((float(c), tuple(s)) for c, s in groups)
+def _route(value: torch.Tensor, groups: Sequence[tuple], eps: float, terms: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`groups`: (coefficient, signs) or (coefficient, signs, sign of their sum)."""
+    groups_t = tuple((float(g[0]), tuple(g[1]), int(g[2]) if len(g) > 2 else 0) for g in groups)
     return _Route.apply(value.detach(), groups_t, eps, *terms)
 
 
@@ -280,7 +282,7 @@ class _ZPlus(_Modified):
         terms = [self.call(_pos, args, i, _Feed.apply(x, xp, xp))]
         if xn is not None:
             terms.append(self.call(_neg_nobias, args, i, _Feed.apply(x, xn, xn)))
-        return [(1.0, [1] * len(terms))], terms
+        return [(1.0, [1] * len(terms), 1)], terms  # W⁺x⁺ + b⁺ + W⁻x⁻ >= 0
 
 
 class _AlphaBeta(_Modified):
@@ -296,7 +298,7 @@ class _AlphaBeta(_Modified):
             fn = _Feed.apply(x, xn, xn)
             pos.append(self.call(_neg_nobias, args, i, fn))
             neg.append(self.call(_pos_nobias, args, i, fn))
-        groups = [(self.alpha, [1] * len(pos)), (-self.beta, [1] * len(neg))]
+        groups = [(self.alpha, [1] * len(pos), 1), (-self.beta, [1] * len(neg), -1)]
         return groups, pos + neg
 
     def value(self, terms: list[torch.Tensor]) -> torch.Tensor:
@@ -309,7 +311,7 @@ class _Flat(_Modified):
 
     def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
         ones = torch.ones_like(x.detach())
-        return [(1.0, [1])], [self.call(type(self).mod, args, i, _Feed.apply(x, ones, None))]
+        return [(1.0, [1], 1)], [self.call(type(self).mod, args, i, _Feed.apply(x, ones, None))]  # 1ᵀ|W'| >= 0
 
 
 class _WSquare(_Flat):
