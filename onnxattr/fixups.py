@@ -8,7 +8,8 @@ where it finds it, and returns a one-line note for the user; `fix_up` runs them 
 2. quantized         constant DequantizeLinear/QuantizeLinear folded, QDQ pairs on activations removed,
                      dynamic int8 MatMulInteger/ConvInteger turned back into float MatMul/Conv.
 3. explicit-pads     auto_pad=SAME_*/VALID -> explicit pads for the static input size; asymmetric
-                     ConvTranspose pads -> symmetric pads + Slice (onnx2torch rejects both).
+                     ConvTranspose pads -> symmetric pads + Slice, asymmetric AveragePool pads ->
+                     Pad + AveragePool (+ count correction) (onnx2torch rejects all three).
 4. reshape           allowzero=1 -> 0 where the shape has no 0 (same result; onnx2torch rejects 1).
 5. batch             batch size baked into Reshape shape constants -> 0 ("copy the input's dim"),
                      batch-1 constants concatenated to batched tensors -> Expand, a static batch dim
@@ -654,17 +655,22 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None
         for n in g.node
         if n.op_type == "ConvTranspose" and n not in auto and _asymmetric(_attr(n, "pads", []))
     ]
-    if not auto and not transposed:
+    # onnx2torch's AveragePool before 19 rejects asymmetric pads (19+ is onnxattr.opsets' own)
+    pooled = [n for n in g.node if n not in auto and _asymmetric_average_pool(model, n)]
+    if dims is None:
+        pooled = []  # the count correction needs the static size: left to onnx2torch's error
+    if not auto and not transposed and not pooled:
         return None
     if auto and dims is None:
         names = ", ".join(n.name or n.op_type for n in auto[:3])
         raise OnnxAttrError(
             f"nodes {names} use auto_pad, which needs the static input size; give the input shape"
         )
-    wanted = [n.input[0] for n in auto] + [n.input[1] for n in auto if n.op_type.startswith("Conv")]
+    wanted = [n.input[0] for n in auto + pooled]
+    wanted += [n.input[1] for n in auto if n.op_type.startswith("Conv")]
     try:
-        shapes = _static_shapes(model, dims, wanted) if auto else {}
-        sizes = {n.input[0]: shapes[n.input[0]][2:] for n in auto}
+        shapes = _static_shapes(model, dims, wanted) if wanted else {}
+        sizes = {n.input[0]: shapes[n.input[0]][2:] for n in auto + pooled}
     except Exception as err:  # neither shape inference nor onnxruntime could size these inputs
         names = ", ".join(n.name or n.op_type for n in auto[:3])
         raise OnnxAttrError(
@@ -681,8 +687,12 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None
             _del_attr(node, "output_shape")
             if _asymmetric(pads):
                 transposed.append(node)
+        if _asymmetric_average_pool(model, node):
+            pooled.append(node)
     for node in transposed:
         _split_transpose_pads(g, node, list(_attr(node, "pads")))
+    for node in pooled:
+        _split_average_pool_pads(model, node, sizes[node.input[0]])
     _topo_sort(g)
     parts = []
     if auto:
@@ -692,7 +702,55 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None
         )
     if transposed:
         parts.append(f"{_plural(len(transposed), 'asymmetric ConvTranspose')} -> symmetric pads + Slice")
+    if pooled:
+        parts.append(
+            f"{_plural(len(pooled), 'asymmetric AveragePool')} -> Pad + AveragePool"
+            " (x window-size/count where pads are not counted)"
+        )
     return "explicit-pads: " + "; ".join(parts)
+
+
+def _asymmetric_average_pool(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    return (
+        node.op_type == "AveragePool"
+        and _opset(model) < 19
+        and not _attr(node, "ceil_mode", 0)
+        and _asymmetric(_attr(node, "pads", []))
+    )
+
+
+def _split_average_pool_pads(model: onnx.ModelProto, node: onnx.NodeProto, sizes: Sequence[int]):
+    """Asymmetric pads -> an explicit zero Pad before an unpadded AveragePool that counts every
+    window element; with count_include_pad=0 the output is rescaled by kernel size / elements
+    inside the input, a constant map for the static input size."""
+    g = model.graph
+    pads = list(_attr(node, "pads"))
+    rank = len(pads) // 2
+    kernel, strides = list(_attr(node, "kernel_shape")), list(_attr(node, "strides", [1] * rank))
+    x, y = node.input[0], node.output[0]
+    base = f"{node.name or y}/pad"
+    full = [0, 0] + pads[:rank] + [0, 0] + pads[rank:]
+    if _opset(model) >= 11:
+        g.initializer.append(numpy_helper.from_array(np.array(full, np.int64), f"{base}/pads"))
+        g.node.append(helper.make_node("Pad", [x, f"{base}/pads"], [base], name=base))
+    else:
+        g.node.append(helper.make_node("Pad", [x], [base], name=base, pads=full))
+    node.input[0] = base
+    include = _attr(node, "count_include_pad", 0)
+    _set_attr(node, "pads", [0] * 2 * rank)
+    _set_attr(node, "count_include_pad", 1)
+    if include:
+        return
+    inside = np.pad(np.ones(sizes), list(zip(pads[:rank], pads[rank:])))
+    windows = np.lib.stride_tricks.sliding_window_view(inside, kernel)
+    windows = windows[tuple(slice(None, None, s) for s in strides)]
+    counts = windows.sum(axis=tuple(range(rank, 2 * rank)))
+    scale = (np.prod(kernel) / counts).astype(np.float32).reshape(1, 1, *counts.shape)
+    g.initializer.append(numpy_helper.from_array(scale, f"{base}/count_scale"))
+    node.output[0] = f"{y}/all_counted"
+    g.node.append(
+        helper.make_node("Mul", [node.output[0], f"{base}/count_scale"], [y], name=f"{base}/count")
+    )
 
 
 def _asymmetric(pads: Sequence[int]) -> bool:

@@ -124,6 +124,24 @@ def test_auto_pad_becomes_explicit(op, mode, size, attrs):
     _check(model, fixed, x)
 
 
+@pytest.mark.parametrize(
+    ("attrs", "opset"),
+    [
+        ({"auto_pad": "SAME_UPPER", "kernel_shape": [3, 3], "strides": [2, 2]}, 13),
+        ({"auto_pad": "SAME_LOWER", "kernel_shape": [2, 3], "count_include_pad": 1}, 13),
+        ({"pads": [0, 1, 1, 2], "kernel_shape": [3, 3], "strides": [1, 2]}, 13),  # as tf2onnx writes
+        ({"pads": [1, 0, 0, 1], "kernel_shape": [2, 2], "count_include_pad": 1}, 9),
+    ],
+)
+def test_asymmetric_average_pool_becomes_pad_and_pool(attrs, opset):
+    node = helper.make_node("AveragePool", ["x"], ["y"], **attrs)
+    model = make_model([node], [("x", ["n", 3, 6, 7])], ["y"], opset=opset)
+    x = rand(2, 3, 6, 7, seed=6)
+    fixed, notes = fix_up(model, x.shape)
+    assert len(notes) == 1 and "1 asymmetric AveragePool -> Pad + AveragePool" in notes[0]
+    _check(model, fixed, x)
+
+
 def test_auto_pad_needs_input_shape():
     node = helper.make_node("MaxPool", ["x"], ["y"], auto_pad="SAME_UPPER", kernel_shape=[3, 3])
     model = make_model([node], [("x", ["n", 3, "h", "w"])], ["y"])
