@@ -38,9 +38,15 @@ warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX expor
 def export(model: torch.nn.Module, size: int) -> onnx.ModelProto:
     f = io.BytesIO()
     torch.onnx.export(
-        model, torch.zeros(1, 3, size, size), f, dynamo=False, opset_version=17,
-        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-    )  # fmt: skip
+        model,
+        torch.zeros(1, 3, size, size),
+        f,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
     return onnx.load_from_string(f.getvalue())
 
 
@@ -59,7 +65,8 @@ def main() -> None:
     torch.manual_seed(0)
     net = torchvision.models.resnet50(weights=None).eval()
     net.fc = torch.nn.Identity()  # encoder: pooled features, as an encoder-node truncation gives
-    for m in net.modules():  # trained-like BN statistics (and distinct folded biases: no Identity dedup)
+    # trained-like BN statistics (and distinct folded biases, so no Identity-deduplicated weights)
+    for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
@@ -89,7 +96,9 @@ def main() -> None:
         "grad_input (ONNX graph)": onnx_pass("grad_input"),
         "lrp epsilon (ONNX graph)": onnx_pass("lrp", preset="epsilon"),
         "lrp epsilon_plus_flat (ONNX graph)": onnx_pass("lrp", preset="epsilon_plus_flat"),
-        "lrp epsilon_alpha2_beta1_flat (ONNX graph)": onnx_pass("lrp", preset="epsilon_alpha2_beta1_flat"),
+        "lrp epsilon_alpha2_beta1_flat (ONNX graph)": onnx_pass(
+            "lrp", preset="epsilon_alpha2_beta1_flat"
+        ),
         "gradient×input (torch original)": torch_grad_input,
         "Zennit EpsilonPlusFlat (torch original)": zennit(EpsilonPlusFlat),
         "Zennit EpsilonAlpha2Beta1Flat (torch original)": zennit(EpsilonAlpha2Beta1Flat),
@@ -106,8 +115,10 @@ def main() -> None:
 
     base_onnx = per_image["grad_input (ONNX graph)"]
     base_torch = per_image["gradient×input (torch original)"]
-    table = Table(title=f"ResNet-50, {args.size}px, batch {args.batch}, {torch.get_num_threads()} threads, "
-                  f"median of {args.repeats}")  # fmt: skip
+    table = Table(
+        title=f"ResNet-50, {args.size}px, batch {args.batch}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats}"
+    )
     table.add_column("method")
     table.add_column("ms / image", justify="right")
     table.add_column("× grad_input", justify="right")
@@ -117,8 +128,16 @@ def main() -> None:
     console.print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"per_image_s": per_image, "batch": args.batch, "size": args.size,
-                       "threads": torch.get_num_threads()}, f, indent=2)  # fmt: skip
+            json.dump(
+                {
+                    "per_image_s": per_image,
+                    "batch": args.batch,
+                    "size": args.size,
+                    "threads": torch.get_num_threads(),
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,17 @@ warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX expor
 def export(model: nn.Module, x: torch.Tensor, keep_bn: bool = False) -> onnx.ModelProto:
     """Legacy exporter, opset 17; `keep_bn` keeps BatchNormalization nodes (no constant folding)."""
     f = io.BytesIO()
-    torch.onnx.export(model, x[:1], f, dynamo=False, opset_version=17, do_constant_folding=not keep_bn,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+    torch.onnx.export(
+        model,
+        x[:1],
+        f,
+        dynamo=False,
+        opset_version=17,
+        do_constant_folding=not keep_bn,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
     return onnx.load_from_string(f.getvalue())
 
 
@@ -77,9 +86,15 @@ def epsilon_composite(eps: float, canonizers=None) -> LayerMapComposite:
     from zennit.layer import Sum
 
     return LayerMapComposite(
-        [(Activation, Pass()), (Sum, Norm()), (AvgPool, Norm()), (Convolution, Epsilon(eps)), (nn.Linear, Epsilon(eps))],
+        [
+            (Activation, Pass()),
+            (Sum, Norm()),
+            (AvgPool, Norm()),
+            (Convolution, Epsilon(eps)),
+            (nn.Linear, Epsilon(eps)),
+        ],
         canonizers=canonizers,
-    )  # fmt: skip
+    )
 
 
 class VGGish(nn.Module):
@@ -87,11 +102,24 @@ class VGGish(nn.Module):
         super().__init__()
         norm = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), norm(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 12, 3, padding=1), norm(12), nn.ReLU(), nn.AvgPool2d(2),
-            nn.Conv2d(12, 16, 3, padding=1), norm(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(3, 8, 3, padding=1),
+            norm(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 12, 3, padding=1),
+            norm(12),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(12, 16, 3, padding=1),
+            norm(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 4 * 4, 32),
+            nn.ReLU(),
+            nn.Linear(32, 10),
+            nn.ReLU(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

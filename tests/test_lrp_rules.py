@@ -100,8 +100,13 @@ def gemm_model() -> onnx.ModelProto:
 
 
 def matmul_model() -> onnx.ModelProto:
-    nodes = [helper.make_node("MatMul", ["x", "wt"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
-    return make_model(nodes, [("x", [3, 5])], ["y"], [init("wt", W.T.copy()), init("b", np.zeros(4, np.float32))])
+    nodes = [
+        helper.make_node("MatMul", ["x", "wt"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y"]),
+    ]
+    return make_model(
+        nodes, [("x", [3, 5])], ["y"], [init("wt", W.T.copy()), init("b", np.zeros(4, np.float32))]
+    )
 
 
 @pytest.mark.parametrize("rule", list(RULE_SPECS))
@@ -114,12 +119,19 @@ def test_gemm_rules(rule: str) -> None:
 @pytest.mark.parametrize("rule", ["epsilon", "zplus", "alpha_beta"])
 def test_matmul_rules_after_first_layer(rule: str) -> None:
     """Gemm (first layer, ε) → Relu → MatMul: the MatMul's op-type entry applies."""
-    chained = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["a"]),
-               helper.make_node("MatMul", ["a", "wt"], ["y"])]  # fmt: skip
+    chained = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["a"]),
+        helper.make_node("MatMul", ["a", "wt"], ["y"]),
+    ]
     w1 = RNG.normal(size=(5, 5)).astype(np.float32)
     b1 = np.zeros(5, np.float32)
-    model = make_model(chained, [("x", [3, 5])], ["y"], [init("w1", w1), init("b1", b1), init("wt", W.T.copy())])
-    got = relevance(model, X, rules={"MatMul": RULE_SPECS[rule], "first": {"rule": "epsilon", "epsilon": 1e-9}})
+    model = make_model(
+        chained, [("x", [3, 5])], ["y"], [init("w1", w1), init("b1", b1), init("wt", W.T.copy())]
+    )
+    got = relevance(
+        model, X, rules={"MatMul": RULE_SPECS[rule], "first": {"rule": "epsilon", "epsilon": 1e-9}}
+    )
     a = pos(X.astype(np.float64) @ w1.T.astype(np.float64))
     r_a = dense_reference(rule, a, W, np.zeros(4, np.float32))
     h = X.astype(np.float64) @ w1.T.astype(np.float64)
@@ -129,8 +141,11 @@ def test_matmul_rules_after_first_layer(rule: str) -> None:
 
 def test_matmul_plus_bias_is_epsilon_on_affine_map() -> None:
     """MatMul then Add(bias): ε on the MatMul and a proportional Add compose to ε on xWᵀ + b."""
-    nodes = [helper.make_node("MatMul", ["x", "wt"], ["m"]), helper.make_node("Add", ["m", "b"], ["h"]),
-             helper.make_node("Relu", ["h"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "wt"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["h"]),
+        helper.make_node("Relu", ["h"], ["y"]),
+    ]
     model = make_model(nodes, [("x", [3, 5])], ["y"], [init("wt", W.T.copy()), init("b", B)])
     got = relevance(model, X, epsilon=1e-9, rules={"Add": {"rule": "norm", "epsilon": 1e-9}})
     y = X.astype(np.float64) @ W.T + B
@@ -141,7 +156,10 @@ def test_matmul_plus_bias_is_epsilon_on_affine_map() -> None:
 def im2col_conv(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """3x3 'valid' convolution as patches (N·P, C·9) and weights (O, C·9)."""
     n, c, h, wd = x.shape
-    patches = np.stack([x[:, :, i : i + 3, j : j + 3].reshape(n, -1) for i in range(h - 2) for j in range(wd - 2)], 1)
+    patches = np.stack(
+        [x[:, :, i : i + 3, j : j + 3].reshape(n, -1) for i in range(h - 2) for j in range(wd - 2)],
+        1,
+    )
     return patches.reshape(-1, c * 9), w.reshape(w.shape[0], -1)
 
 
@@ -178,12 +196,16 @@ def test_conv_transpose_epsilon() -> None:
     y = np.zeros((2, 2, 9, 9))
     for i in range(4):
         for j in range(4):
-            y[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3] += np.einsum("nc,cokl->nokl", xd[:, :, i, j], wd)
+            y[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3] += np.einsum(
+                "nc,cokl->nokl", xd[:, :, i, j], wd
+            )
     s = out_relevance(y) / stab(y, 0.01)
     expected = np.zeros_like(xd)
     for i in range(4):
         for j in range(4):
-            expected[:, :, i, j] = xd[:, :, i, j] * np.einsum("nokl,cokl->nc", s[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3], wd)
+            expected[:, :, i, j] = xd[:, :, i, j] * np.einsum(
+                "nokl,cokl->nc", s[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3], wd
+            )
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-8)
 
 
@@ -191,15 +213,23 @@ def test_conv_transpose_epsilon() -> None:
 
 
 def bn_inits(c: int) -> list[onnx.TensorProto]:
-    return [init("g", RNG.uniform(0.5, 1.5, c).astype(np.float32)), init("be", RNG.normal(size=c).astype(np.float32)),
-            init("mu", RNG.normal(size=c).astype(np.float32)), init("var", RNG.uniform(0.5, 1.5, c).astype(np.float32))]  # fmt: skip
+    return [
+        init("g", RNG.uniform(0.5, 1.5, c).astype(np.float32)),
+        init("be", RNG.normal(size=c).astype(np.float32)),
+        init("mu", RNG.normal(size=c).astype(np.float32)),
+        init("var", RNG.uniform(0.5, 1.5, c).astype(np.float32)),
+    ]
 
 
 def test_batchnorm_alone_gets_epsilon_on_affine_map() -> None:
     x = RNG.normal(size=(2, 3, 2, 2)).astype(np.float32)
     inits = bn_inits(3)
-    g, be, mu, var = (onnx.numpy_helper.to_array(t).astype(np.float64).reshape(1, 3, 1, 1) for t in inits)
-    node = helper.make_node("BatchNormalization", ["x", "g", "be", "mu", "var"], ["y"], epsilon=1e-5)
+    g, be, mu, var = (
+        onnx.numpy_helper.to_array(t).astype(np.float64).reshape(1, 3, 1, 1) for t in inits
+    )
+    node = helper.make_node(
+        "BatchNormalization", ["x", "g", "be", "mu", "var"], ["y"], epsilon=1e-5
+    )
     model = make_model([node], [("x", [2, 3, 2, 2])], ["y"], inits)
     got = relevance(model, x, epsilon=0.01)
     scale = g / np.sqrt(var + 1e-5)
@@ -215,9 +245,11 @@ def test_batchnorm_merged_into_conv(rule: str) -> None:
     b = RNG.normal(size=3).astype(np.float32)
     inits = bn_inits(3)
     g, be, mu, var = (onnx.numpy_helper.to_array(t).astype(np.float64) for t in inits)
-    nodes = [helper.make_node("Relu", ["x"], ["a"]),
-             helper.make_node("Conv", ["a", "w", "b"], ["c"], kernel_shape=[3, 3]),
-             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["y"], epsilon=1e-5)]  # fmt: skip
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Conv", ["a", "w", "b"], ["c"], kernel_shape=[3, 3]),
+        helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["y"], epsilon=1e-5),
+    ]
     model = make_model(nodes, [("x", [2, 2, 5, 5])], ["y"], [init("w", w), init("b", b), *inits])
     got = relevance(model, x, rules={"first": RULE_SPECS[rule]})
     scale = g / np.sqrt(var + 1e-5)
@@ -235,8 +267,11 @@ def test_batchnorm_merged_into_conv(rule: str) -> None:
 
 def test_add_and_sum_split_proportionally() -> None:
     x = RNG.normal(size=(2, 6)).astype(np.float32)
-    nodes = [helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1),
-             helper.make_node("Add", ["a", "b"], ["ab"]), helper.make_node("Sum", ["ab", "c", "a"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Sum", ["ab", "c", "a"], ["y"]),
+    ]
     model = make_model(nodes, [("x", [2, 6])], ["y"], opset=17)
     got = relevance(model, x)
     xd = x.astype(np.float64)
@@ -252,8 +287,11 @@ def test_add_and_sum_split_proportionally() -> None:
 def test_mul_gate_takes_no_relevance() -> None:
     """Squeeze-excitation: x · sigmoid(pool(x)); all relevance stays on the x path."""
     x = RNG.normal(size=(2, 3, 4, 4)).astype(np.float32)
-    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Sigmoid", ["p"], ["s"]),
-             helper.make_node("Mul", ["x", "s"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+        helper.make_node("Sigmoid", ["p"], ["s"]),
+        helper.make_node("Mul", ["x", "s"], ["y"]),
+    ]
     got = relevance(make_model(nodes, [("x", [2, 3, 4, 4])], ["y"]), x)
     s = 1 / (1 + np.exp(-x.astype(np.float64).mean((2, 3), keepdims=True)))
     y = x * s
@@ -267,7 +305,10 @@ def test_swish_gate_and_uniform_fallback() -> None:
     y = x / (1 + np.exp(-x.astype(np.float64)))
     np.testing.assert_allclose(got, y * out_relevance(y) / stab(y, 1e-6), rtol=1e-4)
     # a product of two activations with no recognisable gate: each factor gets half (uniform rule)
-    prod = [helper.make_node("Split", ["x"], ["a", "b"], axis=1), helper.make_node("Mul", ["a", "b"], ["y"])]
+    prod = [
+        helper.make_node("Split", ["x"], ["a", "b"], axis=1),
+        helper.make_node("Mul", ["a", "b"], ["y"]),
+    ]
     got = relevance(make_model(prod, [("x", [2, 4])], ["y"], opset=17), x)
     y = x[:, :2].astype(np.float64) * x[:, 2:]
     half = y * out_relevance(y) / stab(y, 1e-6) / 2
@@ -275,10 +316,16 @@ def test_swish_gate_and_uniform_fallback() -> None:
 
 
 ACTIVATION_NODES = {
-    "Relu": ([], {}), "LeakyRelu": ([], {"alpha": 0.1}), "Elu": ([], {}), "Sigmoid": ([], {}),
-    "Tanh": ([], {}), "HardSigmoid": ([], {}), "HardSwish": ([], {}), "PRelu": (["slope"], {}),
+    "Relu": ([], {}),
+    "LeakyRelu": ([], {"alpha": 0.1}),
+    "Elu": ([], {}),
+    "Sigmoid": ([], {}),
+    "Tanh": ([], {}),
+    "HardSigmoid": ([], {}),
+    "HardSwish": ([], {}),
+    "PRelu": (["slope"], {}),
     "Clip": (["lo", "hi"], {}),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("op", list(ACTIVATION_NODES))
@@ -286,14 +333,19 @@ def test_activations_pass_relevance(op: str) -> None:
     """R_x = R_y = y/N: the activation neither creates nor absorbs relevance."""
     x = RNG.normal(size=(2, 3, 2, 2)).astype(np.float32)
     extra, attrs = ACTIVATION_NODES[op]
-    inits = {"slope": init("slope", np.full((3, 1, 1), 0.2, np.float32)),
-             "lo": init("lo", np.float32(-0.5)), "hi": init("hi", np.float32(0.7))}  # fmt: skip
+    inits = {
+        "slope": init("slope", np.full((3, 1, 1), 0.2, np.float32)),
+        "lo": init("lo", np.float32(-0.5)),
+        "hi": init("hi", np.float32(0.7)),
+    }
     node = helper.make_node(op, ["x", *extra], ["y"], **attrs)
     model = make_model([node], [("x", [2, 3, 2, 2])], ["y"], [inits[e] for e in extra], opset=14)
     import onnxruntime as ort
 
     (y,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
-    np.testing.assert_allclose(relevance(model, x), out_relevance(y.astype(np.float64)), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        relevance(model, x), out_relevance(y.astype(np.float64)), rtol=1e-5, atol=1e-9
+    )
 
 
 def test_maxpool_winner_takes_all() -> None:
@@ -303,15 +355,20 @@ def test_maxpool_winner_takes_all() -> None:
     blocks = x.reshape(2, 1, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(2, 1, 2, 2, 4)
     winner = blocks == blocks.max(-1, keepdims=True)
     y = blocks.max(-1).astype(np.float64)
-    expected = (winner * out_relevance(y)[..., None]).reshape(2, 1, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
+    expected = (
+        (winner * out_relevance(y)[..., None]).reshape(2, 1, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
+    )
     np.testing.assert_allclose(got, expected.reshape(x.shape), rtol=1e-5)
 
 
 @pytest.mark.parametrize("op", ["AveragePool", "GlobalAveragePool", "ReduceMean"])
 def test_average_pooling_is_normalised(op: str) -> None:
     x = RNG.uniform(0.1, 1, size=(2, 2, 4, 4)).astype(np.float32)
-    attrs = {"AveragePool": {"kernel_shape": [4, 4]}, "GlobalAveragePool": {},
-             "ReduceMean": {"axes": [2, 3], "keepdims": 1}}[op]  # fmt: skip
+    attrs = {
+        "AveragePool": {"kernel_shape": [4, 4]},
+        "GlobalAveragePool": {},
+        "ReduceMean": {"axes": [2, 3], "keepdims": 1},
+    }[op]
     node = helper.make_node(op, ["x"], ["y"], **attrs)
     got = relevance(make_model([node], [("x", [2, 2, 4, 4])], ["y"]), x)
     m = x.astype(np.float64).mean((2, 3), keepdims=True)
@@ -328,23 +385,67 @@ def position_models() -> dict[str, tuple[onnx.ModelProto, callable]]:
 
     perm = lambda x: x / n  # noqa: E731  (outputs are a permutation of x)
     return {
-        "Reshape": (single(helper.make_node("Reshape", ["x", "sh"], ["y"]), [init("sh", np.array([2, 48]))]), perm),
+        "Reshape": (
+            single(
+                helper.make_node("Reshape", ["x", "sh"], ["y"]), [init("sh", np.array([2, 48]))]
+            ),
+            perm,
+        ),
         "Flatten": (single(helper.make_node("Flatten", ["x"], ["y"])), perm),
         "Transpose": (single(helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])), perm),
-        "Unsqueeze": (single(helper.make_node("Unsqueeze", ["x", "ax"], ["y"]), [init("ax", np.array([1]))]), perm),
-        "Squeeze": (make_model([helper.make_node("Unsqueeze", ["x", "ax"], ["u"]), helper.make_node("Squeeze", ["u", "ax"], ["y"])],
-                               [("x", s)], ["y"], [init("ax", np.array([1]))]), perm),  # fmt: skip
-        "Pad": (single(helper.make_node("Pad", ["x", "p"], ["y"]), [init("p", np.array([0, 0, 1, 1, 0, 0, 1, 1]))]),
-                lambda x: x / (3 * 6 * 6)),  # fmt: skip
-        "Concat": (single(helper.make_node("Concat", ["x", "x"], ["y"], axis=1)), lambda x: 2 * x / (2 * n)),
-        "Slice": (single(helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"]),
-                         [init("st", np.array([1])), init("en", np.array([3])), init("ax", np.array([2]))]),
-                  lambda x: x * np.isin(np.arange(4), [1, 2]).reshape(1, 1, 4, 1) / 24),  # fmt: skip
-        "Split": (make_model([helper.make_node("Split", ["x"], ["a", "b"], axis=2), helper.make_node("Relu", ["b"], ["y"])],
-                             [("x", s)], ["y"], opset=17),
-                  lambda x: np.concatenate([0 * x[:, :, :2], np.clip(x[:, :, 2:], 0, None)], 2) / 24),  # fmt: skip
-        "Resize": (single(helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest"),
-                          [init("sc", np.array([1, 1, 2, 2], np.float32))]), lambda x: 4 * x / (4 * n)),  # fmt: skip
+        "Unsqueeze": (
+            single(helper.make_node("Unsqueeze", ["x", "ax"], ["y"]), [init("ax", np.array([1]))]),
+            perm,
+        ),
+        "Squeeze": (
+            make_model(
+                [
+                    helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),
+                    helper.make_node("Squeeze", ["u", "ax"], ["y"]),
+                ],
+                [("x", s)],
+                ["y"],
+                [init("ax", np.array([1]))],
+            ),
+            perm,
+        ),
+        "Pad": (
+            single(
+                helper.make_node("Pad", ["x", "p"], ["y"]),
+                [init("p", np.array([0, 0, 1, 1, 0, 0, 1, 1]))],
+            ),
+            lambda x: x / (3 * 6 * 6),
+        ),
+        "Concat": (
+            single(helper.make_node("Concat", ["x", "x"], ["y"], axis=1)),
+            lambda x: 2 * x / (2 * n),
+        ),
+        "Slice": (
+            single(
+                helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"]),
+                [init("st", np.array([1])), init("en", np.array([3])), init("ax", np.array([2]))],
+            ),
+            lambda x: x * np.isin(np.arange(4), [1, 2]).reshape(1, 1, 4, 1) / 24,
+        ),
+        "Split": (
+            make_model(
+                [
+                    helper.make_node("Split", ["x"], ["a", "b"], axis=2),
+                    helper.make_node("Relu", ["b"], ["y"]),
+                ],
+                [("x", s)],
+                ["y"],
+                opset=17,
+            ),
+            lambda x: np.concatenate([0 * x[:, :, :2], np.clip(x[:, :, 2:], 0, None)], 2) / 24,
+        ),
+        "Resize": (
+            single(
+                helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest"),
+                [init("sc", np.array([1, 1, 2, 2], np.float32))],
+            ),
+            lambda x: 4 * x / (4 * n),
+        ),
     }
 
 
@@ -352,14 +453,20 @@ def position_models() -> dict[str, tuple[onnx.ModelProto, callable]]:
 def test_by_position_ops(op: str) -> None:
     model, expected = position_models()[op]
     x = RNG.normal(size=(2, 3, 4, 4)).astype(np.float32)
-    np.testing.assert_allclose(relevance(model, x), expected(x.astype(np.float64)), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        relevance(model, x), expected(x.astype(np.float64)), rtol=1e-5, atol=1e-9
+    )
 
 
 def test_softmax_in_attention_is_constant() -> None:
     """y = softmax(x xᵀ) x: relevance reaches x only through the value path, attention fixed."""
     x = RNG.uniform(0.1, 1, size=(2, 3, 4)).astype(np.float32)
-    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["x", "xt"], ["s"]),
-             helper.make_node("Softmax", ["s"], ["a"], axis=-1), helper.make_node("MatMul", ["a", "x"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["x", "xt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["a"], axis=-1),
+        helper.make_node("MatMul", ["a", "x"], ["y"]),
+    ]
     got = relevance(make_model(nodes, [("x", [2, 3, 4])], ["y"]), x, epsilon=1e-9)
     xd = x.astype(np.float64)
     s = xd @ xd.transpose(0, 2, 1)
@@ -375,19 +482,29 @@ def test_softmax_in_attention_is_constant() -> None:
 def test_input_normalisation_passes_and_parallel_first_layers() -> None:
     """(x − m)/s feeds two Convs: both are first layers (flat), the Sub/Div pass relevance."""
     x = RNG.uniform(0, 1, size=(1, 1, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Sub", ["x", "m"], ["c"]), helper.make_node("Div", ["c", "s"], ["n"]),
-             helper.make_node("Conv", ["n", "w1"], ["y1"], kernel_shape=[3, 3]),
-             helper.make_node("Conv", ["n", "w2"], ["y2"], kernel_shape=[3, 3]),
-             helper.make_node("Add", ["y1", "y2"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("Sub", ["x", "m"], ["c"]),
+        helper.make_node("Div", ["c", "s"], ["n"]),
+        helper.make_node("Conv", ["n", "w1"], ["y1"], kernel_shape=[3, 3]),
+        helper.make_node("Conv", ["n", "w2"], ["y2"], kernel_shape=[3, 3]),
+        helper.make_node("Add", ["y1", "y2"], ["y"]),
+    ]
     w1 = np.full((1, 1, 3, 3), 0.5, np.float32)
     w2 = np.full((1, 1, 3, 3), 0.25, np.float32)
-    inits = [init("m", np.float32(0.5)), init("s", np.float32(0.25)), init("w1", w1), init("w2", w2)]
+    inits = [
+        init("m", np.float32(0.5)),
+        init("s", np.float32(0.25)),
+        init("w1", w1),
+        init("w2", w2),
+    ]
     model = make_model(nodes, [("x", [1, 1, 3, 3])], ["y"], inits)
     got = relevance(model, x, preset="epsilon_plus_flat")
     n = (x.astype(np.float64) - 0.5) / 0.25
     y1, y2 = (n * 0.5).sum(), (n * 0.25).sum()
     y = y1 + y2
-    expected = np.full(x.shape, (y1 * y / stab(np.array(y), 1e-6) + y2 * y / stab(np.array(y), 1e-6)) / 9)
+    expected = np.full(
+        x.shape, (y1 * y / stab(np.array(y), 1e-6) + y2 * y / stab(np.array(y), 1e-6)) / 9
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
@@ -403,7 +520,9 @@ def test_op_without_rule_is_an_error_unless_default() -> None:
 
 def test_overrides_from_toml_file(tmp_path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text('Conv = "zplus"\nGemm = { rule = "epsilon", epsilon = 0.25 }\nfirst = "wsquare"\n')
+    path.write_text(
+        'Conv = "zplus"\nGemm = { rule = "epsilon", epsilon = 0.25 }\nfirst = "wsquare"\n'
+    )
     table = build_table("epsilon", overrides=str(path))
     assert repr(table.rules["Conv"]) == "zplus(stabilizer=1e-06)"
     assert table.rules["Gemm"].params["epsilon"] == 0.25
@@ -418,7 +537,10 @@ def test_overrides_from_toml_file(tmp_path) -> None:
     [
         ({"preset": "nope"}, "unknown LRP preset 'nope'"),
         ({"rules": {"Conv": "zminus"}}, "entry 'Conv': unknown LRP rule 'zminus'"),
-        ({"rules": {"Conv": {"rule": "alpha_beta", "alpha": 3.0, "beta": 1.0}}}, "alpha - beta = 1"),
+        (
+            {"rules": {"Conv": {"rule": "alpha_beta", "alpha": 3.0, "beta": 1.0}}},
+            "alpha - beta = 1",
+        ),
         ({"rules": {"Conv": {"rule": "zplus", "gamma": 1}}}, "takes no parameter gamma"),
         ({"rules": "/nonexistent/rules.toml"}, "does not exist"),
     ],
@@ -437,10 +559,18 @@ def test_weight_rule_on_op_without_weights_is_an_error() -> None:
 def test_gelu_as_erf_product_gates_the_erf_branch() -> None:
     """torch's GELU export x·(1 + erf(x/√2))·0.5: the erf factor is a gate, x takes R."""
     x = RNG.normal(size=(2, 4)).astype(np.float32)
-    nodes = [helper.make_node("Div", ["x", "r2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
-             helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["x", "e1"], ["m"]),
-             helper.make_node("Mul", ["m", "half"], ["y"])]  # fmt: skip
-    inits = [init("r2", np.float32(np.sqrt(2))), init("one", np.float32(1)), init("half", np.float32(0.5))]
+    nodes = [
+        helper.make_node("Div", ["x", "r2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["x", "e1"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["y"]),
+    ]
+    inits = [
+        init("r2", np.float32(np.sqrt(2))),
+        init("one", np.float32(1)),
+        init("half", np.float32(0.5)),
+    ]
     got = relevance(make_model(nodes, [("x", [2, 4])], ["y"], inits), x)
     from scipy.special import erf
 
@@ -456,7 +586,9 @@ def test_rules_command_prints_table_and_presets(tmp_path) -> None:
 
     path = tmp_path / "o.toml"
     path.write_text('Conv = "alpha_beta"\n')
-    result = CliRunner().invoke(app, ["rules", "--preset", "epsilon_plus_flat", "--overrides", str(path)])
+    result = CliRunner().invoke(
+        app, ["rules", "--preset", "epsilon_plus_flat", "--overrides", str(path)]
+    )
     assert result.exit_code == 0, result.output
     assert "Conv *" in result.output and "alpha_beta(alpha=2.0" in result.output
     assert "epsilon_alpha2_beta1_flat" in result.output
@@ -468,9 +600,17 @@ def test_shape_arithmetic_needs_no_rules() -> None:
     """Reshape to a shape computed from Shape/Gather/Concat (torch's dynamic-batch export): the
     shape ops are off the relevance path, so even a rule that would reject them is never applied."""
     x = RNG.normal(size=(2, 3, 2, 2)).astype(np.float32)
-    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
-             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]), helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
-             helper.make_node("Reshape", ["x", "shape"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
     inits = [init("zero", np.array(0)), init("ax", np.array([0])), init("minus1", np.array([-1]))]
-    got = relevance(make_model(nodes, [("x", [2, 3, 2, 2])], ["y"], inits), x, rules={"Gather": "zplus", "Concat": "zplus"})
+    got = relevance(
+        make_model(nodes, [("x", [2, 3, 2, 2])], ["y"], inits),
+        x,
+        rules={"Gather": "zplus", "Concat": "zplus"},
+    )
     np.testing.assert_allclose(got, x / 12, rtol=1e-5)

@@ -66,14 +66,20 @@ class GraphAnalysis:
         fx_graph = graph.module.graph
         live: set[fx.Node] = set()
         for node in fx_graph.nodes:  # fx keeps nodes in topological order
-            if node.op == "call_module" and node.target in graph.nodes and graph.op_type(node.target) in _METADATA:
+            if (
+                node.op == "call_module"
+                and node.target in graph.nodes
+                and graph.op_type(node.target) in _METADATA
+            ):
                 continue  # shape arithmetic downstream carries no relevance
             if node.op == "placeholder" or any(a in live for a in node.all_input_nodes):
                 live.add(node)
         self.live = live
         self._nonneg_cache: dict[fx.Node, bool] = {}
         self.sites: dict[str, fx.Node] = {
-            n.target: n for n in fx_graph.nodes if n.op == "call_module" and n.target in graph.nodes and n in live
+            n.target: n
+            for n in fx_graph.nodes
+            if n.op == "call_module" and n.target in graph.nodes and n in live
         }
         self.first, self.input_ops = self._front()
         self.output_target = self._output_target()
@@ -111,10 +117,18 @@ class GraphAnalysis:
         node = out.args[0]
         while isinstance(node, (tuple, list)):
             node = node[0]
-        while isinstance(node, fx.Node) and node.op == "call_function" and node.target is operator.getitem:
+        while (
+            isinstance(node, fx.Node)
+            and node.op == "call_function"
+            and node.target is operator.getitem
+        ):
             node = node.args[0]
-        if not (isinstance(node, fx.Node) and node.op == "call_module" and node.target in self.sites):
-            raise OnnxAttrError("the encoder output is not computed by an op of the graph; lrp cannot start there")
+        if not (
+            isinstance(node, fx.Node) and node.op == "call_module" and node.target in self.sites
+        ):
+            raise OnnxAttrError(
+                "the encoder output is not computed by an op of the graph; lrp cannot start there"
+            )
         return node.target
 
     def gate(self, node: fx.Node) -> int | None:
@@ -205,12 +219,19 @@ class LRP(AttributionMethod):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.table = build_table(self.params["preset"], self.params["epsilon"], self.params["rules"])
+        self.table = build_table(
+            self.params["preset"], self.params["epsilon"], self.params["rules"]
+        )
         self._prepared: tuple[TorchGraph, dict[str, nn.Module]] | None = None
 
     def mode(self) -> Hashable:
         p = self.params
-        return ("lrp", p["preset"], p["epsilon"], json.dumps(p["rules"], sort_keys=True, default=str))
+        return (
+            "lrp",
+            p["preset"],
+            p["epsilon"],
+            json.dumps(p["rules"], sort_keys=True, default=str),
+        )
 
     @contextlib.contextmanager
     def backward_context(self, graph: TorchGraph) -> Iterator[None]:

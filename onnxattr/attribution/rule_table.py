@@ -16,11 +16,12 @@ Overrides come from a TOML file or a Python mapping of the same shape, e.g.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ..errors import OnnxAttrError
 from .rules import Rule, make_rule
@@ -150,7 +151,7 @@ class RuleTable:
         if missing:
             raise OnnxAttrError(
                 f"no LRP rule for op type(s) {', '.join(missing)} (table: {self.origin}); add them "
-                "to a rules override (e.g. `Foo = \"gradient\"`, or `default = \"gradient\"`) "
+                'to a rules override (e.g. `Foo = "gradient"`, or `default = "gradient"`) '
                 "and pass it as the lrp method's `rules` parameter"
             )
 
@@ -159,7 +160,9 @@ class RuleTable:
         special = [("first", self.first), ("input", self.input)]
         if self.default is not None:
             special.append(("default", self.default))
-        return [(k, repr(r)) for k, r in special] + [(k, repr(self.rules[k])) for k in sorted(self.rules)]
+        return [(k, repr(r)) for k, r in special] + [
+            (k, repr(self.rules[k])) for k in sorted(self.rules)
+        ]
 
 
 def _rule(key: str, spec: Any) -> Rule:
@@ -192,7 +195,9 @@ def build_table(
     if preset not in PRESETS:
         raise OnnxAttrError(f"unknown LRP preset {preset!r}; presets: {', '.join(PRESETS)}")
     p = PRESETS[preset]
-    table = RuleTable.from_mapping(p.build(p.epsilon if epsilon is None else float(epsilon)), preset)
+    table = RuleTable.from_mapping(
+        p.build(p.epsilon if epsilon is None else float(epsilon)), preset
+    )
     if overrides is not None:
         mapping, origin = load_overrides(overrides)
         table = table.overridden_by(mapping, origin)

@@ -50,7 +50,9 @@ class _Feed(torch.autograd.Function):
     """Forward `value` in place of x; backward sends grad · `factor` (grad if None) to x."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, value: torch.Tensor, factor: torch.Tensor | None
+    ) -> torch.Tensor:
         ctx.save_for_backward(factor)
         ctx.has_factor = factor is not None
         return value.view_as(value)
@@ -70,7 +72,9 @@ class _Route(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, value: torch.Tensor, groups: tuple, eps: float, *terms: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, value: torch.Tensor, groups: tuple, eps: float, *terms: torch.Tensor
+    ) -> torch.Tensor:
         ctx.groups, ctx.eps = groups, eps
         ctx.save_for_backward(*terms)
         return value.view_as(value)
@@ -91,7 +95,9 @@ class _Route(torch.autograd.Function):
         return (None, None, None, *out)
 
 
-def _route(value: torch.Tensor, groups: Sequence[tuple], eps: float, terms: Sequence[torch.Tensor]) -> torch.Tensor:
+def _route(
+    value: torch.Tensor, groups: Sequence[tuple], eps: float, terms: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """`groups`: (coefficient, signs) or (coefficient, signs, sign of their sum)."""
     groups_t = tuple((float(g[0]), tuple(g[1]), int(g[2]) if len(g) > 2 else 0) for g in groups)
     return _Route.apply(value.detach(), groups_t, eps, *terms)
@@ -223,7 +229,9 @@ class _Modified(RuleModule):
         self.stabilizer = stabilizer
         self._cache: dict[str, Any] = {}
         self._params = dict(inner.named_parameters())
-        self._params.update((n, b) for n, b in inner.named_buffers() if n.endswith(("weight", "bias")))
+        self._params.update(
+            (n, b) for n, b in inner.named_buffers() if n.endswith(("weight", "bias"))
+        )
         self._fallback = _Epsilon(inner, site, stabilizer)
         self._kw: dict[str, Any] = {}
 
@@ -232,14 +240,19 @@ class _Modified(RuleModule):
         key = mod.__name__
         if self._params:
             if key not in self._cache:
-                self._cache[key] = {n: mod(t.detach(), n.endswith("bias")) for n, t in self._params.items()}
+                self._cache[key] = {
+                    n: mod(t.detach(), n.endswith("bias")) for n, t in self._params.items()
+                }
             new = list(args)
             new[i] = x
             return functional_call(self.inner, self._cache[key], tuple(new), self._kw)
         consts = tuple(j for j, a in enumerate(args) if j != i and isinstance(a, torch.Tensor))
         if key not in self._cache or any(self._cache[key][0][j] is not args[j] for j in consts):
             bias = {2} if self.site.op_type == "Gemm" else set()
-            self._cache[key] = ({j: args[j] for j in consts}, {j: mod(args[j], j in bias) for j in consts})
+            self._cache[key] = (
+                {j: args[j] for j in consts},
+                {j: mod(args[j], j in bias) for j in consts},
+            )
         new = [self._cache[key][1].get(j, a) for j, a in enumerate(args)]
         new[i] = x
         return self.inner(*new, **self._kw)
@@ -286,7 +299,9 @@ class _ZPlus(_Modified):
 
 
 class _AlphaBeta(_Modified):
-    def __init__(self, inner: nn.Module, site: Site, stabilizer: float, alpha: float, beta: float) -> None:
+    def __init__(
+        self, inner: nn.Module, site: Site, stabilizer: float, alpha: float, beta: float
+    ) -> None:
         super().__init__(inner, site, stabilizer)
         self.alpha, self.beta = alpha, beta
 
@@ -311,7 +326,9 @@ class _Flat(_Modified):
 
     def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
         ones = torch.ones_like(x.detach())
-        return [(1.0, [1], 1)], [self.call(type(self).mod, args, i, _Feed.apply(x, ones, None))]  # 1ᵀ|W'| >= 0
+        return [(1.0, [1], 1)], [
+            self.call(type(self).mod, args, i, _Feed.apply(x, ones, None))
+        ]  # 1ᵀ|W'| >= 0
 
 
 class _WSquare(_Flat):
@@ -319,12 +336,20 @@ class _WSquare(_Flat):
 
 
 class _ZBox(_Modified):
-    def __init__(self, inner: nn.Module, site: Site, stabilizer: float,
-                 low: Sequence[float] | float | None, high: Sequence[float] | float | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        inner: nn.Module,
+        site: Site,
+        stabilizer: float,
+        low: Sequence[float] | float | None,
+        high: Sequence[float] | float | None,
+    ) -> None:
         super().__init__(inner, site, stabilizer)
         self.low, self.high = low, high
 
-    def _bound(self, x: torch.Tensor, given: Sequence[float] | float | None, high: bool) -> torch.Tensor:
+    def _bound(
+        self, x: torch.Tensor, given: Sequence[float] | float | None, high: bool
+    ) -> torch.Tensor:
         """The bound as a tensor broadcast to x: per channel (dim 1) when a list; when not given,
         the per-channel extreme of the batch."""
         xd = x.detach()
@@ -440,7 +465,9 @@ class AlphaBeta(Rule):
         super().__init__(**params)
         a, b = float(self.params["alpha"]), float(self.params["beta"])
         if a < 0 or b < 0 or abs(a - b - 1.0) > 1e-9:
-            raise OnnxAttrError(f"alpha_beta needs alpha, beta >= 0 and alpha - beta = 1, got {a}, {b}")
+            raise OnnxAttrError(
+                f"alpha_beta needs alpha, beta >= 0 and alpha - beta = 1, got {a}, {b}"
+            )
 
     def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
         p = self.params
@@ -472,7 +499,9 @@ class WSquare(Rule):
 @_register
 class ZBox(Rule):
     name = "zbox"
-    summary = "z^B-rule: input bounded in [low, high] (first layer); bounds per channel, or the batch's"
+    summary = (
+        "z^B-rule: input bounded in [low, high] (first layer); bounds per channel, or the batch's"
+    )
     defaults = {"low": None, "high": None, "stabilizer": 1e-6}
     linear_only = True
 
@@ -502,7 +531,9 @@ class Gradient(Rule):
 @_register
 class Gate(Rule):
     name = "gate"
-    summary = "product of activations: the gate (sigmoid-like or broadcast input) takes no relevance"
+    summary = (
+        "product of activations: the gate (sigmoid-like or broadcast input) takes no relevance"
+    )
     defaults = {"stabilizer": 1e-6}
 
     def _wrap(self, module: nn.Module, site: Site) -> nn.Module:

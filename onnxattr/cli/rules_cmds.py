@@ -13,7 +13,9 @@ from ._app import command, console
 
 @command(name="rules")
 def rules(
-    preset: Annotated[str, typer.Option(help="Rule preset (the lrp method's `preset`).")] = "epsilon",
+    preset: Annotated[
+        str, typer.Option(help="Rule preset (the lrp method's `preset`).")
+    ] = "epsilon",
     epsilon: Annotated[
         float | None, typer.Option(help="ε of the ε-rule (default: the preset's).")
     ] = None,
@@ -51,5 +53,7 @@ def rules(
     presets.add_column("ε")
     presets.add_column("rules")
     for name, p in PRESETS.items():
-        presets.add_row(name + (" (default)" if name == "epsilon" else ""), f"{p.epsilon:g}", p.summary)
+        presets.add_row(
+            name + (" (default)" if name == "epsilon" else ""), f"{p.epsilon:g}", p.summary
+        )
     console.print(presets)
