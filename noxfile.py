@@ -1,4 +1,4 @@
-"""CI sessions: `nox -s lint tests tests_tf` (the README's test command)."""
+"""CI sessions: `nox -s lint tests tests_zoo` (the README's test command)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "tests_tf"]
+nox.options.sessions = ["lint", "tests", "tests_zoo"]
 
 
 @nox.session
@@ -23,7 +23,8 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
-def tests_tf(session: nox.Session) -> None:
-    """Tests that need TensorFlow + tf2onnx (Keras/TFLite export), kept apart: TF is heavy."""
+def tests_zoo(session: nox.Session) -> None:
+    """Real pretrained zoo models and TensorFlow/tf2onnx (Keras, TFLite): heavy, kept apart."""
     session.install("-e", ".[test,tf]")
-    session.run("pytest", "-q", "-m", "tf", *session.posargs)
+    session.install("--no-deps", "-r", "model_zoo/requirements.txt")
+    session.run("pytest", "-q", "-m", "tf or slow", *session.posargs)
