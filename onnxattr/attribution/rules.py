@@ -42,8 +42,9 @@ class Site:
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """z + ε·sign(z) with sign(0) = +1 (Zennit's `Stabilizer`)."""
-    return z + torch.where(z >= 0, eps, -eps)
+    """z + ε·sign(z) with sign(+0) = +1 as Zennit's `Stabilizer` (and sign(−0) = −1: two passes
+    over z instead of four; relevance reaching an exact −0 output is 0 in practice)."""
+    return z + torch.copysign(z.new_tensor(eps), z)
 
 
 class _Feed(torch.autograd.Function):
