@@ -5,8 +5,9 @@ where it finds it, and returns a one-line note for the user; `fix_up` runs them 
 
 1. constant-weights  Constant nodes -> initializers, nodes computed from constants only folded
                      (onnx2torch reads weights from initializers only).
-2. quantized         constant DequantizeLinear/QuantizeLinear folded, QDQ pairs on activations removed,
-                     dynamic int8 MatMulInteger/ConvInteger turned back into float MatMul/Conv.
+2. quantized         constant DequantizeLinear/QuantizeLinear folded, QDQ pairs on activations reduced
+                     to their clamp, dynamic int8 MatMulInteger/ConvInteger and QLinearConv/MatMul
+                     (constant weights) turned back into float Conv/MatMul.
 3. explicit-pads     auto_pad=SAME_*/VALID -> explicit pads for the static input size; asymmetric
                      ConvTranspose pads -> symmetric pads + Slice, asymmetric AveragePool pads ->
                      Pad + AveragePool (+ count correction) (onnx2torch rejects all three).
@@ -486,45 +487,145 @@ def _dynamic_int_pattern(
 
 
 def _saturation(
-    graph: onnx.GraphProto, q: onnx.NodeProto, dq: onnx.NodeProto, consts: dict[str, np.ndarray]
+    graph: onnx.GraphProto, q: onnx.NodeProto, source: str, y: str, consts: dict[str, np.ndarray]
 ) -> list[onnx.NodeProto]:
     """What a Q -> DQ pair does besides rounding: clamp to the dequantized integer range. This is
-    kept (as Clip, or Max/Min per channel) because quantizers fuse ReLU into it (zero point at qmin)."""
-    x, y = q.input[0], dq.output[0]
+    kept, as Clip(source) -> y, because quantizers fuse ReLU into it (zero point at qmin)."""
     vals = [consts.get(i) for i in q.input[1:3] if i]
-    if len(vals) < 2 or any(v is None for v in vals) or vals[1].dtype not in _INT_RANGES:
-        _replace_uses(graph, y, x)  # range unknown: the pair becomes the identity
+    if len(vals) < 2 or any(v is None or v.size != 1 for v in vals) or vals[1].dtype not in _INT_RANGES:
+        _replace_uses(graph, y, source)  # range unknown or per channel: the pair becomes the identity
         return []
-    scale, zp = vals
+    scale, zp = (v.reshape(()) for v in vals)
     lo, hi = _INT_RANGES[zp.dtype]
-    low = ((lo - zp.astype(np.float32)) * scale).astype(scale.dtype)
-    high = ((hi - zp.astype(np.float32)) * scale).astype(scale.dtype)
     base = f"{y}/saturate"
-    if low.size == 1:
-        graph.initializer.extend(
-            [numpy_helper.from_array(low.reshape(()), f"{base}/low"),
-             numpy_helper.from_array(high.reshape(()), f"{base}/high")]
-        )
-        return [helper.make_node("Clip", [x, f"{base}/low", f"{base}/high"], [y], name=base)]
-    axis, rank = _attr(q, "axis", 1), max(2, _attr(q, "axis", 1) + 1)
-    shape = [1] * rank
-    shape[axis] = -1
     graph.initializer.extend(
-        [numpy_helper.from_array(low.reshape(shape), f"{base}/low"),
-         numpy_helper.from_array(high.reshape(shape), f"{base}/high")]
+        [
+            numpy_helper.from_array(((lo - zp.astype(np.float32)) * scale).astype(scale.dtype), f"{base}/low"),
+            numpy_helper.from_array(((hi - zp.astype(np.float32)) * scale).astype(scale.dtype), f"{base}/high"),
+        ]
     )
-    return [
-        helper.make_node("Max", [x, f"{base}/low"], [f"{base}/max"], name=f"{base}/max"),
-        helper.make_node("Min", [f"{base}/max", f"{base}/high"], [y], name=f"{base}/min"),
-    ]
+    return [helper.make_node("Clip", [source, f"{base}/low", f"{base}/high"], [y], name=base)]
+
+
+# ops that only move or select quantized values: they commute with (de)quantization
+_LAYOUT_OPS = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool"}
+
+
+def _quantized_chain(
+    producer: dict[str, onnx.NodeProto], users: dict[str, int], name: str
+) -> tuple[onnx.NodeProto | None, list[onnx.NodeProto]]:
+    """The QuantizeLinear that `name` comes from through single-use layout ops, and those ops."""
+    chain = []
+    node = producer.get(name)
+    while node is not None and node.op_type in _LAYOUT_OPS and users.get(node.output[0], 0) == 1:
+        chain.append(node)
+        node = producer.get(node.input[0])
+    return (node if node is not None and node.op_type == "QuantizeLinear" else None), chain
+
+
+def _qlinear_to_float(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> int:
+    """QLinearConv / QLinearMatMul with constant weights and scales (onnxruntime's QOperator format)
+    -> DequantizeLinear, float Conv/MatMul, QuantizeLinear; the pair pass then removes the Q/DQ."""
+    rewritten = 0
+    nodes = []
+    for node in graph.node:
+        ins = list(node.input)
+        conv = node.op_type == "QLinearConv"
+        if node.op_type not in ("QLinearConv", "QLinearMatMul") or not all(
+            i in consts for i in ins[1:] if i
+        ):
+            nodes.append(node)
+            continue
+        x_q, x_s, x_z, w_q, w_s, w_z, y_s, y_z = ins[:8]
+        w = consts[w_q]
+        axis = 0 if conv else -1  # per output channel
+        scale = _per_axis(consts[w_s], w, axis, 0).astype(np.float32)
+        w_f = (w.astype(np.float32) - _per_axis(consts[w_z], w, axis, 0).astype(np.float32)) * scale
+        base = node.output[0]
+        float_ins = [f"{base}/x", f"{base}/w"]
+        graph.initializer.append(numpy_helper.from_array(w_f, f"{base}/w"))
+        if conv and len(ins) > 8 and ins[8]:  # int32 bias in units of x_scale * w_scale
+            bias = consts[ins[8]].astype(np.float32) * consts[x_s].astype(np.float32) * consts[w_s]
+            graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), f"{base}/b"))
+            float_ins.append(f"{base}/b")
+        float_op = helper.make_node("Conv" if conv else "MatMul", float_ins, [f"{base}/y"], name=node.name or None)
+        if conv:
+            float_op.attribute.extend(node.attribute)
+        nodes += [
+            helper.make_node("DequantizeLinear", [x_q, x_s, x_z], [f"{base}/x"], name=f"{base}/dq"),
+            float_op,
+            helper.make_node("QuantizeLinear", [f"{base}/y", y_s, y_z], [base], name=f"{base}/q"),
+        ]
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return rewritten + _contrib_qlinear_to_float(graph, consts)
+
+
+# onnxruntime's contrib QLinear ops (its QOperator quantizer writes them): float op, and where the
+# (tensor, scale, zero point) triplets of the quantized inputs and of the output sit
+_CONTRIB_QLINEAR = {
+    "QLinearAdd": ("Add", [0, 3], 6),
+    "QLinearMul": ("Mul", [0, 3], 6),
+    "QLinearGlobalAveragePool": ("GlobalAveragePool", [0], 3),
+    "QLinearAveragePool": ("AveragePool", [0], 3),
+    "QLinearSigmoid": ("Sigmoid", [0], 3),
+    "QLinearLeakyRelu": ("LeakyRelu", [0], 3),
+    "QGemm": ("Gemm", [0, 3], 7),
+}
+
+
+def _contrib_qlinear_to_float(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> int:
+    """com.microsoft QLinear* -> DequantizeLinear per quantized input, the float op, QuantizeLinear
+    (constant inputs are folded and Q -> DQ pairs removed afterwards)."""
+    rewritten, nodes = 0, []
+    for node in graph.node:
+        spec = _CONTRIB_QLINEAR.get(node.op_type) if node.domain == "com.microsoft" else None
+        ins = list(node.input)
+        if spec is None or _attr(node, "channels_last", 0) or not all(
+            i in consts for k in spec[1] for i in ins[k + 1 : k + 3] if i
+        ):
+            nodes.append(node)
+            continue
+        op, quantized, out = spec
+        base = node.output[0]
+        float_ins = []
+        for k in quantized:
+            dq = helper.make_node("DequantizeLinear", ins[k : k + 3], [f"{base}/in{k}"], name=f"{base}/dq{k}")
+            if op == "Gemm" and k == 3 and consts[ins[k + 1]].size > 1:  # B per output column
+                dq.attribute.append(helper.make_attribute("axis", 0 if _attr(node, "transB", 0) else 1))
+            nodes.append(dq)
+            float_ins.append(f"{base}/in{k}")
+        if op == "Gemm" and len(ins) > 6 and ins[6]:  # int32 bias in units of a_scale * b_scale
+            bias = consts[ins[6]].astype(np.float32) * consts[ins[1]].astype(np.float32) * consts[ins[4]]
+            graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), f"{base}/c"))
+            consts[f"{base}/c"] = bias
+            float_ins.append(f"{base}/c")
+        quantize_out = len(ins) > out and ins[out]
+        float_out = f"{base}/y" if quantize_out else base
+        float_op = helper.make_node(op, float_ins, [float_out], name=node.name or None)
+        float_op.attribute.extend(a for a in node.attribute if a.name != "channels_last")
+        nodes.append(float_op)
+        if quantize_out:
+            nodes.append(
+                helper.make_node("QuantizeLinear", [float_out, *ins[out : out + 2]], [base], name=f"{base}/q")
+            )
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return rewritten
 
 
 def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
     g = model.graph
-    if not any(n.op_type in ("DequantizeLinear", "MatMulInteger", "ConvInteger") for n in g.node):
+    quantized_ops = {"DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
+    quantized_ops |= set(_CONTRIB_QLINEAR)
+    if not any(n.op_type in quantized_ops for n in g.node):
         return None
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    counts = {"dq": 0, "pairs": 0, "dyn": 0}
+    counts = {"dq": 0, "pairs": 0, "dyn": 0, "qlinear": _qlinear_to_float(g, consts)}
 
     # Dynamic int8: W_float = (W_q - W_zp) * W_scale; the activation quantization is dropped.
     for op, mul, dql, w_scale_name in _dynamic_int_pattern(g, consts):
@@ -547,7 +648,12 @@ def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> str | Non
 
     # Constant QuantizeLinear / DequantizeLinear -> values; Q -> DQ pairs on activations -> bypass.
     producer = {o: n for n in g.node for o in n.output}
+    users: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
     folded: dict[str, np.ndarray] = {}
+    retyped: set[str] = set()
     keep = []
     for node in g.node:
         vals = [consts.get(i) if i else None for i in node.input]
@@ -559,14 +665,22 @@ def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> str | Non
                 counts["dq"] += node.op_type == "DequantizeLinear"
                 continue
         if node.op_type == "DequantizeLinear":
-            q = producer.get(node.input[0])
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in consts:
-                keep.extend(_saturation(g, q, node, consts))
+            q, chain = _quantized_chain(producer, users, node.input[0])
+            if q is not None and q.input[0] not in consts:
+                # layout ops between Q and DQ now move the float tensor; the clamp follows them
+                source = chain[0].output[0] if chain else q.input[0]
+                if chain:
+                    chain[-1].input[0] = q.input[0]
+                    retyped.update(n.output[0] for n in chain)
+                keep.extend(_saturation(g, q, source, node.output[0], consts))
                 counts["pairs"] += 1
                 continue
         keep.append(node)
     del g.node[:]
     g.node.extend(keep)
+    infos = [v for v in g.value_info if v.name not in retyped]  # now float, were int8
+    del g.value_info[:]
+    g.value_info.extend(infos)
     read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     for name, value in folded.items():
         if name in read:
@@ -578,6 +692,8 @@ def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> str | Non
     if counts["pairs"]:
         pairs = _plural(counts["pairs"], "QuantizeLinear/DequantizeLinear pair")
         parts.append(f"{pairs} -> saturation (Clip) only")
+    if counts["qlinear"]:
+        parts.append(f"{counts['qlinear']} QLinear* ops (QOperator format) -> float ops")
     if counts["dyn"]:
         parts.append(f"{counts['dyn']} dynamic int8 MatMulInteger/ConvInteger -> float MatMul/Conv")
     return "quantized: " + ", ".join(parts) if parts else None

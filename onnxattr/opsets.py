@@ -176,6 +176,11 @@ def _hint(key: str) -> str:
     name = key.split("-")[0].rsplit(".", 1)[-1]
     if name in _HINTS:
         return f"{name}: {_HINTS[name]}."
+    if key.startswith("com.microsoft."):
+        return (
+            f"{key} is an onnxruntime contrib op (e.g. from its QOperator quantizer; the common "
+            "QLinear* ones are turned back into float ops by fix_up): pick an encoder node before it."
+        )
     if "-" not in key:
         return (
             f"{key} is not an ONNX operator (a custom op, e.g. TFLite's left by tf2onnx): pick an "

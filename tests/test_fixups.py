@@ -263,6 +263,72 @@ def test_qdq_pairs_are_removed_and_weights_folded(tmp_path):
     assert np.abs(fixed_out - float_out).max() / np.abs(float_out).max() < 0.03
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_qoperator_qlinear_ops_become_float(tmp_path):
+    """onnxruntime's QOperator format: QLinearConv -> Flatten (on uint8) -> QLinearMatMul."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rand(1, 3, 4, 4, seed=s)} for s in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(_conv_matmul_float(), src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator)
+    quantized = onnx.load(dst)
+    assert {"QLinearConv", "QLinearMatMul"} <= {n.op_type for n in quantized.graph.node}
+    x = rand(1, 3, 4, 4, seed=7)
+    fixed, notes = fix_up(quantized, x.shape)
+    assert notes == [
+        "quantized: 3 QuantizeLinear/DequantizeLinear pairs -> saturation (Clip) only, "
+        "2 QLinear* ops (QOperator format) -> float ops"
+    ]
+    assert [n.op_type for n in fixed.graph.node] == ["Clip", "Conv", "Flatten", "Clip", "MatMul", "Clip"]
+    q_out, fixed_out = run_ort(quantized, x)[0], run_ort(fixed, x)[0]
+    assert_close(run_torch(fixed, x)[0], fixed_out)
+    assert np.abs(fixed_out - q_out).max() / np.abs(q_out).max() < 0.03
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_qoperator_contrib_ops_become_float(tmp_path):
+    """QLinearAdd, QLinearGlobalAveragePool and QGemm (com.microsoft), as on a residual network."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rand(1, 4, 5, 5, seed=s)} for s in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Add", ["r", "x"], ["a"]),
+        helper.make_node("GlobalAveragePool", ["a"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "g", "gb"], ["y"], transB=1),
+    ]
+    inits = [init("w", rand(4, 4, 3, 3)), init("b", rand(4, seed=1)), init("g", rand(3, 4, seed=2)),
+             init("gb", rand(3, seed=3))]
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(make_model(nodes, [("x", [1, 4, 5, 5])], ["y"], inits), src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator)
+    quantized = onnx.load(dst)
+    contrib = {n.op_type for n in quantized.graph.node if n.domain == "com.microsoft"}
+    assert {"QLinearAdd", "QLinearGlobalAveragePool"} <= contrib
+    x = rand(1, 4, 5, 5, seed=7)
+    fixed, notes = fix_up(quantized, x.shape)
+    assert any(n.startswith("quantized: ") and "QLinear* ops" in n for n in notes), notes
+    assert not [n for n in fixed.graph.node if n.domain or "Quantize" in n.op_type]
+    q_out, fixed_out = run_ort(quantized, x)[0], run_ort(fixed, x)[0]
+    assert_close(run_torch(fixed, x)[0], fixed_out)
+    assert np.abs(fixed_out - q_out).max() / np.abs(q_out).max() < 0.05
+
+
 def test_dynamic_int8_matmul_and_conv_become_float(tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
