@@ -614,3 +614,17 @@ def test_shape_arithmetic_needs_no_rules() -> None:
         rules={"Gather": "zplus", "Concat": "zplus"},
     )
     np.testing.assert_allclose(got, x / 12, rtol=1e-5)
+
+
+def test_zbox_without_bounds_uses_each_images_extremes() -> None:
+    got = relevance(gemm_model(), X, rules={"first": "zbox"})
+    x, w, b = (a.astype(np.float64) for a in (X, W, B))
+    lo = np.broadcast_to(x.min(1, keepdims=True), x.shape)
+    hi = np.broadcast_to(x.max(1, keepdims=True), x.shape)
+    y = x @ w.T + b
+    z = y - (lo @ pos(w).T + pos(b)) - (hi @ neg(w).T + neg(b))
+    s = out_relevance(y) / stab(z, 1e-6)
+    expected = x * (s @ w) - lo * (s @ pos(w)) - hi * (s @ neg(w))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
+    alone = relevance(gemm_model(), X[:1].repeat(3, 0), rules={"first": "zbox"})
+    np.testing.assert_allclose(alone[0], got[0], rtol=1e-5)

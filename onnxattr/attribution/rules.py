@@ -352,10 +352,11 @@ class _ZBox(_Modified):
         self, x: torch.Tensor, given: Sequence[float] | float | None, high: bool
     ) -> torch.Tensor:
         """The bound as a tensor broadcast to x: per channel (dim 1) when a list; when not given,
-        the per-channel extreme of the batch."""
+        each image's extreme per channel (per image for (N, features) inputs), so that a map does
+        not depend on the other images of its batch."""
         xd = x.detach()
         if given is None:
-            dims = [d for d in range(xd.dim()) if d != 1]
+            dims = list(range(2, xd.dim())) if xd.dim() > 2 else [1]
             b = xd.amax(dim=dims, keepdim=True) if high else xd.amin(dim=dims, keepdim=True)
         else:
             b = torch.as_tensor(given, dtype=xd.dtype, device=xd.device)
@@ -500,9 +501,7 @@ class WSquare(Rule):
 @_register
 class ZBox(Rule):
     name = "zbox"
-    summary = (
-        "z^B-rule: input bounded in [low, high] (first layer); bounds per channel, or the batch's"
-    )
+    summary = "z^B-rule: input in [low, high] (first layer); bounds per channel, or each image's"
     defaults = {"low": None, "high": None, "stabilizer": 1e-6}
     linear_only = True
 
