@@ -51,6 +51,13 @@ def fix_up(
         _missing_shapes,
     ]
     notes = [note for fix in passes if (note := fix(fixed, dims)) is not None]
+    if fixed.ir_version < 4:  # IR 3 requires every initializer to be a graph input too
+        listed = {v.name for v in fixed.graph.input}
+        fixed.graph.input.extend(
+            helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            for t in fixed.graph.initializer
+            if t.name not in listed
+        )
     return fixed, notes
 
 
@@ -318,8 +325,6 @@ def _constant_weights(model: onnx.ModelProto, dims: list[int] | None) -> str | N
             keep.append(node)
             continue
         g.initializer.append(tensor)
-        if model.ir_version < 4:  # IR 3 requires every initializer to be a graph input too
-            g.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
         moved += 1
     if moved:
         del g.node[:]
@@ -385,23 +390,6 @@ def _fold_constant_nodes(model: onnx.ModelProto) -> dict[str, int]:
         g.node.extend(keep)
         _remove_dead(g)
     return folded
-
-
-# ------------------------------------------------------------------------------ reshape allowzero
-def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
-    """allowzero=1 (torch's dynamo exporter writes it) only differs from 0 when the shape holds a 0;
-    onnx2torch rejects it."""
-    inits = {t.name: t for t in model.graph.initializer}
-    changed = 0
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or not _attr(node, "allowzero", 0):
-            continue
-        if node.input[1] in inits and 0 not in numpy_helper.to_array(inits[node.input[1]]):
-            _del_attr(node, "allowzero")
-            changed += 1
-    if not changed:
-        return None
-    return f"reshape: {_plural(changed, 'Reshape')} with allowzero=1 and no 0 in the shape -> allowzero=0"
 
 
 # ------------------------------------------------------------------------------------ 2. quantized
@@ -874,7 +862,24 @@ def _asymmetric(pads: Sequence[int]) -> bool:
     return list(pads[:half]) != list(pads[half:])
 
 
-# --------------------------------------------------------------------------------------- 4. batch
+# ------------------------------------------------------------------------------------ 4. reshape
+def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    """allowzero=1 (torch's dynamo exporter writes it) only differs from 0 when the shape holds a 0;
+    onnx2torch rejects it."""
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or not _attr(node, "allowzero", 0):
+            continue
+        if node.input[1] in inits and 0 not in numpy_helper.to_array(inits[node.input[1]]):
+            _del_attr(node, "allowzero")
+            changed += 1
+    if not changed:
+        return None
+    return f"reshape: {_plural(changed, 'Reshape')} with allowzero=1 and no 0 in the shape -> allowzero=0"
+
+
+# --------------------------------------------------------------------------------------- 5. batch
 def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
     """Make the graph run at any batch size; verified on onnxruntime, reverted if it fails."""
     g = model.graph
@@ -1074,7 +1079,7 @@ def _runs_batched(original: onnx.ModelProto, fixed: onnx.ModelProto, dims: list[
     return True
 
 
-# -------------------------------------------------------------------------------------- 5. shapes
+# -------------------------------------------------------------------------------------- 6. shapes
 def _missing_shapes(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
     """Give a rank to every tensor onnx2torch's own shape inference leaves without one."""
     g = model.graph

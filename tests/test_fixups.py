@@ -87,10 +87,15 @@ def test_reshape_allowzero_without_zero_is_dropped():
 
 
 def test_constant_weights_ir3_lists_initializers_as_inputs():
-    nodes = [_const("w", rand(2, 3)), helper.make_node("MatMul", ["x", "w"], ["y"])]
+    nodes = [
+        _const("w", rand(2, 3)),
+        helper.make_node("Identity", ["w"], ["w2"]),
+        helper.make_node("MatMul", ["x", "w2"], ["y"]),
+    ]
     model = make_model(nodes, [("x", ["n", 2])], ["y"], opset=8, ir_version=3)
-    fixed, _ = fix_up(model, (1, 2))
-    assert "w" in {i.name for i in fixed.graph.input}
+    fixed, notes = fix_up(model, (1, 2))
+    assert notes == ["constant-weights: 1 Constant node -> initializers; 1 node on constants only folded (Identity x1)"]
+    assert {i.name for i in fixed.graph.input} == {"x", "w2"}
     _check(model, fixed, rand(1, 2, seed=1))
 
 
