@@ -50,15 +50,24 @@ def fix_up(
         _batch_in_reshape,
         _missing_shapes,
     ]
-    notes = [note for fix in passes if (note := fix(fixed, dims)) is not None]
-    if fixed.ir_version < 4:  # IR 3 requires every initializer to be a graph input too
-        listed = {v.name for v in fixed.graph.input}
-        fixed.graph.input.extend(
-            helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-            for t in fixed.graph.initializer
-            if t.name not in listed
-        )
+    notes = []
+    for fix in passes:
+        if (note := fix(fixed, dims)) is not None:
+            notes.append(note)
+        _list_initializers_as_inputs(fixed)
     return fixed, notes
+
+
+def _list_initializers_as_inputs(model: onnx.ModelProto) -> None:
+    """IR 3 requires every initializer to be a graph input too (passes add initializers)."""
+    if model.ir_version >= 4:
+        return
+    listed = {v.name for v in model.graph.input}
+    model.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in model.graph.initializer
+        if t.name not in listed
+    )
 
 
 # --------------------------------------------------------------------------------------------- helpers
