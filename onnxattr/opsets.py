@@ -3,9 +3,10 @@
 onnx2torch keys converters by (domain, op_type, since_version) and looks up the schema version that is
 current at the model's opset, so a model at opset 20 needs e.g. ('', 'ReduceMean', 18). Two kinds here:
 
-* version bumps that change nothing a float model sees (wider type constraints; an attribute that only
-  affects float8) are mapped to onnx2torch's converter of the previous version. `_SAME_SIGNATURE` is
-  checked against onnx.defs in the tests: same inputs, outputs and attributes.
+* version bumps that change nothing a float model sees (wider type constraints, broadcasting or
+  negative axes allowed; an attribute or output whose default is the old behaviour) are mapped to
+  onnx2torch's converter of the neighbouring version. The tests check each against onnx.defs (same
+  inputs, outputs and attributes, or exactly the documented difference) and against onnxruntime.
 * real semantic changes get converters: Reduce*-18/20 (axes became an input), Split-18 (num_outputs),
   Pad-18/19/21 (axes input, wrap mode), Resize-18/19 (axes, keep_aspect_ratio_policy,
   half_pixel_symmetric; a general separable implementation of every coordinate and rounding mode),
@@ -54,7 +55,8 @@ _SAME_SIGNATURE: list[tuple[str, int, int]] = [
     ("GreaterOrEqual", 16, 12), ("LessOrEqual", 16, 12), ("HardSigmoid", 22, 6),
     ("HardSwish", 22, 14), ("Identity", 19, 16), ("Identity", 21, 16),
     ("InstanceNormalization", 22, 6), ("IsInf", 20, 10), ("IsNaN", 9, 13), ("IsNaN", 20, 13),
-    ("Reshape", 19, 14), ("Reshape", 21, 14), ("Round", 22, 11), ("ScatterND", 18, 16), ("Selu", 22, 6), ("Shape", 19, 15), ("Shape", 21, 15),
+    ("Reshape", 19, 14), ("Reshape", 21, 14), ("Round", 22, 11), ("ScatterND", 18, 16),
+    ("Selu", 22, 6), ("Shape", 19, 15), ("Shape", 21, 15),
     ("Softplus", 22, 1), ("Softsign", 22, 1), ("Transpose", 21, 13), ("Unsqueeze", 21, 13),
 ]
 # Older versions current at opsets 7-10 whose onnx2torch converter covers them too.
@@ -112,8 +114,8 @@ def register_converters() -> None:
 
 
 def _existing(op: str, version: int) -> Callable:
-    """onnx2torch's converter filed under exactly this version (get_converter would resolve the
-    version through onnx.defs first, and onnx2torch files Slice-1 under 9)."""
+    """onnx2torch's converter filed under exactly this version (get_converter would first resolve
+    the version through onnx.defs)."""
     return _CONVERTER_REGISTRY[OperationDescription(domain="", operation_type=op, version=version)]
 
 
@@ -129,9 +131,10 @@ _HINTS = {
     **dict.fromkeys(
         ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
          "ConvInteger", "QLinearConv", "QLinearMatMul"),
-        "quantized weights are folded to float automatically only when they are constant "
-        "(DequantizeLinear/QDQ on initializers, onnxruntime's dynamic int8 MatMul/Conv); this graph "
-        "quantizes elsewhere: export the float model, or pick an earlier encoder node",
+        "fix_up turns quantized ops back into float ones only where weights and scales are "
+        "constant (DequantizeLinear/QDQ, QLinearConv/MatMul and onnxruntime's QLinear* ops, "
+        "dynamic int8 MatMul/Conv); run fix_up first, else export the float model or pick an "
+        "earlier encoder node",
     ),
     **dict.fromkeys(
         ("LSTM", "GRU", "RNN", "Loop", "Scan", "If"),

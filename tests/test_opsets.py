@@ -375,7 +375,7 @@ def test_check_convertible_lists_ops_nodes_and_hints():
     message = str(err.value)
     assert "DequantizeLinear-13 (dq_act)" in message and "LSTM-14 (lstm_1)" in message
     assert "com.tflite.TFL_HARD_SWISH (tfl_hswish)" in message and "not an ONNX operator" in message
-    assert "folded to float automatically only when they are constant" in message
+    assert "only where weights and scales are constant" in message
     assert "onnxattr nodes MODEL" in message
     assert "Conv" not in message.split(". ")[0].replace("ConvInteger", "")
 
