@@ -11,7 +11,8 @@ where it finds it, and returns a one-line note for the user; `fix_up` runs them 
 3. explicit-pads     auto_pad=SAME_*/VALID -> explicit pads for the static input size; asymmetric
                      ConvTranspose pads -> symmetric pads + Slice, asymmetric AveragePool pads ->
                      Pad + AveragePool (+ count correction) (onnx2torch rejects all three).
-4. reshape           allowzero=1 -> 0 where the shape has no 0 (same result; onnx2torch rejects 1).
+4. reshape           allowzero=1 -> 0 where the shape has no 0 (same result; onnx2torch rejects 1);
+                     DepthToSpace in DCR mode -> Reshape/Transpose/Reshape (onnx2torch: CRD only).
 5. batch             batch size baked into Reshape shape constants -> 0 ("copy the input's dim"),
                      batch-1 constants concatenated to batched tensors -> Expand, a static batch dim
                      on the graph input relaxed; verified on onnxruntime at batch 2, else reverted.
@@ -47,6 +48,7 @@ def fix_up(
         _fold_quantized,
         _explicit_pads,
         _reshape_allowzero,
+        _depth_to_space_dcr,
         _batch_in_reshape,
         _missing_shapes,
     ]
@@ -886,6 +888,46 @@ def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> str | 
     if not changed:
         return None
     return f"reshape: {_plural(changed, 'Reshape')} with allowzero=1 and no 0 in the shape -> allowzero=0"
+
+
+def _depth_to_space_dcr(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+    """DepthToSpace in DCR mode (the default, what TensorFlow exports) at opset 11+ -> Reshape,
+    Transpose, Reshape (onnx2torch converts only CRD there); batch kept open with a 0 dim."""
+    g = model.graph
+    nodes = [
+        n for n in g.node
+        if n.op_type == "DepthToSpace" and _opset(model) >= 11 and _attr(n, "mode", b"DCR") == b"DCR"
+    ]
+    if not nodes or dims is None:
+        return None
+    try:
+        shapes = _static_shapes(model, dims, [n.input[0] for n in nodes])
+    except Exception:  # left to onnx2torch's own error
+        return None
+    for node in nodes:
+        _, c, h, w = shapes[node.input[0]]
+        b = _attr(node, "blocksize")
+        base, x, y = node.output[0] + "/dcr", node.input[0], node.output[0]
+        g.initializer.extend(
+            [
+                numpy_helper.from_array(np.array([0, b, b, c // (b * b), h, w], np.int64), f"{base}/split"),
+                numpy_helper.from_array(np.array([0, c // (b * b), h * b, w * b], np.int64), f"{base}/merge"),
+            ]
+        )
+        g.node.extend(
+            [
+                helper.make_node("Reshape", [x, f"{base}/split"], [f"{base}/blocks"], name=f"{base}/split"),
+                helper.make_node("Transpose", [f"{base}/blocks"], [f"{base}/moved"], name=f"{base}/move",
+                                 perm=[0, 3, 4, 1, 5, 2]),
+                helper.make_node("Reshape", [f"{base}/moved", f"{base}/merge"], [y], name=f"{base}/merge"),
+            ]
+        )
+    replaced = {n.output[0] for n in nodes}
+    kept = [n for n in g.node if not (n.op_type == "DepthToSpace" and n.output[0] in replaced)]
+    del g.node[:]
+    g.node.extend(kept)
+    _topo_sort(g)
+    return f"depth-to-space: {_plural(len(nodes), 'DepthToSpace')} (DCR) -> Reshape/Transpose/Reshape"
 
 
 # --------------------------------------------------------------------------------------- 5. batch

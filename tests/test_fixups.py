@@ -86,6 +86,22 @@ def test_reshape_allowzero_without_zero_is_dropped():
     _check(model, fixed, x)
 
 
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+def test_depth_to_space_dcr_becomes_reshape_transpose(mode):
+    node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode=mode)
+    model = make_model([node], [("x", ["n", 8, 3, 2])], ["y"])
+    x = rand(2, 8, 3, 2, seed=4)
+    fixed, notes = fix_up(model, x.shape)
+    if mode == "CRD":  # onnx2torch converts CRD itself
+        assert notes == [] and fixed.graph == model.graph
+        return
+    with pytest.raises(NotImplementedError):
+        run_torch(model, x)
+    assert notes == ["depth-to-space: 1 DepthToSpace (DCR) -> Reshape/Transpose/Reshape"]
+    _check(model, fixed, x)
+    _check(model, fixed, rand(3, 8, 3, 2, seed=5))
+
+
 def test_constant_weights_ir3_lists_initializers_as_inputs():
     nodes = [
         _const("w", rand(2, 3)),
