@@ -34,6 +34,10 @@ _BATCH_PARAM = "batch"
 _Pass = Callable[[onnx.ModelProto, "list[int] | None"], "str | None"]  # mutates, returns a note
 
 
+#: The note of a graph that only runs one image at a time; the pipeline then uses batch size 1.
+SINGLE_IMAGE = "batch: the graph does not run at batch > 1 after fixes; run it one image at a time"
+
+
 def fix_up(
     model: onnx.ModelProto, input_shape: Sequence[int] | None = None
 ) -> tuple[onnx.ModelProto, list[str]]:
@@ -984,7 +988,7 @@ def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | N
             parts.append(f"static batch {static_batch} of input '{inputs[0].name}' relaxed")
         return "batch: " + ", ".join(parts) + " (checked at batch 2)"
     model.CopyFrom(original)
-    return "batch: the graph does not run at batch > 1 after fixes; run it one image at a time"
+    return SINGLE_IMAGE
 
 
 def _batch_reshapes(

@@ -21,7 +21,7 @@ from . import graph as onnx_graph
 from .attribution import attribute, get_method
 from .convert import to_torch, verify
 from .errors import OnnxAttrError
-from .fixups import fix_up
+from .fixups import SINGLE_IMAGE, fix_up
 from .preprocess import Preprocessing
 from .probe import build_probe
 from .space import ModelSpace, check_name
@@ -153,13 +153,15 @@ def add_model(
     encoder, fixups = fix_up(encoder, list(pre.input_shape(1)))
     for note in fixups:
         say(f"fix-up: {note}")
+    if SINGLE_IMAGE in fixups:
+        batch_size = 1
 
     probe = space_obj.read_probe() if space_obj.has_probe() else None
     if probe is None:
         say("no probe set in the space: building the embedded default")
         probe = build_probe(None, size=224, seed=0)
     graph = to_torch(encoder)
-    first = pre.apply(probe.images[: min(8, len(probe))]).numpy()
+    first = pre.apply(probe.images[: min(8, batch_size, len(probe))]).numpy()
     err = verify(graph, encoder, first, rtol)
     say(f"conversion verified against onnxruntime: max relative error {err:.2e} (tolerance {rtol:.0e})")
     graph.module.to(device)

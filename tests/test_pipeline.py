@@ -165,3 +165,23 @@ def test_space_layout_and_metadata(tmp_path, probe):
     (reference,) = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
     np.testing.assert_allclose(ModelSpace(space).read_features("v"),
                                reference.reshape(6, -1), atol=1e-5)
+
+
+def test_graph_that_only_runs_one_image_at_a_time_is_attributed_singly(tmp_path, probe, monkeypatch):
+    from onnxattr import pipeline
+    from onnxattr.fixups import SINGLE_IMAGE
+
+    monkeypatch.setattr(pipeline, "fix_up", lambda m, shape: (m, [SINGLE_IMAGE]))
+    batches = []
+    real = pipeline.attribute
+
+    def spy(graph, x, methods, on_output=None):
+        batches.append(len(x))
+        return real(graph, x, methods, on_output=on_output)
+
+    monkeypatch.setattr(pipeline, "attribute", spy)
+    path = export(TinyVGG(), tmp_path / "v.onnx", (1, 3, 32, 32))
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(probe)
+    add_model(space, path, batch_size=4, progress=False)
+    assert batches == [1] * len(probe)
