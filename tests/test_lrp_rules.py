@@ -510,12 +510,12 @@ def test_input_normalisation_passes_and_parallel_first_layers() -> None:
 
 def test_op_without_rule_is_an_error_unless_default() -> None:
     x = RNG.uniform(0.1, 1, size=(2, 3)).astype(np.float32)
-    nodes = [helper.make_node("Sqrt", ["x"], ["h"]), helper.make_node("Exp", ["h"], ["y"])]
+    nodes = [helper.make_node("Sin", ["x"], ["h"]), helper.make_node("Cos", ["h"], ["y"])]
     model = make_model(nodes, [("x", [2, 3])], ["y"])
-    with pytest.raises(OnnxAttrError, match="no LRP rule for op type.*Exp, Sqrt"):
+    with pytest.raises(OnnxAttrError, match="no LRP rule for op type.*Cos, Sin"):
         relevance(model, x)
     got = relevance(model, x, rules={"default": "pass"})
-    np.testing.assert_allclose(got, out_relevance(np.exp(np.sqrt(x.astype(np.float64)))), rtol=1e-5)
+    np.testing.assert_allclose(got, out_relevance(np.cos(np.sin(x.astype(np.float64)))), rtol=1e-5)
 
 
 def test_overrides_from_toml_file(tmp_path) -> None:
@@ -628,3 +628,26 @@ def test_zbox_without_bounds_uses_each_images_extremes() -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
     alone = relevance(gemm_model(), X[:1].repeat(3, 0), rules={"first": "zbox"})
     np.testing.assert_allclose(alone[0], got[0], rtol=1e-5)
+
+
+def test_decomposed_layer_norm_gives_relevance_to_the_centred_input() -> None:
+    """(x − mean) / sqrt(mean((x − mean)²) + ε) as some exporters write LayerNorm: the divisor is
+    a gate, so x receives R through the centring Sub (ε-normalised split with the mean)."""
+    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("Sub", ["x", "m"], ["c"]),
+             helper.make_node("Pow", ["c", "two"], ["c2"]),
+             helper.make_node("ReduceMean", ["c2"], ["v"], axes=[1], keepdims=1),
+             helper.make_node("Add", ["v", "e"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["s"]),
+             helper.make_node("Div", ["c", "s"], ["n"]), helper.make_node("Relu", ["n"], ["y"])]  # fmt: skip
+    inits = [init("two", np.float32(2)), init("e", np.float32(1e-5))]
+    got = relevance(make_model(nodes, [("x", [2, 4])], ["y"], inits), x)
+    xd = x.astype(np.float64)
+    m = xd.mean(1, keepdims=True)
+    c = xd - m
+    y = c / np.sqrt((c**2).mean(1, keepdims=True) + 1e-5)
+    r_c = y * out_relevance(pos(y)) / stab(y, 1e-6)  # Relu passes; Div: c takes R, the gate s none
+    r_sub = r_c / stab(c, 1e-6)
+    r_m = (-m * r_sub).sum(1, keepdims=True)  # the mean's share of the split
+    expected = xd * r_sub + xd / 4 * r_m / stab(m, 1e-6)  # ReduceMean: ε-normalised
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-9)

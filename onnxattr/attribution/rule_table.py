@@ -31,6 +31,8 @@ SPECIAL = ("first", "input", "default")
 ACTIVATIONS = (
     "Relu", "Clip", "LeakyRelu", "PRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu",
     "Selu", "Celu", "Gelu", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Neg", "Erf",
+    # element-wise maps met in decomposed normalisations (variance, √, 1/x): same treatment
+    "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "Abs",
 )  # fmt: skip
 BY_POSITION = (
     "Concat", "Split", "Slice", "Reshape", "Flatten", "Transpose", "Pad", "Resize", "Squeeze",
