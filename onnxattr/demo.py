@@ -7,11 +7,14 @@ Re-running reuses the zoo cache and every model already in the space.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .attribution import list_methods
 from .errors import OnnxAttrError
@@ -93,3 +96,91 @@ def run_demo(
         matrix, _ = compute_affinity(space.path, method)
         neighbours[method] = {m: ranking(matrix, m)[0] for m in matrix.names}
     return DemoResult(space.path, report, names, failed, neighbours, time.perf_counter() - t0)
+
+
+#: P@1, P@2, P@3, P@5 published for Taskonomy's models (shared/oracles/taskonomy/README.md).
+PUBLISHED_PK: dict[str, tuple[float, float, float, float]] = {
+    "paper: ε-LRP, COCO probe": (0.833, 0.75, 0.759, 0.744),
+    "paper: ε-LRP, Indoor probe": (0.833, 0.889, 0.815, 0.689),
+    "paper: ε-LRP, Taskonomy probe": (0.722, 0.833, 0.722, 0.667),
+    "paper: saliency, Taskonomy probe": (0.667, 0.583, 0.593, 0.522),
+}
+
+
+@dataclass
+class TaskonomyResult:
+    space: Path
+    table: Path
+    evaluations: list  # onnxattr.evaluation.Evaluation, one per method
+
+
+def reproduce_taskonomy(
+    oracle: str | Path,
+    out: str | Path = "onnxattr-taskonomy",
+    probe: str | Path | None = None,
+    n: int | None = None,
+    size: int = 256,
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] = ("elrp", "saliency", "grad_input"),
+    top: int = 5,
+    pretrained: bool = True,
+    batch_size: int = 16,
+    device: str = "cpu",
+    cache: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TaskonomyResult:
+    """The paper's P@K experiment: the Taskonomy encoders in one space, scored against the oracle.
+
+    `pretrained=False` runs the same pipeline on randomly initialised encoders (no download):
+    a check of the plumbing, not of the method.
+    """
+    import model_zoo
+
+    from . import plots
+    from .estimators import compute_affinity
+    from .evaluation import Oracle, evaluate, evaluations_json, read_oracle
+    from .probe import build_probe
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = list(tasks or model_zoo.TASKONOMY_TASKS)
+    unknown = [t for t in tasks if t not in model_zoo.TASKONOMY_TASKS]
+    if unknown:
+        raise OnnxAttrError(
+            f"unknown Taskonomy task(s) {', '.join(unknown)}; known: {', '.join(model_zoo.TASKONOMY_TASKS)}"
+        )
+    full = read_oracle(oracle)
+    keep_t = [i for i, t in enumerate(full.targets) if t in tasks]
+    keep_s = [j for j, s in enumerate(full.sources) if s in tasks]
+    restricted = Oracle([full.targets[i] for i in keep_t], [full.sources[j] for j in keep_s],
+                        full.values[np.ix_(keep_t, keep_s)])
+    space = ModelSpace(out / "space.h5")
+    if not space.has_probe():
+        space.write_probe(build_probe(probe, size=size, n=n, seed=0))
+    have = {r.name for r in space.models()}
+    for task in tasks:
+        if task in have:
+            continue
+        built = model_zoo.build_one(f"taskonomy_{task}", cache, pretrained=pretrained)
+        log(f"adding {task}")
+        add_model(space.path, built.path, encoder_node=built.entry.encoder_node, name=task,
+                  preprocessing=built.entry.preprocessing, methods=methods,
+                  batch_size=batch_size, device=device, progress=progress,
+                  metadata={"framework": "pytorch", "task": task, "pretrained": pretrained},
+                  log=lambda m: log(f"  {m}"))
+    evals = [evaluate(compute_affinity(space.path, m)[0], restricted, top=top) for m in methods]
+    ks = [k for k in (1, 2, 3, 5) if k <= len(evals[0].precision)]
+    rows = [[e.estimator, *(f"{e.precision[k - 1]:.3f}" for k in ks), f"{e.spearman:.3f}"]
+            for e in evals]
+    rows.append(["random", *(f"{evals[0].random_precision[k - 1]:.3f}" for k in ks), "–"])
+    rows.append(["oracle", *(f"{evals[0].oracle_precision[k - 1]:.3f}" for k in ks), "1.000"])
+    if len(tasks) == len(model_zoo.TASKONOMY_TASKS) and top == 5:
+        rows += [[name, *(f"{v:.3f}" for v in pk), "–"] for name, pk in PUBLISHED_PK.items()]
+    header = ["estimator", *(f"P@{k}" for k in ks), "Spearman"]
+    table = out / "pk_table.md"
+    table.write_text("\n".join("| " + " | ".join(r) + " |"
+                               for r in [header, ["---"] * len(header), *rows]) + "\n")
+    (out / "evaluation.json").write_text(json.dumps(evaluations_json(evals), indent=2))
+    plots.save(plots.curves_figure(evals), out / "pk_curves.png")
+    return TaskonomyResult(space.path, table, evals)

@@ -68,3 +68,50 @@ def demo(
 
 def _cell(neighbour: tuple[str, float] | None) -> str:
     return "–" if neighbour is None else f"{neighbour[0]} ({neighbour[1]:.3f})"
+
+
+@command(name="taskonomy")
+def taskonomy(
+    oracle: Annotated[
+        Path, typer.Option(help="Taskonomy first-order affinity CSV (targets × sources).")
+    ],
+    probe: Annotated[
+        Path | None, typer.Option(help="Folder of probe images (default: embedded set).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the space and the P@K table.")] = Path(
+        "onnxattr-taskonomy"
+    ),
+    n: Annotated[int | None, typer.Option("--n", help="Probe images.")] = None,
+    size: Annotated[int, typer.Option(help="Probe image size (Taskonomy: 256).")] = 256,
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of the 20 tasks.")
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods.")
+    ] = "elrp,saliency,grad_input",
+    top: Annotated[int, typer.Option(help="Relevant = the oracle's top-N sources.")] = 5,
+    random_init: Annotated[
+        bool, typer.Option(help="Random weights: checks the plumbing offline.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Probe images per pass.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Reproduce the paper's P@K table: 20 Taskonomy encoders (weights fetched where reachable)."""
+    from ..demo import reproduce_taskonomy
+
+    result = reproduce_taskonomy(
+        oracle,
+        out,
+        probe=probe,
+        n=n,
+        size=size,
+        tasks=tasks.split(",") if tasks else None,
+        methods=methods.split(","),
+        top=top,
+        pretrained=not random_init,
+        batch_size=batch_size,
+        device=device,
+        log=lambda m: console.print(m, highlight=False),
+    )
+    console.print(result.table.read_text())
+    console.print(f"space: {result.space}\ntable: {result.table}")
