@@ -8,6 +8,7 @@ MergeBatchNorm leaves BN as x/√(1+eps), so its copy gets eps moved into runnin
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import warnings
 
@@ -26,7 +27,7 @@ from zennit.types import Activation, AvgPool, Convolution
 
 from onnxattr.attribution import attribute, get_method
 from onnxattr.attribution import lrp as _lrp  # noqa: F401  (registers `lrp`)
-from onnxattr.convert import to_torch
+from onnxattr.convert import TorchGraph, to_torch
 
 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
 
@@ -132,13 +133,30 @@ PRESET_COMPOSITES = {
 }
 
 
-@pytest.mark.parametrize("preset", list(PRESET_COMPOSITES))
-@pytest.mark.parametrize("bn", [False, True])
-def test_vgg_matches_zennit(preset: str, bn: bool) -> None:
+@functools.cache
+def vgg_case(bn: bool) -> tuple[nn.Module, TorchGraph, torch.Tensor]:
+    """The net, its converted ONNX export and an input (exported once per module)."""
     torch.manual_seed(0)
     net = randomize_bn(VGGish(bn=bn))
     x = torch.randn(3, 3, 32, 32)
-    got = lrp(export(net, x, keep_bn=bn), x, preset=preset)
+    return net, to_torch(export(net, x, keep_bn=bn)), x
+
+
+@functools.cache
+def resnet_case(block: type) -> tuple[nn.Module, TorchGraph, torch.Tensor]:
+    torch.manual_seed(0)
+    net = ResNet(block, [1, 1, 1, 1])
+    net.fc = nn.Identity()  # encoder: the pooled features
+    randomize_bn(net)
+    x = torch.randn(2, 3, 32, 32)
+    return net, to_torch(export(net, x, keep_bn=True)), x
+
+
+@pytest.mark.parametrize("preset", list(PRESET_COMPOSITES))
+@pytest.mark.parametrize("bn", [False, True])
+def test_vgg_matches_zennit(preset: str, bn: bool) -> None:
+    net, graph, x = vgg_case(bn)
+    got = attribute(graph, x, [get_method("lrp", preset=preset)])["lrp"]
     canonizers = [SequentialMergeBatchNorm()] if bn else None
     want = zennit_relevance(zennit_copy(net), PRESET_COMPOSITES[preset](canonizers), x)
     scale = want.abs().amax((1, 2, 3), keepdim=True)
@@ -148,12 +166,8 @@ def test_vgg_matches_zennit(preset: str, bn: bool) -> None:
 @pytest.mark.parametrize("block", [BasicBlock, Bottleneck])
 @pytest.mark.parametrize("preset", ["epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "epsilon"])
 def test_resnet_matches_zennit_after_canonizers(block: type, preset: str) -> None:
-    torch.manual_seed(0)
-    net = ResNet(block, [1, 1, 1, 1])
-    net.fc = nn.Identity()  # encoder: the pooled features
-    randomize_bn(net)
-    x = torch.randn(2, 3, 32, 32)
-    got = lrp(export(net, x, keep_bn=True), x, preset=preset)
+    net, graph, x = resnet_case(block)
+    got = attribute(graph, x, [get_method("lrp", preset=preset)])["lrp"]
     want = zennit_relevance(zennit_copy(net), PRESET_COMPOSITES[preset]([ResNetCanonizer()]), x)
     cos = torch.nn.functional.cosine_similarity(got.flatten(1), want.flatten(1))
     assert float(cos.min()) >= 0.999
