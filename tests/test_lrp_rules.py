@@ -651,3 +651,46 @@ def test_decomposed_layer_norm_gives_relevance_to_the_centred_input() -> None:
     r_m = (-m * r_sub).sum(1, keepdims=True)  # the mean's share of the split
     expected = xd * r_sub + xd / 4 * r_m / stab(m, 1e-6)  # ReduceMean: ε-normalised
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose", "Gemm"])
+def test_batchnorm_merge_equals_folding_by_hand(op: str) -> None:
+    """Relevance with linear op → BN equals relevance on the op with BN folded in numpy (grouped
+    convolutions included); z⁺ follows the signs of the merged weights."""
+    c_in, c_out = 4, 6
+    x = np.abs(RNG.normal(size=(2, c_in, 4, 4) if op != "Gemm" else (2, c_in))).astype(np.float32)
+    if op == "Conv":
+        w = RNG.normal(size=(c_out, c_in // 2, 3, 3)).astype(np.float32)
+        attrs, axis = {"kernel_shape": [3, 3], "group": 2}, 0
+    elif op == "ConvTranspose":
+        w = RNG.normal(size=(c_in, c_out // 2, 3, 3)).astype(np.float32)
+        attrs, axis = {"kernel_shape": [3, 3], "group": 2}, 1
+    else:
+        w = RNG.normal(size=(c_out, c_in)).astype(np.float32)
+        attrs, axis = {"transB": 1}, 0
+    b = RNG.normal(size=c_out).astype(np.float32)
+    inits = bn_inits(c_out)
+    g, be, mu, var = (onnx.numpy_helper.to_array(t) for t in inits)
+    scale = g / np.sqrt(var + 1e-5)
+    if axis == 1:  # ConvTranspose (in, out/groups, k, k): output channel = group·(out/groups) + j
+        wf = (
+            w.reshape(2, c_in // 2, c_out // 2, 3, 3) * scale.reshape(2, 1, c_out // 2, 1, 1)
+        ).reshape(w.shape)
+    else:
+        wf = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
+    bf = (b - mu) * scale + be
+    shape = list(x.shape)
+    relu = helper.make_node("Relu", ["x"], ["a"])
+    with_bn = make_model(
+        [relu, helper.make_node(op, ["a", "w", "b"], ["c"], **attrs),
+         helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["y"], epsilon=1e-5)],
+        [("x", shape)], ["y"], [init("w", w), init("b", b), *inits],
+    )  # fmt: skip
+    folded = make_model(
+        [relu, helper.make_node(op, ["a", "w", "b"], ["y"], **attrs)],
+        [("x", shape)], ["y"], [init("w", wf.astype(np.float32)), init("b", bf.astype(np.float32))],
+    )  # fmt: skip
+    got = relevance(with_bn, x, rules={"first": "zplus"})
+    np.testing.assert_allclose(
+        got, relevance(folded, x, rules={"first": "zplus"}), rtol=1e-4, atol=1e-8
+    )
