@@ -226,3 +226,37 @@ def test_graph_is_restored_and_forward_unchanged() -> None:
     with method.backward_context(graph):
         torch.testing.assert_close(graph(x), y0, rtol=1e-5, atol=1e-6)  # BN merged: same values
     assert np.isfinite(maps["lrp"].numpy()).all()
+
+
+@functools.cache
+def vit_and_mobilenet_v3() -> list[tuple[TorchGraph, torch.Tensor]]:
+    """A one-layer ViT and MobileNetV3-small (random weights), exported, fixed up as `add` does,
+    converted."""
+    from torchvision.models import mobilenet_v3_small
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from onnxattr.fixups import fix_up
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    )
+    mnv3 = mobilenet_v3_small()
+    vit.heads, mnv3.classifier = nn.Identity(), nn.Identity()
+    cases = []
+    for net, size in ((vit, 32), (randomize_bn(mnv3), 64)):
+        x = torch.randn(2, 3, size, size)
+        model, _ = fix_up(export(net.eval(), x), list(x.shape))
+        cases.append((to_torch(model), x))
+    return cases
+
+
+@pytest.mark.parametrize("preset", ["epsilon", "epsilon_plus_flat", "alpha2_beta1"])
+def test_exported_vit_and_mobilenet_v3_run(preset: str) -> None:
+    """Attention (Softmax as constant, MatMul of two activations), LayerNormalization, GELU as
+    Erf, squeeze-excitation with HardSigmoid gates and HardSwish: every op has a rule, maps are
+    finite and not constant."""
+    for graph, x in vit_and_mobilenet_v3():
+        rel = attribute(graph, x, [get_method("lrp", preset=preset)])["lrp"]
+        assert torch.isfinite(rel).all()
+        assert float(rel.flatten(1).std(1).min()) > 0
