@@ -63,9 +63,11 @@ def main() -> None:
     rows = [("onnxruntime forward", best_of(lambda: session.run(None, {"input": xn}), args.repeats))]
     with torch.no_grad():
         rows.append(("torch forward", best_of(lambda: g(xd), args.repeats)))
-    for names in (["saliency"], ["grad_input"], ["elrp"], ["saliency", "grad_input", "elrp"]):
+    for names in (["saliency"], ["grad_input"], ["elrp"], ["lrp"],
+                  ["saliency", "grad_input", "elrp", "lrp"]):
         methods = [get_method(n) for n in names]
-        rows.append((" + ".join(names), best_of(lambda: attribute(g, xd, methods), args.repeats)))
+        run = lambda ms=methods: attribute(g, xd, ms)  # noqa: E731
+        rows.append((" + ".join(names), best_of(run, args.repeats)))
     base = rows[0][1]
     print(f"ResNet-50 encoder (up to GlobalAveragePool), batch {args.batch}, 224×224, "
           f"{torch.get_num_threads()} threads, device {args.device}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import h5py
 import numpy as np
@@ -56,6 +57,14 @@ def test_probe_add_list_remove(tmp_path, photos, model):
     r = run("add", model, "--space", space, "--preprocessing", pre, "--name", "vgg2",
             "--methods", "saliency")
     assert r.exit_code == 0, r.output
+    rules = tmp_path / "rules.toml"
+    rules.write_text('Conv = "zplus"\n')
+    r = run("add", model, "--space", space, "--name", "vgg_lrp", "--methods", "lrp",
+            "--lrp-preset", "epsilon_plus_flat", "--lrp-rules", rules)
+    assert r.exit_code == 0, r.output
+    recorded = json.loads(next(m for m in ModelSpace(space).models() if m.name == "vgg_lrp")
+                          .attrs["methods"])["lrp"]
+    assert recorded["preset"] == "epsilon_plus_flat" and recorded["rules"] == str(rules)
     r = run("list", "--space", space)
     assert r.exit_code == 0 and "vgg2" in r.output
     s = ModelSpace(space)
@@ -65,7 +74,7 @@ def test_probe_add_list_remove(tmp_path, photos, model):
                                rtol=1e-5)
     r = run("remove", "vgg", "--space", space)
     assert r.exit_code == 0
-    assert [m.name for m in s.models()] == ["vgg2"]
+    assert [m.name for m in s.models()] == ["vgg2", "vgg_lrp"]
 
 
 def _one_line_error(r, pattern: str) -> None:

@@ -116,6 +116,10 @@ def add(
     lrp_preset: Annotated[
         str | None, typer.Option(help="Rule preset of the lrp method (`onnxattr rules`).")
     ] = None,
+    lrp_rules: Annotated[
+        Path | None,
+        typer.Option(help="TOML file of LRP rule overrides (`onnxattr rules --overrides`)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Probe images per forward-backward pass.")] = 16,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
     rtol: Annotated[
@@ -152,6 +156,8 @@ def add(
     params: dict[str, dict] = {"elrp": eps, "lrp": {**eps}}
     if lrp_preset:
         params["lrp"]["preset"] = lrp_preset
+    if lrp_rules:
+        params["lrp"]["rules"] = str(lrp_rules)
     result = add_model(
         space,
         model,
