@@ -185,3 +185,24 @@ def test_graph_that_only_runs_one_image_at_a_time_is_attributed_singly(tmp_path,
     ModelSpace(space).write_probe(probe)
     add_model(space, path, batch_size=4, progress=False)
     assert batches == [1] * len(probe)
+
+
+def test_torch_default_dynamo_export_lands_where_the_legacy_export_does(tmp_path, probe):
+    """torch's current default exporter (opset >= 18, external data) through `add`, every method."""
+    pytest.importorskip("onnxscript")
+    net = randomize_bn(TinyResNet())
+    x = torch.randn(1, 3, 32, 32)
+    dynamo = tmp_path / "dynamo.onnx"
+    torch.onnx.export(net, (x,), str(dynamo), dynamo=True, external_data=True)
+    assert onnx.load(str(dynamo), load_external_data=False).opset_import[0].version >= 18
+    legacy = export(net, tmp_path / "legacy.onnx", (1, 3, 32, 32))
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(probe)
+    methods = ["saliency", "grad_input", "elrp", "lrp"]
+    for name, path in (("dynamo", dynamo), ("legacy", legacy)):
+        add_model(space, path, name=name, methods=methods, progress=False)
+    s = ModelSpace(space)
+    for m in methods:
+        a, b = s.read_maps("dynamo", m), s.read_maps("legacy", m)
+        assert np.isfinite(a).all() and a.reshape(len(a), -1).std(1).min() > 0
+        assert per_image_cosine(a, b).min() >= 0.999, m

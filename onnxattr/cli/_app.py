@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,9 @@ import typer
 from rich.console import Console
 
 from ..errors import OnnxAttrError
+
+# onnx2torch's Slice/ScatterND index with lists, which torch deprecates on every call: noise to users.
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
 
 app = typer.Typer(
     name="onnxattr",
