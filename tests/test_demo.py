@@ -13,9 +13,7 @@ from onnxattr.cli import app
 from onnxattr.space import ModelSpace
 
 pytestmark = pytest.mark.slow
-ORACLE = (
-    Path(__file__).resolve().parents[2] / "shared/oracles/taskonomy/first_order_affinity_16k.csv"
-)
+ORACLE = Path(__file__).resolve().parent / "data" / "first_order_affinity_16k.csv"
 
 
 def test_demo_compares_frameworks_in_one_space(tmp_path):
@@ -60,8 +58,6 @@ def test_demo_compares_frameworks_in_one_space(tmp_path):
 
 def test_taskonomy_plumbing_on_random_encoders(tmp_path):
     pytest.importorskip("visualpriors")
-    if not ORACLE.exists():
-        pytest.skip("the Taskonomy oracle (shared/oracles) is not beside this checkout")
     tasks = ["autoencoder", "curvature", "denoise", "edge2d"]
     r = CliRunner().invoke(
         app,

@@ -19,9 +19,8 @@ from onnxattr.evaluation import (
     read_oracle,
 )
 
-TASKONOMY = Path(__file__).resolve().parents[2] / "shared/oracles/taskonomy"
+TASKONOMY = Path(__file__).resolve().parent / "data"
 ORACLE_16K = TASKONOMY / "first_order_affinity_16k.csv"
-needs_taskonomy = pytest.mark.skipif(not ORACLE_16K.is_file(), reason="no Taskonomy oracle")
 
 NAN = math.nan
 
@@ -73,7 +72,6 @@ def test_unmeasured_cells_are_not_candidates() -> None:
     np.testing.assert_allclose(ev.random_precision[0], (1 + 2 / 3 + 2 / 3) / 3)
 
 
-@needs_taskonomy
 def test_taskonomy_oracle_scores_itself_perfectly() -> None:
     oracle = read_oracle(ORACLE_16K)
     assert len(oracle.targets) == 18 and len(oracle.sources) == 20
@@ -87,7 +85,6 @@ def test_taskonomy_oracle_scores_itself_perfectly() -> None:
     assert ev.spearman == pytest.approx(1.0)
 
 
-@needs_taskonomy
 def test_random_matrices_average_five_nineteenths() -> None:
     oracle = read_oracle(ORACLE_16K)
     rng = np.random.default_rng(1)

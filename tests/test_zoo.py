@@ -111,11 +111,9 @@ def test_manifest_entries_are_complete() -> None:
         assert e.encoder_node and e.encoder_reason and e.task and e.licence and e.source_file
         json.dumps(e.to_dict())
     taskonomy = model_zoo.list_models("taskonomy_*")
-    oracle = Path(__file__).resolve().parents[2] / "shared/oracles/taskonomy"
-    csv = oracle / "first_order_affinity_16k.csv"
-    if csv.is_file():  # model names carry the oracle's task names
-        tasks = csv.read_text().splitlines()[0].split(",")[1:]
-        assert sorted(f"taskonomy_{t}" for t in tasks) == taskonomy
+    csv = Path(__file__).resolve().parent / "data" / "first_order_affinity_16k.csv"
+    tasks = csv.read_text().splitlines()[0].split(",")[1:]  # model names carry the oracle's names
+    assert sorted(f"taskonomy_{t}" for t in tasks) == taskonomy
     assert len(taskonomy) == 20
 
 
