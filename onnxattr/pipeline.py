@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import platform
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,6 @@ def add_model(
     log: Any = None,
 ) -> AddResult:
     """Attribute one ONNX model on the space's probe set and store its maps (see README)."""
-    import time
-
     t0 = time.perf_counter()
     say = log or (lambda *_: None)
     space_obj = ModelSpace(space)

@@ -49,6 +49,8 @@ def test_probe_add_list_remove(tmp_path, photos, model):
     assert r.exit_code == 0, r.output
     r = run("nodes", model)
     assert r.exit_code == 0 and "MaxPool" in r.output and "★" in r.output
+    r = run("nodes", model, "--candidates")
+    assert r.exit_code == 0 and "MaxPool" in r.output and "Conv" not in r.output
     pre = tmp_path / "pre.json"
     r = run("add", model, "--space", space, "--preset", "imagenet", "--name", "vgg",
             "--save-preprocessing", pre, "--batch-size", 3)

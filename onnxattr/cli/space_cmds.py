@@ -50,9 +50,9 @@ def probe_build(
 @command(name="nodes")
 def nodes(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
-    all_nodes: Annotated[
-        bool, typer.Option("--all", help="Also list nodes without a known shape.")
-    ] = True,
+    candidates: Annotated[
+        bool, typer.Option("--candidates", help="Only the candidate encoder nodes.")
+    ] = False,
 ) -> None:
     """List every node: name, op type, output tensors and shapes; candidate encoder nodes marked ★."""
     from .. import graph
@@ -62,9 +62,9 @@ def nodes(
     for col in ("", "node", "op", "outputs", "shape", "candidate"):
         table.add_column(col)
     for info in graph.list_nodes(m):
-        shape = info.shapes[0] if info.shapes else None
-        if shape is None and not all_nodes:
+        if candidates and not info.candidate:
             continue
+        shape = info.shapes[0] if info.shapes else None
         shape_s = "?" if shape is None else "×".join("?" if d is None else str(d) for d in shape)
         table.add_row(
             "★" if info.candidate else "",
