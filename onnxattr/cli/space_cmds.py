@@ -40,7 +40,7 @@ def probe_build(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        probe = build_probe(folder, size=size, n=n, seed=seed)
+        probe = build_probe(folder, size=size, n=n, seed=seed, progress=_track("reading images"))
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     ModelSpace(space).write_probe(probe, replace=replace)
@@ -181,6 +181,12 @@ def add(
         f"added {result.name!r} (encoder tensor {result.encoder_tensor!r}, "
         f"{', '.join(result.methods)}) in {result.seconds:.1f} s -> {space}"
     )
+
+
+def _track(label: str):
+    from rich.progress import track
+
+    return lambda items: track(items, description=label, transient=True, console=err_console)
 
 
 def _pair(s: str | None) -> list[int] | None:
