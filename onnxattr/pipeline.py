@@ -9,7 +9,7 @@ import importlib.metadata as md
 import platform
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ def add_model(
     overwrite: bool = False,
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> AddResult:
     """Attribute one ONNX model on the space's probe set and store its maps (see README)."""
     t0 = time.perf_counter()
@@ -155,8 +155,10 @@ def add_model(
     if SINGLE_IMAGE in fixups:
         batch_size = 1
 
-    probe = space_obj.read_probe() if space_obj.has_probe() else None
-    if probe is None:
+    had_probe = space_obj.has_probe()
+    if had_probe:
+        probe = space_obj.read_probe()
+    else:
         say("no probe set in the space: building the embedded default")
         probe = build_probe(None, size=224, seed=0)
     graph = to_torch(encoder)
@@ -190,7 +192,7 @@ def add_model(
         "verify_rel_err": err, "versions": library_versions(), "device": device,
         "framework": "", "task": "", **(metadata or {}),
     }
-    if not space_obj.has_probe():
+    if not had_probe:
         space_obj.write_probe(probe)
     space_obj.add_model(name, maps, torch.cat(features).numpy(), attrs, overwrite=overwrite)
     return result

@@ -121,7 +121,8 @@ def packaged_photographs() -> dict[str, np.ndarray]:
     try:
         from sklearn.datasets import load_sample_images
 
-        for fname, img in zip(load_sample_images().filenames, load_sample_images().images):
+        samples = load_sample_images()
+        for fname, img in zip(samples.filenames, samples.images):
             photos[f"sklearn/{Path(fname).stem}"] = img
     except Exception:
         pass
