@@ -34,6 +34,12 @@ class DemoResult:
     seconds: float = 0.0
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table: the tables people paste into notes and issues."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(r) + " |" for r in lines) + "\n"
+
+
 def run_demo(
     out: str | Path = "onnxattr-demo",
     models: Sequence[str] | None = None,
@@ -179,8 +185,7 @@ def reproduce_taskonomy(
         rows += [[name, *(f"{v:.3f}" for v in pk), "–"] for name, pk in PUBLISHED_PK.items()]
     header = ["estimator", *(f"P@{k}" for k in ks), "Spearman"]
     table = out / "pk_table.md"
-    table.write_text("\n".join("| " + " | ".join(r) + " |"
-                               for r in [header, ["---"] * len(header), *rows]) + "\n")
+    table.write_text(markdown_table(header, rows))
     (out / "evaluation.json").write_text(json.dumps(evaluations_json(evals), indent=2))
     plots.save(plots.curves_figure(evals), out / "pk_curves.png")
     return TaskonomyResult(space.path, table, evals)

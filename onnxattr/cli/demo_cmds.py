@@ -28,7 +28,7 @@ def demo(
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
     """Zoo models from several frameworks -> one model space -> report and nearest neighbours."""
-    from ..demo import run_demo
+    from ..demo import markdown_table, run_demo
 
     result = run_demo(
         out,
@@ -52,10 +52,7 @@ def demo(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    (out / "neighbours.md").write_text(
-        "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
-        + "\n"
-    )
+    (out / "neighbours.md").write_text(markdown_table(header, rows))
     console.print(
         f"space:  {result.space}\nreport: {result.report}\n"
         f"table:  {out / 'neighbours.md'}\n{len(result.models)} models in "
