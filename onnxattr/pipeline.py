@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from . import graph as onnx_graph
 from .attribution import attribute, get_method
 from .convert import to_torch, verify
+from .device import resolve_device
 from .errors import OnnxAttrError
 from .fixups import SINGLE_IMAGE, fix_up
 from .preprocess import Preprocessing
@@ -120,7 +121,7 @@ def add_model(
     methods: Sequence[str] = DEFAULT_METHODS,
     method_params: dict[str, dict[str, Any]] | None = None,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     rtol: float = 1e-3,
     overwrite: bool = False,
     metadata: dict[str, Any] | None = None,
@@ -135,8 +136,7 @@ def add_model(
     name = check_name(name or default_name(model_path))
     if not overwrite and space_obj.has_model(name):
         raise OnnxAttrError(f"model {name!r} is already in {space}; pass --overwrite or --name OTHER")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OnnxAttrError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    device = resolve_device(device)
     if batch_size < 1:
         raise OnnxAttrError("--batch-size must be at least 1")
     method_objs = [get_method(m, **(method_params or {}).get(m, {})) for m in methods]
@@ -189,7 +189,7 @@ def add_model(
         "onnx_path": str(model_path), "onnx_sha256": onnx_sha,
         "encoder_node": encoder_node or "", "encoder_tensor": tensor,
         "preprocessing": pre.to_dict(), "methods": result.methods, "fixups": fixups,
-        "verify_rel_err": err, "versions": library_versions(), "device": device,
+        "verify_rel_err": err, "versions": library_versions(), "device": str(device),
         "framework": "", "task": "", **(metadata or {}),
     }
     if not had_probe:

@@ -25,7 +25,7 @@ def demo(
         str | None, typer.Option(help="Comma-separated methods (default: all registered).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Probe images per pass.")] = 16,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
 ) -> None:
     """Zoo models from several frameworks -> one model space -> report and nearest neighbours."""
     from ..demo import markdown_table, run_demo
@@ -91,7 +91,7 @@ def taskonomy(
         bool, typer.Option(help="Random weights: checks the plumbing offline.")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Probe images per pass.")] = 16,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
 ) -> None:
     """Reproduce the paper's P@K table: 20 Taskonomy encoders (weights fetched where reachable)."""
     from ..demo import reproduce_taskonomy

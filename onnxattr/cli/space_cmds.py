@@ -121,7 +121,7 @@ def add(
         typer.Option(help="TOML file of LRP rule overrides (`onnxattr rules --overrides`)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Probe images per forward-backward pass.")] = 16,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
     rtol: Annotated[
         float, typer.Option(help="Tolerance of the onnxruntime check (max-abs relative).")
     ] = 1e-3,
