@@ -16,10 +16,10 @@ import onnxruntime as ort
 import torch
 import torchvision
 
-from onnxattr import graph as onnx_graph
 from onnxattr.attribution import attribute, get_method
-from onnxattr.convert import to_torch
-from onnxattr.fixups import fix_up
+from onnxattr.onnxgraph import graph as onnx_graph
+from onnxattr.onnxgraph.convert import to_torch
+from onnxattr.onnxgraph.fixups import fix_up
 
 
 def best_of(fn, repeats: int) -> float:

@@ -59,7 +59,7 @@ def add(path: Path, name: str, base: np.ndarray, rng: np.random.Generator, layou
 def child(path: str, method: str, memory_mb: int, mode: str) -> None:
     """Runs in a fresh process; prints one JSON line."""
     t0 = time.perf_counter()
-    from onnxattr.estimators import compute_affinity
+    from onnxattr.analysis.estimators import compute_affinity
 
     t_import = time.perf_counter() - t0
     out = {"mode": mode, "import_s": t_import}

@@ -30,7 +30,7 @@ from zennit.torchvision import ResNetCanonizer
 
 from onnxattr.attribution import attribute, get_method
 from onnxattr.attribution import lrp as _lrp  # noqa: F401  (registers `lrp`)
-from onnxattr.convert import to_torch
+from onnxattr.onnxgraph.convert import to_torch
 
 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
 

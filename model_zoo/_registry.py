@@ -76,7 +76,7 @@ class ZooEntry:
     source_file: str
     offline: bool = True
     needs_tf: bool = False
-    #: Graph fix-ups (onnxattr.fixups) this model needs before onnx2torch converts the encoder.
+    #: Graph fix-ups (onnxattr.onnxgraph.fixups) this model needs before onnx2torch converts the encoder.
     fixups: tuple[str, ...] = ()
     notes: str = ""
 

@@ -154,7 +154,7 @@ def convert(job: dict[str, Any], out: Path) -> dict[str, Any]:
     if enc_ref is not None:
         import onnxruntime as ort
 
-        from onnxattr.graph import truncate
+        from onnxattr.onnxgraph.graph import truncate
 
         sess = ort.InferenceSession(
             truncate(model, enc).SerializeToString(), providers=["CPUExecutionProvider"]

@@ -57,9 +57,9 @@ def run_demo(
     """Build the zoo (whatever of it is installed), the space and the report under `out`."""
     import model_zoo
 
-    from .distances import ranking
-    from .estimators import compute_affinity
-    from .report import write_report
+    from .analysis.distances import ranking
+    from .analysis.estimators import compute_affinity
+    from .analysis.report import write_report
 
     t0 = time.perf_counter()
     device = resolve_device(device)
@@ -140,7 +140,7 @@ PUBLISHED_PK: dict[str, tuple[float, float, float, float]] = {
 class TaskonomyResult:
     space: Path
     table: Path
-    evaluations: list  # onnxattr.evaluation.Evaluation, one per method
+    evaluations: list  # onnxattr.analysis.evaluation.Evaluation, one per method
 
 
 def reproduce_taskonomy(
@@ -166,9 +166,9 @@ def reproduce_taskonomy(
     """
     import model_zoo
 
-    from . import plots
-    from .estimators import compute_affinity
-    from .evaluation import Oracle, evaluate, evaluations_json, read_oracle
+    from .analysis import plots
+    from .analysis.estimators import compute_affinity
+    from .analysis.evaluation import Oracle, evaluate, evaluations_json, read_oracle
     from .probe import build_probe
 
     device = resolve_device(device)

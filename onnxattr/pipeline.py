@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import graph as onnx_graph
 from .attribution import attribute, get_method
-from .convert import to_torch, verify
 from .device import resolve_device
 from .errors import OnnxAttrError
-from .fixups import SINGLE_IMAGE, fix_up
+from .onnxgraph import graph as onnx_graph
+from .onnxgraph.convert import to_torch, verify
+from .onnxgraph.fixups import SINGLE_IMAGE, fix_up
 from .preprocess import Preprocessing
 from .probe import build_probe
 from .space import ModelSpace, check_name

@@ -10,16 +10,16 @@ import h5py
 import numpy as np
 import pytest
 
-from onnxattr import distances
-from onnxattr.distances import (
+from onnxattr.analysis import distances
+from onnxattr.analysis.distances import (
     LabelledMatrix,
     affinity_to_distance,
     ranking,
     read_matrix_csv,
     write_matrix,
 )
+from onnxattr.analysis.estimators import compute_affinity
 from onnxattr.errors import OnnxAttrError
-from onnxattr.estimators import compute_affinity
 
 from .space_factory import add_model, create_space, random_space, remove_model
 

@@ -9,8 +9,8 @@ import pytest
 from scipy.linalg import sqrtm
 from scipy.stats import spearmanr
 
+from onnxattr.analysis.estimators import available_estimators, compute_affinity, describe
 from onnxattr.errors import OnnxAttrError
-from onnxattr.estimators import available_estimators, compute_affinity, describe
 
 from .space_factory import add_model, create_space, random_space
 

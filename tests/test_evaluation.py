@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxattr.distances import LabelledMatrix
-from onnxattr.errors import OnnxAttrError
-from onnxattr.evaluation import (
+from onnxattr.analysis.distances import LabelledMatrix
+from onnxattr.analysis.evaluation import (
     Oracle,
     evaluate,
     evaluations_json,
@@ -18,6 +17,7 @@ from onnxattr.evaluation import (
     parse_mapping,
     read_oracle,
 )
+from onnxattr.errors import OnnxAttrError
 
 TASKONOMY = Path(__file__).resolve().parent / "data"
 ORACLE_16K = TASKONOMY / "first_order_affinity_16k.csv"

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxattr.errors import OnnxAttrError
-from onnxattr.fixups import fix_up
+from onnxattr.onnxgraph.fixups import fix_up
 
 from .onnx_builders import assert_close, init, make_model, rand, run_ort, run_torch
 

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxattr import graph
 from onnxattr.errors import OnnxAttrError
+from onnxattr.onnxgraph import graph
 
 
 def classifier_with_custom_head() -> onnx.ModelProto:

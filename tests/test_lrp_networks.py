@@ -27,7 +27,7 @@ from zennit.types import Activation, AvgPool, Convolution
 
 from onnxattr.attribution import attribute, get_method
 from onnxattr.attribution import lrp as _lrp  # noqa: F401  (registers `lrp`)
-from onnxattr.convert import TorchGraph, to_torch
+from onnxattr.onnxgraph.convert import TorchGraph, to_torch
 
 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
 
@@ -235,7 +235,7 @@ def vit_and_mobilenet_v3() -> list[tuple[TorchGraph, torch.Tensor]]:
     from torchvision.models import mobilenet_v3_small
     from torchvision.models.vision_transformer import VisionTransformer
 
-    from onnxattr.fixups import fix_up
+    from onnxattr.onnxgraph.fixups import fix_up
 
     torch.manual_seed(0)
     vit = VisionTransformer(

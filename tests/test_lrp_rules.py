@@ -14,8 +14,8 @@ from onnx import helper
 from onnxattr.attribution import attribute, get_method
 from onnxattr.attribution import lrp as _lrp  # noqa: F401  (registers `lrp`)
 from onnxattr.attribution.rule_table import PRESETS, build_table
-from onnxattr.convert import to_torch
 from onnxattr.errors import OnnxAttrError
+from onnxattr.onnxgraph.convert import to_torch
 
 from .onnx_builders import init, make_model
 

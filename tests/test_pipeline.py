@@ -169,7 +169,7 @@ def test_space_layout_and_metadata(tmp_path, probe):
 
 def test_graph_that_only_runs_one_image_at_a_time_is_attributed_singly(tmp_path, probe, monkeypatch):
     from onnxattr import pipeline
-    from onnxattr.fixups import SINGLE_IMAGE
+    from onnxattr.onnxgraph.fixups import SINGLE_IMAGE
 
     monkeypatch.setattr(pipeline, "fix_up", lambda m, shape: (m, [SINGLE_IMAGE]))
     batches = []

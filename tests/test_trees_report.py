@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from onnxattr import trees
+from onnxattr.analysis import trees
+from onnxattr.analysis.distances import LabelledMatrix, read_matrix_csv
+from onnxattr.analysis.estimators import compute_affinity
+from onnxattr.analysis.report import write_report
 from onnxattr.cli import app
-from onnxattr.distances import LabelledMatrix, read_matrix_csv
 from onnxattr.errors import OnnxAttrError
-from onnxattr.estimators import compute_affinity
-from onnxattr.report import write_report
 
 from .space_factory import random_space
 

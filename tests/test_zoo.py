@@ -30,7 +30,7 @@ from model_zoo import _registry
 from model_zoo._registry import ZooEntry, installed_version
 from model_zoo._torch_export import ENCODER_TENSOR, export_torch
 from onnxattr.errors import OnnxAttrError
-from onnxattr.graph import truncate
+from onnxattr.onnxgraph.graph import truncate
 
 CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -352,7 +352,7 @@ def test_encoder_converts_with_onnx2torch(name: str, cache: Path) -> None:
     sub = truncate(onnx.load(str(b.path)), entry.encoder_node)
     shape = _input_shape(entry)
     if entry.fixups:
-        from onnxattr.fixups import fix_up
+        from onnxattr.onnxgraph.fixups import fix_up
 
         sub, notes = fix_up(sub, shape)
         assert {n.split(":")[0] for n in notes} >= set(entry.fixups)

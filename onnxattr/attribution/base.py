@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..convert import TorchGraph
 from ..errors import OnnxAttrError
+from ..onnxgraph.convert import TorchGraph
 
 METHODS: dict[str, type[AttributionMethod]] = {}
 

@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import fx, nn
 
-from ..convert import TorchGraph
+from ..onnxgraph.convert import TorchGraph
 
 _MERGEABLE = {"Conv", "ConvTranspose", "Gemm"}
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..convert import TorchGraph
 from ..errors import OnnxAttrError
+from ..onnxgraph.convert import TorchGraph
 from .base import AttributionMethod, register_method
 from .canonize import merge_batchnorms
 from .patching import swapped

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..convert import TorchGraph
+from ..onnxgraph.convert import TorchGraph
 from .base import AttributionMethod, register_method
 from .patching import swapped, with_gradient
 

@@ -16,7 +16,7 @@ from ..errors import OnnxAttrError
 from ._app import command, console
 
 if TYPE_CHECKING:
-    from ..distances import LabelledMatrix
+    from ..analysis.distances import LabelledMatrix
 
 LINKAGES = "single, complete, average, weighted, centroid, median, ward"
 METHOD_HELP = ("Estimator: an attribution method in the space (saliency, grad_input, elrp, ...) "
@@ -47,8 +47,8 @@ def _file_stem(label: str) -> str:
 def _matrix(space: Path | None, method: str | None, affinity: Path | None,
             distance: Path | None, lam: float = 1.0, no_cache: bool = False) -> LabelledMatrix:
     """The one matrix a command works on: from the space, or from a labelled CSV."""
-    from ..distances import read_matrix_csv
-    from ..estimators import available_estimators, compute_affinity
+    from ..analysis.distances import read_matrix_csv
+    from ..analysis.estimators import available_estimators, compute_affinity
 
     if sum(x is not None for x in (space, affinity, distance)) != 1:
         raise OnnxAttrError("give exactly one of --space (with --method), --affinity or --distance")
@@ -77,8 +77,8 @@ def distance(
     memory_mb: MemoryMb = 1024,
 ) -> None:
     """Affinity (mean per-image cosine) and distance (Np / sum cos) matrices, labelled."""
-    from ..distances import write_matrix
-    from ..estimators import compute_affinity
+    from ..analysis.distances import write_matrix
+    from ..analysis.estimators import compute_affinity
 
     formats = list(dict.fromkeys(fmt or ["csv"]))
     for f in formats:
@@ -116,7 +116,7 @@ def rank(
     no_cache: NoCache = False,
 ) -> None:
     """Source models for TARGET, closest first, with their distances."""
-    from ..distances import ranking
+    from ..analysis.distances import ranking
 
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
     aff, dist = mat.affinity(), mat.distance()
@@ -152,10 +152,10 @@ def evaluate_cmd(
     no_cache: NoCache = False,
 ) -> None:
     """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle."""
-    from .. import plots
-    from ..distances import read_matrix_csv
-    from ..estimators import available_estimators, compute_affinity
-    from ..evaluation import evaluate, evaluations_json, parse_mapping, read_oracle
+    from ..analysis import plots
+    from ..analysis.distances import read_matrix_csv
+    from ..analysis.estimators import available_estimators, compute_affinity
+    from ..analysis.evaluation import evaluate, evaluations_json, parse_mapping, read_oracle
 
     orc = read_oracle(oracle)
     names_map = parse_mapping(mapping or [], map_file)
@@ -214,7 +214,7 @@ def tree(
     no_cache: NoCache = False,
 ) -> None:
     """Agglomerative similarity tree: dendrogram image and Newick text."""
-    from .. import plots, trees
+    from ..analysis import plots, trees
 
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
     z = trees.linkage(mat, linkage, on)
@@ -239,7 +239,7 @@ def heatmap(
     no_cache: NoCache = False,
 ) -> None:
     """Affinity matrix as a heatmap, rows and columns ordered by the similarity tree."""
-    from .. import plots, trees
+    from ..analysis import plots, trees
 
     mat = _matrix(space, method, affinity, distance, lam, no_cache).affinity()
     order = trees.leaf_order(trees.linkage(mat, linkage))
@@ -262,8 +262,8 @@ def report(
     no_cache: NoCache = False,
 ) -> None:
     """One self-contained HTML page: heatmaps, trees, rankings (and evaluation) per estimator."""
-    from ..evaluation import parse_mapping
-    from ..report import write_report
+    from ..analysis.evaluation import parse_mapping
+    from ..analysis.report import write_report
 
     path = write_report(space, out, oracle, method or None,
                         mapping=parse_mapping(mapping or [], map_file), top=top,

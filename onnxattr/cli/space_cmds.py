@@ -55,7 +55,7 @@ def nodes(
     ] = False,
 ) -> None:
     """List every node: name, op type, output tensors and shapes; candidate encoder nodes marked ★."""
-    from .. import graph
+    from ..onnxgraph import graph
 
     m = graph.load(model)
     table = Table(title=f"{model.name}: {len(m.graph.node)} nodes", show_lines=False)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..errors import OnnxAttrError
 from .distances import LabelledMatrix, read_labelled_csv
-from .errors import OnnxAttrError
 
 
 @dataclass

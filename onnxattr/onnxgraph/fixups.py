@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import OnnxAttrError
+from ..errors import OnnxAttrError
 
 _BATCH_PARAM = "batch"
 _Pass = Callable[[onnx.ModelProto, "list[int] | None"], "str | None"]  # mutates, returns a note
@@ -774,7 +774,7 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None
         for n in g.node
         if n.op_type == "ConvTranspose" and n not in auto and _asymmetric(_attr(n, "pads", []))
     ]
-    # onnx2torch's AveragePool before 19 rejects asymmetric pads (19+ is onnxattr.opsets' own)
+    # onnx2torch's AveragePool before 19 rejects asymmetric pads (19+ is onnxattr.onnxgraph.converters' own)
     pooled = [n for n in g.node if n not in auto and _asymmetric_average_pool(model, n)]
     if dims is None:
         pooled = []  # the count correction needs the static size: left to onnx2torch's error

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from .errors import OnnxAttrError
+from ..errors import OnnxAttrError
 
 CACHE_ROOT = "analysis/estimators"
 CACHE_FORMAT = 1
@@ -173,7 +173,7 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the pairwise engine
 class PairwiseEstimator(Protocol):
-    """What the engine needs from an estimator (see :mod:`onnxattr.estimators`)."""
+    """What the engine needs from an estimator (see :mod:`onnxattr.analysis.estimators`)."""
 
     name: str
     cache_key: str

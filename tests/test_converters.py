@@ -1,4 +1,4 @@
-"""Each converter registered by onnxattr.opsets against onnxruntime on a tiny graph at that opset."""
+"""Each converter registered by onnxattr.onnxgraph.converters against onnxruntime on a tiny graph at that opset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from onnx import TensorProto, defs, helper
 
 from onnxattr.errors import OnnxAttrError
-from onnxattr.opsets import (
+from onnxattr.onnxgraph.converters import (
     _NEW_ATTRIBUTE_IRRELEVANT,
     _OLD_SAME_SIGNATURE,
     _SAME_SIGNATURE,
@@ -409,7 +409,7 @@ class _TinyNet(torch.nn.Module):
 
 @pytest.mark.filterwarnings("ignore")
 def test_dynamo_export_end_to_end(tmp_path):
-    from onnxattr.fixups import fix_up
+    from onnxattr.onnxgraph.fixups import fix_up
 
     torch.manual_seed(0)
     net = _TinyNet().eval()

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
-from .errors import OnnxAttrError
+from ..errors import OnnxAttrError
 
 # Ops after which a tensor is a "compact feature" candidate in a classifier (pre-logits).
 _POOLING = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten", "AveragePool"}

@@ -11,7 +11,7 @@
   ``depara:<method>`` picks the attribution method (default: grad_input, else elrp, lrp, saliency).
 
 All are affinities (higher = more similar), symmetric, and computed/cached pairwise by
-:func:`onnxattr.distances.pairwise_matrix`, so all share incremental updates.
+:func:`onnxattr.analysis.distances.pairwise_matrix`, so all share incremental updates.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 from scipy.stats import rankdata
 
+from ..errors import OnnxAttrError
 from .distances import (
     DEFAULT_MEMORY_BYTES,
     LabelledMatrix,
@@ -34,7 +35,6 @@ from .distances import (
     pairwise_matrix,
     space_models,
 )
-from .errors import OnnxAttrError
 
 FEATURE_ESTIMATORS = ("svcca", "cka", "rsa", "relation")
 DEPARA_METHODS = ("grad_input", "elrp", "lrp", "saliency")

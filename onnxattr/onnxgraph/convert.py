@@ -15,7 +15,7 @@ import onnx
 import torch
 from torch import fx, nn
 
-from .errors import OnnxAttrError
+from ..errors import OnnxAttrError
 
 
 @dataclass
@@ -43,7 +43,7 @@ def to_torch(model: onnx.ModelProto) -> TorchGraph:
     """Convert a (truncated, fixed-up) ONNX model with one input and one output into a TorchGraph."""
     from onnx2torch import convert
 
-    from .opsets import check_convertible, register_converters
+    from .converters import check_convertible, register_converters
 
     register_converters()
     check_convertible(model)

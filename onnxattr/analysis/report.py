@@ -10,9 +10,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..errors import OnnxAttrError
 from . import plots, trees
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking
-from .errors import OnnxAttrError
 from .estimators import available_estimators, compute_affinity, describe
 from .evaluation import Evaluation, Oracle, evaluate, read_oracle
 

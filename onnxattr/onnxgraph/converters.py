@@ -43,7 +43,7 @@ from onnx2torch.utils.common import (
 )
 from torch import nn
 
-from .errors import OnnxAttrError
+from ..errors import OnnxAttrError
 
 # (op_type, new since_version, onnx2torch's version whose converter it reuses)
 _SAME_SIGNATURE: list[tuple[str, int, int]] = [

@@ -13,8 +13,8 @@ import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist, squareform
 
+from ..errors import OnnxAttrError
 from .distances import LabelledMatrix
-from .errors import OnnxAttrError
 
 LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 DEFAULT_LINKAGE = "single"
