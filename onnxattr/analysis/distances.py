@@ -176,7 +176,7 @@ class PairwiseEstimator(Protocol):
     """What the engine needs from an estimator (see :mod:`onnxattr.analysis.estimators`)."""
 
     name: str
-    cache_key: str
+    cache_key: str  # also says how results were made: params are stored with the cache
 
     def models_with_data(self, f: h5py.File) -> list[str]: ...
 
@@ -226,7 +226,8 @@ def _read_cache(f: h5py.File, key: str, digest: str) -> tuple[list[str], np.ndar
 
 
 def _write_cache(f: h5py.File, key: str, est_name: str, digest: str, uids: list[str],
-                 names: list[str], values: np.ndarray) -> None:
+                 names: list[str], values: np.ndarray,
+                 params: dict[str, Any] | None = None) -> None:
     """Write the new group completely, then swap it in with a link move: an error midway leaves
     the old cache (plus a stray '.new' group that the next write removes), never a half one."""
     root = f.require_group(CACHE_ROOT)
@@ -239,7 +240,8 @@ def _write_cache(f: h5py.File, key: str, est_name: str, digest: str, uids: list[
     g.create_dataset("uids", data=np.array(uids, dtype=object), dtype=str_t)
     g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_t)
     g.create_dataset("values", data=values)
-    g.attrs.update(format=CACHE_FORMAT, estimator=est_name, probe_digest=digest)
+    g.attrs.update(format=CACHE_FORMAT, estimator=est_name, probe_digest=digest,
+                   params=json.dumps(params or {}, sort_keys=True))
     if key in root:
         root.move(key, old)
     root.move(tmp, key)
@@ -351,7 +353,8 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
             values[rows, :] = block
             values[:, rows] = block.T
         if writable and new:
-            _write_cache(f, est.cache_key, est.name, digest, uids, names, values)
+            _write_cache(f, est.cache_key, est.name, digest, uids, names, values,
+                         getattr(est, "params", None))
     stats = {"computed_pairs": len(new) * len(names) - len(new) * (len(new) - 1) // 2,
              "cached_models": len(known)}
     return LabelledMatrix(names, values, "affinity", est.name, excluded), stats

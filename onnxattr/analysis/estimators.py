@@ -16,6 +16,7 @@ All are affinities (higher = more similar), symmetric, and computed/cached pairw
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .distances import (
     pairwise_matrix,
     space_models,
 )
+from .map_compare import EstimatorSpec, MapComparison, correct, parse_estimator
 
 FEATURE_ESTIMATORS = ("svcca", "cka", "rsa", "relation")
 DEPARA_METHODS = ("grad_input", "elrp", "lrp", "saliency")
@@ -56,10 +58,12 @@ class MapCosine:
     Zero maps (and non-finite ones) give cosine 0.
     """
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, comparison: MapComparison | None = None) -> None:
         self.method = method
-        self.name = method
-        self.cache_key = f"maps.{method}"
+        self.comparison = comparison or MapComparison()
+        self.name = "+".join([method, *self.comparison.tokens()])
+        self.cache_key = f"maps.{self.name}"
+        self.params = {"method": method, **self.comparison.params()}
 
     def _ds(self, f: h5py.File, name: str) -> h5py.Dataset:
         return f[f"models/{name}/maps/{self.method}"]
@@ -87,6 +91,8 @@ class MapCosine:
         """(models, chunk·S·S) float32: each image's map divided by its norm · sqrt(Np), read and
         scaled in place in one preallocated block (no per-model copies)."""
         shape = self._ds(f, names[0]).shape
+        if not self.comparison.is_reference:
+            return self._stack_transformed(f, names, part, shape[0])
         n_img, n_pix = part.stop - part.start, math.prod(shape[1:])
         block = np.empty((len(names), n_img * n_pix), dtype=np.float32)
         for i, name in enumerate(names):
@@ -103,8 +109,26 @@ class MapCosine:
             x[~ok[:, 0]] = 0.0  # zero (or non-finite) map: cosine 0
         return block
 
+    def _stack_transformed(self, f: h5py.File, names: Sequence[str], part: slice,
+                           n_total: int) -> np.ndarray:
+        rows = []
+        for name in names:
+            x = self.comparison.transform(self._ds(f, name)[part], _input_size(f, name))
+            rows.append((normalise_rows(x) / np.float32(math.sqrt(n_total))).ravel())
+        return np.stack(rows)
+
     def combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _dot(a, b)
+
+
+def _input_size(f: h5py.File, name: str) -> tuple[int, int] | None:
+    """The model's input (H, W) as its stored preprocessing records it (None if not recorded)."""
+    raw = f["models"][name].attrs.get("preprocessing", "{}")
+    try:
+        size = json.loads(raw.decode() if isinstance(raw, bytes) else raw).get("input_size")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return (int(size[0]), int(size[1])) if size else None
 
 
 # --------------------------------------------------------------------------- feature baselines
@@ -171,9 +195,10 @@ class FeatureEstimator:
 
     def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray],
                  pair: Callable[[np.ndarray, np.ndarray], float] | None = None,
-                 key_params: str = "") -> None:
+                 key_params: str = "", params: dict[str, Any] | None = None) -> None:
         self.name, self._fn, self._pair = name, fn, pair
         self.cache_key = f"features.{name}{key_params}"
+        self.params = {"estimator": name, **(params or {})}
 
     def models_with_data(self, f: h5py.File) -> list[str]:
         return [m for m in space_models(f) if "features" in f["models"][m]]
@@ -221,7 +246,8 @@ def make_feature_estimator(name: str, svcca_keep: float = 0.99,
     if name == "svcca":
         return FeatureEstimator(
             "svcca", lambda x: svcca_signature(x, svcca_keep, svcca_max_dims), svcca_pair,
-            key_params=f".keep{svcca_keep:g}.max{svcca_max_dims}")
+            key_params=f".keep{svcca_keep:g}.max{svcca_max_dims}",
+            params={"keep": svcca_keep, "max_dims": svcca_max_dims})
     fns = {"cka": cka_signature, "rsa": rsa_signature, "relation": relation_signature}
     return FeatureEstimator(name, fns[name])
 
@@ -288,22 +314,48 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
                      progress: bool = False) -> tuple[LabelledMatrix, dict[str, Any]]:
     """Affinity matrix (higher = more similar) of estimator ``name`` over the space's models.
 
+    ``name`` is a base estimator with map-comparison options and an affinity correction
+    (:mod:`onnxattr.map_compare`: ``grad_input+abs+g16+hub``), or ``combine:EST=W,...``.
     Returns the matrix (``.excluded`` lists models lacking the estimator's data) and stats about
     how many pairs were computed versus taken from the cache.
     """
+    kw = dict(lam=lam, svcca_keep=svcca_keep, svcca_max_dims=svcca_max_dims, use_cache=use_cache,
+              memory_bytes=memory_bytes, progress=progress)
+    if name.startswith(COMBINE_PREFIX):
+        parts = parse_combination(name)
+        mats, computed = [], 0
+        for part, _ in parts:
+            m, st = compute_affinity(space, part, models, **kw)
+            mats.append(m)
+            computed += st["computed_pairs"]
+        return combine_matrices(mats, [w for _, w in parts]), {"computed_pairs": computed,
+                                                               "cached_models": 0}
+    spec = parse_estimator(name)
+    mat, stats = _raw_affinity(space, spec, models, **kw)
+    if spec.correction:
+        label = mat.estimator + spec.name[len(spec.inner):]
+        mat = LabelledMatrix(mat.names, correct(spec, mat.values), "affinity", label, mat.excluded)
+    return mat, stats
+
+
+def _raw_affinity(space: str | Path, spec: EstimatorSpec, models: Sequence[str] | None, *,
+                  lam: float, svcca_keep: float, svcca_max_dims: int, use_cache: bool,
+                  memory_bytes: int, progress: bool) -> tuple[LabelledMatrix, dict[str, Any]]:
+    """The spec's matrix before its affinity correction (what the engine caches)."""
     all_models, counts, _ = _space_info(space)
     kw = dict(use_cache=use_cache, memory_bytes=memory_bytes, progress=progress)
-    base = name.split(":")[0]
+    name, base = spec.base, spec.base.split(":")[0]
     if base == "depara":
         method = _depara_method(name, counts)
-        node_est, edge_est = MapCosine(method), make_feature_estimator("relation")
+        node_est = MapCosine(method, spec.comparison)
+        edge_est = make_feature_estimator("relation")
         if models is None:
             with h5py.File(space, "r") as f:
                 both = set(node_est.models_with_data(f)) & set(edge_est.models_with_data(f))
             models = sorted(both)
         node, s1 = pairwise_matrix(space, node_est, models, **kw)
         edge, s2 = pairwise_matrix(space, edge_est, models, **kw)
-        label = f"depara:{method}" + ("" if lam == 1.0 else f"@{lam:g}")
+        label = f"depara:{node_est.name}" + ("" if lam == 1.0 else f"@{lam:g}")
         excluded = [m for m in all_models if m not in node.names]
         return (LabelledMatrix(node.names, node.values + lam * edge.values, "affinity", label,
                                excluded),
@@ -311,11 +363,62 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
                  "cached_models": min(s1["cached_models"], s2["cached_models"])})
     est: PairwiseEstimator
     if base in FEATURE_ESTIMATORS:
+        if not spec.comparison.is_reference:
+            raise OnnxAttrError(f"{spec.inner!r}: map options apply to attribution methods, not "
+                                f"to {base}; only +hub or +cslsK can follow a feature estimator")
         est = make_feature_estimator(base, svcca_keep, svcca_max_dims)
     elif name in counts:
-        est = MapCosine(name)
+        est = MapCosine(name, spec.comparison)
     else:
         known = available_estimators(space)
         raise OnnxAttrError(f"unknown estimator {name!r} for {space}; "
                             f"available: {', '.join(known) or '(none)'}")
     return pairwise_matrix(space, est, models, **kw)
+
+
+# --------------------------------------------------------------------------- combination
+COMBINE_PREFIX = "combine:"
+
+
+def parse_combination(name: str) -> list[tuple[str, float]]:
+    """``combine:EST=W,EST=W,...`` -> [(estimator name, weight)]; weights need not sum to 1."""
+    body = name[len(COMBINE_PREFIX):]
+    out = []
+    for item in body.split(","):
+        est, sep, w = item.strip().rpartition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = math.nan
+        if not sep or not est or not math.isfinite(weight):
+            raise OnnxAttrError(f"bad combination {name!r}; write combine:EST=WEIGHT,EST=WEIGHT "
+                                "(e.g. combine:grad_input+abs+g16=0.5,cka=0.5)")
+        out.append((est, weight))
+    if len(out) < 1 or all(w == 0 for _, w in out):
+        raise OnnxAttrError(f"combination {name!r} has no non-zero weight")
+    return out
+
+
+def standardise(values: np.ndarray) -> np.ndarray:
+    """Affinities in units of their spread: (A - mean) / std over the off-diagonal entries, so
+    estimators on different scales (cosines near 0.01, CKA near 0.8) add up meaningfully."""
+    a = np.asarray(values, dtype=np.float64)
+    off = a[~np.eye(len(a), dtype=bool)]
+    off = off[np.isfinite(off)]
+    sd = off.std() if off.size else 0.0
+    return (a - (off.mean() if off.size else 0.0)) / (sd if sd > 0 else 1.0)
+
+
+def combine_matrices(mats: Sequence[LabelledMatrix], weights: Sequence[float]) -> LabelledMatrix:
+    """Weighted sum of standardised affinities over the models all matrices share."""
+    names = [n for n in mats[0].names if all(n in m.names for m in mats[1:])]
+    if len(names) < 2:
+        raise OnnxAttrError("the combined estimators share fewer than two models")
+    total = np.zeros((len(names), len(names)))
+    for m, w in zip(mats, weights, strict=True):
+        idx = [m.index(n) for n in names]
+        total += w * standardise(m.affinity().values[np.ix_(idx, idx)])
+    label = COMBINE_PREFIX + ",".join(f"{m.estimator}={w:g}" for m, w in zip(mats, weights,
+                                                                             strict=True))
+    excluded = sorted({n for m in mats for n in [*m.names, *m.excluded]} - set(names))
+    return LabelledMatrix(names, total, "affinity", label, excluded)
