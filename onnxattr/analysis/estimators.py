@@ -214,8 +214,11 @@ class FeatureEstimator:
         n = f[f"models/{name}/features"].shape[0]
         return n * n * 8
 
+    def signature(self, features: np.ndarray) -> np.ndarray:
+        return self._fn(np.asarray(features, dtype=np.float64))
+
     def stack(self, f: h5py.File, names: Sequence[str], part: None) -> list[np.ndarray]:
-        return [self._fn(f[f"models/{m}/features"][()].astype(np.float64)) for m in names]
+        return [self.signature(f[f"models/{m}/features"][()]) for m in names]
 
     def combine(self, a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
         if self._pair is None:
@@ -338,42 +341,55 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
     return mat, stats
 
 
-def _raw_affinity(space: str | Path, spec: EstimatorSpec, models: Sequence[str] | None, *,
-                  lam: float, svcca_keep: float, svcca_max_dims: int, use_cache: bool,
-                  memory_bytes: int, progress: bool) -> tuple[LabelledMatrix, dict[str, Any]]:
-    """The spec's matrix before its affinity correction (what the engine caches)."""
-    all_models, counts, _ = _space_info(space)
-    kw = dict(use_cache=use_cache, memory_bytes=memory_bytes, progress=progress)
+def resolve_terms(space: str | Path, spec: EstimatorSpec, *, lam: float = 1.0,
+                  svcca_keep: float = 0.99, svcca_max_dims: int = 50
+                  ) -> tuple[list[tuple[PairwiseEstimator, float]], str]:
+    """The pairwise estimators whose weighted sum is the spec's raw matrix, and its label."""
+    _, counts, _ = _space_info(space)
     name, base = spec.base, spec.base.split(":")[0]
     if base == "depara":
-        method = _depara_method(name, counts)
-        node_est = MapCosine(method, spec.comparison)
-        edge_est = make_feature_estimator("relation")
-        if models is None:
-            with h5py.File(space, "r") as f:
-                both = set(node_est.models_with_data(f)) & set(edge_est.models_with_data(f))
-            models = sorted(both)
-        node, s1 = pairwise_matrix(space, node_est, models, **kw)
-        edge, s2 = pairwise_matrix(space, edge_est, models, **kw)
+        node_est = MapCosine(_depara_method(name, counts), spec.comparison)
         label = f"depara:{node_est.name}" + ("" if lam == 1.0 else f"@{lam:g}")
-        excluded = [m for m in all_models if m not in node.names]
-        return (LabelledMatrix(node.names, node.values + lam * edge.values, "affinity", label,
-                               excluded),
-                {"computed_pairs": s1["computed_pairs"] + s2["computed_pairs"],
-                 "cached_models": min(s1["cached_models"], s2["cached_models"])})
-    est: PairwiseEstimator
+        return [(node_est, 1.0), (make_feature_estimator("relation"), lam)], label
     if base in FEATURE_ESTIMATORS:
         if not spec.comparison.is_reference:
             raise OnnxAttrError(f"{spec.inner!r}: map options apply to attribution methods, not "
                                 f"to {base}; only +hub or +cslsK can follow a feature estimator")
         est = make_feature_estimator(base, svcca_keep, svcca_max_dims)
-    elif name in counts:
+        return [(est, 1.0)], est.name
+    if name in counts:
         est = MapCosine(name, spec.comparison)
-    else:
-        known = available_estimators(space)
-        raise OnnxAttrError(f"unknown estimator {name!r} for {space}; "
-                            f"available: {', '.join(known) or '(none)'}")
-    return pairwise_matrix(space, est, models, **kw)
+        return [(est, 1.0)], est.name
+    known = available_estimators(space)
+    raise OnnxAttrError(f"unknown estimator {name!r} for {space}; "
+                        f"available: {', '.join(known) or '(none)'}")
+
+
+def common_models(space: str | Path, terms: Sequence[tuple[PairwiseEstimator, float]]) -> list[str]:
+    """Models having the data of every term."""
+    with h5py.File(space, "r") as f:
+        have = [set(est.models_with_data(f)) for est, _ in terms]
+    return sorted(set.intersection(*have))
+
+
+def _raw_affinity(space: str | Path, spec: EstimatorSpec, models: Sequence[str] | None, *,
+                  lam: float, svcca_keep: float, svcca_max_dims: int, use_cache: bool,
+                  memory_bytes: int, progress: bool) -> tuple[LabelledMatrix, dict[str, Any]]:
+    """The spec's matrix before its affinity correction (what the engine caches)."""
+    all_models, _, _ = _space_info(space)
+    terms, label = resolve_terms(space, spec, lam=lam, svcca_keep=svcca_keep,
+                                 svcca_max_dims=svcca_max_dims)
+    if len(terms) > 1 and models is None:
+        models = common_models(space, terms)
+    total, stats = None, {"computed_pairs": 0, "cached_models": len(all_models)}
+    for est, w in terms:
+        mat, st = pairwise_matrix(space, est, models, use_cache=use_cache,
+                                  memory_bytes=memory_bytes, progress=progress)
+        total = mat.values * w if total is None else total + w * mat.values
+        stats["computed_pairs"] += st["computed_pairs"]
+        stats["cached_models"] = min(stats["cached_models"], st["cached_models"])
+    excluded = [m for m in all_models if m not in mat.names]
+    return LabelledMatrix(mat.names, total, "affinity", label, excluded), stats
 
 
 # --------------------------------------------------------------------------- combination
