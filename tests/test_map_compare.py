@@ -11,9 +11,15 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
-from onnxattr.errors import OnnxAttrError
 from onnxattr.analysis.estimators import compute_affinity, parse_combination, standardise
-from onnxattr.analysis.map_compare import MapComparison, csls, parse_estimator, pool_grid, remove_hub
+from onnxattr.analysis.map_compare import (
+    MapComparison,
+    csls,
+    parse_estimator,
+    pool_grid,
+    remove_hub,
+)
+from onnxattr.errors import OnnxAttrError
 
 from .space_factory import add_model, create_space
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxattr.estimators import compute_affinity
-from onnxattr.evaluation import Oracle
-from onnxattr.stability import (
+from onnxattr.analysis.estimators import compute_affinity
+from onnxattr.analysis.evaluation import Oracle
+from onnxattr.analysis.stability import (
     bootstrap_indices,
     disjoint_halves,
     evaluation_ci,

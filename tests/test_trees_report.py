@@ -101,8 +101,12 @@ def test_report_is_self_contained(space: Path, oracle_csv: Path, tmp_path: Path)
     page = out.read_text()
     for est in ("saliency", "elrp", "svcca", "cka", "rsa", "relation", "depara:elrp"):
         assert f"id='{est}'" in page
-    assert page.count("data:image/png;base64,") == 2 * 7 + 1  # heatmap + tree each, + curves
+    # heatmap + tree each, + curves, + example maps
+    assert page.count("data:image/png;base64,") == 2 * 7 + 2
     assert "Evaluation against the oracle" in page and "P@1" in page
+    assert "<h2>Models</h2>" in page and "verify rel. err" in page
+    assert page.count("Probe stability (20 bootstrap draws") == 7
+    assert re.search(r"P@1</th>.*?\d\.\d{3} \[\d\.\d\d, \d\.\d\d\]", page)
     assert not re.search(r"(src|href)=['\"]https?:", page)
     plain = write_report(space, tmp_path / "p.html", estimators=["saliency"])
     assert "Evaluation" not in plain.read_text()

@@ -36,7 +36,13 @@ from .distances import (
     pairwise_matrix,
     space_models,
 )
-from .map_compare import EstimatorSpec, MapComparison, correct, parse_estimator
+from .map_compare import (
+    EstimatorSpec,
+    MapComparison,
+    correct,
+    describe_correction,
+    parse_estimator,
+)
 
 FEATURE_ESTIMATORS = ("svcca", "cka", "rsa", "relation")
 DEPARA_METHODS = ("grad_input", "elrp", "lrp", "saliency")
@@ -289,11 +295,22 @@ def available_estimators(space: str | Path) -> list[str]:
 
 
 def describe(name: str) -> EstimatorInfo:
-    base = name.split(":")[0]
+    if name.startswith(COMBINE_PREFIX):
+        parts = ", ".join(f"{w:g} x {e}" for e, w in parse_combination(name))
+        return EstimatorInfo(name, "maps+features",
+                             f"sum of standardised affinities (off-diagonal z-scores): {parts}")
+    spec = parse_estimator(name)
+    base = spec.base.split(":")[0]
+    tail = describe_correction(spec)
     if base in _DESCRIPTIONS:
         data = "maps+features" if base == "depara" else "features"
-        return EstimatorInfo(name, data, _DESCRIPTIONS[base])
-    return EstimatorInfo(name, "maps", f"mean per-image cosine of {name!r} attribution maps")
+        extra = "" if spec.comparison.is_reference else f" (maps: {spec.comparison.describe()})"
+        return EstimatorInfo(name, data, _DESCRIPTIONS[base] + extra + tail)
+    if spec.comparison.is_reference:
+        text = f"mean per-image cosine of {spec.base!r} attribution maps (the paper's)"
+    else:
+        text = f"{spec.base!r} attribution maps: {spec.comparison.describe()}, mean over images"
+    return EstimatorInfo(name, "maps", text + tail)
 
 
 def _depara_method(name: str, counts: dict[str, int]) -> str:

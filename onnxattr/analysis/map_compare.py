@@ -87,6 +87,22 @@ class MapComparison:
             "rank": self.rank,
         }
 
+    def describe(self) -> str:
+        """Words for the report: how the maps are compared."""
+        parts = ["|A|" if self.magnitude else "signed maps"]
+        if self.smooth:
+            parts.append(f"Gaussian σ = {self.smooth:g} model-input px")
+        if self.grid:
+            parts.append(f"pooled to {self.grid}x{self.grid}")
+        parts.append(
+            "Spearman per image"
+            if self.rank
+            else "Pearson per image"
+            if self.centre
+            else "cosine per image"
+        )
+        return ", ".join(parts)
+
     def transform(self, maps: np.ndarray, input_size: Sequence[int] | None = None) -> np.ndarray:
         """(n, S, S) maps of one model -> (n, P) float32 rows, before normalisation.
 
@@ -160,6 +176,14 @@ class EstimatorSpec:
             "correction": self.correction or None,
             **({"csls_k": self.csls_k} if self.correction == "csls" else {}),
         }
+
+
+def describe_correction(spec: EstimatorSpec) -> str:
+    if spec.correction == "hub":
+        return "; hub removed (space's mean signature subtracted, then cosine)"
+    if spec.correction == "csls":
+        return f"; CSLS correction with K = {spec.csls_k}"
+    return ""
 
 
 def parse_estimator(name: str) -> EstimatorSpec:

@@ -86,3 +86,28 @@ def curves_figure(evals: Sequence[Evaluation]) -> Figure:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="lower right")
     return fig
+
+
+def example_maps_figure(images: np.ndarray, maps: dict[str, np.ndarray], method: str) -> Figure:
+    """Probe images (top row) and each model's ``method`` maps of them (one row per model),
+    signed maps on a symmetric diverging scale, magnitudes from white."""
+    n_img, rows = len(images), len(maps) + 1
+    fig = _new(1.3 * n_img + 2.2, 1.3 * rows + 0.4)
+    axes = np.asarray(fig.subplots(rows, n_img, squeeze=False))
+    for j, img in enumerate(images):
+        axes[0, j].imshow(img)
+    axes[0, 0].set_ylabel("probe", rotation=0, ha="right", fontsize=8)
+    for i, (name, m) in enumerate(maps.items(), start=1):
+        for j in range(n_img):
+            a = np.nan_to_num(m[j].astype(np.float64))
+            lim = float(np.percentile(np.abs(a), 99)) or 1.0
+            if a.min() < 0:
+                axes[i, j].imshow(a, cmap="bwr", vmin=-lim, vmax=lim)
+            else:
+                axes[i, j].imshow(a, cmap="Reds", vmin=0, vmax=lim)
+        axes[i, 0].set_ylabel(name, rotation=0, ha="right", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{method} maps of {n_img} probe images", fontsize=10)
+    return fig

@@ -6,6 +6,7 @@ Heavy modules (scipy, matplotlib) are imported inside the commands so `onnxattr 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 LINKAGES = "single, complete, average, weighted, centroid, median, ward"
 METHOD_HELP = ("Estimator: an attribution method in the space (saliency, grad_input, elrp, ...) "
-               "or svcca, cka, rsa, relation, depara[:METHOD].")
+               "with map-comparison options (METHOD+abs+s2+g16+rank+hub, see the README), svcca, cka, rsa, relation, depara[:METHOD], or "
+               "combine:EST=W,EST=W.")
 
 Space = Annotated[Path | None, typer.Option("--space", "-s", help="Model space (HDF5).")]
 Method = Annotated[str | None, typer.Option("--method", "-m", help=METHOD_HELP)]
@@ -38,6 +40,8 @@ NameMapFile = Annotated[Path | None, typer.Option(
     "--map-file", help="JSON object of matrix name -> oracle name.")]
 Top = Annotated[int, typer.Option("--top", help="Relevant = the oracle's top-N sources.")]
 Linkage = Annotated[str, typer.Option("--linkage", help=f"One of {LINKAGES}.")]
+Bootstrap = Annotated[int, typer.Option(
+    "--bootstrap", help="Probe resamples for intervals (0 = none; needs --space).")]
 
 
 def _file_stem(label: str) -> str:
@@ -112,24 +116,48 @@ def rank(
     affinity: AffCsv = None,
     distance: DistCsv = None,
     top: Annotated[int, typer.Option("--top", "-k", help="Show the K closest (0 = all).")] = 0,
+    bootstrap: Bootstrap = 20,
     lam: Lam = 1.0,
     no_cache: NoCache = False,
 ) -> None:
-    """Source models for TARGET, closest first, with their distances."""
+    """Source models for TARGET, closest first, with their distances and how sure each rank is
+    (probe bootstrap: 95% interval of the affinity and of the rank; disjoint-halves agreement)."""
     from ..analysis.distances import ranking
 
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
+    stab = None
+    if space is not None and bootstrap > 0:
+        from ..analysis.stability import ranking_stability
+
+        assert method is not None  # _matrix requires it with --space
+        stab = ranking_stability(space, method, n_boot=bootstrap, lam=lam)
     aff, dist = mat.affinity(), mat.distance()
     rows = ranking(mat, target)
     rows = rows[:top] if top > 0 else rows
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
-    for col in ("rank", "source", "distance", "affinity"):
+    cols = ["rank", "source", "distance", "affinity"]
+    if stab is not None:
+        cols += ["affinity 95%", "rank 95%"]
+    for col in cols:
         table.add_column(col, justify="left" if col == "source" else "right")
     i = mat.index(target)
     for r, (name, _) in enumerate(rows, 1):
         j = mat.index(name)
-        table.add_row(str(r), name, f"{dist.values[i, j]:.4g}", f"{aff.values[i, j]:.4g}")
+        cells = [str(r), name, f"{dist.values[i, j]:.4g}", f"{aff.values[i, j]:.4g}"]
+        if stab is not None:
+            lo, hi = int(stab.rank_low[i, j]), int(math.ceil(stab.rank_high[i, j]))
+            cells += [f"{stab.low[i, j]:.4g}..{stab.high[i, j]:.4g}",
+                      str(lo) if lo == hi else f"{lo}..{hi}"]
+        table.add_row(*cells)
     console.print(table)
+    if stab is not None:
+        console.print(f"probe resampling ({stab.n_boot} bootstrap draws of {stab.n_images} images): "
+                      f"the top source stays first in {stab.top1_kept[i]:.0%} of draws; two "
+                      f"disjoint halves of the probe set rank the sources alike at ρ = "
+                      f"{stab.halves_rho[i]:.2f}")
+        note = stab.note()
+        if note:
+            console.print(note)
 
 
 @command(name="evaluate")
@@ -148,10 +176,12 @@ def evaluate_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write curves (JSON).")] = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Draw the P@K and R@K curves (.png/.svg).")] = None,
+    bootstrap: Bootstrap = 0,
     lam: Lam = 1.0,
     no_cache: NoCache = False,
 ) -> None:
-    """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle."""
+    """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle;
+    with --bootstrap, 95% intervals of P@1/3/5 and Spearman over probe resamples."""
     from ..analysis import plots
     from ..analysis.distances import read_matrix_csv
     from ..analysis.estimators import available_estimators, compute_affinity
@@ -161,15 +191,24 @@ def evaluate_cmd(
     names_map = parse_mapping(mapping or [], map_file)
     mats = [read_matrix_csv(p, "affinity") for p in affinity or []]
     mats += [read_matrix_csv(p, "distance") for p in distance or []]
-    if space is not None:
-        for m in method or available_estimators(space):
-            mats.append(compute_affinity(space, m, lam=lam, use_cache=not no_cache,
-                                         progress=True)[0])
-    elif method:
+    space_names = (method or available_estimators(space)) if space is not None else []
+    if method and space is None:
         raise OnnxAttrError("--method needs --space")
+    if bootstrap and space is None:
+        raise OnnxAttrError("--bootstrap needs --space (probe resamples are computed from it)")
+    for m in space_names:
+        mats.append(compute_affinity(space, m, lam=lam, use_cache=not no_cache,
+                                     progress=True)[0])
     if not mats:
         raise OnnxAttrError("nothing to evaluate; give --space, --affinity or --distance")
     evals = [evaluate(m, orc, top=top, mapping=names_map) for m in mats]
+    cis = {}
+    if bootstrap:
+        from ..analysis.stability import evaluation_ci, ranking_stability
+
+        for m, mat in zip(space_names, mats[len(mats) - len(space_names):], strict=True):
+            stab = ranking_stability(space, m, n_boot=bootstrap, lam=lam)
+            cis[mat.estimator] = evaluation_ci(stab, orc, top, mapping=names_map)
     ref = evals[0]
     table = Table(title=f"P@K / R@K against {oracle.name} (relevant = top-{top})")
     table.add_column("K", justify="right")
@@ -185,16 +224,44 @@ def evaluate_cmd(
     table.add_row("ρ", *[c for e in evals for c in (f"{e.spearman:.3f}", "")], "", "")
     console.print(table)
     console.print("ρ = mean per-target Spearman correlation of estimate vs oracle")
+    if cis:
+        console.print(_summary_table(evals, cis, bootstrap))
     for e in evals:
         if e.ignored:
             console.print(f"{e.estimator}: not in the oracle, ignored: {', '.join(e.ignored)}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(evaluations_json(evals), indent=1))
+        data = evaluations_json(evals)
+        for e in evals:
+            if e.estimator in cis:
+                flat = data if len(evals) == 1 else data["estimators"][e.estimator]
+                flat["probe_bootstrap"] = cis[e.estimator].to_dict()
+        json_out.write_text(json.dumps(data, indent=1))
         console.print(f"wrote {json_out}")
     if plot is not None:
         plots.save(plots.curves_figure(evals), plot)
         console.print(f"wrote {plot}")
+
+
+def _summary_table(evals: list, cis: dict, n_boot: int) -> Table:
+    table = Table(title=f"P@K and Spearman with 95% intervals over {n_boot} probe resamples")
+    table.add_column("estimator", justify="left")
+    for c in ("P@1", "P@3", "P@5", "Spearman"):
+        table.add_column(c, justify="right")
+    for e in evals:
+        ci = cis.get(e.estimator)
+        cells = []
+        for k in (1, 3, 5):
+            v = f"{e.precision[k - 1]:.3f}" if k <= len(e.k) else "–"
+            if ci is not None and k in ci.precision:
+                lo, hi = ci.precision[k]
+                v += f" [{lo:.2f}, {hi:.2f}]"
+            cells.append(v)
+        rho = f"{e.spearman:.3f}"
+        if ci is not None:
+            rho += f" [{ci.spearman[0]:.2f}, {ci.spearman[1]:.2f}]"
+        table.add_row(e.estimator, *cells, rho)
+    return table
 
 
 @command()
@@ -258,14 +325,17 @@ def report(
     map_file: NameMapFile = None,
     top: Top = 5,
     linkage: Linkage = "single",
+    bootstrap: Bootstrap = 20,
     lam: Lam = 1.0,
     no_cache: NoCache = False,
 ) -> None:
-    """One self-contained HTML page: heatmaps, trees, rankings (and evaluation) per estimator."""
+    """One self-contained HTML page: models, example maps, and per estimator heatmaps, trees,
+    rankings and their stability under probe resampling (and the evaluation)."""
     from ..analysis.evaluation import parse_mapping
     from ..analysis.report import write_report
 
     path = write_report(space, out, oracle, method or None,
                         mapping=parse_mapping(mapping or [], map_file), top=top,
-                        linkage=linkage, lam=lam, use_cache=not no_cache, progress=True)
+                        linkage=linkage, lam=lam, use_cache=not no_cache,
+                        bootstrap=bootstrap, progress=True)
     console.print(f"wrote {path}")

@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..errors import OnnxAttrError
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, PairwiseEstimator
-from .errors import OnnxAttrError
 from .estimators import (
     COMBINE_PREFIX,
     FeatureEstimator,
