@@ -162,8 +162,9 @@ def add_model(
         say("no probe set in the space: building the embedded default")
         probe = build_probe(None, size=224, seed=0)
     graph = to_torch(encoder)
-    first = pre.apply(probe.images[: min(8, batch_size, len(probe))]).numpy()
-    err = verify(graph, encoder, first, rtol)
+    n_check = min(8, batch_size, len(probe))
+    first = pre.apply(probe.images[:n_check]).numpy()
+    err = verify(graph, encoder, first, rtol, probe.names[:n_check])
     say(f"conversion verified against onnxruntime: max relative error {err:.2e} (tolerance {rtol:.0e})")
     graph.module.to(device)
 
@@ -177,9 +178,8 @@ def add_model(
             pool_features(o, channels_last=pre.layout == "nhwc" and o.dim() == 4).cpu()))
         for m, a in out.items():
             maps[m][start : start + len(images)] = pre.invert_map(a.float(), probe.size).cpu().numpy()
-    for m, a in maps.items():
-        if not np.isfinite(a).all():
-            raise OnnxAttrError(f"{m} maps of {name!r} contain NaN/inf; nothing was stored")
+        check_finite(name, probe.names[start : start + len(images)], features[-1].numpy(),
+                     {m: a[start : start + len(images)] for m, a in maps.items()})
 
     result = AddResult(
         name=name, encoder_tensor=tensor, verify_rel_err=err, fixups=fixups,
@@ -196,6 +196,34 @@ def add_model(
         space_obj.write_probe(probe)
     space_obj.add_model(name, maps, torch.cat(features).numpy(), attrs, overwrite=overwrite)
     return result
+
+
+def check_finite(name: str, images: Sequence[str], features: np.ndarray,
+                 maps: dict[str, np.ndarray]) -> None:
+    """Refuse a batch whose encoder output or maps hold NaN/inf, naming the probe images."""
+
+    def bad(a: np.ndarray) -> list[str]:
+        rows = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+        return [images[i] for i in np.flatnonzero(rows)]
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        return ", ".join(names[:5]) + more
+
+    if bad_out := bad(features):
+        raise OnnxAttrError(
+            f"the encoder output of {name!r} is NaN/inf on probe images {listed(bad_out)}; "
+            "nothing was stored. The model itself overflows on these inputs: check the "
+            "preprocessing (--preset, --scale, --mean, --std) against the model's training, or "
+            "pick another --encoder-node"
+        )
+    for method, a in maps.items():
+        if bad_map := bad(a):
+            raise OnnxAttrError(
+                f"{method} maps of {name!r} are NaN/inf on probe images {listed(bad_map)} "
+                "(the encoder output is finite); nothing was stored. Leave that method out "
+                "(--methods) or, for elrp/lrp, raise --epsilon"
+            )
 
 
 def _check_input_compatible(shape: list[int | None], pre: Preprocessing) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import OnnxAttrError
 
@@ -46,15 +46,42 @@ class ProbeSet:
         return hashlib.sha256("".join(self.hashes).encode()).hexdigest()
 
 
+def display_name(name: str) -> str:
+    """A file name as valid UTF-8: bytes that are not (POSIX names are arbitrary bytes) become
+    \\xNN escapes, so the name is still unique and readable."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def find_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of any PIL mode: 16/32-bit and float greys scaled from their full range (PIL's
+    own convert clips them to white), transparency composited over white, CMYK/palette/LAB via
+    PIL, the EXIF orientation applied."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+            a = a / 257.0  # 16-bit range (PNG stores 16-bit greys as mode I)
+        elif img.mode == "F" and a.size and a.max() <= 1.0:
+            a = a * 255.0  # float images in [0, 1]
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    ):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def center_square(img: Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
-    img = img.convert("RGB").crop((left, top, left + s, top + s))
+    img = to_rgb(img).crop((left, top, left + s, top + s))
     return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
@@ -88,9 +115,10 @@ def build_probe(
             with Image.open(paths[i]) as img:
                 images.append(center_square(img, size))
         except Exception as exc:  # PIL raises many types for broken files
-            warnings.warn(f"skipping unreadable image {paths[i]}: {exc}", stacklevel=2)
+            warnings.warn(f"skipping unreadable image {display_name(str(paths[i]))}: {exc}",
+                          stacklevel=2)
             continue
-        names.append(paths[i].relative_to(root).as_posix())
+        names.append(display_name(paths[i].relative_to(root).as_posix()))
     if not images:
         raise OnnxAttrError(f"none of the {len(paths)} image files under {root} could be read")
     return ProbeSet(np.stack(images), names, source=str(root.resolve()), seed=seed)

@@ -3,20 +3,32 @@
 Writes are all-or-nothing at the level of a model: `add` computes everything first, writes the new
 group under a hidden name, and only then links it at /models/<name>; a failure or interrupt on the
 way deletes the hidden group, so the space reads exactly as before.
+
+Every access holds a lock of onnxattr's own beside the space (``SPACE.lock``): shared for readers,
+exclusive for writers, so concurrent processes never see half-written data, also where HDF5's own
+file locking is off (``HDF5_USE_FILE_LOCKING=FALSE``, the usual setting on NFS). Writers wait for it
+up to ``ONNXATTR_LOCK_TIMEOUT`` seconds (default 600), saying so. Every dataset carries a ``sha256``
+attribute over its values as read back (independent of HDF5 filters), checked when it is read and by
+``onnxattr check``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import sqlite3
+import sys
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import filelock
 import h5py
 import numpy as np
 
@@ -27,6 +39,8 @@ FORMAT = "onnxattr-space"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PENDING = ".pending-"
+CHECKSUM = "sha256"
+_HASH_BLOCK = 64 << 20  # bytes read per step when hashing a stored dataset
 
 
 @dataclass
@@ -54,34 +68,8 @@ class ModelSpace:
         self.path = Path(path)
 
     # -- opening -------------------------------------------------------------------------
-    @contextmanager
-    def _open(self, mode: str = "r") -> Iterator[h5py.File]:
-        if mode == "r" and not self.path.exists():
-            raise OnnxAttrError(
-                f"{self.path}: no model space here; create one with `onnxattr probe build --space {self.path}`"
-            )
-        try:
-            f = h5py.File(self.path, mode)
-        except OSError as exc:
-            raise OnnxAttrError(f"{self.path} is not a readable HDF5 file ({exc})") from exc
-        try:
-            if f.attrs.get("format") != FORMAT and (mode == "r" or len(f.keys()) or len(f.attrs)):
-                raise OnnxAttrError(
-                    f"{self.path} was not written by onnxattr (no format attribute "
-                    f"'{FORMAT}'); choose another --space path"
-                )
-            if mode != "r" and "format" not in f.attrs:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-            version = int(f.attrs.get("format_version", 0))
-            if version > FORMAT_VERSION:
-                raise OnnxAttrError(
-                    f"{self.path} has space format {version}; this onnxattr reads up to "
-                    f"{FORMAT_VERSION}: upgrade onnxattr"
-                )
-            yield f
-        finally:
-            f.close()
+    def _open(self, mode: str = "r") -> AbstractContextManager[h5py.File]:
+        return open_space(self.path, mode)
 
     # -- probe ---------------------------------------------------------------------------
     def has_probe(self) -> bool:
@@ -91,6 +79,7 @@ class ModelSpace:
             return "probe" in f
 
     def write_probe(self, probe: ProbeSet, replace: bool = False) -> None:
+        """Store the probe set; written under a hidden name and linked only when complete."""
         with self._open("a") as f:
             if "probe" in f:
                 if f["probe"].attrs.get("digest") == probe.digest:
@@ -104,15 +93,28 @@ class ModelSpace:
                     raise OnnxAttrError(
                         f"{self.path} already has a probe set; pass --replace to rebuild it"
                     )
-                del f["probe"]
-            g = f.create_group("probe")
-            g.create_dataset("images", data=probe.images, chunks=(1, *probe.images.shape[1:]),
-                             compression="gzip", compression_opts=4)
-            str_t = h5py.string_dtype("utf-8")
-            g.create_dataset("names", data=np.array(probe.names, dtype=object), dtype=str_t)
-            g.create_dataset("sha256", data=np.array(probe.hashes, dtype=object), dtype=str_t)
-            g.attrs.update(size=probe.size, seed=probe.seed, source=probe.source,
-                           digest=probe.digest, created=_now())
+            tmp = ".probe-new"
+            if tmp in f:
+                del f[tmp]
+            try:
+                g = f.create_group(tmp)
+                g.create_dataset("images", data=probe.images,
+                                 chunks=(1, *probe.images.shape[1:]),
+                                 compression="gzip", compression_opts=4)
+                str_t = h5py.string_dtype("utf-8")
+                g.create_dataset("names", data=np.array(probe.names, dtype=object), dtype=str_t)
+                g.create_dataset("sha256", data=np.array(probe.hashes, dtype=object), dtype=str_t)
+                g.attrs.update(size=probe.size, seed=probe.seed, source=probe.source,
+                               digest=probe.digest, created=_now())
+                seal(g)
+                f.flush()
+                if "probe" in f:
+                    del f["probe"]
+                f.move(tmp, "probe")
+            except BaseException:
+                if tmp in f:
+                    del f[tmp]
+                raise
 
     def read_probe(self) -> ProbeSet:
         with self._open() as f:
@@ -121,12 +123,19 @@ class ModelSpace:
                     f"{self.path} has no probe set; build one with `onnxattr probe build --space {self.path}`"
                 )
             g = f["probe"]
-            return ProbeSet(
-                images=g["images"][()],
-                names=[s.decode() if isinstance(s, bytes) else s for s in g["names"][()]],
+            images, names, hashes = (read_verified(g[k]) for k in ("images", "names", "sha256"))
+            probe = ProbeSet(
+                images=images,
+                names=[s.decode() if isinstance(s, bytes) else s for s in names],
                 source=str(g.attrs["source"]), seed=int(g.attrs["seed"]),
-                hashes=[s.decode() if isinstance(s, bytes) else s for s in g["sha256"][()]],
+                hashes=[s.decode() if isinstance(s, bytes) else s for s in hashes],
             )
+            if probe.digest != _str(g.attrs.get("digest", "")):
+                raise OnnxAttrError(
+                    f"{self.path}: the probe set does not match its digest (damaged or edited); "
+                    f"`onnxattr check {self.path}` reports what is wrong"
+                )
+            return probe
 
     # -- models --------------------------------------------------------------------------
     def models(self) -> list[ModelRecord]:
@@ -153,11 +162,11 @@ class ModelSpace:
                 raise OnnxAttrError(
                     f"model {name!r} has no {method!r} maps; it has: {', '.join(g['maps'])}"
                 )
-            return g["maps"][method][()]
+            return read_verified(g["maps"][method])
 
     def read_features(self, name: str) -> np.ndarray:
         with self._open() as f:
-            return self._model_group(f, name)["features"][()]
+            return read_verified(self._model_group(f, name)["features"])
 
     def _model_group(self, f: h5py.File, name: str) -> h5py.Group:
         if f"models/{name}" not in f:
@@ -198,6 +207,7 @@ class ModelSpace:
                 g.attrs.update({k: _attr(v) for k, v in attrs.items()})
                 g.attrs["uid"] = uuid.uuid4().hex
                 g.attrs["created"] = _now()
+                seal(g)
                 f.flush()
                 if name in models:
                     del models[name]
@@ -208,9 +218,15 @@ class ModelSpace:
                 raise
 
     def remove_model(self, name: str) -> None:
-        with self._open("a") as f:
-            self._model_group(f, name)
-            del f[f"models/{name}"]
+        """Remove one stored model; only a model name can be given (no other path in the file)."""
+        with self._open("r+") as f:
+            models = f.get("models", {})
+            if not _NAME.match(name) or name.startswith(".") or name not in models:
+                known = ", ".join(k for k in models if not k.startswith(".")) or "none"
+                raise OnnxAttrError(
+                    f"no model {name!r} in {self.path}; models: {known} (`onnxattr list`)"
+                )
+            del models[name]
 
 
 def _attr(v: Any) -> Any:
@@ -220,3 +236,192 @@ def _attr(v: Any) -> Any:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# -- locking and opening -----------------------------------------------------------------
+def lock_timeout() -> float:
+    """Seconds a writer waits for the space's lock (``ONNXATTR_LOCK_TIMEOUT``, default 600)."""
+    try:
+        return float(os.environ.get("ONNXATTR_LOCK_TIMEOUT", "600"))
+    except ValueError:
+        raise OnnxAttrError("ONNXATTR_LOCK_TIMEOUT must be a number of seconds") from None
+
+
+def lock_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def space_lock(path: str | Path, write: bool, timeout: float | None = None) -> Iterator[None]:
+    """Hold the space's inter-process lock: shared to read, exclusive to write.
+
+    A reader of a space in a folder it cannot write (read-only media) has no writer to fear and
+    proceeds without the lock."""
+    lp = lock_path(path)
+    timeout = lock_timeout() if timeout is None else timeout
+    lock = filelock.ReadWriteLock(str(lp))
+    acquire = lock.acquire_write if write else lock.acquire_read
+    try:
+        acquire(blocking=False)
+    except filelock.Timeout:
+        print(f"waiting for another onnxattr process using {path} to finish (up to "
+              f"{timeout:g} s; ONNXATTR_LOCK_TIMEOUT sets the limit)", file=sys.stderr, flush=True)
+        try:
+            acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise OnnxAttrError(
+                f"{path} is still in use by another onnxattr process after {timeout:g} s "
+                f"(lock {lp}); retry when it is done or raise ONNXATTR_LOCK_TIMEOUT"
+            ) from None
+    except (OSError, sqlite3.Error) as exc:  # the lock file cannot be created or opened
+        if not write and not os.access(lp.parent, os.W_OK):
+            yield
+            return
+        raise OnnxAttrError(f"cannot use the lock file {lp} ({exc}); "
+                            "the space's folder must be writable") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _open_error(path: Path, exc: OSError) -> str:
+    text = str(exc)
+    if "file signature not found" in text:
+        return f"{path} is not an HDF5 file; give a model space written by onnxattr"
+    if "lock" in text.lower():
+        return (f"{path} is held open by a program other than onnxattr (HDF5 file lock: {text}); "
+                "close it and retry")
+    if "truncated" in text or "bad object header" in text or "addr overflow" in text:
+        return (f"{path} is damaged ({text}); `onnxattr check {path}` reports what can be "
+                "read, `onnxattr salvage` copies the intact models")
+    return f"{path} is not a readable HDF5 file ({text})"
+
+
+@contextmanager
+def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
+               ) -> Iterator[h5py.File]:
+    """Open a model space under its lock, refusing foreign files and unknown format versions.
+
+    ``mode`` "r" reads (shared lock); "r+" writes an existing space, "a" creates it if needed
+    (both under the exclusive lock)."""
+    path = Path(path)
+    if mode in ("r", "r+") and not path.exists():
+        raise OnnxAttrError(
+            f"{path}: no model space here; create one with `onnxattr probe build --space {path}`"
+        )
+    if path.is_dir():
+        raise OnnxAttrError(f"{path} is a folder; give the model-space file (e.g. {path}/space.h5)")
+    if mode != "r" and not path.parent.is_dir():
+        raise OnnxAttrError(f"folder {path.parent} does not exist; create it first")
+    with space_lock(path, write=mode != "r", timeout=lock_wait):
+        try:
+            f = h5py.File(path, mode)
+        except OSError as exc:
+            raise OnnxAttrError(_open_error(path, exc)) from None
+        try:
+            if _str(f.attrs.get("format", "")) != FORMAT and (
+                mode == "r" or len(f.keys()) or len(f.attrs)
+            ):
+                raise OnnxAttrError(
+                    f"{path} was not written by onnxattr (no format attribute "
+                    f"'{FORMAT}'); choose another --space path"
+                )
+            if mode != "r" and "format" not in f.attrs:
+                f.attrs["format"] = FORMAT
+                f.attrs["format_version"] = FORMAT_VERSION
+            try:
+                version = int(f.attrs.get("format_version", 0))
+            except (TypeError, ValueError):
+                version = 0
+            if version > FORMAT_VERSION:
+                raise OnnxAttrError(
+                    f"{path} has space format {version}; this onnxattr reads up to "
+                    f"{FORMAT_VERSION}: upgrade onnxattr"
+                )
+            if version < 1:
+                raise OnnxAttrError(
+                    f"{path} has no valid format_version attribute "
+                    f"({f.attrs.get('format_version')!r}); it was edited or damaged: "
+                    f"`onnxattr check {path}`"
+                )
+            yield f
+        finally:
+            f.close()
+
+
+# -- checksums ---------------------------------------------------------------------------
+def _hash_block(h: Any, block: np.ndarray) -> None:
+    if block.dtype.kind == "O":  # variable-length strings: their UTF-8 bytes, NUL-separated
+        for v in block.ravel():
+            h.update(v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape"))
+            h.update(b"\0")
+    else:
+        h.update(np.ascontiguousarray(block).tobytes())
+
+
+def array_checksum(values: np.ndarray) -> str:
+    """sha256 of a dataset's values as read back (row-major bytes in the stored dtype)."""
+    h = hashlib.sha256()
+    _hash_block(h, np.asarray(values))
+    return h.hexdigest()
+
+
+def dataset_checksum(ds: h5py.Dataset) -> str:
+    """:func:`array_checksum` of a stored dataset, read in blocks of rows (bounded memory)."""
+    h = hashlib.sha256()
+    if ds.shape == () or ds.shape[0] == 0:
+        _hash_block(h, np.asarray(ds[()]))
+        return h.hexdigest()
+    row = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:])))
+    step = max(1, _HASH_BLOCK // row)
+    for k in range(0, ds.shape[0], step):
+        _hash_block(h, ds[k:k + step])
+    return h.hexdigest()
+
+
+def seal(group: h5py.Group) -> None:
+    """Give every dataset under ``group`` its checksum, computed from the values read back."""
+    def visit(_: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            obj.attrs[CHECKSUM] = dataset_checksum(obj)
+
+    group.visititems(visit)
+
+
+def damaged_error(ds: h5py.Dataset, detail: str) -> OnnxAttrError:
+    path = Path(ds.file.filename)
+    return OnnxAttrError(
+        f"{path}: dataset {ds.name} is damaged ({detail}); `onnxattr check {path}` lists the "
+        f"damage, `onnxattr salvage {path} NEW.h5` copies the intact models"
+    )
+
+
+def read_verified(ds: h5py.Dataset) -> np.ndarray:
+    """All values of a dataset, checked against its stored checksum (if it has one)."""
+    try:
+        values = ds[()]
+    except OSError as exc:
+        raise damaged_error(ds, f"unreadable: {exc}") from None
+    want = ds.attrs.get(CHECKSUM)
+    if want is not None and array_checksum(values) != _str(want):
+        raise damaged_error(ds, "checksum mismatch")
+    return values
+
+
+def verify_dataset(ds: h5py.Dataset) -> None:
+    """Raise if the dataset's values no longer match its checksum (datasets without one pass)."""
+    want = ds.attrs.get(CHECKSUM)
+    if want is None:
+        return
+    try:
+        got = dataset_checksum(ds)
+    except OSError as exc:
+        raise damaged_error(ds, f"unreadable: {exc}") from None
+    if got != _str(want):
+        raise damaged_error(ds, "checksum mismatch")

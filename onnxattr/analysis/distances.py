@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..errors import OnnxAttrError
 CACHE_ROOT = "analysis/estimators"
 CACHE_FORMAT = 1
 DEFAULT_MEMORY_BYTES = 1 << 30
+CACHE_LOCK_WAIT = 10.0  # seconds a distance command waits to store its new pairs
 
 
 # --------------------------------------------------------------------------- labelled matrices
@@ -103,11 +105,21 @@ def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str], np.ndarra
     path = Path(path)
     if not path.is_file():
         raise OnnxAttrError(f"matrix file {path} does not exist; give an existing CSV file")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh) if r]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r]
+    except UnicodeDecodeError as exc:
+        raise OnnxAttrError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+    except csv.Error as exc:
+        raise OnnxAttrError(f"{path} is not a readable CSV file ({exc})") from None
     if len(rows) < 2:
         raise OnnxAttrError(f"{path} has no data rows; expected a header row and one row per model")
     cols = [c.strip() for c in rows[0][1:]]
+    if dup := sorted({c for c in cols if cols.count(c) > 1}):
+        raise OnnxAttrError(f"{path}: column names appear twice: {', '.join(dup)}; make them unique")
     names, vals = [], []
     for i, r in enumerate(rows[1:], start=2):
         if len(r) != len(cols) + 1:
@@ -119,6 +131,8 @@ def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str], np.ndarra
             vals.append([float(x) if x.strip() else math.nan for x in r[1:]])
         except ValueError as exc:
             raise OnnxAttrError(f"{path} line {i}: {exc}; cells must be numbers or empty") from None
+    if dup := sorted({n for n in names if names.count(n) > 1}):
+        raise OnnxAttrError(f"{path}: row names appear twice: {', '.join(dup)}; make them unique")
     return names, cols, np.array(vals, dtype=np.float64)
 
 
@@ -183,6 +197,9 @@ class PairwiseEstimator(Protocol):
     def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[Any]: ...
 
     def signature_bytes(self, f: h5py.File, name: str, part: Any) -> int: ...
+
+    def data_path(self, name: str) -> str:
+        """The dataset of model ``name`` that its signatures are built from."""
 
     def stack(self, f: h5py.File, names: Sequence[str], part: Any) -> Any:
         """The signatures of ``names`` for ``part``, as one block."""
@@ -250,6 +267,24 @@ def _write_cache(f: h5py.File, key: str, est_name: str, digest: str, uids: list[
     f.flush()
 
 
+def _update_cache(space: Path, est: PairwiseEstimator, digest: str, uids: list[str],
+                  names: list[str], values: np.ndarray) -> None:
+    """Store new pairs in the cache; a space busy for long is left alone (the cache only saves
+    time), and a space that changed meanwhile keeps its cache for its own models."""
+    from ..space import open_space
+
+    try:
+        with open_space(space, "r+", lock_wait=CACHE_LOCK_WAIT) as f:
+            if probe_digest(f) == digest and all(
+                n in f.get("models", {}) and model_uids(f, [n]) == [u]
+                for n, u in zip(names, uids)
+            ):
+                _write_cache(f, est.cache_key, est.name, digest, uids, names, values,
+                             getattr(est, "params", None))
+    except OnnxAttrError as exc:
+        print(f"note: pairwise cache not updated ({exc})", file=sys.stderr)
+
+
 def _blocks(f: h5py.File, est: PairwiseEstimator, names: Sequence[str], part: Any,
             budget: int) -> Iterator[list[str]]:
     """Split names into groups whose signatures for ``part`` fit in ``budget`` bytes."""
@@ -308,18 +343,13 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
     ``models=None`` means every model that has the estimator's data; the others are listed in
     ``matrix.excluded``.
     """
+    from ..space import open_space, verify_dataset
+
     space = Path(space)
     if not space.is_file():
         raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
-    writable = use_cache and os.access(space, os.W_OK)  # a read-only space: use, don't update
-    try:
-        f = h5py.File(space, "a" if writable else "r")
-    except OSError as exc:
-        raise OnnxAttrError(f"cannot open {space} ({exc}); is another process writing it? "
-                            "Retry when it is done") from None
-    with f:
-        if f.attrs.get("format") not in ("onnxattr-space", b"onnxattr-space"):
-            raise OnnxAttrError(f"{space} is not an onnxattr model space; give a space file")
+    # Read under the shared lock; the cache is written afterwards under the exclusive one.
+    with open_space(space, "r") as f:
         all_models = space_models(f)
         have = est.models_with_data(f)
         if models is None:
@@ -348,13 +378,14 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
             idx = [pos[uids[i]] for i in known]
             values[np.ix_(known, known)] = cached[np.ix_(idx, idx)]
         if new:
+            for n in names:  # every model's data enters the new pairs: check it is intact
+                verify_dataset(f[est.data_path(n)])
             block = compute_pairs(f, est, new, names, memory_bytes, progress)
             rows = [names.index(n) for n in new]
             values[rows, :] = block
             values[:, rows] = block.T
-        if writable and new:
-            _write_cache(f, est.cache_key, est.name, digest, uids, names, values,
-                         getattr(est, "params", None))
+    if use_cache and new and os.access(space, os.W_OK):  # a read-only space: use, don't update
+        _update_cache(space, est, digest, uids, names, values)
     stats = {"computed_pairs": len(new) * len(names) - len(new) * (len(new) - 1) // 2,
              "cached_models": len(known)}
     return LabelledMatrix(names, values, "affinity", est.name, excluded), stats

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ..errors import OnnxAttrError
+from ..space import open_space
 from .distances import (
     DEFAULT_MEMORY_BYTES,
     LabelledMatrix,
@@ -71,8 +72,11 @@ class MapCosine:
         self.cache_key = f"maps.{self.name}"
         self.params = {"method": method, **self.comparison.params()}
 
+    def data_path(self, name: str) -> str:
+        return f"models/{name}/maps/{self.method}"
+
     def _ds(self, f: h5py.File, name: str) -> h5py.Dataset:
-        return f[f"models/{name}/maps/{self.method}"]
+        return f[self.data_path(name)]
 
     def models_with_data(self, f: h5py.File) -> list[str]:
         return [m for m in space_models(f) if f"maps/{self.method}" in f["models"][m]]
@@ -206,6 +210,9 @@ class FeatureEstimator:
         self.cache_key = f"features.{name}{key_params}"
         self.params = {"estimator": name, **(params or {})}
 
+    def data_path(self, name: str) -> str:
+        return f"models/{name}/features"
+
     def models_with_data(self, f: h5py.File) -> list[str]:
         return [m for m in space_models(f) if "features" in f["models"][m]]
 
@@ -266,7 +273,7 @@ def _space_info(space: str | Path) -> tuple[list[str], dict[str, int], int]:
     space = Path(space)
     if not space.is_file():
         raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
-    with h5py.File(space, "r") as f:
+    with open_space(space, "r") as f:
         models = space_models(f)
         counts: dict[str, int] = {}
         n_feat = 0
@@ -384,7 +391,7 @@ def resolve_terms(space: str | Path, spec: EstimatorSpec, *, lam: float = 1.0,
 
 def common_models(space: str | Path, terms: Sequence[tuple[PairwiseEstimator, float]]) -> list[str]:
     """Models having the data of every term."""
-    with h5py.File(space, "r") as f:
+    with open_space(space, "r") as f:
         have = [set(est.models_with_data(f)) for est, _ in terms]
     return sorted(set.intersection(*have))
 

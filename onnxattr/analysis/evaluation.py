@@ -107,6 +107,20 @@ def _check_names(matrix: LabelledMatrix, oracle: Oracle) -> list[str]:
     return [n for n in matrix.names if n not in set(oracle.names)]
 
 
+def _check_finite(matrix: LabelledMatrix, oracle: Oracle) -> None:
+    """NaN among the compared pairs would make rankings arbitrary and rho NaN: refuse instead."""
+    idx = [matrix.names.index(n) for n in oracle.names]
+    sub = matrix.values[np.ix_(idx, idx)]
+    off = ~np.eye(len(idx), dtype=bool)
+    bad = np.argwhere(np.isnan(sub) & off)
+    if len(bad):
+        pairs = ", ".join(f"{oracle.names[i]}/{oracle.names[j]}" for i, j in bad[:5])
+        raise OnnxAttrError(
+            f"{matrix.estimator or 'the matrix'} has {len(bad)} NaN values among the oracle's "
+            f"models (e.g. {pairs}); recompute it (`onnxattr distance --no-cache`) or fill the CSV"
+        )
+
+
 def _hits(order: Sequence[int], relevant: set[int], kmax: int) -> np.ndarray:
     """hits[K-1] = |order[:K] ∩ relevant| for K = 1..kmax (order shorter than K: all of it)."""
     flags = np.array([j in relevant for j in order], dtype=float)
@@ -126,6 +140,7 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
         raise OnnxAttrError(f"--top must be at least 1, got {top}")
     matrix = rename(matrix, mapping or {})
     ignored = _check_names(matrix, oracle)
+    _check_finite(matrix, oracle)
     scores = matrix.scores()
     idx = {n: i for i, n in enumerate(matrix.names)}
     rows = []

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
+from ..errors import OnnxAttrError
 from .distances import LabelledMatrix
 from .evaluation import Evaluation
 
@@ -26,6 +27,18 @@ def _new(width: float, height: float) -> Figure:
     return fig
 
 
+def check_image_path(path: str | Path) -> None:
+    """Refuse an output path matplotlib cannot write, before any work is done."""
+    path = Path(path)
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise OnnxAttrError(f"cannot draw to {path}: unknown image format {path.suffix!r}; "
+                            f"use .png or .svg (or {', '.join(sorted(set(formats) - {'png', 'svg'}))})")
+    if path.is_dir():
+        raise OnnxAttrError(f"{path} is a folder; give an image file name")
+
+
 def save(fig: Figure, path: str | Path | None) -> bytes:
     """Save to ``path`` (format from its suffix, e.g. .png/.svg); return PNG bytes if no path."""
     if path is None:
@@ -33,6 +46,7 @@ def save(fig: Figure, path: str | Path | None) -> bytes:
         fig.savefig(buf, format="png", dpi=110)
         return buf.getvalue()
     path = Path(path)
+    check_image_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     return b""

@@ -11,10 +11,10 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..errors import OnnxAttrError
+from ..space import open_space
 from . import plots, trees
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking, space_models
 from .estimators import available_estimators, compute_affinity, describe
@@ -90,7 +90,7 @@ def _models_section(space_path: Path) -> tuple[str, list[str], list[str]]:
     """Table of the space's models (what they are and how well the converted encoder matched
     onnxruntime); also returns the model names and the attribution methods present."""
     rows, names, methods = [], [], []
-    with h5py.File(space_path, "r") as f:
+    with open_space(space_path, "r") as f:
         for name in space_models(f):
             g = f["models"][name]
             a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
@@ -115,7 +115,7 @@ def _models_section(space_path: Path) -> tuple[str, list[str], list[str]]:
 
 def _example_maps(space_path: Path, names: Sequence[str], method: str, n_images: int = 4,
                   max_models: int = 24) -> str:
-    with h5py.File(space_path, "r") as f:
+    with open_space(space_path, "r") as f:
         with_maps = [n for n in names if f"models/{n}/maps/{method}" in f]
         if not with_maps or "probe/images" not in f:
             return ""

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..errors import OnnxAttrError
+from ..space import open_space
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, PairwiseEstimator
 from .estimators import (
     COMBINE_PREFIX,
@@ -125,7 +126,7 @@ def resampled_affinities(
     if len(names) < 2:
         raise OnnxAttrError(f"{name!r} needs at least two models with its data")
     total = None
-    with h5py.File(space, "r") as f:
+    with open_space(space, "r") as f:
         n_img = _n_images(f, terms[0][0], names[0])
         for est, w in terms:
             if isinstance(est, MapCosine):
@@ -226,7 +227,7 @@ def ranking_stability(
         raise OnnxAttrError(f"--bootstrap needs at least 2 resamples, not {n_boot}")
     full, _ = compute_affinity(space, name, models, lam=lam, memory_bytes=memory_bytes)
     names = full.names
-    with h5py.File(space, "r") as f:
+    with open_space(space, "r") as f:
         g = f[f"models/{names[0]}"]
         n_img = (
             int(g["features"].shape[0])

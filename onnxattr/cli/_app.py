@@ -1,14 +1,22 @@
-"""The typer application and the decorator that turns OnnxAttrError into a one-line error."""
+"""The typer application and the decorator that turns every failure into a one-line error.
+
+An OnnxAttrError is the user's to fix: its message says what to do. Any other exception is a
+failure nobody foresaw: it is shown on one line too, with a hint to rerun with ``--debug`` (or
+``ONNXATTR_DEBUG=1``) for the traceback.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import OnnxAttrError
 
@@ -24,10 +32,26 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+_debug = {"on": False}
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of unexpected errors."),
+) -> None:
+    """Label-free model transferability from attribution maps, for any ONNX model."""
+    _debug["on"] = debug or os.environ.get("ONNXATTR_DEBUG", "") not in ("", "0")
+
+
+def _error(message: str) -> None:
+    """`error: ...` on one line, the message printed literally (paths may hold [brackets])."""
+    text = " ".join(message.split())
+    err_console.print(Text.assemble(("error:", "bold red"), " ", text), soft_wrap=True,
+                      highlight=False)
 
 
 def command(target: typer.Typer = app, **kwargs: Any) -> Callable:
-    """Register a CLI command whose OnnxAttrError/OSError becomes `error: ...` and exit code 1."""
+    """Register a CLI command whose failures become one `error: ...` line and a non-zero exit."""
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -35,7 +59,18 @@ def command(target: typer.Typer = app, **kwargs: Any) -> Callable:
             try:
                 return fn(*args, **kw)
             except (OnnxAttrError, FileNotFoundError) as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                _error(str(exc))
+                raise typer.Exit(1) from None
+            except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+                raise
+            except KeyboardInterrupt:
+                _error("interrupted (nothing half-written is kept in the space)")
+                raise typer.Exit(130) from None
+            except Exception as exc:
+                if _debug["on"]:
+                    raise
+                _error(f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug, "
+                       "e.g. `onnxattr --debug COMMAND ...`, for the traceback)")
                 raise typer.Exit(1) from None
 
         return target.command(**kwargs)(wrapper)

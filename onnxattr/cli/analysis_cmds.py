@@ -84,6 +84,8 @@ def distance(
     from ..analysis.distances import write_matrix
     from ..analysis.estimators import compute_affinity
 
+    if out.exists() and not out.is_dir():
+        raise OnnxAttrError(f"--out {out} is a file; give a folder for the matrices")
     formats = list(dict.fromkeys(fmt or ["csv"]))
     for f in formats:
         if f not in ("csv", "npy", "json"):
@@ -187,6 +189,8 @@ def evaluate_cmd(
     from ..analysis.estimators import available_estimators, compute_affinity
     from ..analysis.evaluation import evaluate, evaluations_json, parse_mapping, read_oracle
 
+    if plot is not None:
+        plots.check_image_path(plot)
     orc = read_oracle(oracle)
     names_map = parse_mapping(mapping or [], map_file)
     mats = [read_matrix_csv(p, "affinity") for p in affinity or []]
@@ -283,6 +287,7 @@ def tree(
     """Agglomerative similarity tree: dendrogram image and Newick text."""
     from ..analysis import plots, trees
 
+    plots.check_image_path(out)
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
     z = trees.linkage(mat, linkage, on)
     plots.save(plots.dendrogram_figure(z, mat.names, f"{mat.estimator} ({linkage})"), out)
@@ -308,6 +313,7 @@ def heatmap(
     """Affinity matrix as a heatmap, rows and columns ordered by the similarity tree."""
     from ..analysis import plots, trees
 
+    plots.check_image_path(out)
     mat = _matrix(space, method, affinity, distance, lam, no_cache).affinity()
     order = trees.leaf_order(trees.linkage(mat, linkage))
     plots.save(plots.heatmap_figure(mat, order), out)

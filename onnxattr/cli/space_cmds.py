@@ -132,6 +132,11 @@ def add(
     from ..pipeline import add_model
     from ..preprocess import Preprocessing
 
+    if save_preprocessing is not None and (
+        save_preprocessing.is_dir() or not save_preprocessing.parent.is_dir()
+    ):
+        raise OnnxAttrError(f"--save-preprocessing {save_preprocessing}: give a file in an "
+                            "existing folder (checked before anything is computed or stored)")
     spec: dict = Preprocessing.load(preprocessing).to_dict() if preprocessing else {}
     try:
         spec.update(

@@ -6,7 +6,7 @@ through the `onnx_mapping` that onnx2torch attaches (its output tensor names).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,8 +86,10 @@ def quiet_session_options() -> Any:
     return options
 
 
-def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float) -> float:
-    """Run onnxruntime and the torch graph on `x`; return the relative error, raise if above `rtol`."""
+def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float,
+           names: Sequence[str] | None = None) -> float:
+    """Run onnxruntime and the torch graph on `x`; return the relative error, raise if above `rtol`
+    or if either output is not finite (`names`: the probe images of `x`, for the message)."""
     import onnxruntime as ort
 
     try:
@@ -106,6 +108,16 @@ def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float
         raise OnnxAttrError(
             f"converted encoder output has shape {value.shape}, onnxruntime gives {reference.shape}"
         )
+    for who, out in (("onnxruntime", reference), ("the converted encoder", value)):
+        if not np.isfinite(out).all():
+            bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
+            which = ", ".join(names[i] if names else f"#{i}" for i in bad.tolist())
+            raise OnnxAttrError(
+                f"{who} gives NaN/inf encoder outputs on probe images {which}; no maps were "
+                "stored. A tolerance cannot "
+                "fix this: check the preprocessing (--preset, --scale, --mean, --std) or pick "
+                "another --encoder-node"
+            )
     err = relative_error(reference.astype(np.float32), value)
     if not err <= rtol:
         raise OnnxAttrError(
