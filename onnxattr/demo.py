@@ -22,7 +22,7 @@ from .device import resolve_device
 from .errors import OnnxAttrError
 from .pipeline import add_model
 from .probe import embedded_probe
-from .space import ModelSpace
+from .space import ModelSpace, lock_path
 
 
 @dataclass
@@ -122,6 +122,7 @@ def _remove_if_empty(space: ModelSpace, created: list[Path]) -> None:
     """Remove the space file and folder this run created when no model made it into the space."""
     if space.path in created and space.path.exists() and not space.models():
         space.path.unlink()
+        lock_path(space.path).unlink(missing_ok=True)
     for p in created:
         if p.is_dir() and not any(p.iterdir()):
             p.rmdir()
