@@ -1,0 +1,160 @@
+"""Choosing an estimator honestly: per-target scores, leave-one-target-out selection, fitted
+combination weights, and the twin check.
+
+An estimator's score on one oracle target does not depend on the other targets, so a *fixed*
+estimator scored on every target is already a held-out figure. What must not see a target is
+whatever is *chosen* with the oracle: which variant becomes the default, and the weights of a
+combined estimator. :func:`leave_one_target_out` chooses both on all targets but one and scores the
+choice on the one left out, for every target in turn; the held-out P@K of the *procedure* is the
+mean of those scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .distances import LabelledMatrix
+from .estimators import combine_matrices
+from .evaluation import Oracle, evaluate
+
+KS = (1, 3, 5)
+
+
+@dataclass
+class TargetScores:
+    """P@K (K in :data:`KS`) and Spearman of one estimator, per oracle target."""
+
+    estimator: str
+    targets: list[str]
+    precision: dict[int, np.ndarray]  # K -> (T,)
+    spearman: np.ndarray  # (T,), NaN where undefined
+
+    def mean(self, idx: Sequence[int] | None = None) -> dict[str, float]:
+        sel = np.arange(len(self.targets)) if idx is None else np.asarray(idx, dtype=int)
+        rho = self.spearman[sel]
+        rho = rho[np.isfinite(rho)]
+        out = {f"P@{k}": float(self.precision[k][sel].mean()) for k in self.precision}
+        out["spearman"] = float(rho.mean()) if rho.size else math.nan
+        return out
+
+
+def target_scores(
+    matrix: LabelledMatrix, oracle: Oracle, top: int = 5, mapping: Mapping[str, str] | None = None
+) -> TargetScores:
+    """Score ``matrix`` against each oracle target on its own (same protocol as ``evaluate``)."""
+    prec: dict[int, list[float]] = {k: [] for k in KS}
+    rho = []
+    for i, t in enumerate(oracle.targets):
+        one = Oracle([t], oracle.sources, oracle.values[i : i + 1])
+        ev = evaluate(matrix, one, top=top, mapping=mapping)
+        for k in KS:
+            prec[k].append(ev.precision[min(k, len(ev.k)) - 1])
+        rho.append(ev.spearman)
+    return TargetScores(
+        matrix.estimator,
+        list(oracle.targets),
+        {k: np.array(v) for k, v in prec.items()},
+        np.array(rho, dtype=float),
+    )
+
+
+def _key(s: dict[str, float], by: str) -> tuple[float, float]:
+    rho = s["spearman"]
+    return (s[by], rho if math.isfinite(rho) else -1.0)
+
+
+def best_of(scores: Mapping[str, TargetScores], idx: Sequence[int], by: str = "P@3") -> str:
+    """The estimator with the highest mean ``by`` over targets ``idx`` (ties: Spearman, then
+    the order of ``scores``)."""
+    best, key = "", (-math.inf, -math.inf)
+    for name, sc in scores.items():
+        k = _key(sc.mean(idx), by)
+        if k > key:
+            best, key = name, k
+    return best
+
+
+def fit_weight(
+    a: LabelledMatrix,
+    b: LabelledMatrix,
+    oracle: Oracle,
+    idx: Sequence[int],
+    grid: Sequence[float] = tuple(np.round(np.linspace(0, 1, 11), 2)),
+    by: str = "P@3",
+    top: int = 5,
+    mapping: Mapping[str, str] | None = None,
+) -> tuple[float, LabelledMatrix]:
+    """Weight w of ``combine:a=w,b=1-w`` with the best mean ``by`` over targets ``idx`` only."""
+    best_w, best_key, best_m = 0.0, (-math.inf, -math.inf), None
+    for w in grid:
+        m = combine_matrices([a, b], [float(w), float(1 - w)])
+        k = _key(target_scores(m, oracle, top, mapping).mean(idx), by)
+        if k > best_key:
+            best_w, best_key, best_m = float(w), k, m
+    assert best_m is not None
+    return best_w, best_m
+
+
+@dataclass
+class Selection:
+    """Leave-one-target-out result: per held-out target, what was chosen and how it scored."""
+
+    chosen: dict[str, str] = field(default_factory=dict)  # target -> estimator label
+    precision: dict[int, list[float]] = field(default_factory=dict)
+    spearman: list[float] = field(default_factory=list)
+
+    def mean(self) -> dict[str, float]:
+        rho = [r for r in self.spearman if math.isfinite(r)]
+        out = {f"P@{k}": float(np.mean(v)) for k, v in self.precision.items()}
+        out["spearman"] = float(np.mean(rho)) if rho else math.nan
+        return out
+
+
+def leave_one_target_out(
+    oracle: Oracle,
+    choose: Callable[[list[int]], LabelledMatrix],
+    top: int = 5,
+    mapping: Mapping[str, str] | None = None,
+) -> Selection:
+    """For each target t: ``choose(train target indices)`` returns a matrix (chosen and fitted
+    on the other targets only), which is then scored on t alone."""
+    sel = Selection(precision={k: [] for k in KS})
+    n = len(oracle.targets)
+    for t in range(n):
+        train = [i for i in range(n) if i != t]
+        mat = choose(train)
+        one = Oracle([oracle.targets[t]], oracle.sources, oracle.values[t : t + 1])
+        sc = target_scores(mat, one, top, mapping)
+        sel.chosen[oracle.targets[t]] = mat.estimator
+        for k in KS:
+            sel.precision[k].append(float(sc.precision[k][0]))
+        sel.spearman.append(float(sc.spearman[0]))
+    return sel
+
+
+def twin_check(
+    matrix: LabelledMatrix, tasks: Mapping[str, str], kinds: Mapping[str, str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """For every model with another model of the same task in the matrix: is a same-task model
+    its nearest neighbour? With ``kinds``, only the models it names are checked, counted under
+    their kind (e.g. framework, architecture/input, seed). Returns {kind: (first, cases)} and
+    the total under "all"."""
+    scores = matrix.scores()
+    out: dict[str, list[int]] = {}
+    for i, m in enumerate(matrix.names):
+        task = tasks.get(m)
+        mates = [j for j, o in enumerate(matrix.names) if o != m and tasks.get(o) == task]
+        if not task or not mates or (kinds is not None and m not in kinds):
+            continue
+        row = scores[i].astype(float).copy()
+        row[i] = -np.inf
+        hit = int(int(np.argmax(row)) in mates)
+        for kind in {"all", (kinds or {}).get(m, "all")}:
+            c = out.setdefault(kind, [0, 0])
+            c[0] += hit
+            c[1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}

@@ -1,0 +1,89 @@
+"""Selection helpers: per-target scores, leave-one-target-out, fitted weights, twin check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxattr.analysis.distances import LabelledMatrix
+from onnxattr.analysis.evaluation import Oracle, evaluate
+from onnxattr.analysis.selection import (
+    best_of,
+    fit_weight,
+    leave_one_target_out,
+    target_scores,
+    twin_check,
+)
+
+NAMES = ["a", "b", "c", "d", "e", "f", "g"]
+
+
+def _oracle(rng: np.random.Generator) -> tuple[Oracle, np.ndarray]:
+    truth = rng.random((7, 7))
+    truth = truth + truth.T
+    return Oracle(NAMES[:4], NAMES, truth[:4]), truth
+
+
+def test_target_scores_average_to_evaluate() -> None:
+    rng = np.random.default_rng(0)
+    oracle, _ = _oracle(rng)
+    m = LabelledMatrix(NAMES, rng.random((7, 7)), "affinity", "x")
+    sc = target_scores(m, oracle, top=2)
+    ev = evaluate(m, oracle, top=2)
+    mean = sc.mean()
+    for k in (1, 3, 5):
+        assert mean[f"P@{k}"] == pytest.approx(ev.precision[k - 1])
+    assert mean["spearman"] == pytest.approx(ev.spearman)
+
+
+def test_loto_never_sees_the_held_out_target() -> None:
+    rng = np.random.default_rng(1)
+    oracle, truth = _oracle(rng)
+    good = LabelledMatrix(NAMES, truth, "affinity", "good")
+    bad = LabelledMatrix(NAMES, -truth, "affinity", "bad")
+    seen = []
+
+    def choose(idx: list[int]) -> LabelledMatrix:
+        seen.append(idx)
+        scores = {"bad": target_scores(bad, oracle), "good": target_scores(good, oracle)}
+        return {"good": good, "bad": bad}[best_of(scores, idx)]
+
+    sel = leave_one_target_out(oracle, choose)
+    assert [sorted(set(range(4)) - set(i)) for i in seen] == [[0], [1], [2], [3]]
+    assert set(sel.chosen.values()) == {"good"}
+    assert sel.mean()["P@1"] == 1.0
+
+
+def test_fit_weight_uses_training_targets_only() -> None:
+    rng = np.random.default_rng(2)
+    oracle, truth = _oracle(rng)
+    noise = LabelledMatrix(NAMES, rng.random((7, 7)) * 1e-3, "affinity", "noise")
+    good = LabelledMatrix(NAMES, truth, "affinity", "good")
+    w, m = fit_weight(noise, good, oracle, [0, 1, 2, 3])
+    assert w < 0.5 and m.estimator.startswith("combine:noise=")
+    assert target_scores(m, oracle).mean()["P@1"] == 1.0
+
+
+def test_twin_check_counts_nearest_same_task_model() -> None:
+    names = ["depth", "depth.keras", "normals", "normals.in32", "edges"]
+    aff = np.array(
+        [
+            [1, 0.9, 0.5, 0.1, 0.1],
+            [0.9, 1, 0.2, 0.1, 0.1],
+            [0.5, 0.2, 1, 0.3, 0.1],
+            [0.1, 0.1, 0.8, 1, 0.9],
+            [0.1, 0.1, 0.1, 0.9, 1],
+        ]
+    )
+    tasks = {
+        "depth": "depth",
+        "depth.keras": "depth",
+        "normals": "normals",
+        "normals.in32": "normals",
+        "edges": "edges",
+    }
+    kinds = {"depth.keras": "framework", "normals.in32": "architecture/input"}
+    out = twin_check(LabelledMatrix(names, aff), tasks, kinds)
+    # depth.keras -> depth (hit); normals.in32 -> edges (0.9 beats normals' 0.8: miss)
+    assert out == {"all": (1, 2), "framework": (1, 1), "architecture/input": (0, 1)}
+    assert twin_check(LabelledMatrix(names, aff), tasks)["all"] == (2, 4)
