@@ -21,14 +21,17 @@ import torch.nn.functional as F
 from .attribution import attribute, get_method
 from .device import resolve_device
 from .errors import OnnxAttrError
+from .memory import DEFAULT_MEMORY_MB, MB, PeakMeter, batch_for_budget, budget_bytes
 from .onnxgraph import graph as onnx_graph
 from .onnxgraph.convert import to_torch, verify
 from .onnxgraph.fixups import SINGLE_IMAGE, fix_up
 from .preprocess import Preprocessing
 from .probe import build_probe
-from .space import ModelSpace, check_name
+from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, check_name
 
 DEFAULT_METHODS = ("saliency", "grad_input", "elrp")
+#: images in the first batch, on which the per-image memory cost is measured
+PROBE_BATCH = 2
 MAX_FEATURES = 8192
 _LIBRARIES = ("onnxattr", "onnx", "onnxruntime", "onnx2torch", "torch", "numpy", "h5py")
 
@@ -127,8 +130,17 @@ def add_model(
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    map_size: int | None = None,
+    storage: MapStorage = DEFAULT_STORAGE,
+    memory_mb: int | None = DEFAULT_MEMORY_MB,
 ) -> AddResult:
-    """Attribute one ONNX model on the space's probe set and store its maps (see README)."""
+    """Attribute one ONNX model on the space's probe set and store its maps (see README).
+
+    ``map_size``: side of the stored maps (default: the space's, else the probe size); smaller
+    maps store and compare faster, and every model of a space must use the same size.
+    ``memory_mb``: the process's memory budget; the batch size (at most ``batch_size``) is chosen
+    from the per-image cost measured on a first batch of two images. None: ``batch_size`` as is.
+    """
     t0 = time.perf_counter()
     say = log or (lambda *_: None)
     space_obj = ModelSpace(space)
@@ -139,6 +151,16 @@ def add_model(
     device = resolve_device(device)
     if batch_size < 1:
         raise OnnxAttrError("--batch-size must be at least 1")
+    if memory_mb is not None and memory_mb < 256:
+        raise OnnxAttrError(f"--memory-mb {memory_mb} is too small to run a model; give at least 256")
+    stored_size = space_obj.map_size()
+    if map_size is not None and stored_size is not None and map_size != stored_size:
+        raise OnnxAttrError(
+            f"{space} stores maps of {stored_size}x{stored_size}; maps of another size do not "
+            f"compare: pass --map-size {stored_size} or use a new --space"
+        )
+    if map_size is not None and map_size < 1:
+        raise OnnxAttrError("--map-size must be at least 1 pixel")
     method_objs = [get_method(m, **(method_params or {}).get(m, {})) for m in methods]
 
     full = onnx_graph.load(model_path)
@@ -163,23 +185,33 @@ def add_model(
         probe = build_probe(None, size=224, seed=0)
     graph = to_torch(encoder)
     n_check = min(8, batch_size, len(probe))
-    first = pre.apply(probe.images[:n_check]).numpy()
-    err = verify(graph, encoder, first, rtol, probe.names[:n_check])
+    check = pre.apply(probe.images[:n_check]).numpy()
+    err = verify(graph, encoder, check, rtol, probe.names[:n_check])
     say(f"conversion verified against onnxruntime: max relative error {err:.2e} (tolerance {rtol:.0e})")
     graph.module.to(device)
 
-    maps = {m.name: np.empty((len(probe), probe.size, probe.size), np.float32) for m in method_objs}
+    side = map_size or stored_size or probe.size
+    maps = {m.name: np.empty((len(probe), side, side), np.float32) for m in method_objs}
     features: list[torch.Tensor] = []
-    batches = range(0, len(probe), batch_size)
-    for start in _progress(batches, progress, f"attributing {name}"):
-        images = probe.images[start : start + batch_size]
-        x = pre.apply(images).to(device)
+
+    def run(start: int, stop: int) -> None:
+        x = pre.apply(probe.images[start:stop]).to(device)
         out = attribute(graph, x, method_objs, on_output=lambda o: features.append(
             pool_features(o, channels_last=pre.layout == "nhwc" and o.dim() == 4).cpu()))
         for m, a in out.items():
-            maps[m][start : start + len(images)] = pre.invert_map(a.float(), probe.size).cpu().numpy()
-        check_finite(name, probe.names[start : start + len(images)], features[-1].numpy(),
-                     {m: a[start : start + len(images)] for m, a in maps.items()})
+            maps[m][start:stop] = pre.invert_map(a.float(), side).cpu().numpy()
+        check_finite(name, probe.names[start:stop], features[-1].numpy(),
+                     {m: a[start:stop] for m, a in maps.items()})
+
+    first = min(PROBE_BATCH, batch_size, len(probe))
+    meter = PeakMeter(device)
+    with meter.measure():
+        run(0, first)
+    if memory_mb is not None and first < len(probe):
+        batch_size = _budget_batch(meter, first, len(probe), maps, memory_mb, device, batch_size,
+                                   say)
+    for start in _progress(range(first, len(probe), batch_size), progress, f"attributing {name}"):
+        run(start, min(start + batch_size, len(probe)))
 
     result = AddResult(
         name=name, encoder_tensor=tensor, verify_rel_err=err, fixups=fixups,
@@ -194,7 +226,8 @@ def add_model(
     }
     if not had_probe:
         space_obj.write_probe(probe)
-    space_obj.add_model(name, maps, torch.cat(features).numpy(), attrs, overwrite=overwrite)
+    space_obj.add_model(name, maps, torch.cat(features).numpy(), attrs, overwrite=overwrite,
+                        storage=storage)
     return result
 
 
@@ -224,6 +257,26 @@ def check_finite(name: str, images: Sequence[str], features: np.ndarray,
                 "(the encoder output is finite); nothing was stored. Leave that method out "
                 "(--methods) or, for elrp/lrp, raise --epsilon"
             )
+
+
+def _budget_batch(meter: PeakMeter, first: int, n: int, maps: dict[str, np.ndarray],
+                  memory_mb: int, device: str, cap: int, say: Callable[[str], None]) -> int:
+    """The batch size that keeps the rest of `add` within ``memory_mb``, from the first batch."""
+    if meter.growth is None or meter.base is None:
+        say(f"memory: this platform does not report peak memory; batch size {cap} as given")
+        return cap
+    per_image = meter.growth / first
+    # maps still to be filled live in host memory; on CUDA the budget is the device's
+    reserve = 0 if meter.cuda else int(sum(a.nbytes for a in maps.values()) * (n - first) / n)
+    budget = budget_bytes(memory_mb, device)
+    batch = batch_for_budget(per_image, meter.base, reserve, budget, cap)
+    where = "GPU memory" if meter.cuda else "memory"
+    say(f"{where}: {per_image / MB:.0f} MB per image (measured on the first {first}); "
+        f"batch size {batch} keeps add within {budget / MB:.0f} MB")
+    if meter.base + reserve + per_image > budget:
+        say(f"warning: even one image at a time needs ~{(meter.base + reserve + per_image) / MB:.0f} MB, "
+            f"over --memory-mb {memory_mb}; going on at batch size 1 (use --map-size or fewer probe images)")
+    return batch
 
 
 def _check_input_compatible(shape: list[int | None], pre: Preprocessing) -> None:

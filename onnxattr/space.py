@@ -10,6 +10,12 @@ file locking is off (``HDF5_USE_FILE_LOCKING=FALSE``, the usual setting on NFS).
 up to ``ONNXATTR_LOCK_TIMEOUT`` seconds (default 600), saying so. Every dataset carries a ``sha256``
 attribute over its values as read back (independent of HDF5 filters), checked when it is read and by
 ``onnxattr check``.
+
+Format 2 stores maps compactly (see :class:`MapStorage`): each image's map divided by its largest
+absolute value, as float16, one Blosc2/Zstd-compressed chunk per image, with the per-image factors
+in /models/<name>/map_scale/<method>. The cosine of two maps does not depend on those factors, so
+the distance stage never reads them. Format-1 spaces (float32, no factors) stay readable, and a
+model added to one is written in format 2 (the file's version is raised).
 """
 
 from __future__ import annotations
@@ -30,13 +36,16 @@ from typing import Any
 
 import filelock
 import h5py
+import hdf5plugin
 import numpy as np
 
 from .errors import OnnxAttrError
 from .probe import ProbeSet
 
 FORMAT = "onnxattr-space"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MAP_DTYPES = ("float16", "float32")
+COMPRESSIONS = ("blosc2", "zstd", "gzip", "none")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PENDING = ".pending-"
 CHECKSUM = "sha256"
@@ -51,6 +60,62 @@ class ModelRecord:
     attrs: dict[str, Any]
     methods: list[str]
     n_images: int
+
+
+@dataclass(frozen=True)
+class MapStorage:
+    """How `add` stores attribution maps: element type, kept precision, lossless HDF5 filter.
+
+    float16 maps are each scaled to [-1, 1] first (so small gradients do not underflow), then
+    rounded to ``mantissa_bits`` of float16's 10 (relative error <= 2^-(bits+1) per pixel; the
+    cosine of two maps moves by about the square of that); the zeroed low bits cost nothing once
+    bit-shuffled and compressed. Blosc2 with the Zstd codec decompresses faster than the disk
+    reads it saves. ``float32`` + ``none`` is format 1's layout.
+    """
+
+    dtype: str = "float16"
+    mantissa_bits: int = 10
+    compression: str = "blosc2"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in MAP_DTYPES:
+            raise OnnxAttrError(f"map dtype {self.dtype!r} is not supported; use {' or '.join(MAP_DTYPES)}")
+        if self.compression not in COMPRESSIONS:
+            raise OnnxAttrError(
+                f"map compression {self.compression!r} is not supported; use one of {', '.join(COMPRESSIONS)}"
+            )
+        if not 1 <= self.mantissa_bits <= 10:
+            raise OnnxAttrError(f"map precision of {self.mantissa_bits} bits is outside 1..10")
+
+    def filter(self) -> dict[str, Any]:
+        """h5py create_dataset keywords of the filter."""
+        if self.compression == "blosc2":
+            shuffle = hdf5plugin.Blosc2.BITSHUFFLE if self.dtype == "float16" else hdf5plugin.Blosc2.SHUFFLE
+            return dict(hdf5plugin.Blosc2(cname="zstd", clevel=1, filters=shuffle))
+        if self.compression == "zstd":
+            return {**hdf5plugin.Zstd(clevel=3), "shuffle": True}
+        if self.compression == "gzip":
+            return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+        return {}
+
+    def encode(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(stored array, per-image factors or None)."""
+        maps = np.asarray(maps, dtype=np.float32)
+        if self.dtype == "float32":
+            return maps, None
+        peak = np.abs(maps).reshape(len(maps), -1).max(axis=1)
+        scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
+        unit = maps / scale[:, None, None]
+        drop = 23 - self.mantissa_bits
+        if self.mantissa_bits < 10:  # round once, in float32, to nearest on the kept bits
+            bits = unit.view(np.uint32)
+            bits += np.uint32(1 << (drop - 1))
+            bits &= np.uint32(0xFFFFFFFF ^ ((1 << drop) - 1))
+        half = unit.astype(np.float16)  # exact for normal float16 values (|unit| <= 1)
+        return half, scale
+
+
+DEFAULT_STORAGE = MapStorage()
 
 
 def check_name(name: str) -> str:
@@ -162,7 +227,17 @@ class ModelSpace:
                 raise OnnxAttrError(
                     f"model {name!r} has no {method!r} maps; it has: {', '.join(g['maps'])}"
                 )
-            return read_verified(g["maps"][method])
+            maps = read_verified(g["maps"][method]).astype(np.float32)
+            if f"map_scale/{method}" in g:
+                maps *= read_verified(g["map_scale"][method])[:, None, None]
+            return maps
+
+    def map_size(self) -> int | None:
+        """Side of the stored maps: set by the first model added (format 1: the probe size)."""
+        if not self.path.exists():
+            return None
+        with self._open() as f:
+            return _stored_map_size(f)
 
     def read_features(self, name: str) -> np.ndarray:
         with self._open() as f:
@@ -176,10 +251,11 @@ class ModelSpace:
 
     def add_model(
         self, name: str, maps: Mapping[str, np.ndarray], features: np.ndarray,
-        attrs: Mapping[str, Any], overwrite: bool = False,
+        attrs: Mapping[str, Any], overwrite: bool = False, storage: MapStorage = DEFAULT_STORAGE,
     ) -> None:
         """Store one model's maps, features and metadata, all or nothing."""
         check_name(name)
+        encoded = {method: storage.encode(m) for method, m in maps.items()}
         with self._open("a") as f:
             if "probe" not in f:
                 raise OnnxAttrError(f"{self.path} has no probe set")
@@ -187,6 +263,12 @@ class ModelSpace:
             for method, m in maps.items():
                 if m.shape[0] != n:
                     raise OnnxAttrError(f"{method} maps cover {m.shape[0]} images, the probe has {n}")
+            have = _stored_map_size(f)
+            if have is not None and any(m.shape[-1] != have for m in maps.values()):
+                raise OnnxAttrError(
+                    f"{self.path} stores maps of {have}x{have}; maps of another size do not "
+                    f"compare: pass --map-size {have} or use a new --space"
+                )
             models = f.require_group("models")
             if name in models and not overwrite:
                 raise OnnxAttrError(
@@ -198,15 +280,16 @@ class ModelSpace:
             try:
                 g = models.create_group(tmp)
                 mg = g.create_group("maps")
-                for method, m in maps.items():
-                    # Uncompressed: float maps shrink ~20 % under gzip but then cost the
-                    # distance stage twice the time to read.
-                    mg.create_dataset(method, data=np.asarray(m, dtype=np.float32),
-                                      chunks=(1, *m.shape[1:]))
+                for method, (data, scale) in encoded.items():
+                    mg.create_dataset(method, data=data, chunks=(1, *data.shape[1:]),
+                                      **storage.filter())
+                    if scale is not None:
+                        g.require_group("map_scale").create_dataset(method, data=scale)
                 g.create_dataset("features", data=np.asarray(features, dtype=np.float32))
                 g.attrs.update({k: _attr(v) for k, v in attrs.items()})
                 g.attrs["uid"] = uuid.uuid4().hex
                 g.attrs["created"] = _now()
+                f.attrs["format_version"] = FORMAT_VERSION  # a format-1 file now holds format-2 maps
                 seal(g)
                 f.flush()
                 if name in models:
@@ -227,6 +310,13 @@ class ModelSpace:
                     f"no model {name!r} in {self.path}; models: {known} (`onnxattr list`)"
                 )
             del models[name]
+
+
+def _stored_map_size(f: h5py.File) -> int | None:
+    for name, g in f.get("models", {}).items():
+        for ds in g.get("maps", {}).values() if not name.startswith(".") else ():
+            return int(ds.shape[-1])
+    return None
 
 
 def _attr(v: Any) -> Any:

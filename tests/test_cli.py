@@ -71,9 +71,10 @@ def test_probe_add_list_remove(tmp_path, photos, model):
     assert r.exit_code == 0 and "vgg2" in r.output
     s = ModelSpace(space)
     assert s.read_maps("vgg", "saliency").shape == (4, 20, 20)
-    # same preprocessing from the saved file; only the batch size differs
-    np.testing.assert_allclose(s.read_maps("vgg", "saliency"), s.read_maps("vgg2", "saliency"),
-                               rtol=1e-5)
+    # same preprocessing from the saved file; only the batch size differs (float16 storage:
+    # a last-bit difference in float32 can round to neighbouring float16 values)
+    a, b = s.read_maps("vgg", "saliency"), s.read_maps("vgg2", "saliency")
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6 * np.abs(a).max())
     r = run("remove", "vgg", "--space", space)
     assert r.exit_code == 0
     assert [m.name for m in s.models()] == ["vgg2", "vgg_lrp"]

@@ -14,12 +14,13 @@ from torch import nn
 
 from onnxattr.pipeline import add_model
 from onnxattr.preprocess import Preprocessing
-from onnxattr.space import ModelSpace
+from onnxattr.space import MapStorage, ModelSpace
 
 from .conftest import random_probe
 from .models import TinyResNet, TinyVGG, export, randomize_bn
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EXACT = MapStorage("float32")  # lossless: the tests that compare values to 1e-4
 
 
 def reference_input(images: np.ndarray, size: int) -> torch.Tensor:
@@ -112,7 +113,7 @@ def test_elrp_equals_zennit_epsilon_on_relu_chain(tmp_path):
     space = tmp_path / "s.h5"
     ModelSpace(space).write_probe(probe)
     add_model(space, path, preprocessing={"preset": "imagenet"}, methods=["elrp"],
-              method_params={"elrp": {"epsilon": eps}}, progress=False)
+              method_params={"elrp": {"epsilon": eps}}, progress=False, storage=EXACT)
 
     x = reference_input(probe.images, 32).requires_grad_()
     composite = LayerMapComposite(
@@ -136,7 +137,7 @@ def test_elrp_tends_to_grad_input(tmp_path):
     gaps = []
     for eps in (1e-1, 1e-3, 1e-6):
         add_model(space, path, name=f"e{eps}", methods=["grad_input", "elrp"],
-                  method_params={"elrp": {"epsilon": eps}}, progress=False)
+                  method_params={"elrp": {"epsilon": eps}}, progress=False, storage=EXACT)
         s = ModelSpace(space)
         gi, el = s.read_maps(f"e{eps}", "grad_input"), s.read_maps(f"e{eps}", "elrp")
         gaps.append(np.abs(el - gi).max() / np.abs(gi).max())
@@ -150,11 +151,12 @@ def test_space_layout_and_metadata(tmp_path, probe):
     add_model(space, path, preprocessing=Preprocessing.from_preset("imagenet", input_size=(32, 32)),
               progress=False)
     with h5py.File(space) as f:
-        assert f.attrs["format"] == "onnxattr-space"
+        assert f.attrs["format"] == "onnxattr-space" and f.attrs["format_version"] == 2
         assert f["probe/images"].shape == (6, 32, 32, 3) and f["probe/images"].dtype == np.uint8
         g = f["models/v"]
         for m in ("saliency", "grad_input", "elrp"):
-            assert g[f"maps/{m}"].shape == (6, 32, 32) and g[f"maps/{m}"].dtype == np.float32
+            assert g[f"maps/{m}"].shape == (6, 32, 32) and g[f"maps/{m}"].dtype == np.float16
+            assert g[f"maps/{m}"].chunks == (1, 32, 32) and g[f"map_scale/{m}"].shape == (6,)
         assert g["features"].shape == (6, 8 * 8 * 8)
         for key in ("onnx_sha256", "encoder_tensor", "preprocessing", "methods", "versions",
                     "created", "uid", "verify_rel_err"):
@@ -200,7 +202,7 @@ def test_torch_default_dynamo_export_lands_where_the_legacy_export_does(tmp_path
     ModelSpace(space).write_probe(probe)
     methods = ["saliency", "grad_input", "elrp", "lrp"]
     for name, path in (("dynamo", dynamo), ("legacy", legacy)):
-        add_model(space, path, name=name, methods=methods, progress=False)
+        add_model(space, path, name=name, methods=methods, progress=False, storage=EXACT)
     s = ModelSpace(space)
     for m in methods:
         a, b = s.read_maps("dynamo", m), s.read_maps("legacy", m)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import h5py
+import hdf5plugin  # noqa: F401  (registers the HDF5 filters of compressed maps)
 import numpy as np
 
 from ..errors import OnnxAttrError

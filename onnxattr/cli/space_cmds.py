@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..memory import DEFAULT_MEMORY_MB
 from ._app import app, command, console, err_console
 
 probe_app = typer.Typer(help="Build the probe set of a model space.", no_args_is_help=True)
@@ -126,6 +127,14 @@ def add(
         float, typer.Option(help="Tolerance of the onnxruntime check (max-abs relative).")
     ] = 1e-3,
     overwrite: Annotated[bool, typer.Option(help="Replace a model of the same name.")] = False,
+    map_size: Annotated[
+        int | None,
+        typer.Option(help="Side of the stored maps (default: the space's, else the probe size)."),
+    ] = None,
+    memory_mb: Annotated[
+        int,
+        typer.Option(help="Memory budget; the batch size (≤ --batch-size) is chosen to fit it."),
+    ] = DEFAULT_MEMORY_MB,
 ) -> None:
     """Truncate MODEL at the encoder, convert, verify, attribute every probe image, store the maps."""
     from ..errors import OnnxAttrError
@@ -176,6 +185,8 @@ def add(
         rtol=rtol,
         overwrite=overwrite,
         log=lambda msg: console.print(msg, highlight=False),
+        map_size=map_size,
+        memory_mb=memory_mb,
     )
     if save_preprocessing:
         from ..space import ModelSpace

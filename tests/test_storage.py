@@ -1,0 +1,179 @@
+"""Compact map storage (format 2): precision, format-1 spaces, --map-size, memory budget."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from onnxattr import memory
+from onnxattr.errors import OnnxAttrError
+from onnxattr.estimators import compute_affinity
+from onnxattr.memory import batch_for_budget
+from onnxattr.pipeline import add_model
+from onnxattr.space import FORMAT_VERSION, MapStorage, ModelSpace
+
+from .conftest import random_probe
+from .models import TinyVGG, export
+from .space_factory import add_model as add_raw
+from .space_factory import create_space
+
+
+def _maps(rng, n=5, s=16, scale=1.0):
+    """Heavy-tailed maps like real saliency, at a given magnitude."""
+    return (rng.standard_t(3, size=(n, s, s)) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1.0, 1e6])
+def test_float16_keeps_relative_precision_at_any_magnitude(tmp_path, scale):
+    rng = np.random.default_rng(0)
+    maps = _maps(rng, scale=scale)
+    path = create_space(tmp_path / "s.h5", 5, 16)
+    space = ModelSpace(path)
+    space.add_model("m", {"saliency": maps}, np.zeros((5, 2)), {})
+    got = space.read_maps("m", "saliency")
+    peak = np.abs(maps).reshape(5, -1).max(1)[:, None, None]
+    # float16 after scaling to [-1, 1]: half an ulp (2^-11) relative, or 2^-25 of the peak
+    assert np.all(np.abs(got - maps) <= np.maximum(2.0**-11 * np.abs(maps), 2.0**-24 * peak))
+    with h5py.File(path) as f:
+        assert f["models/m/maps/saliency"].dtype == np.float16
+        assert f.attrs["format_version"] == FORMAT_VERSION
+
+
+@pytest.mark.parametrize("bits", [3, 7])
+def test_mantissa_bits_bound_the_error_and_the_cosine(tmp_path, bits):
+    rng = np.random.default_rng(1)
+    maps = _maps(rng, n=8, s=32)
+    path = create_space(tmp_path / "s.h5", 8, 32)
+    space = ModelSpace(path)
+    space.add_model(
+        "m", {"saliency": maps}, np.zeros((8, 2)), {}, storage=MapStorage(mantissa_bits=bits)
+    )
+    got = space.read_maps("m", "saliency")
+    peak = np.abs(maps).reshape(8, -1).max(1)[:, None, None]
+    # half an ulp of the kept bits: relative for normal float16, of 2^-14 for subnormal ones
+    bound = np.maximum(2.0 ** -(bits + 1) * np.abs(maps), 2.0 ** -(bits + 15) * peak) * 1.0001
+    assert np.all(np.abs(got - maps) <= bound)
+    a, b = maps.reshape(8, -1), got.reshape(8, -1)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert np.all(1 - cos <= 2.0 ** -(2 * bits + 1))
+
+
+def test_format1_space_stays_readable_and_takes_new_models(tmp_path):
+    """A space written in format 1 (float32, no filter, version 1) by plain h5py, as today."""
+    rng = np.random.default_rng(2)
+    path = create_space(tmp_path / "old.h5", 6, 12)
+    with h5py.File(path) as f:
+        assert f.attrs["format_version"] == 1
+    old = {n: _maps(rng, n=6, s=12) for n in ("a", "b")}
+    for n, m in old.items():
+        add_raw(path, n, {"elrp": m}, rng.normal(size=(6, 4)))
+    space = ModelSpace(path)
+    np.testing.assert_array_equal(space.read_maps("a", "elrp"), old["a"])
+    before, _ = compute_affinity(path, "elrp", use_cache=False)
+    new = old["a"] + 0.5 * _maps(rng, n=6, s=12)
+    space.add_model("c", {"elrp": new}, np.zeros((6, 4)), {})
+    with h5py.File(path) as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert f["models/a/maps/elrp"].dtype == np.float32  # old maps are not rewritten
+        assert f["models/c/maps/elrp"].dtype == np.float16
+    after, _ = compute_affinity(path, "elrp")
+    np.testing.assert_allclose(after.values[:2, :2], before.values, rtol=1e-6)
+    a, c = old["a"].reshape(6, -1), new.reshape(6, -1)
+    exact = np.mean((a * c).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(c, axis=1))
+    assert after.values[0, 2] == pytest.approx(exact, abs=1e-3)
+
+
+def test_newer_format_is_refused(tmp_path):
+    path = create_space(tmp_path / "s.h5", 2, 4)
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(OnnxAttrError, match="upgrade onnxattr"):
+        ModelSpace(path).read_probe()
+
+
+def test_storage_options_are_checked():
+    with pytest.raises(OnnxAttrError, match="float16 or float32"):
+        MapStorage(dtype="int8")
+    with pytest.raises(OnnxAttrError, match="blosc2"):
+        MapStorage(compression="lzma")
+    with pytest.raises(OnnxAttrError, match="1..10"):
+        MapStorage(mantissa_bits=0)
+
+
+def test_map_size_is_the_space_s(tmp_path):
+    model = export(TinyVGG(), tmp_path / "v.onnx", (1, 3, 32, 32))
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(random_probe(n=3, size=40))
+    add_model(
+        space, model, name="a", preprocessing={"preset": "imagenet"}, map_size=16, progress=False
+    )
+    add_model(space, model, name="b", preprocessing={"preset": "imagenet"}, progress=False)
+    s = ModelSpace(space)
+    assert s.map_size() == 16 and s.read_maps("b", "saliency").shape == (3, 16, 16)
+    with pytest.raises(OnnxAttrError, match="--map-size 16"):
+        add_model(
+            space,
+            model,
+            name="c",
+            preprocessing={"preset": "imagenet"},
+            map_size=40,
+            progress=False,
+        )
+
+
+def test_batch_for_budget():
+    mb = 1 << 20
+    # 100 MB used, 50 MB of maps to come, 30 MB per image, 1 GB budget -> 29 images
+    assert batch_for_budget(30 * mb, 100 * mb, 50 * mb, 1024 * mb, cap=64) == 29
+    assert batch_for_budget(30 * mb, 100 * mb, 50 * mb, 1024 * mb, cap=16) == 16
+    assert batch_for_budget(30 * mb, 2000 * mb, 0, 1024 * mb, cap=16) == 1
+
+
+def test_add_chooses_batch_from_measured_cost(tmp_path, monkeypatch):
+    """The first batch's measured cost sets the batch size: a budget that leaves room for about
+    3 images gives batches of 3 after the first batch of 2."""
+    from onnxattr import pipeline
+
+    model = export(TinyVGG(), tmp_path / "v.onnx", (1, 3, 32, 32))
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(random_probe(n=11, size=32))
+    sizes = []
+    real = pipeline.attribute
+    monkeypatch.setattr(
+        pipeline, "attribute", lambda g, x, *a, **k: sizes.append(len(x)) or real(g, x, *a, **k)
+    )
+
+    def fake_measure(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def cm():
+            self.base = 1000 * memory.MB
+            yield self
+            self.growth = 2 * 100 * memory.MB  # 100 MB per image
+
+        return cm()
+
+    monkeypatch.setattr(memory.PeakMeter, "measure", fake_measure)
+    logs = []
+    add_model(
+        space,
+        model,
+        preprocessing={"preset": "imagenet"},
+        progress=False,
+        memory_mb=1350,
+        batch_size=16,
+        log=logs.append,
+    )
+    assert sizes[:3] == [2, 3, 3] and sum(sizes) == 11
+    assert any("100 MB per image" in m and "batch size 3" in m for m in logs), logs
+
+
+@pytest.mark.skipif(not memory._STATUS.exists(), reason="needs /proc (Linux)")
+def test_peak_meter_sees_a_transient_allocation():
+    meter = memory.PeakMeter("cpu")
+    with meter.measure():
+        x = np.ones(64 << 20, dtype=np.uint8)  # 64 MB touched, then freed
+        del x
+    assert 60 << 20 <= meter.growth <= 80 << 20
