@@ -17,8 +17,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The default suite: tiny models built in code, a few minutes on 2 CPU cores."""
-    session.install("-e", ".[test]")
+    """The default suite: tiny models built in code, a few minutes on 2 CPU cores (the manifest
+    tests start a local Ray: extra `cluster`)."""
+    session.install("-e", ".[test,cluster]")
     session.run("pytest", "-q", *session.posargs)
 
 

@@ -14,6 +14,10 @@ import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 MB = 1 << 20
 #: fits an 8 GB laptop with the OS, a browser and the desktop still running
@@ -58,8 +62,9 @@ def _reset_peak() -> bool:
 class PeakMeter:
     """Peak memory growth over a block, in bytes; ``growth`` is None where it cannot be measured."""
 
-    def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = device
+        self.cuda = str(device).startswith("cuda")
         self.base: int | None = None
         self.growth: int | None = None
 
@@ -68,12 +73,12 @@ class PeakMeter:
         if self.cuda:
             import torch
 
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
             yield self
-            torch.cuda.synchronize()
-            self.growth = torch.cuda.max_memory_allocated() - self.base
+            torch.cuda.synchronize(self.device)
+            self.growth = torch.cuda.max_memory_allocated(self.device) - self.base
             return
         self.base = rss_bytes()
         ok = self.base is not None and _reset_peak()
@@ -82,10 +87,10 @@ class PeakMeter:
             self.growth = max(0, peak_rss_bytes() - self.base)
 
 
-def budget_bytes(memory_mb: int, device: str) -> int:
+def budget_bytes(memory_mb: int, device: str | torch.device) -> int:
     """The budget in bytes; on CUDA also capped by the free device memory."""
     budget = memory_mb * MB
-    if device.startswith("cuda"):
+    if str(device).startswith("cuda"):
         import torch
 
         free, _ = torch.cuda.mem_get_info(torch.device(device))

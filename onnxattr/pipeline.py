@@ -26,7 +26,7 @@ from .onnxgraph import graph as onnx_graph
 from .onnxgraph.convert import to_torch, verify
 from .onnxgraph.fixups import SINGLE_IMAGE, fix_up
 from .preprocess import Preprocessing
-from .probe import build_probe
+from .probe import ProbeSet, build_probe
 from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, check_name
 
 DEFAULT_METHODS = ("saliency", "grad_input", "elrp")
@@ -115,6 +115,16 @@ def default_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.name.removesuffix(".onnx"))
 
 
+@dataclass
+class ComputedModel:
+    """One model's encoded maps, features and metadata, ready for `ModelSpace.add_encoded`."""
+
+    maps: dict[str, tuple[np.ndarray, np.ndarray | None]]
+    features: np.ndarray
+    attrs: dict[str, Any]
+    result: AddResult
+
+
 def add_model(
     space: str | Path,
     model_path: str | Path,
@@ -149,18 +159,72 @@ def add_model(
     if not overwrite and space_obj.has_model(name):
         raise OnnxAttrError(f"model {name!r} is already in {space}; pass --overwrite or --name OTHER")
     device = resolve_device(device)
+    map_size = _check_map_size(space_obj, map_size)
+    probe, had_probe = load_or_build_probe(space_obj, say)
+    computed = compute_model(
+        model_path, probe, name=name, encoder_node=encoder_node, preprocessing=preprocessing,
+        methods=methods, method_params=method_params, batch_size=batch_size, device=device,
+        rtol=rtol, metadata=metadata, progress=progress, log=log,
+        map_size=map_size or probe.size, storage=storage, memory_mb=memory_mb,
+    )
+    if not had_probe:
+        space_obj.write_probe(probe)
+    space_obj.add_encoded(name, computed.maps, computed.features, computed.attrs,
+                          overwrite=overwrite, storage=storage)
+    computed.result.seconds = time.perf_counter() - t0
+    return computed.result
+
+
+def _check_map_size(space: ModelSpace, map_size: int | None) -> int | None:
+    """The map size to use: the one asked for, which must match the space's, else the space's."""
+    if map_size is not None and map_size < 1:
+        raise OnnxAttrError("--map-size must be at least 1 pixel")
+    stored = space.map_size()
+    if map_size is not None and stored is not None and map_size != stored:
+        raise OnnxAttrError(
+            f"{space.path} stores maps of {stored}x{stored}; maps of another size do not "
+            f"compare: pass --map-size {stored} or use a new --space"
+        )
+    return map_size or stored
+
+
+def load_or_build_probe(space: ModelSpace, say: Callable[[str], None]) -> tuple[ProbeSet, bool]:
+    """The space's probe set, or the embedded default for an empty space (written with the
+    first model); the flag says whether the space had one."""
+    if space.has_probe():
+        return space.read_probe(), True
+    say("no probe set in the space: building the embedded default")
+    return build_probe(None, size=224, seed=0), False
+
+
+def compute_model(
+    model_path: str | Path,
+    probe: ProbeSet,
+    *,
+    name: str,
+    encoder_node: str | None = None,
+    preprocessing: Preprocessing | dict[str, Any] | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    rtol: float = 1e-3,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    map_size: int | None = None,
+    storage: MapStorage = DEFAULT_STORAGE,
+    memory_mb: int | None = DEFAULT_MEMORY_MB,
+) -> ComputedModel:
+    """Everything `add_model` does except touching the space: what a worker runs."""
+    t0 = time.perf_counter()
+    say = log or (lambda *_: None)
+    model_path = Path(model_path)
+    device = resolve_device(device)
     if batch_size < 1:
         raise OnnxAttrError("--batch-size must be at least 1")
     if memory_mb is not None and memory_mb < 256:
         raise OnnxAttrError(f"--memory-mb {memory_mb} is too small to run a model; give at least 256")
-    stored_size = space_obj.map_size()
-    if map_size is not None and stored_size is not None and map_size != stored_size:
-        raise OnnxAttrError(
-            f"{space} stores maps of {stored_size}x{stored_size}; maps of another size do not "
-            f"compare: pass --map-size {stored_size} or use a new --space"
-        )
-    if map_size is not None and map_size < 1:
-        raise OnnxAttrError("--map-size must be at least 1 pixel")
     method_objs = [get_method(m, **(method_params or {}).get(m, {})) for m in methods]
 
     full = onnx_graph.load(model_path)
@@ -177,12 +241,6 @@ def add_model(
     if SINGLE_IMAGE in fixups:
         batch_size = 1
 
-    had_probe = space_obj.has_probe()
-    if had_probe:
-        probe = space_obj.read_probe()
-    else:
-        say("no probe set in the space: building the embedded default")
-        probe = build_probe(None, size=224, seed=0)
     graph = to_torch(encoder)
     n_check = min(8, batch_size, len(probe))
     check = pre.apply(probe.images[:n_check]).numpy()
@@ -190,28 +248,31 @@ def add_model(
     say(f"conversion verified against onnxruntime: max relative error {err:.2e} (tolerance {rtol:.0e})")
     graph.module.to(device)
 
-    side = map_size or stored_size or probe.size
-    maps = {m.name: np.empty((len(probe), side, side), np.float32) for m in method_objs}
+    side = map_size or probe.size
+    n = len(probe)
+    maps = {m.name: np.empty((n, side, side), storage.dtype) for m in method_objs}
+    scales = {m.name: np.empty(n, np.float32) for m in method_objs}
     features: list[torch.Tensor] = []
 
     def run(start: int, stop: int) -> None:
         x = pre.apply(probe.images[start:stop]).to(device)
         out = attribute(graph, x, method_objs, on_output=lambda o: features.append(
             pool_features(o, channels_last=pre.layout == "nhwc" and o.dim() == 4).cpu()))
-        for m, a in out.items():
-            maps[m][start:stop] = pre.invert_map(a.float(), side).cpu().numpy()
-        check_finite(name, probe.names[start:stop], features[-1].numpy(),
-                     {m: a[start:stop] for m, a in maps.items()})
+        batch = {m: pre.invert_map(a.float(), side).cpu().numpy() for m, a in out.items()}
+        check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
+        for m, a in batch.items():
+            maps[m][start:stop], scale = storage.encode(a)
+            if scale is not None:
+                scales[m][start:stop] = scale
 
-    first = min(PROBE_BATCH, batch_size, len(probe))
+    first = min(PROBE_BATCH, batch_size, n)
     meter = PeakMeter(device)
     with meter.measure():
         run(0, first)
-    if memory_mb is not None and first < len(probe):
-        batch_size = _budget_batch(meter, first, len(probe), maps, memory_mb, device, batch_size,
-                                   say)
-    for start in _progress(range(first, len(probe), batch_size), progress, f"attributing {name}"):
-        run(start, min(start + batch_size, len(probe)))
+    if memory_mb is not None and first < n:
+        batch_size = _budget_batch(meter, first, n, maps, memory_mb, device, batch_size, say)
+    for start in _progress(range(first, n, batch_size), progress, f"attributing {name}"):
+        run(start, min(start + batch_size, n))
 
     result = AddResult(
         name=name, encoder_tensor=tensor, verify_rel_err=err, fixups=fixups,
@@ -224,11 +285,8 @@ def add_model(
         "verify_rel_err": err, "versions": library_versions(), "device": str(device),
         "framework": "", "task": "", **(metadata or {}),
     }
-    if not had_probe:
-        space_obj.write_probe(probe)
-    space_obj.add_model(name, maps, torch.cat(features).numpy(), attrs, overwrite=overwrite,
-                        storage=storage)
-    return result
+    encoded = {m: (a, scales[m] if storage.dtype == "float16" else None) for m, a in maps.items()}
+    return ComputedModel(encoded, torch.cat(features).numpy(), attrs, result)
 
 
 def check_finite(name: str, images: Sequence[str], features: np.ndarray,
@@ -260,7 +318,7 @@ def check_finite(name: str, images: Sequence[str], features: np.ndarray,
 
 
 def _budget_batch(meter: PeakMeter, first: int, n: int, maps: dict[str, np.ndarray],
-                  memory_mb: int, device: str, cap: int, say: Callable[[str], None]) -> int:
+                  memory_mb: int, device: torch.device, cap: int, say: Callable[[str], None]) -> int:
     """The batch size that keeps the rest of `add` within ``memory_mb``, from the first batch."""
     if meter.growth is None or meter.base is None:
         say(f"memory: this platform does not report peak memory; batch size {cap} as given")

@@ -254,8 +254,18 @@ class ModelSpace:
         attrs: Mapping[str, Any], overwrite: bool = False, storage: MapStorage = DEFAULT_STORAGE,
     ) -> None:
         """Store one model's maps, features and metadata, all or nothing."""
-        check_name(name)
         encoded = {method: storage.encode(m) for method, m in maps.items()}
+        self.add_encoded(name, encoded, features, attrs, overwrite=overwrite, storage=storage)
+
+    def add_encoded(
+        self, name: str, encoded: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+        features: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False,
+        storage: MapStorage = DEFAULT_STORAGE,
+    ) -> None:
+        """`add_model` for maps already encoded by ``storage`` (``MapStorage.encode``), as
+        workers return them."""
+        check_name(name)
+        maps = {method: data for method, (data, _) in encoded.items()}
         with self._open("a") as f:
             if "probe" not in f:
                 raise OnnxAttrError(f"{self.path} has no probe set")

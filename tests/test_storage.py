@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from onnxattr import memory
+from onnxattr.analysis.estimators import compute_affinity
 from onnxattr.errors import OnnxAttrError
-from onnxattr.estimators import compute_affinity
 from onnxattr.memory import batch_for_budget
 from onnxattr.pipeline import add_model
 from onnxattr.space import FORMAT_VERSION, MapStorage, ModelSpace

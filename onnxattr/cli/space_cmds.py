@@ -80,7 +80,9 @@ def nodes(
 
 @command(name="add")
 def add(
-    model: Annotated[Path, typer.Argument(help="ONNX file.")],
+    model: Annotated[
+        Path, typer.Argument(help="ONNX file, or a manifest of models (.toml, .json, .csv).")
+    ],
     encoder_node: Annotated[
         str | None,
         typer.Option(help="Encoder output: node or tensor name (default: graph output)."),
@@ -135,11 +137,31 @@ def add(
         int,
         typer.Option(help="Memory budget; the batch size (≤ --batch-size) is chosen to fit it."),
     ] = DEFAULT_MEMORY_MB,
+    map_dtype: Annotated[
+        str, typer.Option(help="float16 (maps scaled per image) | float32 (lossless).")
+    ] = "float16",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Manifest: parallel Ray tasks (default: one per core/GPU; 0: no Ray)."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Manifest: join this Ray cluster (`ray start --head`; 'auto')."),
+    ] = None,
 ) -> None:
-    """Truncate MODEL at the encoder, convert, verify, attribute every probe image, store the maps."""
+    """Truncate MODEL at the encoder, convert, verify, attribute every probe image, store the maps.
+
+    MODEL may be a manifest (rows: path, encoder_node, name, preset, preprocessing, framework,
+    task): each model runs as a Ray task, one writer commits each; failures are reported and the
+    others go on; models already in the space are skipped.
+    """
+    from ..cluster import is_manifest
     from ..errors import OnnxAttrError
     from ..pipeline import add_model
     from ..preprocess import Preprocessing
+    from ..space import MapStorage
+
+    storage = MapStorage(dtype=map_dtype)
 
     if save_preprocessing is not None and (
         save_preprocessing.is_dir() or not save_preprocessing.parent.is_dir()
@@ -172,6 +194,22 @@ def add(
         params["lrp"]["preset"] = lrp_preset
     if lrp_rules:
         params["lrp"]["rules"] = str(lrp_rules)
+    if is_manifest(model):
+        per_model = {"--encoder-node": encoder_node, "--name": name, "--preprocessing": preprocessing,
+                     "--save-preprocessing": save_preprocessing, **{f"--{k.replace('_', '-')}": v
+                                                                    for k, v in spec.items()}}
+        given = [flag for flag, v in per_model.items() if v is not None]
+        if given:
+            raise OnnxAttrError(
+                f"{', '.join(given)} apply to one model; with a manifest, set them per row "
+                "(fields: path, encoder_node, name, preset, preprocessing, framework, task)"
+            )
+        _add_manifest(model, space, workers, address, overwrite, storage, dict(
+            methods=method_list, method_params=params, batch_size=batch_size, device=device,
+            rtol=rtol, map_size=map_size, memory_mb=memory_mb))
+        return
+    if workers is not None or address is not None:
+        raise OnnxAttrError("--workers and --address apply to a manifest of models, not one model")
     result = add_model(
         space,
         model,
@@ -187,6 +225,7 @@ def add(
         log=lambda msg: console.print(msg, highlight=False),
         map_size=map_size,
         memory_mb=memory_mb,
+        storage=storage,
     )
     if save_preprocessing:
         from ..space import ModelSpace
@@ -197,6 +236,28 @@ def add(
         f"added {result.name!r} (encoder tensor {result.encoder_tensor!r}, "
         f"{', '.join(result.methods)}) in {result.seconds:.1f} s -> {space}"
     )
+
+
+def _add_manifest(manifest: Path, space: Path, workers: int | None, address: str | None,
+                  overwrite: bool, storage, options: dict) -> None:
+    from ..cluster import add_many, read_manifest
+    from ..errors import OnnxAttrError
+
+    entries = read_manifest(manifest)
+    result = add_many(space, entries, workers=workers, address=address, overwrite=overwrite,
+                      storage=storage, log=lambda msg: console.print(msg, highlight=False),
+                      **options)
+    console.print(
+        f"{len(result.added)} added, {len(result.skipped)} already in the space, "
+        f"{len(result.failed)} failed, in {result.seconds:.1f} s -> {space}"
+    )
+    for name, err in result.failed.items():
+        err_console.print(f"failed {name}: {err}", highlight=False, soft_wrap=True)
+    if result.failed:
+        raise OnnxAttrError(
+            f"{len(result.failed)} of {len(entries)} models failed (listed above); fix them and "
+            "rerun the same command: models already added are skipped"
+        )
 
 
 def _track(label: str):
