@@ -23,7 +23,7 @@ from .device import resolve_device
 from .errors import OnnxAttrError
 from .memory import DEFAULT_MEMORY_MB, MB, PeakMeter, batch_for_budget, budget_bytes
 from .onnxgraph import graph as onnx_graph
-from .onnxgraph.convert import to_torch, verify
+from .onnxgraph.convert import ort_providers, to_torch, verify
 from .onnxgraph.fixups import SINGLE_IMAGE, fix_up
 from .preprocess import Preprocessing
 from .probe import ProbeSet, build_probe
@@ -160,13 +160,19 @@ def add_model(
         raise OnnxAttrError(f"model {name!r} is already in {space}; pass --overwrite or --name OTHER")
     device = resolve_device(device)
     map_size = _check_map_size(space_obj, map_size)
-    probe, had_probe = load_or_build_probe(space_obj, say)
+    loaded: list[tuple[ProbeSet, bool]] = []
+
+    def probe_once() -> ProbeSet:  # read (or built) once the model has loaded and been fixed up
+        loaded.append(load_or_build_probe(space_obj, say))
+        return loaded[0][0]
+
     computed = compute_model(
-        model_path, probe, name=name, encoder_node=encoder_node, preprocessing=preprocessing,
+        model_path, probe_once, name=name, encoder_node=encoder_node, preprocessing=preprocessing,
         methods=methods, method_params=method_params, batch_size=batch_size, device=device,
         rtol=rtol, metadata=metadata, progress=progress, log=log,
-        map_size=map_size or probe.size, storage=storage, memory_mb=memory_mb,
+        map_size=map_size, storage=storage, memory_mb=memory_mb,
     )
+    probe, had_probe = loaded[0]
     if not had_probe:
         space_obj.write_probe(probe)
     space_obj.add_encoded(name, computed.maps, computed.features, computed.attrs,
@@ -199,7 +205,7 @@ def load_or_build_probe(space: ModelSpace, say: Callable[[str], None]) -> tuple[
 
 def compute_model(
     model_path: str | Path,
-    probe: ProbeSet,
+    probe: ProbeSet | Callable[[], ProbeSet],
     *,
     name: str,
     encoder_node: str | None = None,
@@ -216,7 +222,8 @@ def compute_model(
     storage: MapStorage = DEFAULT_STORAGE,
     memory_mb: int | None = DEFAULT_MEMORY_MB,
 ) -> ComputedModel:
-    """Everything `add_model` does except touching the space: what a worker runs."""
+    """Everything `add_model` does except touching the space: what a worker runs. ``probe`` may
+    be a callable, called once the model has loaded (a bad model fails before any probe work)."""
     t0 = time.perf_counter()
     say = log or (lambda *_: None)
     model_path = Path(model_path)
@@ -241,12 +248,16 @@ def compute_model(
     if SINGLE_IMAGE in fixups:
         batch_size = 1
 
+    if callable(probe):
+        probe = probe()
     graph = to_torch(encoder)
     n_check = min(8, batch_size, len(probe))
     check = pre.apply(probe.images[:n_check]).numpy()
-    err = verify(graph, encoder, check, rtol, probe.names[:n_check])
-    say(f"conversion verified against onnxruntime: max relative error {err:.2e} (tolerance {rtol:.0e})")
     graph.module.to(device)
+    err = verify(graph, encoder, check, rtol, probe.names[:n_check])
+    provider = ort_provider_name(device)
+    say(f"conversion verified against onnxruntime ({provider}): max relative error {err:.2e} "
+        f"(tolerance {rtol:.0e})")
 
     side = map_size or probe.size
     n = len(probe)
@@ -287,6 +298,15 @@ def compute_model(
     }
     encoded = {m: (a, scales[m] if storage.dtype == "float16" else None) for m, a in maps.items()}
     return ComputedModel(encoded, torch.cat(features).numpy(), attrs, result)
+
+
+def ort_provider_name(device: torch.device) -> str:
+    """Which onnxruntime provider checked the conversion, with a hint when CUDA had to fall back."""
+    first = ort_providers(device)[0]
+    name = first[0] if isinstance(first, tuple) else first
+    if device.type == "cuda" and name == "CPUExecutionProvider":
+        return "CPU provider: onnxruntime has no CUDA provider here; pip install 'onnxattr[gpu]'"
+    return name
 
 
 def check_finite(name: str, images: Sequence[str], features: np.ndarray,

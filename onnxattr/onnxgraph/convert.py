@@ -92,16 +92,16 @@ def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float
     or if either output is not finite (`names`: the probe images of `x`, for the message)."""
     import onnxruntime as ort
 
+    device = next(iter(graph.module.buffers()), torch.empty(0)).device
     try:
         session = ort.InferenceSession(
-            model.SerializeToString(), quiet_session_options(), providers=["CPUExecutionProvider"]
+            model.SerializeToString(), quiet_session_options(), providers=ort_providers(device)
         )
         (reference,) = session.run(None, {session.get_inputs()[0].name: x})
     except Exception as exc:
         raise OnnxAttrError(
             f"onnxruntime cannot run the encoder graph, so the conversion cannot be verified: {exc}"
         ) from exc
-    device = next(iter(graph.module.buffers()), torch.empty(0)).device
     with torch.no_grad(), _exact_matmul():
         value = graph(torch.from_numpy(x).to(device)).float().cpu().numpy()
     if reference.shape != value.shape:
@@ -126,6 +126,19 @@ def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float
             "or raise --rtol if the difference is expected"
         )
     return err
+
+
+def ort_providers(device: torch.device | str) -> list[Any]:
+    """onnxruntime providers that check a conversion on ``device``: on CUDA, the CUDA execution
+    provider on the same GPU with TF32 off (onnxruntime-gpu, extra ``gpu``), else the CPU one."""
+    import onnxruntime as ort
+
+    device = torch.device(device)
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return [("CUDAExecutionProvider", {"device_id": index, "use_tf32": 0}),
+                "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 class _exact_matmul:
