@@ -1,0 +1,163 @@
+"""The benchmark's task networks: a tiny ResNet-style encoder (or a plain VGG-style one) and a task
+decoder, trained from scratch on the scenes of one task, exported whole to ONNX.
+
+The encoder output (the representation every estimator and the transfer stage look at) is the
+graph tensor named ``encoder``: (B, 32, S/8, S/8). Decoders: dense tasks apply a 3×3 convolution and a
+sub-pixel convolution to S/4 (the targets' resolution); image-level tasks average-pool it and apply one
+linear layer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..preprocess import Preprocessing
+from .scenes import DENSE, Scenes, Task
+
+WIDTHS = (16, 24, 32)
+ENCODER_TENSOR = "encoder"
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3×3 conv-BN, a 1×1 conv-BN shortcut when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn(cin, cout, stride), nn.ReLU(), *_conv_bn(cout, cout))
+        self.short = (nn.Identity() if stride == 1 and cin == cout else
+                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.short(x))
+
+
+def resnet_encoder(cin: int = 3) -> nn.Module:
+    a, b, c = WIDTHS
+    return nn.Sequential(*_conv_bn(cin, a, 2), nn.ReLU(), BasicBlock(a, b, 2), BasicBlock(b, c, 2))
+
+
+def plain_encoder(cin: int = 3) -> nn.Module:
+    """VGG-style: five conv-BN-ReLU, no shortcuts (a different architecture, same output shape)."""
+    a, b, c = WIDTHS
+    layers: list[nn.Module] = []
+    for ci, co, s in ((cin, a, 2), (a, a, 1), (a, b, 2), (b, c, 1), (c, c, 2)):
+        layers += [*_conv_bn(ci, co, s), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+ARCHS = {"resnet": resnet_encoder, "plain": plain_encoder}
+
+
+class TaskNet(nn.Module):
+    """Encoder + task decoder; ``forward`` returns (task output, encoder output)."""
+
+    def __init__(self, task: Task, arch: str = "resnet") -> None:
+        super().__init__()
+        self.task = task
+        self.encoder = ARCHS[arch]()
+        c = WIDTHS[-1]
+        if task.dense:  # S/8 -> S/4 by a sub-pixel convolution
+            self.decoder = nn.Sequential(
+                nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 4 * task.channels, 3, padding=1), nn.PixelShuffle(2))
+        else:
+            self.decoder = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                         nn.Linear(c, task.channels))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        y = self.decoder(z)
+        if self.task.dense and y.shape[-1] != DENSE:
+            y = F.interpolate(y, size=(DENSE, DENSE), mode="bilinear", align_corners=False)
+        return y, z
+
+
+def task_loss(task: Task, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if task.kind == "dense_reg":
+        return F.mse_loss(pred, target)
+    return F.cross_entropy(pred, target)
+
+
+@dataclass
+class TrainResult:
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    val_loss: float = float("nan")
+
+
+def train(net: TaskNet, pre: Preprocessing, train_set: Scenes, val_set: Scenes, epochs: int,
+          seed: int, batch_size: int = 32, lr: float = 2e-3) -> TrainResult:
+    """Adam, one-cycle cosine learning rate, fixed epochs; the task's own inputs (noisy/gray)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    task = net.task
+    x = pre.apply(train_set.inputs(task.name))
+    y = torch.as_tensor(train_set.targets[task.name])
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
+    steps = epochs * (-(-len(x) // batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for k in range(0, len(x), batch_size):
+            idx = order[k:k + batch_size]
+            loss = task_loss(task, net(x[idx])[0], y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / len(x))
+    net.eval()
+    with torch.no_grad():
+        xv = pre.apply(val_set.inputs(task.name))
+        val = float(task_loss(task, net(xv)[0], torch.as_tensor(val_set.targets[task.name])))
+    return TrainResult(time.perf_counter() - t0, losses, val)
+
+
+def export(net: TaskNet, pre: Preprocessing, path: Path) -> None:
+    """The whole network to ONNX (opset 17); the encoder output keeps the tensor name 'encoder'
+    but is not a graph output (as in any exported task network)."""
+    net.eval()
+    x = torch.zeros(pre.input_shape(1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(net, (x,), str(path), input_names=["input"],
+                          output_names=["output", ENCODER_TENSOR], opset_version=17,
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"},
+                                        ENCODER_TENSOR: {0: "batch"}}, dynamo=False)
+    model = onnx.load(str(path))
+    keep = [o for o in model.graph.output if o.name != ENCODER_TENSOR]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    model.producer_name = "onnxattr.benchmark"
+    onnx.save(model, str(path))
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def describe(net: TaskNet) -> dict[str, Any]:
+    return {"params": count_params(net), "encoder_params": count_params(net.encoder)}
+
+
+def seeded_init(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
