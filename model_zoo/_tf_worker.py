@@ -7,7 +7,7 @@ original framework's output (Keras model or TFLite interpreter) on a seeded inpu
 ONNX file, so the parent can compare onnxruntime against it without importing TensorFlow.
 
 Usage: python -m model_zoo._tf_worker, then one JSON job per stdin line (TensorFlow is imported
-once for all jobs). Job keys: kind ("tflite" | "keras_h5" | "hed" | "keras_app"), source, out, shape (NHWC with
+once for all jobs). Job keys: kind ("tflite" | "keras_h5" | "hed" | "keras_app" | "bench_keras"), source, out, shape (NHWC with
 batch, hed), opset, seed, and per kind: encoder_tensor (tflite, optional), encoder_layer (keras_h5,
 keras_app), app/weights (keras_app).
 """
@@ -132,8 +132,17 @@ def _keras_app(job: dict[str, Any]) -> dict[str, Any]:
     return _keras_convert(model, extra, job, shape)
 
 
+def _bench_keras(job: dict[str, Any]) -> dict[str, Any]:
+    """A Keras twin of a benchmark task network, trained here (onnxattr.benchmark.keras_twin)."""
+    from onnxattr.benchmark.keras_twin import build_and_train
+
+    model, encoder = build_and_train(job)
+    return _keras_convert(model, encoder, job, [1, *model.input_shape[1:]])
+
+
 def run(job: dict[str, Any]) -> dict[str, Any]:
-    res = {"tflite": _tflite, "keras_h5": _keras_h5, "hed": _hed, "keras_app": _keras_app}[
+    res = {"tflite": _tflite, "keras_h5": _keras_h5, "hed": _hed, "keras_app": _keras_app,
+           "bench_keras": _bench_keras}[
         job["kind"]
     ](job)
     np.savez(job["out"] + ".ref.npz", x=res["x"], **{"ref:" + k: v for k, v in res["refs"].items()})

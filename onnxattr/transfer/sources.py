@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .. import graph as onnx_graph
+from ..onnxgraph import graph as onnx_graph
 from ..errors import OnnxAttrError
-from ..fixups import SINGLE_IMAGE, fix_up
+from ..onnxgraph.fixups import SINGLE_IMAGE, fix_up
 from ..preprocess import Preprocessing
 from ..space import ModelSpace
 
@@ -52,7 +52,7 @@ class EncoderRunner:
         """Encoder outputs for (N, S, S, 3) uint8 images; 4-D outputs as (N, C, H, W)."""
         import onnxruntime as ort
 
-        from ..convert import quiet_session_options
+        from ..onnxgraph.convert import quiet_session_options
 
         try:
             sess = ort.InferenceSession(self.model.SerializeToString(), quiet_session_options(),
