@@ -36,8 +36,11 @@ def build_and_train(job: dict[str, Any]) -> tuple[Any, Any]:
     if kind.startswith("dense"):
         h = L.Conv2D(32, 3, padding="same", activation="relu")(enc)
         out = L.Conv2D(ch, 3, padding="same")(L.UpSampling2D(2)(h))
-        loss: Any = "mse" if kind == "dense_reg" else keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True)
+        loss: Any = (
+            "mse"
+            if kind == "dense_reg"
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
     else:
         out = L.Dense(ch)(L.GlobalAveragePooling2D()(enc))
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -37,8 +37,11 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(*_conv_bn(cin, cout, stride), nn.ReLU(), *_conv_bn(cout, cout))
-        self.short = (nn.Identity() if stride == 1 and cin == cout else
-                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.short = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.body(x) + self.short(x))
@@ -71,11 +74,15 @@ class TaskNet(nn.Module):
         c = WIDTHS[-1]
         if task.dense:  # S/8 -> S/4 by a sub-pixel convolution
             self.decoder = nn.Sequential(
-                nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 4 * task.channels, 3, padding=1), nn.PixelShuffle(2))
+                nn.Conv2d(c, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 4 * task.channels, 3, padding=1),
+                nn.PixelShuffle(2),
+            )
         else:
-            self.decoder = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                         nn.Linear(c, task.channels))
+            self.decoder = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, task.channels)
+            )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encoder(x)
@@ -98,8 +105,16 @@ class TrainResult:
     val_loss: float = float("nan")
 
 
-def train(net: TaskNet, pre: Preprocessing, train_set: Scenes, val_set: Scenes, epochs: int,
-          seed: int, batch_size: int = 32, lr: float = 2e-3) -> TrainResult:
+def train(
+    net: TaskNet,
+    pre: Preprocessing,
+    train_set: Scenes,
+    val_set: Scenes,
+    epochs: int,
+    seed: int,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+) -> TrainResult:
     """Adam, one-cycle cosine learning rate, fixed epochs; the task's own inputs (noisy/gray)."""
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -116,7 +131,7 @@ def train(net: TaskNet, pre: Preprocessing, train_set: Scenes, val_set: Scenes, 
         order = torch.randperm(len(x), generator=gen)
         total = 0.0
         for k in range(0, len(x), batch_size):
-            idx = order[k:k + batch_size]
+            idx = order[k : k + batch_size]
             loss = task_loss(task, net(x[idx])[0], y[idx])
             opt.zero_grad()
             loss.backward()
@@ -138,10 +153,20 @@ def export(net: TaskNet, pre: Preprocessing, path: Path) -> None:
     x = torch.zeros(pre.input_shape(1))
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(net, (x,), str(path), input_names=["input"],
-                          output_names=["output", ENCODER_TENSOR], opset_version=17,
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"},
-                                        ENCODER_TENSOR: {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            net,
+            (x,),
+            str(path),
+            input_names=["input"],
+            output_names=["output", ENCODER_TENSOR],
+            opset_version=17,
+            dynamic_axes={
+                "input": {0: "batch"},
+                "output": {0: "batch"},
+                ENCODER_TENSOR: {0: "batch"},
+            },
+            dynamo=False,
+        )
     model = onnx.load(str(path))
     keep = [o for o in model.graph.output if o.name != ENCODER_TENSOR]
     del model.graph.output[:]

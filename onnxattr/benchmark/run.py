@@ -41,10 +41,16 @@ class ModelSpec:
     @property
     def preprocessing(self) -> dict[str, Any]:
         if self.framework == "keras":  # Keras convention: NHWC, pixels to [-1, 1]
-            return {"preset": "minus1to1", "layout": "nhwc",
-                    "input_size": [self.input_size, self.input_size]}
-        return {"preset": "imagenet", "layout": "nchw",
-                "input_size": [self.input_size, self.input_size]}
+            return {
+                "preset": "minus1to1",
+                "layout": "nhwc",
+                "input_size": [self.input_size, self.input_size],
+            }
+        return {
+            "preset": "imagenet",
+            "layout": "nchw",
+            "input_size": [self.input_size, self.input_size],
+        }
 
     def pre(self) -> Preprocessing:
         from ..preprocess import PRESETS
@@ -71,12 +77,20 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("edge_texture.s1", "edge_texture", seed=1),
     ModelSpec("class_object.s1", "class_object", seed=1),
 )
-QUICK_MODELS = tuple(m for m in MODELS if m.name in ("depth", "normals", "class_object", "depth.s1"))
+QUICK_MODELS = tuple(
+    m for m in MODELS if m.name in ("depth", "normals", "class_object", "depth.s1")
+)
 LRP_PRESETS = ("epsilon", "epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "alpha2_beta1")
 # Pairs of tasks the benchmark is built to relate (3D geometry; image edges)
-RELATED = (("depth", "normals"), ("normals", "reshading"), ("depth", "reshading"),
-           ("edge_texture", "edge_occlusion"), ("edge_texture", "keypoints2d"),
-           ("autoencoder", "denoise"), ("autoencoder", "colorization"))
+RELATED = (
+    ("depth", "normals"),
+    ("normals", "reshading"),
+    ("depth", "reshading"),
+    ("edge_texture", "edge_occlusion"),
+    ("edge_texture", "keypoints2d"),
+    ("autoencoder", "denoise"),
+    ("autoencoder", "colorization"),
+)
 SCENE_SEEDS = {"train": 1, "val": 2, "transfer": 3, "probe": 4}
 
 
@@ -99,8 +113,17 @@ class Config:
         return d
 
 
-QUICK = Config(n_train=160, n_val=40, n_transfer=150, n_probe=24, epochs=1,
-               models=QUICK_MODELS, methods=("saliency", "grad_input"), lrp_presets=(), quick=True)
+QUICK = Config(
+    n_train=160,
+    n_val=40,
+    n_transfer=150,
+    n_probe=24,
+    epochs=1,
+    models=QUICK_MODELS,
+    methods=("saliency", "grad_input"),
+    lrp_presets=(),
+    quick=True,
+)
 
 
 def committed_dir() -> Path:
@@ -136,19 +159,33 @@ def train_models(out: Path, cfg: Config, log: Log) -> list[dict[str, Any]]:
             net = TaskNet(TASKS[spec.task], spec.arch)
             res = train(net, pre, train_set, val_set, cfg.epochs, spec.seed, cfg.batch_size)
             export(net, pre, path)
-            info = {"train_loss": res.losses, "val_loss": res.val_loss,
-                    "params": sum(p.numel() for p in net.parameters())}
+            info = {
+                "train_loss": res.losses,
+                "val_loss": res.val_loss,
+                "params": sum(p.numel() for p in net.parameters()),
+            }
         secs = time.perf_counter() - ts
-        entries.append({**asdict(spec), "file": f"encoders/{spec.name}.onnx",
-                        "encoder_node": "encoder", "preprocessing": spec.preprocessing,
-                        "sha256": _sha(path), "train_seconds": round(secs, 1), **info})
-        log(f"[{i}/{len(cfg.models)}] trained {spec.name} ({spec.framework}, {spec.arch}, "
-            f"{spec.input_size}px, seed {spec.seed}) in {secs:.0f} s")
+        entries.append(
+            {
+                **asdict(spec),
+                "file": f"encoders/{spec.name}.onnx",
+                "encoder_node": "encoder",
+                "preprocessing": spec.preprocessing,
+                "sha256": _sha(path),
+                "train_seconds": round(secs, 1),
+                **info,
+            }
+        )
+        log(
+            f"[{i}/{len(cfg.models)}] trained {spec.name} ({spec.framework}, {spec.arch}, "
+            f"{spec.input_size}px, seed {spec.seed}) in {secs:.0f} s"
+        )
     return entries
 
 
-def _train_keras(spec: ModelSpec, pre: Preprocessing, train_set: Scenes, cfg: Config,
-                 path: Path) -> dict[str, Any]:
+def _train_keras(
+    spec: ModelSpec, pre: Preprocessing, train_set: Scenes, cfg: Config, path: Path
+) -> dict[str, Any]:
     from model_zoo import _tf
 
     from .models import WIDTHS
@@ -162,10 +199,19 @@ def _train_keras(spec: ModelSpec, pre: Preprocessing, train_set: Scenes, cfg: Co
     data = path.with_suffix(".train.npz")
     np.savez(data, x=x, y=y)
     try:
-        return _tf.convert({"kind": "bench_keras", "source": str(data), "seed": spec.seed,
-                            "task_kind": task.kind, "channels": task.channels,
-                            "widths": list(WIDTHS), "epochs": cfg.epochs,
-                            "batch_size": cfg.batch_size}, path)
+        return _tf.convert(
+            {
+                "kind": "bench_keras",
+                "source": str(data),
+                "seed": spec.seed,
+                "task_kind": task.kind,
+                "channels": task.channels,
+                "widths": list(WIDTHS),
+                "epochs": cfg.epochs,
+                "batch_size": cfg.batch_size,
+            },
+            path,
+        )
     finally:
         data.unlink(missing_ok=True)
 
@@ -175,12 +221,17 @@ def probe_set(cfg: Config) -> Any:
     from ..probe import ProbeSet
 
     scenes = generate(cfg.n_probe, SCENE_SEEDS["probe"])
-    return ProbeSet(scenes.images, [f"scene{i:04d}" for i in range(len(scenes))],
-                    source="onnxattr.benchmark.scenes", seed=SCENE_SEEDS["probe"])
+    return ProbeSet(
+        scenes.images,
+        [f"scene{i:04d}" for i in range(len(scenes))],
+        source="onnxattr.benchmark.scenes",
+        seed=SCENE_SEEDS["probe"],
+    )
 
 
-def build_spaces(out: Path, enc_dir: Path, manifest: list[dict[str, Any]], cfg: Config,
-                 log: Log) -> dict[str, Path]:
+def build_spaces(
+    out: Path, enc_dir: Path, manifest: list[dict[str, Any]], cfg: Config, log: Log
+) -> dict[str, Path]:
     """One space with every method, and one per lrp preset (a space holds one `lrp` map set)."""
     from ..pipeline import add_model
     from ..space import ModelSpace
@@ -195,12 +246,22 @@ def build_spaces(out: Path, enc_dir: Path, manifest: list[dict[str, Any]], cfg: 
         params = {} if key == "main" else {"lrp": {"preset": key.split(":", 1)[1]}}
         t0 = time.perf_counter()
         for e in manifest:
-            add_model(sp, enc_dir / e["file"], encoder_node=e["encoder_node"], name=e["name"],
-                      preprocessing=e["preprocessing"], methods=methods, method_params=params,
-                      batch_size=32, progress=False,
-                      metadata={"framework": e["framework"], "task": e["task"]})
-        log(f"space {sp.name}: {len(manifest)} models × {', '.join(methods)} "
-            f"({time.perf_counter() - t0:.0f} s)")
+            add_model(
+                sp,
+                enc_dir / e["file"],
+                encoder_node=e["encoder_node"],
+                name=e["name"],
+                preprocessing=e["preprocessing"],
+                methods=methods,
+                method_params=params,
+                batch_size=32,
+                progress=False,
+                metadata={"framework": e["framework"], "task": e["task"]},
+            )
+        log(
+            f"space {sp.name}: {len(manifest)} models × {', '.join(methods)} "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
     return spaces
 
 
@@ -209,9 +270,16 @@ def transfer_targets(cfg: Config, tasks: Sequence[str]) -> list[Any]:
     from ..transfer import TargetTask
 
     scenes = generate(cfg.n_transfer, SCENE_SEEDS["transfer"])
-    return [TargetTask(t, scenes.inputs(t), scenes.targets[t], TASKS[t].kind,
-                       source=f"onnxattr.benchmark.scenes seed {SCENE_SEEDS['transfer']}")
-            for t in tasks]
+    return [
+        TargetTask(
+            t,
+            scenes.inputs(t),
+            scenes.targets[t],
+            TASKS[t].kind,
+            source=f"onnxattr.benchmark.scenes seed {SCENE_SEEDS['transfer']}",
+        )
+        for t in tasks
+    ]
 
 
 def measure_oracle(space: Path, cfg: Config, out: Path, log: Log) -> dict[str, Any]:
@@ -219,14 +287,20 @@ def measure_oracle(space: Path, cfg: Config, out: Path, log: Log) -> dict[str, A
 
     tasks = [m.task for m in cfg.models if m.name == m.task]
     targets = transfer_targets(cfg, tasks)
-    res = measure_transfer(space, targets, cache=out / "transfer-cache", log=log)
+    res = measure_transfer(
+        space, targets, [m.name for m in cfg.models], cache=out / "transfer-cache", log=log
+    )
     full = out / "oracle_full.csv"
     for p in (full, out / "oracle_full.json"):
         p.unlink(missing_ok=True)
     write_outputs(res, full, out / "oracle_full.json")
     primary = [s for s in res.sources if s in tasks]
-    _write_csv(out / "oracle.csv", tasks, primary,
-               np.array([[res.scores[(t, s)].score for s in primary] for t in tasks]))
+    _write_csv(
+        out / "oracle.csv",
+        tasks,
+        primary,
+        np.array([[res.scores[(t, s)].score for s in primary] for t in tasks]),
+    )
     return {"seconds": res.settings["seconds"]}
 
 
@@ -268,24 +342,36 @@ def sanity(oracle_full: Path, manifest: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [i for t, i in t_idx.items() if t != base]
         a = orc.values[rows, s_idx[base]]
         b = orc.values[rows, s_idx[e["name"]]]
-        kind = ("seed" if e["seed"] != 0 else "framework" if e["framework"] != "pytorch"
-                else "architecture/input")
-        variants[e["name"]] = {"of": base, "kind": kind,
-                               "spearman_over_other_targets": float(spearmanr(a, b).statistic),
-                               "self_score": float(orc.values[t_idx[base], s_idx[e["name"]]]),
-                               "primary_self_score": float(orc.values[t_idx[base], s_idx[base]])}
+        kind = (
+            "seed"
+            if e["seed"] != 0
+            else "framework"
+            if e["framework"] != "pytorch"
+            else "architecture/input"
+        )
+        variants[e["name"]] = {
+            "of": base,
+            "kind": kind,
+            "spearman_over_other_targets": float(spearmanr(a, b).statistic),
+            "self_score": float(orc.values[t_idx[base], s_idx[e["name"]]]),
+            "primary_self_score": float(orc.values[t_idx[base], s_idx[base]]),
+        }
     seeds = [v["spearman_over_other_targets"] for v in variants.values() if v["kind"] == "seed"]
-    return {"self_rank": self_rank,
-            "self_first": sum(r == 1 for r in self_rank.values()), "n_targets": len(self_rank),
-            "related": related, "variants": variants,
-            "seed_spearman_mean": float(np.mean(seeds)) if seeds else None}
+    return {
+        "self_rank": self_rank,
+        "self_first": sum(r == 1 for r in self_rank.values()),
+        "n_targets": len(self_rank),
+        "related": related,
+        "variants": variants,
+        "seed_spearman_mean": float(np.mean(seeds)) if seeds else None,
+    }
 
 
 # ------------------------------------------------------------------------------------ estimators
 def evaluate_estimators(spaces: dict[str, Path], oracle: Path, log: Log) -> list[dict[str, Any]]:
     """Every estimator of the main space, lrp per preset, and random, against `oracle`."""
     from ..analysis.estimators import available_estimators, compute_affinity
-    from ..analysis.evaluation import evaluate, read_oracle
+    from ..analysis.evaluation import Oracle, evaluate, read_oracle
 
     orc = read_oracle(oracle)
     names = [n for n in orc.names]
@@ -298,7 +384,18 @@ def evaluate_estimators(spaces: dict[str, Path], oracle: Path, log: Log) -> list
         mat, _ = compute_affinity(sp, est, names, use_cache=False)
         secs = time.perf_counter() - t0
         ev = evaluate(mat, orc, top=5)
-        rows.append(_row(label, ev.precision, ev.spearman, secs))
+        per_target = [
+            evaluate(mat, Oracle([t], orc.sources, orc.values[i : i + 1]), top=5)
+            for i, t in enumerate(orc.targets)
+        ]
+        p5 = [e.precision[min(5, len(e.precision)) - 1] for e in per_target]
+        rows.append(
+            {
+                **_row(label, ev.precision, ev.spearman, secs),
+                "P@5_se": _se(p5),
+                "spearman_se": _se(list(ev.spearman_per_target.values())),
+            }
+        )
         log(f"{label}: P@1 {ev.precision[0]:.3f}  ρ {ev.spearman:.3f} ({secs:.1f} s)")
     if ev is not None:
         rows.append(_row("random (expected)", ev.random_precision, 0.0, 0.0))
@@ -311,12 +408,27 @@ def _row(name: str, precision: Sequence[float], rho: float, secs: float) -> dict
     return {"estimator": name, **p, "spearman": rho, "seconds": secs}
 
 
+def _se(values: Sequence[float]) -> float:
+    """Standard error of the mean over targets (NaN entries dropped)."""
+    v = np.array([x for x in values if x is not None and math.isfinite(x)])
+    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+
+
+def _pm(value: float, se: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.3f}" if se is None or not math.isfinite(se) else f"{value:.3f} ± {se:.3f}"
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table; ± = standard error over targets."""
     lines = ["| estimator | P@1 | P@3 | P@5 | Spearman | wall s |", "|---|---|---|---|---|---|"]
     for r in rows:
-        rho = "—" if r["spearman"] is None or math.isnan(r["spearman"]) else f"{r['spearman']:.3f}"
-        lines.append(f"| {r['estimator']} | {r['P@1']:.3f} | {r['P@3']:.3f} | {r['P@5']:.3f} | "
-                     f"{rho} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['estimator']} | {r['P@1']:.3f} | {r['P@3']:.3f} | "
+            f"{_pm(r['P@5'], r.get('P@5_se'))} | {_pm(r['spearman'], r.get('spearman_se'))}"
+            f" | {r['seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -329,11 +441,13 @@ class BenchResult:
     estimators: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def run_benchmark(out: str | Path, cfg: Config = Config(), use_committed: bool = False,
-                  log: Log | None = None) -> BenchResult:
+def run_benchmark(
+    out: str | Path, cfg: Config | None = None, use_committed: bool = False, log: Log | None = None
+) -> BenchResult:
     """Regenerate the benchmark into `out` (or, with `use_committed`, start from the committed
     encoders: space, oracle and evaluation only)."""
     say = log or (lambda *_: None)
+    cfg = cfg or Config()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     res = BenchResult(out)
@@ -349,15 +463,22 @@ def run_benchmark(out: str | Path, cfg: Config = Config(), use_committed: bool =
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / e["file"], dst)
             if _sha(dst) != e["sha256"]:
-                raise OnnxAttrError(f"committed encoder {e['file']} does not match its manifest "
-                                    "sha256; reinstall onnxattr")
-        cfg = replace(cfg, models=tuple(m for m in MODELS if m.name in {e["name"] for e in manifest}))
+                raise OnnxAttrError(
+                    f"committed encoder {e['file']} does not match its manifest "
+                    "sha256; reinstall onnxattr"
+                )
+        cfg = replace(
+            cfg, models=tuple(m for m in MODELS if m.name in {e["name"] for e in manifest})
+        )
     else:
         t0 = time.perf_counter()
         manifest = train_models(out, cfg, say)
         res.seconds["train"] = time.perf_counter() - t0
-    (out / "manifest.json").write_text(json.dumps(
-        {"config": cfg.settings(), "scene_seeds": SCENE_SEEDS, "models": manifest}, indent=1))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {"config": cfg.settings(), "scene_seeds": SCENE_SEEDS, "models": manifest}, indent=1
+        )
+    )
     t0 = time.perf_counter()
     spaces = build_spaces(out, out, manifest, cfg, say)
     res.seconds["space"] = time.perf_counter() - t0
@@ -371,8 +492,12 @@ def run_benchmark(out: str | Path, cfg: Config = Config(), use_committed: bool =
         res.estimators[key] = evaluate_estimators(spaces, out / f"{key}.csv", say)
     res.seconds["evaluate"] = time.perf_counter() - t0
     res.seconds["total"] = time.perf_counter() - t_all
-    (out / "results.json").write_text(json.dumps(
-        {"seconds": res.seconds, "estimators": res.estimators, "sanity": res.sanity}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps(
+            {"seconds": res.seconds, "estimators": res.estimators, "sanity": res.sanity}, indent=1
+        )
+    )
     (out / "results.md").write_text(
-        "\n\n".join(f"### against {k}.csv\n\n{table(v)}" for k, v in res.estimators.items()) + "\n")
+        "\n\n".join(f"### against {k}.csv\n\n{table(v)}" for k, v in res.estimators.items()) + "\n"
+    )
     return res

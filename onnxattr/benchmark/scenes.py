@@ -57,20 +57,23 @@ class Task:
         return self.kind.startswith("dense")
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("depth", "dense_reg", 1),
-    Task("normals", "dense_reg", 3),
-    Task("reshading", "dense_reg", 1),
-    Task("edge_occlusion", "dense_reg", 1),
-    Task("edge_texture", "dense_reg", 1),
-    Task("keypoints2d", "dense_reg", 1),
-    Task("segment_semantic", "dense_cls", SEG_CLASSES),
-    Task("class_object", "image_cls", N_CLASSES),
-    Task("count", "image_cls", 4),
-    Task("autoencoder", "dense_reg", 3),
-    Task("denoise", "dense_reg", 3, input="noisy"),
-    Task("colorization", "dense_reg", 3, input="gray"),
-)}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("depth", "dense_reg", 1),
+        Task("normals", "dense_reg", 3),
+        Task("reshading", "dense_reg", 1),
+        Task("edge_occlusion", "dense_reg", 1),
+        Task("edge_texture", "dense_reg", 1),
+        Task("keypoints2d", "dense_reg", 1),
+        Task("segment_semantic", "dense_cls", SEG_CLASSES),
+        Task("class_object", "image_cls", N_CLASSES),
+        Task("count", "image_cls", 4),
+        Task("autoencoder", "dense_reg", 3),
+        Task("denoise", "dense_reg", 3, input="noisy"),
+        Task("colorization", "dense_reg", 3, input="gray"),
+    )
+}
 
 
 @dataclass
@@ -78,7 +81,9 @@ class Scenes:
     """N rendered scenes: uint8 RGB images and every task's ground truth."""
 
     images: np.ndarray  # (N, S, S, 3) uint8
-    targets: dict[str, np.ndarray]  # dense: (N, C, S/4, S/4) float32 or (N, S/4, S/4) int64; image: (N,)
+    targets: dict[
+        str, np.ndarray
+    ]  # dense: (N, C, S/4, S/4) float32 or (N, S/4, S/4) int64; image: (N,)
     seed: int
 
     def __len__(self) -> int:
@@ -113,8 +118,10 @@ def _photos() -> tuple[np.ndarray, ...]:
     from ..probe import center_square, packaged_photographs
 
     photos = packaged_photographs()
-    return tuple(center_square(Image.fromarray(photos[k]), 128).astype(np.float32) / 255
-                 for k in sorted(photos))
+    return tuple(
+        center_square(Image.fromarray(photos[k]), 128).astype(np.float32) / 255
+        for k in sorted(photos)
+    )
 
 
 def _texture(rng: np.random.Generator, kind: str, colour: np.ndarray) -> np.ndarray:
@@ -124,7 +131,7 @@ def _texture(rng: np.random.Generator, kind: str, colour: np.ndarray) -> np.ndar
         photos = _photos()
         p = photos[rng.integers(len(photos))]
         top, left = rng.integers(0, 128 - s + 1, size=2)
-        patch = p[top:top + s, left:left + s]
+        patch = p[top : top + s, left : left + s]
         if rng.random() < 0.5:  # tinted luminance, or the photo's own colours
             lum = patch @ np.array([0.299, 0.587, 0.114], np.float32)
             patch = colour * (0.5 + lum[..., None])
@@ -144,8 +151,9 @@ def _texture(rng: np.random.Generator, kind: str, colour: np.ndarray) -> np.ndar
     return m[..., None] * colour + (1 - m[..., None]) * other
 
 
-def _object_surface(cls: int, x: float, z: float, s: float, h0: float, u: np.ndarray,
-                    v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _object_surface(
+    cls: int, x: float, z: float, s: float, h0: float, u: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mask, depth and normals (x right, y up, z to camera) of one object standing on the floor
     at world (x, 0, z) with half-size s; camera at height 1, focal length S, horizon row h0."""
     f, c = float(SIZE), SIZE / 2
@@ -166,8 +174,11 @@ def _object_surface(cls: int, x: float, z: float, s: float, h0: float, u: np.nda
         put(r2 < 1, z - s * nz, np.stack([dx, -dy, nz], -1))
     elif cls == 1:  # box of half-size s: front face and (seen from above) top face
         zf, top = z - s, 2 * s
-        front = (np.abs(u - (c + f * x / zf)) < f * s / zf) & (v > h0 + f * (1 - top) / zf) & (
-            v < h0 + f / zf)
+        front = (
+            (np.abs(u - (c + f * x / zf)) < f * s / zf)
+            & (v > h0 + f * (1 - top) / zf)
+            & (v < h0 + f / zf)
+        )
         put(front, np.full(u.shape, zf, np.float32), np.array([0, 0, 1], np.float32))
         with np.errstate(divide="ignore", invalid="ignore"):
             zt = np.where(v > h0, f * (1 - top) / (v - h0), np.inf)
@@ -216,9 +227,11 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]
     normal = np.where(wall[..., None], np.float32([0, 0, 1]), np.float32([0, 1, 0]))
     seg = np.where(wall, 0, 1).astype(np.int64)
     ids = np.where(wall, 0, 1)
-    albedo = np.where(wall[..., None],
-                      _texture(rng, kinds[rng.integers(4)], rng.uniform(0.3, 0.9, 3)),
-                      _texture(rng, kinds[rng.integers(4)], rng.uniform(0.2, 0.8, 3)))
+    albedo = np.where(
+        wall[..., None],
+        _texture(rng, kinds[rng.integers(4)], rng.uniform(0.3, 0.9, 3)),
+        _texture(rng, kinds[rng.integers(4)], rng.uniform(0.2, 0.8, 3)),
+    )
     n_obj = int(rng.integers(1, 5))
     objects = []
     for k in range(n_obj):
@@ -243,7 +256,10 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]
     image = np.clip(albedo * shade[..., None] * rng.uniform(0.8, 1.2), 0, 1)
     image = np.clip(image + rng.normal(0, 0.01, image.shape), 0, 1)
     truth = {
-        "depth": depth, "normals": normal, "ids": ids, "segment_semantic": seg,
+        "depth": depth,
+        "normals": normal,
+        "ids": ids,
+        "segment_semantic": seg,
         "reshading": 0.2 + 0.8 * np.clip(normal @ _FIXED_LIGHT, 0, None),
         "class_object": np.int64(objects[int(np.argmax(areas))]),
         "count": np.int64(n_obj - 1),
@@ -273,13 +289,15 @@ def generate(n: int, seed: int) -> Scenes:
     images = np.empty((n, SIZE, SIZE, 3), np.uint8)
     h = DENSE
     t = {
-        "depth": np.empty((n, 1, h, h), np.float32), "normals": np.empty((n, 3, h, h), np.float32),
+        "depth": np.empty((n, 1, h, h), np.float32),
+        "normals": np.empty((n, 3, h, h), np.float32),
         "reshading": np.empty((n, 1, h, h), np.float32),
         "edge_occlusion": np.empty((n, 1, h, h), np.float32),
         "edge_texture": np.empty((n, 1, h, h), np.float32),
         "keypoints2d": np.empty((n, 1, h, h), np.float32),
         "segment_semantic": np.empty((n, h, h), np.int64),
-        "class_object": np.empty(n, np.int64), "count": np.empty(n, np.int64),
+        "class_object": np.empty(n, np.int64),
+        "count": np.empty(n, np.int64),
     }
     i = 0
     while i < n:
@@ -311,7 +329,7 @@ def generate(n: int, seed: int) -> Scenes:
         t["class_object"][i] = g["class_object"]
         t["count"][i] = g["count"]
         i += 1
-    for name, task in TASKS.items():
-        if name in ("autoencoder", "denoise", "colorization"):
-            t[name] = _half(np.moveaxis(images.astype(np.float32) / 255, -1, 1))
+    image_targets = _half(np.moveaxis(images.astype(np.float32) / 255, -1, 1))
+    for name in ("autoencoder", "denoise", "colorization"):
+        t[name] = image_targets
     return Scenes(images, t, seed)

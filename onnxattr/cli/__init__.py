@@ -1,6 +1,13 @@
 """`onnxattr` command line: a thin layer over the Python API, one module per stage."""
 
-from . import analysis_cmds, demo_cmds, rules_cmds, space_cmds, zoo_cmds  # noqa: F401  (register)
+from . import (  # noqa: F401  (register)
+    analysis_cmds,
+    demo_cmds,
+    rules_cmds,
+    space_cmds,
+    transfer_cmds,
+    zoo_cmds,
+)
 from ._app import app
 
 __all__ = ["app"]

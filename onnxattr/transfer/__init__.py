@@ -5,5 +5,15 @@ from .heads import fit_score, recipe
 from .measure import TransferResult, measure_transfer, write_outputs
 from .sources import EncoderRunner, load_sources
 
-__all__ = ["EncoderRunner", "TargetTask", "TransferResult", "fit_score", "load_folder",
-           "load_sources", "measure_transfer", "recipe", "teacher_target", "write_outputs"]
+__all__ = [
+    "EncoderRunner",
+    "TargetTask",
+    "TransferResult",
+    "fit_score",
+    "load_folder",
+    "load_sources",
+    "measure_transfer",
+    "recipe",
+    "teacher_target",
+    "write_outputs",
+]

@@ -47,26 +47,33 @@ class TargetTask:
         if self.kind not in KINDS:
             raise OnnxAttrError(f"unknown target kind {self.kind!r}; one of {', '.join(KINDS)}")
         if len(self.images) != len(self.y):
-            raise OnnxAttrError(f"target {self.name!r}: {len(self.images)} images but "
-                                f"{len(self.y)} labels")
+            raise OnnxAttrError(
+                f"target {self.name!r}: {len(self.images)} images but {len(self.y)} labels"
+            )
         if len(self.images) < 10:
-            raise OnnxAttrError(f"target {self.name!r} has {len(self.images)} labelled images; "
-                                "measured transfer needs at least 10 (train/validation/test)")
-        if self.kind.endswith("cls"):
-            counts = np.bincount(self.y.reshape(len(self.y), -1)[:, 0] if self.kind == "image_cls"
-                                 else np.zeros(1, int))
-            if self.kind == "image_cls":
-                few = [self.classes[i] if i < len(self.classes) else str(i)
-                       for i, c in enumerate(counts) if c == 1]
-                if few:
-                    raise OnnxAttrError(
-                        f"class {few[0]!r} of target {self.name!r} has only one image; every "
-                        "class needs at least two (one to fit, one to test)")
-                if (counts > 0).sum() < 2:
-                    raise OnnxAttrError(f"target {self.name!r} has a single class; "
-                                        "classification needs at least two")
+            raise OnnxAttrError(
+                f"target {self.name!r} has {len(self.images)} labelled images; "
+                "measured transfer needs at least 10 (train/validation/test)"
+            )
+        if self.kind == "image_cls":
+            self.check_classes(self.name, self.y, self.classes)
         elif not np.isfinite(self.y).all():
             raise OnnxAttrError(f"target {self.name!r} has NaN/inf labels; fix the .npy files")
+
+    @staticmethod
+    def check_classes(name: str, y: np.ndarray, classes: list[str]) -> None:
+        """At least two classes, and no class with a single image."""
+        counts = np.bincount(y)
+        one = [classes[i] if i < len(classes) else str(i) for i, c in enumerate(counts) if c == 1]
+        if one:
+            raise OnnxAttrError(
+                f"class {one[0]!r} of target {name!r} has only one image; every "
+                "class needs at least two (one to fit, one to test)"
+            )
+        if (counts > 0).sum() < 2:
+            raise OnnxAttrError(
+                f"target {name!r} has a single class; classification needs at least two"
+            )
 
     @property
     def dense(self) -> bool:
@@ -93,15 +100,21 @@ class TargetTask:
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "n": len(self.images),
-                "label_shape": list(self.y.shape[1:]), "classes": self.classes,
-                "source": self.source, "digest": self.digest}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "n": len(self.images),
+            "label_shape": list(self.y.shape[1:]),
+            "classes": self.classes,
+            "source": self.source,
+            "digest": self.digest,
+        }
 
 
 def _square(a: np.ndarray) -> np.ndarray:
     h, w = a.shape[:2]
     s = min(h, w)
-    return a[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
 
 
 def _resize_dense(a: np.ndarray, size: int, classes: bool) -> np.ndarray:
@@ -128,8 +141,12 @@ def _read_image(path: Path, size: int) -> np.ndarray:
         raise OnnxAttrError(f"cannot read image {path}: {exc}") from None
 
 
-def load_folder(root: str | Path, size: int, name: str | None = None,
-                progress: Callable[[str], None] | None = None) -> TargetTask:
+def load_folder(
+    root: str | Path,
+    size: int,
+    name: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TargetTask:
     """A target from a folder: class subfolders, or images with a `.npy` label each."""
     root = Path(root)
     if not root.is_dir():
@@ -144,17 +161,22 @@ def load_folder(root: str | Path, size: int, name: str | None = None,
         if missing:
             raise OnnxAttrError(
                 f"{len(missing)} of {len(paths)} images under {root} have no label "
-                f"(e.g. {missing[0].relative_to(root)} needs {missing[0].with_suffix('.npy').name})")
+                f"(e.g. {missing[0].relative_to(root)} needs {missing[0].with_suffix('.npy').name})"
+            )
         return _npy_target(root, paths, size, name)
-    classes = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+    classes = sorted(
+        {p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1}
+    )
     loose = [p for p in paths if len(p.relative_to(root).parts) == 1]
     if not classes or loose:
         raise OnnxAttrError(
             f"images under {root} have no labels: put them in one subfolder per class, or give "
-            f"each image a .npy label of the same name (e.g. {paths[0].stem}.npy)")
+            f"each image a .npy label of the same name (e.g. {paths[0].stem}.npy)"
+        )
+    y = np.array([classes.index(p.relative_to(root).parts[0]) for p in paths], np.int64)
+    TargetTask.check_classes(name, y, classes)  # before reading any image
     if progress:
         progress(f"reading {len(paths)} images of {len(classes)} classes from {root}")
-    y = np.array([classes.index(p.relative_to(root).parts[0]) for p in paths], np.int64)
     images = np.stack([_read_image(p, size) for p in paths])
     return TargetTask(name, images, y, "image_cls", classes, source=str(root))
 
@@ -170,32 +192,41 @@ def _npy_target(root: Path, paths: list[Path], size: int, name: str) -> TargetTa
     first = labels[0]
     if first.ndim <= 1:  # image-level regression
         if len(shapes) != 1:
-            raise OnnxAttrError(f"labels under {root} have different shapes {sorted(shapes)}; "
-                                "image-level labels must all have the same length")
+            raise OnnxAttrError(
+                f"labels under {root} have different shapes {sorted(shapes)}; "
+                "image-level labels must all have the same length"
+            )
         y = np.stack([np.atleast_1d(a).astype(np.float32) for a in labels])
         kind = "image_reg"
     else:
         if first.ndim > 3:
-            raise OnnxAttrError(f"label {paths[0].with_suffix('.npy').name} has shape {first.shape}; "
-                                "dense labels are (H, W) or (H, W, C)")
+            raise OnnxAttrError(
+                f"label {paths[0].with_suffix('.npy').name} has shape {first.shape}; "
+                "dense labels are (H, W) or (H, W, C)"
+            )
         classes = np.issubdtype(first.dtype, np.integer) or first.dtype == bool
         maps = []
         for p, a in zip(paths, labels):
             with Image.open(p) as img:
                 w, h = img.size
             if a.ndim != first.ndim or (a.ndim == 3 and a.shape[2] != first.shape[2]):
-                raise OnnxAttrError(f"label {p.with_suffix('.npy').name} has shape {a.shape}, "
-                                    f"others {first.shape}; dense labels must agree in channels")
+                raise OnnxAttrError(
+                    f"label {p.with_suffix('.npy').name} has shape {a.shape}, "
+                    f"others {first.shape}; dense labels must agree in channels"
+                )
             if abs(a.shape[0] / a.shape[1] - h / w) > 0.02:
                 raise OnnxAttrError(
                     f"label {p.with_suffix('.npy').name} is {a.shape[0]}x{a.shape[1]} but its "
-                    f"image is {h}x{w}; a dense label must have the image's aspect ratio")
+                    f"image is {h}x{w}; a dense label must have the image's aspect ratio"
+                )
             maps.append(_square(a))
         side = min(min(m.shape[0] for m in maps), MAX_DENSE)
         maps = [_resize_dense(m, side, classes) for m in maps]
         if len({m.shape for m in maps}) != 1:
-            raise OnnxAttrError(f"dense labels under {root} differ in size after cropping "
-                                f"({sorted({m.shape for m in maps})}); give maps of one size")
+            raise OnnxAttrError(
+                f"dense labels under {root} differ in size after cropping "
+                f"({sorted({m.shape for m in maps})}); give maps of one size"
+            )
         if classes:
             y = np.stack(maps).astype(np.int64)
             if y.min() < 0:
@@ -208,9 +239,15 @@ def _npy_target(root: Path, paths: list[Path], size: int, name: str) -> TargetTa
     return TargetTask(name, images, y, kind, source=str(root))
 
 
-def teacher_target(root: str | Path, teacher: str | Path, node: str | None, size: int,
-                   preprocessing: dict[str, Any] | None = None, name: str | None = None,
-                   batch_size: int = 32) -> TargetTask:
+def teacher_target(
+    root: str | Path,
+    teacher: str | Path,
+    node: str | None,
+    size: int,
+    preprocessing: dict[str, Any] | None = None,
+    name: str | None = None,
+    batch_size: int = 32,
+) -> TargetTask:
     """A target whose labels are a teacher model's outputs at ``node`` on the folder's images
     (a spatial output is a dense regression target, anything else an image-level one)."""
     from ..probe import build_probe
@@ -223,11 +260,23 @@ def teacher_target(root: str | Path, teacher: str | Path, node: str | None, size
     runner = EncoderRunner.from_file(teacher, node, preprocessing)
     out = runner.run(probe.images, batch_size)
     if out.ndim == 4:
-        y = out[:, :, :MAX_DENSE, :MAX_DENSE] if out.shape[-1] <= MAX_DENSE else np.stack(
-            [np.moveaxis(_resize_dense(np.moveaxis(o, 0, 2), MAX_DENSE, False), 2, 0) for o in out])
+        y = (
+            out[:, :, :MAX_DENSE, :MAX_DENSE]
+            if out.shape[-1] <= MAX_DENSE
+            else np.stack(
+                [
+                    np.moveaxis(_resize_dense(np.moveaxis(o, 0, 2), MAX_DENSE, False), 2, 0)
+                    for o in out
+                ]
+            )
+        )
         kind = "dense_reg"
     else:
         y, kind = out.reshape(len(out), -1), "image_reg"
-    return TargetTask(name or f"{Path(teacher).stem}.{node or 'output'}", probe.images,
-                      y.astype(np.float32), kind,
-                      source=json.dumps({"teacher": str(teacher), "node": node, "images": str(root)}))
+    return TargetTask(
+        name or f"{Path(teacher).stem}.{node or 'output'}",
+        probe.images,
+        y.astype(np.float32),
+        kind,
+        source=json.dumps({"teacher": str(teacher), "node": node, "images": str(root)}),
+    )

@@ -39,16 +39,23 @@ METRICS = {"image_cls": "accuracy", "image_reg": "R²", "dense_reg": "R²", "den
 
 def recipe() -> dict:
     """The head recipe's settings, stored with every score."""
-    return {"version": RECIPE_VERSION, "split": list(FRACTIONS), "alphas": list(ALPHAS),
-            "image": "avg-pool 2x2, standardise, ridge",
-            "dense": "resize to ceil(R/2), 3x3 neighbourhood, standardise, ridge, pixel shuffle 2"}
+    return {
+        "version": RECIPE_VERSION,
+        "split": list(FRACTIONS),
+        "alphas": list(ALPHAS),
+        "image": "avg-pool 2x2, standardise, ridge",
+        "dense": "resize to ceil(R/2), 3x3 neighbourhood, standardise, ridge, pixel shuffle 2",
+    }
 
 
 def split(n: int, seed: int, classes: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Seeded train/validation/test indices (stratified by class when `classes` is given)."""
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if classes is None else [np.flatnonzero(classes == c)
-                                                     for c in np.unique(classes)]
+    groups = (
+        [np.arange(n)]
+        if classes is None
+        else [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    )
     parts: list[list[int]] = [[], [], []]
     for g in groups:
         g = rng.permutation(g)
@@ -56,8 +63,8 @@ def split(n: int, seed: int, classes: np.ndarray | None = None) -> tuple[np.ndar
         n_va = min(round(FRACTIONS[1] * len(g)), len(g) - n_te - 1)
         n_tr = len(g) - n_te - n_va
         parts[0] += g[:n_tr].tolist()
-        parts[1] += g[n_tr:n_tr + n_va].tolist()
-        parts[2] += g[n_tr + n_va:].tolist()
+        parts[1] += g[n_tr : n_tr + n_va].tolist()
+        parts[2] += g[n_tr + n_va :].tolist()
     tr, va, te = (np.sort(np.array(p, dtype=int)) for p in parts)
     if len(va) == 0:  # tiny classes: validate on the training part rather than not at all
         va = tr
@@ -161,8 +168,9 @@ class HeadScore:
     n_test: int
 
 
-def fit_score(features: np.ndarray, y: np.ndarray, kind: str, n_outputs: int,
-              seed: int = 0) -> HeadScore:
+def fit_score(
+    features: np.ndarray, y: np.ndarray, kind: str, n_outputs: int, seed: int = 0
+) -> HeadScore:
     """Fit the recipe's head on frozen `features` for labels `y`; score it on the test part."""
     n = len(y)
     tr, va, te = split(n, seed, y if kind == "image_cls" else None)
@@ -183,18 +191,25 @@ def fit_score(features: np.ndarray, y: np.ndarray, kind: str, n_outputs: int,
         r = y.shape[-1]
         m = -(-r // 2)
         x = dense_design(features, r)  # (N, m·m, D)
-        dense_y = (np.eye(n_outputs, dtype=np.float32)[y].transpose(0, 3, 1, 2)
-                   if kind == "dense_cls" else y)
+        dense_y = (
+            np.eye(n_outputs, dtype=np.float32)[y].transpose(0, 3, 1, 2)
+            if kind == "dense_cls"
+            else y
+        )
         model = _Ridge(x[tr].reshape(-1, x.shape[2]), _unshuffle(dense_y[tr], m))
 
         def score(idx: np.ndarray, a: float) -> float:
             pred = _shuffle(model.predict(x[idx].reshape(-1, x.shape[2]), a), len(idx), m, r)
             if kind == "dense_cls":
                 return _miou(pred.argmax(1), y[idx], n_outputs)
-            return _r2(pred.transpose(0, 2, 3, 1).reshape(-1, y.shape[1]),
-                       y[idx].transpose(0, 2, 3, 1).reshape(-1, y.shape[1]))
+            return _r2(
+                pred.transpose(0, 2, 3, 1).reshape(-1, y.shape[1]),
+                y[idx].transpose(0, 2, 3, 1).reshape(-1, y.shape[1]),
+            )
+
     vals = [score(va, a) for a in ALPHAS]
     finite = [v if math.isfinite(v) else -math.inf for v in vals]
     best = int(np.argmax(finite))
-    return HeadScore(score(te, ALPHAS[best]), vals[best], ALPHAS[best], METRICS[kind],
-                     len(tr), len(va), len(te))
+    return HeadScore(
+        score(te, ALPHAS[best]), vals[best], ALPHAS[best], METRICS[kind], len(tr), len(va), len(te)
+    )

@@ -23,7 +23,7 @@ from ..analysis.distances import read_labelled_csv
 from ..errors import OnnxAttrError
 from .data import TargetTask
 from .heads import RECIPE_VERSION, fit_score, recipe
-from .sources import load_sources
+from .sources import SpaceSource, load_sources
 
 
 @dataclass
@@ -50,8 +50,9 @@ class TransferResult:
 
     def matrix(self) -> np.ndarray:
         """targets × sources, higher = better."""
-        return np.array([[self.scores[(t.name, s)].score for s in self.sources]
-                         for t in self.targets])
+        return np.array(
+            [[self.scores[(t.name, s)].score for s in self.sources] for t in self.targets]
+        )
 
 
 def default_cache(space: str | Path) -> Path:
@@ -77,13 +78,19 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 def measure_transfer(
-    space: str | Path, targets: Sequence[TargetTask], sources: Sequence[str] | None = None,
-    cache: str | Path | None = None, use_cache: bool = True, seed: int = 0,
-    batch_size: int = 64, log: Callable[[str], None] | None = None,
+    space: str | Path,
+    targets: Sequence[TargetTask],
+    sources: Sequence[str] | Sequence[SpaceSource] | None = None,
+    cache: str | Path | None = None,
+    use_cache: bool = True,
+    seed: int = 0,
+    batch_size: int = 64,
+    log: Callable[[str], None] | None = None,
 ) -> TransferResult:
     """Transfer score of every source (default: all models of the space) to every target.
 
-    Every source is checked (ONNX file present, sha256 as recorded) before anything runs.
+    Every source is checked (ONNX file present, sha256 as recorded) before anything runs;
+    `sources` may also be the already checked result of :func:`load_sources`.
     """
     say = log or (lambda *_: None)
     if not targets:
@@ -91,7 +98,11 @@ def measure_transfer(
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise OnnxAttrError(f"target names must be unique: {names}")
-    srcs = load_sources(space, list(sources) if sources else None)
+    srcs = (
+        list(sources)
+        if sources and isinstance(sources[0], SpaceSource)
+        else load_sources(space, list(sources) if sources else None)
+    )
     cache_dir = Path(cache) if cache is not None else default_cache(space)
     scores: dict[tuple[str, str], TransferScore] = {}
     t_all = time.perf_counter()
@@ -105,7 +116,8 @@ def measure_transfer(
                 try:
                     rec = json.loads(path.read_text())
                     scores[(t.name, src.name)] = TransferScore(
-                        **{**rec, "source": src.name, "target": t.name, "cached": True})
+                        **{**rec, "source": src.name, "target": t.name, "cached": True}
+                    )
                     n_cached += 1
                     continue
                 except (OSError, ValueError, TypeError):
@@ -114,23 +126,45 @@ def measure_transfer(
                 features[t.images_digest] = src.runner.run(t.images, batch_size)
             ts = time.perf_counter()
             head = fit_score(features[t.images_digest], t.y, t.kind, t.n_outputs, seed)
-            sc = TransferScore(src.name, t.name, head.score, head.metric, head.val_score,
-                               head.alpha, head.n_train, head.n_val, head.n_test,
-                               time.perf_counter() - ts)
+            sc = TransferScore(
+                src.name,
+                t.name,
+                head.score,
+                head.metric,
+                head.val_score,
+                head.alpha,
+                head.n_train,
+                head.n_val,
+                head.n_test,
+                time.perf_counter() - ts,
+            )
             scores[(t.name, src.name)] = sc
             if use_cache:
-                _write_json_atomic(path, {k: v for k, v in asdict(sc).items()
-                                          if k not in ("source", "target", "cached")})
-        say(f"[{i}/{len(srcs)}] {src.name}: {len(targets) - n_cached} measured, {n_cached} "
-            f"cached ({time.perf_counter() - t0:.1f} s)")
-    settings = {"recipe": recipe(), "seed": seed, "space": str(space),
-                "sources": {s.name: {"uid": s.uid, "onnx_path": str(s.onnx_path)} for s in srcs},
-                "seconds": time.perf_counter() - t_all}
+                _write_json_atomic(
+                    path,
+                    {
+                        k: v
+                        for k, v in asdict(sc).items()
+                        if k not in ("source", "target", "cached")
+                    },
+                )
+        say(
+            f"[{i}/{len(srcs)}] {src.name}: {len(targets) - n_cached} measured, {n_cached} "
+            f"cached ({time.perf_counter() - t0:.1f} s)"
+        )
+    settings = {
+        "recipe": recipe(),
+        "seed": seed,
+        "space": str(space),
+        "sources": {s.name: {"uid": s.uid, "onnx_path": str(s.onnx_path)} for s in srcs},
+        "seconds": time.perf_counter() - t_all,
+    }
     return TransferResult(list(targets), [s.name for s in srcs], scores, settings)
 
 
-def write_outputs(result: TransferResult, csv_path: str | Path,
-                  json_path: str | Path | None = None) -> list[Path]:
+def write_outputs(
+    result: TransferResult, csv_path: str | Path, json_path: str | Path | None = None
+) -> list[Path]:
     """The matrix as a labelled CSV (targets × sources, higher = better) that `evaluate --oracle`
     reads, merged into an existing one (rows/columns of this run replace theirs), and the raw
     scores and settings as JSON (merged likewise)."""
@@ -160,6 +194,7 @@ def write_outputs(result: TransferResult, csv_path: str | Path,
         data.setdefault("targets", {})[t.name] = t.describe()
     for (t, s), sc in result.scores.items():
         data.setdefault("scores", {}).setdefault(t, {})[s] = {
-            k: v for k, v in asdict(sc).items() if k not in ("source", "target")}
+            k: v for k, v in asdict(sc).items() if k not in ("source", "target")
+        }
     _write_json_atomic(json_path, data)
     return [csv_path, json_path]

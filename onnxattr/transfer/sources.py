@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..onnxgraph import graph as onnx_graph
 from ..errors import OnnxAttrError
+from ..onnxgraph import graph as onnx_graph
 from ..onnxgraph.fixups import SINGLE_IMAGE, fix_up
 from ..preprocess import Preprocessing
 from ..space import ModelSpace
@@ -32,15 +32,23 @@ class EncoderRunner:
     single_image: bool = False
 
     @classmethod
-    def from_file(cls, path: str | Path, node: str | None,
-                  preprocessing: Preprocessing | dict[str, Any] | None = None) -> EncoderRunner:
+    def from_file(
+        cls,
+        path: str | Path,
+        node: str | None,
+        preprocessing: Preprocessing | dict[str, Any] | None = None,
+    ) -> EncoderRunner:
         full = onnx_graph.load(path)
         tensor = onnx_graph.resolve_encoder(full, node)
         return cls._build(Path(path).stem, onnx_graph.truncate(full, tensor), preprocessing)
 
     @classmethod
-    def _build(cls, name: str, encoder: onnx.ModelProto,
-               preprocessing: Preprocessing | dict[str, Any] | None) -> EncoderRunner:
+    def _build(
+        cls,
+        name: str,
+        encoder: onnx.ModelProto,
+        preprocessing: Preprocessing | dict[str, Any] | None,
+    ) -> EncoderRunner:
         from ..pipeline import make_preprocessing
 
         shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
@@ -55,16 +63,21 @@ class EncoderRunner:
         from ..onnxgraph.convert import quiet_session_options
 
         try:
-            sess = ort.InferenceSession(self.model.SerializeToString(), quiet_session_options(),
-                                        providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                self.model.SerializeToString(),
+                quiet_session_options(),
+                providers=["CPUExecutionProvider"],
+            )
         except Exception as exc:
-            raise OnnxAttrError(f"onnxruntime cannot run the encoder of {self.name!r}: "
-                                f"{' '.join(str(exc).split())[:300]}") from None
+            raise OnnxAttrError(
+                f"onnxruntime cannot run the encoder of {self.name!r}: "
+                f"{' '.join(str(exc).split())[:300]}"
+            ) from None
         inp = sess.get_inputs()[0].name
         bs = 1 if self.single_image else batch_size
         outs = []
         for k in range(0, len(images), bs):
-            x = self.pre.apply(images[k:k + bs]).numpy()
+            x = self.pre.apply(images[k : k + bs]).numpy()
             outs.append(sess.run(None, {inp: x})[0])
         out = np.concatenate(outs).astype(np.float32)
         if out.ndim == 4 and channels_last(out.shape, self.pre):
@@ -112,16 +125,21 @@ def load_sources(space: str | Path, names: list[str] | None = None) -> list[Spac
         if path is None:
             raise OnnxAttrError(
                 f"source {name!r}: its ONNX file {attrs.get('onnx_path')!r} is missing (moved or "
-                f"deleted since `add`); put it back or re-add the model with `onnxattr add --overwrite`")
+                f"deleted since `add`); put it back or re-add the model with `onnxattr add --overwrite`"
+            )
         full = onnx_graph.load(path)
         sha = onnx_graph.sha256(full)
         if sha != attrs.get("onnx_sha256"):
             raise OnnxAttrError(
                 f"source {name!r}: {path} has changed since it was added (sha256 {sha[:12]}… ≠ "
                 f"recorded {str(attrs.get('onnx_sha256'))[:12]}…); its maps describe another "
-                "model: re-add it with `onnxattr add --overwrite`")
-        pre = json.loads(attrs["preprocessing"]) if isinstance(attrs.get("preprocessing"), str) \
+                "model: re-add it with `onnxattr add --overwrite`"
+            )
+        pre = (
+            json.loads(attrs["preprocessing"])
+            if isinstance(attrs.get("preprocessing"), str)
             else attrs.get("preprocessing")
+        )
         encoder = onnx_graph.truncate(full, str(attrs["encoder_tensor"]))
         runner = EncoderRunner._build(name, encoder, Preprocessing.from_dict(pre))
         out.append(SpaceSource(name, str(attrs["uid"]), path, runner))

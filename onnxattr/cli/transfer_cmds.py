@@ -1,0 +1,167 @@
+"""CLI of measured transfer (`transfer`) and the mini-Taskonomy benchmark (`bench taskonomy-mini`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import OnnxAttrError
+from ._app import app, command, console
+
+bench_app = typer.Typer(help="Bundled benchmarks with a measured oracle.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _say(msg: str) -> None:
+    console.print(msg, highlight=False, markup=False)
+
+
+@command()
+def transfer(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled images: one subfolder per class, or images with a .npy label each "
+            "(scalar/vector: image-level; HxW[xC]: dense). With --teacher: any images."
+        ),
+    ],
+    space: Annotated[Path, typer.Option("--space", "-s", help="Model space (HDF5): the sources.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Transfer matrix CSV (targets x sources, higher = better); rows of "
+            "other targets already in it are kept.",
+        ),
+    ] = Path("transfers.csv"),
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Raw scores and settings (default: OUT with .json)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Target (row) name; default: the folder name. Name it after a model "
+            "of the space to evaluate rankings for that model.",
+        ),
+    ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option("--teacher", help="ONNX model whose outputs on the images are the labels."),
+    ] = None,
+    teacher_node: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher-node", help="Teacher node/tensor giving the labels (default: its output)."
+        ),
+    ] = None,
+    teacher_preset: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher-preset", help="Preprocessing preset of the teacher (`add --preset`)."
+        ),
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Images are centre-cropped to SxS (default: the space's probe size)."),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated subset of sources (default: all)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Score cache folder (default: SPACE.transfer-cache)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the cache.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per onnxruntime batch.")] = 64,
+) -> None:
+    """Measured transfer of every source in the space to one labelled target task."""
+    from ..space import ModelSpace
+    from ..transfer import (
+        load_folder,
+        load_sources,
+        measure_transfer,
+        teacher_target,
+        write_outputs,
+    )
+    from ..transfer.heads import METRICS
+
+    if teacher_node is not None and teacher is None:
+        raise OnnxAttrError("--teacher-node needs --teacher MODEL.onnx")
+    if batch_size < 1:
+        raise OnnxAttrError("--batch-size must be at least 1")
+    subset = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    sources = load_sources(space, subset)  # every source checked before any image is read
+    if size is None:
+        sp = ModelSpace(space)
+        size = sp.read_probe().size if sp.has_probe() else 224
+    if teacher is not None:
+        pre = {"preset": teacher_preset} if teacher_preset else None
+        target = teacher_target(data, teacher, teacher_node, size, pre, name=name)
+    else:
+        target = load_folder(data, size, name=name, progress=_say)
+    _say(
+        f"target {target.name!r}: {len(target.images)} images, {target.kind.replace('_', ' ')} "
+        f"(label shape {list(target.y.shape[1:]) or 'scalar'}), metric: "
+        f"{METRICS[target.kind]} (higher = better)"
+    )
+    res = measure_transfer(
+        space,
+        [target],
+        sources,
+        cache=cache,
+        use_cache=not no_cache,
+        seed=seed,
+        batch_size=batch_size,
+        log=_say,
+    )
+    ranked = sorted(res.sources, key=lambda s: -res.scores[(target.name, s)].score)
+    for r, s in enumerate(ranked, 1):
+        sc = res.scores[(target.name, s)]
+        _say(
+            f"{r:3d}. {s:30s} {sc.metric} {sc.score:.4f}  (validation {sc.val_score:.4f}, "
+            f"alpha {sc.alpha:g})"
+        )
+    for p in write_outputs(res, out, json_out):
+        _say(f"wrote {p}")
+
+
+@command(target=bench_app, name="taskonomy-mini")
+def taskonomy_mini(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="Three tasks, few images, one epoch: an end-to-end check in about a minute."
+        ),
+    ] = False,
+    committed: Annotated[
+        bool,
+        typer.Option(
+            help="Start from the committed encoders (no training): space, oracle, evaluation."
+        ),
+    ] = False,
+) -> None:
+    """Regenerate the mini-Taskonomy benchmark: scenes, encoders, space, measured oracle, and
+    every estimator's P@K/Spearman against it (docs/benchmark.md)."""
+    from ..benchmark.run import QUICK, Config, run_benchmark, table
+
+    res = run_benchmark(out, QUICK if quick else Config(), use_committed=committed, log=_say)
+    s = res.sanity
+    _say(
+        f"self-transfer first for {s['self_first']} of {s['n_targets']} targets; "
+        f"seed stability (mean Spearman): {s['seed_spearman_mean']}"
+    )
+    for key, rows in res.estimators.items():
+        _say(f"\nagainst {key}.csv\n{table(rows)}")
+    _say(json.dumps({k: round(v, 1) for k, v in res.seconds.items()}))
+    _say(f"wrote {out}/oracle.csv, oracle_full.csv, sanity.json, results.json, results.md")

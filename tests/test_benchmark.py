@@ -1,0 +1,112 @@
+"""The mini-Taskonomy benchmark: scene ground truth, the quick mode end to end, and the committed
+encoders and oracle (the oracle must be what the committed encoders give)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from onnxattr.analysis.evaluation import read_oracle
+from onnxattr.benchmark.run import MODELS, QUICK, SCENE_SEEDS, Config, committed_dir, run_benchmark
+from onnxattr.benchmark.scenes import DENSE, TASKS, generate
+from onnxattr.cli import app
+from onnxattr.transfer import EncoderRunner, fit_score
+
+DATA = committed_dir()
+
+
+def test_scenes_are_seeded_and_consistent():
+    a, b = generate(8, 5), generate(8, 5)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, generate(8, 6).images)
+    for name, task in TASKS.items():
+        y = a.targets[name]
+        if task.kind == "dense_reg":
+            assert y.shape == (8, task.channels, DENSE, DENSE) and np.isfinite(y).all()
+        elif task.kind == "dense_cls":
+            assert y.shape == (8, DENSE, DENSE) and y.max() < task.channels
+        else:
+            assert y.shape == (8,) and y.max() < task.channels
+    assert 0 <= a.targets["depth"].min() and a.targets["depth"].max() <= 1
+    # the largest object's class is in the segmentation; wall and floor are visible
+    for i in range(8):
+        seg = a.targets["segment_semantic"][i]
+        assert 2 + a.targets["class_object"][i] in seg and {0, 1} <= set(np.unique(seg).tolist())
+    # normals of flat regions (wall/floor interiors) are unit vectors; autoencoder = the image
+    n = a.targets["normals"]
+    assert np.allclose(np.linalg.norm(n, axis=1).max(), 1, atol=1e-5)
+    img = a.images.astype(np.float32).reshape(8, DENSE, 4, DENSE, 4, 3).mean((2, 4)) / 255
+    np.testing.assert_allclose(a.targets["autoencoder"], img.transpose(0, 3, 1, 2), atol=1e-6)
+    assert (a.inputs("colorization")[..., 0] == a.inputs("colorization")[..., 2]).all()
+    assert not np.array_equal(a.inputs("denoise"), a.images)
+
+
+def test_quick_mode_end_to_end(tmp_path):
+    r = CliRunner().invoke(app, ["bench", "taskonomy-mini", "--quick", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    orc = read_oracle(tmp_path / "oracle.csv")
+    assert orc.targets == orc.sources == ["depth", "normals", "class_object"]
+    full = read_oracle(tmp_path / "oracle_full.csv")
+    assert full.sources == [m.name for m in QUICK.models] and np.isfinite(full.values).all()
+    res = json.loads((tmp_path / "results.json").read_text())
+    names = [row["estimator"] for row in res["estimators"]["oracle_full"]]
+    assert {"saliency", "grad_input", "svcca", "cka", "rsa", "random (expected)"} <= set(names)
+    sanity = json.loads((tmp_path / "sanity.json").read_text())
+    assert sanity["variants"]["depth.s1"]["kind"] == "seed"
+    assert "P@1" in (tmp_path / "results.md").read_text()
+
+
+def _manifest() -> list[dict]:
+    return json.loads((DATA / "manifest.json").read_text())["models"]
+
+
+def test_committed_encoders_and_oracle_are_complete():
+    models = _manifest()
+    assert [m["name"] for m in models] == [m.name for m in MODELS]
+    for m in models:
+        assert hashlib.sha256((DATA / m["file"]).read_bytes()).hexdigest() == m["sha256"]
+    assert sum(m["framework"] == "keras" for m in models) >= 3
+    assert sum(m["arch"] != "resnet" or m["input_size"] != 64 for m in models) >= 3
+    assert len({m["task"] for m in models if m["seed"] == 1}) >= 4
+    orc = read_oracle(DATA / "oracle.csv")
+    assert orc.targets == orc.sources == list(TASKS)
+    full = read_oracle(DATA / "oracle_full.csv")
+    assert full.targets == list(TASKS) and full.sources == [m["name"] for m in models]
+    assert np.isfinite(full.values).all()
+    np.testing.assert_array_equal(orc.values, full.values[:, : len(TASKS)])
+
+
+def test_committed_oracle_is_what_the_committed_encoders_give():
+    """Re-measure three sources (PyTorch, Keras/tf2onnx, 32 px input) on every target."""
+    cfg = Config()
+    scenes = generate(cfg.n_transfer, SCENE_SEEDS["transfer"])
+    full = read_oracle(DATA / "oracle_full.csv")
+    by_name = {m["name"]: m for m in _manifest()}
+    for source in ("depth", "class_object.keras", "normals.in32"):
+        m = by_name[source]
+        runner = EncoderRunner.from_file(DATA / m["file"], m["encoder_node"], m["preprocessing"])
+        feats = {}
+        for t, task in TASKS.items():
+            if task.input not in feats:
+                feats[task.input] = runner.run(scenes.inputs(t))
+            got = fit_score(feats[task.input], scenes.targets[t], task.kind, task.channels)
+            want = full.values[full.targets.index(t), full.sources.index(source)]
+            assert got.score == pytest.approx(want, abs=2e-3), (source, t)
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_keras_twin_trains_and_converts(tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(
+        QUICK, n_train=64, models=tuple(m for m in MODELS if m.name in ("depth", "depth.keras"))
+    )
+    res = run_benchmark(tmp_path, cfg)
+    entry = json.loads((tmp_path / "manifest.json").read_text())["models"][1]
+    assert entry["framework"] == "keras" and entry["tf2onnx_check"]["encoder_rel_err"] < 1e-4
+    assert res.sanity["variants"]["depth.keras"]["kind"] == "framework"
