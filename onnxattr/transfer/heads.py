@@ -21,6 +21,7 @@ oracle, one eigendecomposition per source and image set, milliseconds per target
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,22 +125,34 @@ def _shuffle(pred: np.ndarray, n: int, m: int, r: int) -> np.ndarray:
 
 
 class _Ridge:
-    """Standardised ridge regression for every α of the grid from one eigendecomposition."""
+    """Standardised ridge regression for every α of the grid from one eigendecomposition of the
+    training design; targets sharing the design (same features and training part) reuse it."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray) -> None:
         x = x.astype(np.float64)
         self.mu, sd = x.mean(0), x.std(0)
         self.sd = np.where(sd > 1e-8 * max(float(sd.max(initial=0)), 1e-30), sd, np.inf)
-        xs = (x - self.mu) / self.sd
-        self.ymu = y.mean(0)
-        g = xs.T @ xs
+        self.xs = (x - self.mu) / self.sd
+        g = self.xs.T @ self.xs
         self.evals, self.evecs = np.linalg.eigh(g)
-        self.xty = self.evecs.T @ (xs.T @ (y - self.ymu))
+        self.evals = np.clip(self.evals, 0, None)
         self.scale = max(float(np.trace(g)) / max(g.shape[0], 1), 1e-12)
 
+    def fit(self, y: np.ndarray) -> _Fit:
+        ymu = y.mean(0)
+        return _Fit(self, ymu, self.evecs.T @ (self.xs.T @ (y - ymu)))
+
+
+@dataclass
+class _Fit:
+    base: _Ridge
+    ymu: np.ndarray
+    xty: np.ndarray
+
     def predict(self, x: np.ndarray, alpha: float) -> np.ndarray:
-        w = self.evecs @ (self.xty / (np.clip(self.evals, 0, None) + alpha * self.scale)[:, None])
-        return ((x.astype(np.float64) - self.mu) / self.sd) @ w + self.ymu
+        b = self.base
+        w = b.evecs @ (self.xty / (b.evals + alpha * b.scale)[:, None])
+        return ((x.astype(np.float64) - b.mu) / b.sd) @ w + self.ymu
 
 
 def _r2(pred: np.ndarray, y: np.ndarray) -> float:
@@ -169,34 +182,57 @@ class HeadScore:
 
 
 def fit_score(
-    features: np.ndarray, y: np.ndarray, kind: str, n_outputs: int, seed: int = 0
+    features: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    n_outputs: int,
+    seed: int = 0,
+    designs: dict | None = None,
 ) -> HeadScore:
-    """Fit the recipe's head on frozen `features` for labels `y`; score it on the test part."""
+    """Fit the recipe's head on frozen `features` for labels `y`; score it on the test part.
+
+    `designs`: a dict kept by the caller for one `features` array, so that targets on the same
+    images share the design and its eigendecomposition (same result, computed once).
+    """
     n = len(y)
     tr, va, te = split(n, seed, y if kind == "image_cls" else None)
+    designs = {} if designs is None else designs
+
+    def ridge(
+        mode: str, make_x: Callable[[], np.ndarray], rows: Callable[[np.ndarray], np.ndarray]
+    ):
+        if mode not in designs:
+            designs[mode] = make_x()
+        key = (mode, tr.tobytes())
+        if key not in designs:
+            designs[key] = _Ridge(rows(designs[mode][tr]))
+        return designs[mode], designs[key]
+
     if kind.startswith("image"):
-        x = image_design(features)
+        x, base = ridge("image", lambda: image_design(features), lambda a: a)
         if kind == "image_cls":
             t = np.eye(n_outputs)[y]
-            model = _Ridge(x[tr], t[tr])
+            model = base.fit(t[tr])
 
             def score(idx: np.ndarray, a: float) -> float:
                 return float((model.predict(x[idx], a).argmax(1) == y[idx]).mean())
         else:
-            model = _Ridge(x[tr], y[tr].astype(np.float64))
+            model = base.fit(y[tr].astype(np.float64))
 
             def score(idx: np.ndarray, a: float) -> float:
                 return _r2(model.predict(x[idx], a), y[idx])
     else:
         r = y.shape[-1]
         m = -(-r // 2)
-        x = dense_design(features, r)  # (N, m·m, D)
+        x, base = ridge(  # x: (N, m·m, D)
+            f"dense{r}", lambda: dense_design(features, r), lambda a: a.reshape(-1, a.shape[2])
+        )
         dense_y = (
             np.eye(n_outputs, dtype=np.float32)[y].transpose(0, 3, 1, 2)
             if kind == "dense_cls"
             else y
         )
-        model = _Ridge(x[tr].reshape(-1, x.shape[2]), _unshuffle(dense_y[tr], m))
+        model = base.fit(_unshuffle(dense_y[tr], m))
 
         def score(idx: np.ndarray, a: float) -> float:
             pred = _shuffle(model.predict(x[idx].reshape(-1, x.shape[2]), a), len(idx), m, r)

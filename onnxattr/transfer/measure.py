@@ -109,6 +109,7 @@ def measure_transfer(
     for i, src in enumerate(srcs, 1):
         t0 = time.perf_counter()
         features: dict[str, np.ndarray] = {}
+        designs: dict[str, dict] = {}  # per image set: head designs shared by its targets
         n_cached = 0
         for t in targets:
             path = _cache_file(cache_dir, src.uid, t, seed)
@@ -125,7 +126,14 @@ def measure_transfer(
             if t.images_digest not in features:
                 features[t.images_digest] = src.runner.run(t.images, batch_size)
             ts = time.perf_counter()
-            head = fit_score(features[t.images_digest], t.y, t.kind, t.n_outputs, seed)
+            head = fit_score(
+                features[t.images_digest],
+                t.y,
+                t.kind,
+                t.n_outputs,
+                seed,
+                designs.setdefault(t.images_digest, {}),
+            )
             sc = TransferScore(
                 src.name,
                 t.name,
