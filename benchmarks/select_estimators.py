@@ -221,87 +221,61 @@ def main(argv: list[str] | None = None) -> int:
     def choose_attr(idx: list[int]) -> LabelledMatrix:
         return mats[best_of(attr_scores, idx, BY)]
 
-    loto_comb = leave_one_target_out(oracle, choose, args.top)
-    loto_attr = leave_one_target_out(oracle, choose_attr, args.top)
-    all_idx = list(range(len(oracle.targets)))
-    default = choose(all_idx)
-    default_name = default.estimator
-    log(f"default (chosen on all targets): {default_name}")
-
+    oracles = {args.oracle.name: oracle, **{p.name: read_oracle(p) for p in args.also_oracle}}
     tasks, kinds = model_info(args.space)
-    rows = []
-
-    def add_row(label: str, sc: dict[str, float], kind: str, mat: LabelledMatrix | None) -> None:
-        tw = twin_check(mat, tasks, kinds) if mat is not None and kinds else {}
-        rows.append(
-            {
-                "estimator": label,
-                "kind": kind,
-                **sc,
-                "twin_first": tw.get("all"),
-                "twins": tw,
-                "seconds": secs.get(label),
-            }
-        )
-
-    paper = [m for m in methods]
-    for n in paper:
-        add_row(n, scores[n].mean(), "paper's comparison", mats[n])
-    for n in FEATURES + ("depara",):
-        add_row(n, scores[n].mean(), "baseline", mats[n])
-    add_row("LOTO: best attribution variant", loto_attr.mean(), "selection, held-out", None)
-    add_row(
-        "LOTO: combined (variant + representation, fitted weight)",
-        loto_comb.mean(),
-        "selection, held-out",
-        None,
-    )
-    dsc = target_scores(default, oracle, args.top).mean()
-    add_row(f"default = {default_name}", dsc, "in-sample (reference only)", default)
-    for n in attr_names:
-        if n not in paper:
-            add_row(n, scores[n].mean(), "variant", mats[n])
-    for n in feat_names:
-        if n not in FEATURES:
-            add_row(n, scores[n].mean(), "baseline variant", mats[n])
-    ev = evaluate(mats[paper[0]], oracle, args.top)
-    rows.append(
-        {
-            "estimator": "random (expected)",
-            "kind": "reference",
+    twins = {n: twin_check(m, tasks, kinds) if kinds else {} for n, m in mats.items()}
+    # procedures: chosen on the selection oracle's other targets, scored on the left-out one
+    procs = {
+        "LOTO: best attribution variant": choose_attr,
+        "LOTO: attribution variant + representation, fitted weight": choose,
+    }
+    table: dict[str, dict[str, dict[str, float]]] = {}  # estimator -> oracle -> scores
+    chosen: dict[str, dict[str, str]] = {}
+    for label, fn in procs.items():
+        for oname, orc in oracles.items():
+            sel = leave_one_target_out(oracle, fn, args.top, score_on=orc)
+            table.setdefault(label, {})[oname] = sel.mean()
+            chosen[label] = sel.chosen
+    for n, m in mats.items():
+        for oname, orc in oracles.items():
+            sc = scores[n] if orc is oracle else target_scores(m, orc, args.top)
+            table.setdefault(n, {})[oname] = sc.mean()
+    for oname, orc in oracles.items():
+        ev = evaluate(mats[methods[0]], orc, args.top)
+        table.setdefault("random (expected)", {})[oname] = {
             **{f"P@{k}": ev.random_precision[k - 1] for k in KS},
             "spearman": 0.0,
         }
-    )
+    final = {label: fn(list(range(len(oracle.targets)))) for label, fn in procs.items()}
+    defaults = {label: m.estimator for label, m in final.items()}
+    twins.update({label: twin_check(m, tasks, kinds) for label, m in final.items() if kinds})
+    log(f"chosen on all targets: {defaults}")
 
-    # probe-bootstrap intervals: the paper's comparisons, the baselines, the default
+    # probe-bootstrap intervals: the paper's comparisons, the baselines, the chosen variants
     cis = {}
     if args.bootstrap > 1:
-        for n in [*paper, *FEATURES, "depara", default_name]:
+        for n in dict.fromkeys([*methods, *FEATURES, "depara", *defaults.values()]):
+            t0 = time.perf_counter()
             stab = ranking_stability(args.space, n, names, n_boot=args.bootstrap)
-            ci = evaluation_ci(stab, oracle, args.top)
-            cis[n] = {**ci.to_dict(), "halves_spearman": stab.agreement, "note": stab.note()}
-    extra = {}
-    for path in args.also_oracle:
-        o2 = read_oracle(path)
-        extra[path.name] = {
-            n: target_scores(m, o2, args.top).mean()
-            for n, m in [*mats.items(), (default_name, default)]
-        }
-
+            cis[n] = {o: evaluation_ci(stab, orc, args.top).to_dict() for o, orc in oracles.items()}
+            cis[n]["halves_spearman"] = stab.agreement
+            cis[n]["note"] = stab.note()
+            log(f"bootstrap {n} ({time.perf_counter() - t0:.0f} s)")
     result = {
         "space": str(args.space),
-        "oracle": str(args.oracle),
+        "oracles": list(oracles),
         "models": names,
         "targets": oracle.targets,
         "by": BY,
-        "default": default_name,
-        "loto_chosen": loto_comb.chosen,
-        "loto_attr_chosen": loto_attr.chosen,
-        "rows": rows,
+        "methods": methods,
+        "features": list(FEATURES),
+        "chosen_on_all_targets": defaults,
+        "loto_chosen": chosen,
+        "table": table,
+        "twins": twins,
         "probe_bootstrap": cis,
-        "also": extra,
         "seconds": time.perf_counter() - t_start,
+        "matrix_seconds": secs,
     }
     (args.out / "selection.json").write_text(json.dumps(result, indent=1, default=str))
     (args.out / "selection.md").write_text(markdown(result))
@@ -313,45 +287,78 @@ def _ci(p: dict, k: str) -> str:
     return f"{p[k][0]:.2f}–{p[k][1]:.2f}" if k in p else "–"
 
 
+def _row(r: dict, name: str, kind: str) -> str:
+    cells = []
+    for o in r["oracles"]:
+        sc = r["table"][name][o]
+        cells += [fmt(sc["P@1"]), fmt(sc["P@3"]), fmt(sc["P@5"]), fmt(sc["spearman"])]
+    tw = r["twins"].get(name, {}).get("all")
+    return f"| {name} | {kind} | " + " | ".join(cells) + f" | {f'{tw[0]}/{tw[1]}' if tw else '–'} |"
+
+
 def markdown(r: dict) -> str:
+    heads = " | ".join(f"{o} P@1 | P@3 | P@5 | ρ" for o in r["oracles"])
+    sep = "|---|---|" + "---|" * (4 * len(r["oracles"]) + 1)
+    head = [f"| estimator | kind | {heads} | twin first |", sep]
     lines = [
-        f"Oracle `{Path(r['oracle']).name}`: {len(r['targets'])} targets, "
-        f"{len(r['models'])} models; relevant = oracle top-5; selection by {r['by']}, "
-        "leave-one-target-out.",
+        f"Selection oracle `{r['oracles'][0]}`; {len(r['targets'])} targets, "
+        f"{len(r['models'])} models in the space; relevant = oracle top-5; variants chosen by "
+        f"mean {r['by']} over the other targets (leave one target out). Every row is on held-out "
+        "targets: fixed estimators have nothing fitted; the LOTO rows choose on 11 targets and "
+        "score the 12th. Twin first: models of another framework, architecture/input size or "
+        "seed whose nearest neighbour is a model of the same task.",
         "",
-        "| estimator | kind | P@1 | P@3 | P@5 | Spearman | twin first |",
-        "|---|---|---|---|---|---|---|",
+        *head,
     ]
-    for row in r["rows"]:
-        tw = row.get("twin_first")
-        tws = f"{tw[0]}/{tw[1]}" if tw else "–"
-        lines.append(
-            f"| {row['estimator']} | {row['kind']} | {fmt(row['P@1'])} | "
-            f"{fmt(row['P@3'])} | {fmt(row['P@5'])} | {fmt(row['spearman'])} | {tws} |"
-        )
-    if r["probe_bootstrap"]:
-        lines += [
-            "",
-            "Probe-bootstrap 95% intervals (same targets, resampled probe images):",
-            "",
-            "| estimator | P@1 | P@3 | P@5 | Spearman | halves ρ |",
-            "|---|---|---|---|---|---|",
-        ]
-        for n, c in r["probe_bootstrap"].items():
-            p = c["precision_ci"]
-            lines.append(
-                f"| {n} | {_ci(p, '1')} | {_ci(p, '3')} | {_ci(p, '5')} | "
-                f"{c['spearman_ci'][0]:.2f}–{c['spearman_ci'][1]:.2f} | "
-                f"{fmt(c['halves_spearman'])} |"
-            )
-    chosen = {}
-    for v in r["loto_chosen"].values():
-        chosen[v] = chosen.get(v, 0) + 1
+    for n in r["methods"]:
+        lines.append(_row(r, n, "paper's comparison"))
+    for n in [*r["features"], "depara"]:
+        lines.append(_row(r, n, "baseline"))
+    for n in [k for k in r["table"] if k.startswith("LOTO")]:
+        lines.append(_row(r, n, "selection procedure"))
+    lines.append(_row(r, "random (expected)", "reference"))
     lines += [
         "",
-        "Chosen in the leave-one-target-out folds: "
-        + "; ".join(f"`{k}` ×{v}" for k, v in sorted(chosen.items(), key=lambda x: -x[1])),
+        "Chosen on all targets (what a user gets): "
+        + "; ".join(f"{k}: `{v}`" for k, v in r["chosen_on_all_targets"].items()),
+        "",
     ]
+    for label, ch in r["loto_chosen"].items():
+        counts: dict[str, int] = {}
+        for v in ch.values():
+            counts[v] = counts.get(v, 0) + 1
+        lines.append(
+            f"{label}, choices in the 12 folds: "
+            + "; ".join(f"`{k}` ×{v}" for k, v in sorted(counts.items(), key=lambda x: -x[1]))
+        )
+    if r["probe_bootstrap"]:
+        o = r["oracles"]
+        lines += [
+            "",
+            "Probe-bootstrap 95% intervals (same targets, probe images resampled):",
+            "",
+            "| estimator | " + " | ".join(f"{x} P@1 | P@3 | ρ" for x in o) + " | halves ρ |",
+            "|---|" + "---|" * (3 * len(o) + 1),
+        ]
+        for n, c in r["probe_bootstrap"].items():
+            cells = []
+            for x in o:
+                p = c[x]["precision_ci"]
+                cells += [
+                    _ci(p, "1"),
+                    _ci(p, "3"),
+                    f"{c[x]['spearman_ci'][0]:.2f}–{c[x]['spearman_ci'][1]:.2f}",
+                ]
+            lines.append(f"| {n} | " + " | ".join(cells) + f" | {fmt(c['halves_spearman'])} |")
+    lines += ["", "<details><summary>Every candidate</summary>", "", *head]
+    for n in r["table"]:
+        if not n.startswith("LOTO") and n != "random (expected)":
+            lines.append(
+                _row(
+                    r, n, "feature" if n.split("+")[0] in r["features"] or n == "depara" else "maps"
+                )
+            )
+    lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 

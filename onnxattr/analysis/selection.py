@@ -119,15 +119,22 @@ def leave_one_target_out(
     choose: Callable[[list[int]], LabelledMatrix],
     top: int = 5,
     mapping: Mapping[str, str] | None = None,
+    score_on: Oracle | None = None,
 ) -> Selection:
     """For each target t: ``choose(train target indices)`` returns a matrix (chosen and fitted
-    on the other targets only), which is then scored on t alone."""
+    on the other targets only), which is then scored on t alone — in ``score_on`` (another
+    oracle with the same target, e.g. other sources) when given."""
     sel = Selection(precision={k: [] for k in KS})
     n = len(oracle.targets)
+    other = score_on or oracle
     for t in range(n):
         train = [i for i in range(n) if i != t]
         mat = choose(train)
-        one = Oracle([oracle.targets[t]], oracle.sources, oracle.values[t : t + 1])
+        name = oracle.targets[t]
+        if name not in other.targets:
+            continue
+        r = other.targets.index(name)
+        one = Oracle([name], other.sources, other.values[r : r + 1])
         sc = target_scores(mat, one, top, mapping)
         sel.chosen[oracle.targets[t]] = mat.estimator
         for k in KS:
