@@ -87,3 +87,18 @@ def test_twin_check_counts_nearest_same_task_model() -> None:
     # depth.keras -> depth (hit); normals.in32 -> edges (0.9 beats normals' 0.8: miss)
     assert out == {"all": (1, 2), "framework": (1, 1), "architecture/input": (0, 1)}
     assert twin_check(LabelledMatrix(names, aff), tasks)["all"] == (2, 4)
+
+
+def test_default_estimator_joins_the_default_list(tmp_path) -> None:
+    from onnxattr.analysis.estimators import available_estimators, compute_affinity
+    from onnxattr.analysis.selection import DEFAULT_ESTIMATOR, with_default
+
+    from .space_factory import random_space
+
+    random_space(tmp_path / "big.h5", n_models=3, size=16, methods=("grad_input",))
+    names = with_default(tmp_path / "big.h5", available_estimators(tmp_path / "big.h5"))
+    assert names[-1] == DEFAULT_ESTIMATOR
+    assert compute_affinity(tmp_path / "big.h5", DEFAULT_ESTIMATOR)[0].estimator == names[-1]
+    random_space(tmp_path / "small.h5", n_models=3, size=8, methods=("grad_input",))
+    small = available_estimators(tmp_path / "small.h5")
+    assert with_default(tmp_path / "small.h5", small) == small  # maps coarser than the grid

@@ -20,6 +20,7 @@ from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking, space_mode
 from .estimators import available_estimators, compute_affinity, describe
 from .evaluation import Evaluation, Oracle, evaluate, read_oracle
 from .map_compare import parse_estimator
+from .selection import with_default
 from .stability import EvaluationCI, Stability, evaluation_ci, ranking_stability
 
 _CSS = """
@@ -153,7 +154,8 @@ def write_report(space_path: str | Path, out_path: str | Path,
     rankings and (``bootstrap`` > 0) how stable they are under probe resampling; with ``oracle``
     (CSV path or Oracle), the evaluation of every estimator (with probe-resampling intervals)."""
     space_path, out_path = Path(space_path), Path(out_path)
-    names = list(estimators) if estimators else available_estimators(space_path)
+    names = (list(estimators) if estimators
+             else with_default(space_path, available_estimators(space_path)))
     if not names:
         raise OnnxAttrError(f"{space_path} has no estimator with data in two models; add models")
     orc = read_oracle(oracle) if isinstance(oracle, (str, Path)) else oracle

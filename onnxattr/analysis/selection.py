@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,27 @@ from .estimators import combine_matrices
 from .evaluation import Oracle, evaluate
 
 KS = (1, 3, 5)
+#: The default estimator: the attribution variant chosen by mean P@3 on the mini-Taskonomy
+#: benchmark's measured oracle (``benchmarks/select_estimators.py``; chosen in every one of the 12
+#: leave-one-target-out folds; held-out figures in docs/estimators.md): magnitude of gradient x
+#: input, pooled onto a 16 x 16 grid, Spearman per image, hub removed.
+DEFAULT_ESTIMATOR = "grad_input+abs+g16+rank+hub"
+
+
+def with_default(space: str | Path, names: Sequence[str]) -> list[str]:
+    """``names`` (a space's available estimators) plus :data:`DEFAULT_ESTIMATOR` when the space
+    has its method and maps of at least 16 pixels — what ``evaluate``/``report`` compare by
+    default."""
+    from ..space import open_space
+    from .distances import space_models
+
+    method = DEFAULT_ESTIMATOR.split("+")[0]
+    if method not in names or DEFAULT_ESTIMATOR in names:
+        return list(names)
+    with open_space(space, "r") as f:
+        size = int(f["probe"].attrs.get("size", 0)) if "probe" in f else 0
+        ok = size >= 16 and any(f"maps/{method}" in f["models"][m] for m in space_models(f))
+    return [*names, DEFAULT_ESTIMATOR] if ok else list(names)
 
 
 @dataclass

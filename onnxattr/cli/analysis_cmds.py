@@ -188,6 +188,7 @@ def evaluate_cmd(
     from ..analysis.distances import read_matrix_csv
     from ..analysis.estimators import available_estimators, compute_affinity
     from ..analysis.evaluation import evaluate, evaluations_json, parse_mapping, read_oracle
+    from ..analysis.selection import with_default
 
     if plot is not None:
         plots.check_image_path(plot)
@@ -195,7 +196,8 @@ def evaluate_cmd(
     names_map = parse_mapping(mapping or [], map_file)
     mats = [read_matrix_csv(p, "affinity") for p in affinity or []]
     mats += [read_matrix_csv(p, "distance") for p in distance or []]
-    space_names = (method or available_estimators(space)) if space is not None else []
+    space_names = ((method or with_default(space, available_estimators(space)))
+                   if space is not None else [])
     if method and space is None:
         raise OnnxAttrError("--method needs --space")
     if bootstrap and space is None:
