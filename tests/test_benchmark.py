@@ -122,9 +122,11 @@ def test_keras_twin_trains_and_converts(tmp_path):
     from dataclasses import replace
 
     cfg = replace(
-        QUICK, n_train=64, models=tuple(m for m in MODELS if m.name in ("depth", "depth.keras"))
+        QUICK,
+        n_train=64,
+        models=tuple(m for m in MODELS if m.name in ("depth", "normals", "depth.keras")),
     )
     res = run_benchmark(tmp_path, cfg)
-    entry = json.loads((tmp_path / "manifest.json").read_text())["models"][1]
+    entry = json.loads((tmp_path / "manifest.json").read_text())["models"][2]
     assert entry["framework"] == "keras" and entry["tf2onnx_check"]["encoder_rel_err"] < 1e-4
     assert res.sanity["variants"]["depth.keras"]["kind"] == "framework"
