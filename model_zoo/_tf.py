@@ -43,7 +43,7 @@ def require_tf() -> None:
     if missing:
         raise OnnxAttrError(
             f"{' and '.join(missing)} not installed (needed for Keras/TFLite models); run "
-            f"`pip install {TF_PINS}` or `pip install onnxattr[tf]`"
+            f"`pip install {TF_PINS}`"
         )
 
 

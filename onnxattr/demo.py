@@ -8,7 +8,6 @@ Re-running reuses the zoo cache and every model already in the space.
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from .device import resolve_device
 from .errors import OnnxAttrError
 from .pipeline import add_model
 from .probe import embedded_probe
+from .progress import Stopwatch, is_interactive
 from .space import ModelSpace, lock_path
 
 
@@ -61,7 +61,7 @@ def run_demo(
     from .analysis.estimators import compute_affinity
     from .analysis.report import write_report
 
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     device = resolve_device(device)
     methods = list(methods or list_methods())
     for m in methods:
@@ -69,14 +69,17 @@ def run_demo(
     out = Path(out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        built = model_zoo.build(models, cache=cache, progress=progress)
+        built = model_zoo.build(models, cache=cache, progress=progress and is_interactive())
     for w in caught:
         if "zoo" in str(w.message) or "pip install" in str(w.message):
             log(f"skipped: {w.message}")
+    for b in built:
+        log(f"zoo: {b.name} " + ("from the cache" if b.cached else f"built in {b.seconds:.1f} s"))
+    log(f"zoo: {len(built)} models ready ({clock.lap():.1f} s)")
     if len(built) < 2:
         raise OnnxAttrError(
             f"only {len(built)} zoo model(s) could be built; the demo compares at least two: "
-            "`pip install -e '.[zoo,tf]'` installs the zoo's wheels"
+            f"`{model_zoo.wheels_install_command()}` installs the zoo's weight wheels"
         )
     created = [p for p in (out, out / "space.h5") if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
@@ -86,13 +89,14 @@ def run_demo(
             space.write_probe(embedded_probe(size=size, n=n, seed=0))
         done = {r.name: r.attrs for r in space.models()}
         failed: dict[str, str] = {}
-        for b in built:
+        for i, b in enumerate(built, 1):
             e = b.entry
             if e.name in done and done[e.name].get("zoo_onnx") == str(b.path):
+                log(f"[{i}/{len(built)}] {e.name}: already in the space")
                 continue
-            log(f"adding {e.name} ({e.framework}, {e.task})")
+            log(f"[{i}/{len(built)}] adding {e.name} ({e.framework}, {e.task})")
             try:
-                add_model(
+                added = add_model(
                     space.path, b.path, encoder_node=e.encoder_node, name=e.name,
                     preprocessing=e.preprocessing, methods=methods, batch_size=batch_size,
                     device=device, overwrite=True, progress=progress, log=lambda m: log(f"  {m}"),
@@ -102,7 +106,10 @@ def run_demo(
             except OnnxAttrError as exc:
                 failed[e.name] = str(exc)
                 log(f"  failed: {exc}")
+            else:
+                log(f"  {e.name} done in {added.seconds:.1f} s")
         names = [r.name for r in space.models()]
+        clock.lap()
     finally:
         _remove_if_empty(space, created)
     if len(names) < 2:
@@ -111,11 +118,12 @@ def run_demo(
             + "; ".join(f"{k}: {v}" for k, v in failed.items())
         )
     report = write_report(space.path, out / "report.html")
+    log(f"report: {report} ({clock.lap():.1f} s)")
     neighbours: dict[str, dict[str, tuple[str, float]]] = {}
     for method in methods:
         matrix, _ = compute_affinity(space.path, method)
         neighbours[method] = {m: ranking(matrix, m)[0] for m in matrix.names}
-    return DemoResult(space.path, report, names, failed, neighbours, time.perf_counter() - t0)
+    return DemoResult(space.path, report, names, failed, neighbours, clock.total())
 
 
 def _remove_if_empty(space: ModelSpace, created: list[Path]) -> None:

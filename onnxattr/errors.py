@@ -3,3 +3,7 @@
 
 class OnnxAttrError(Exception):
     """A user-facing error; the CLI prints its message on one line and exits non-zero."""
+
+
+class OnnxAttrWarning(UserWarning):
+    """Something the user should know but that does not stop the command (printed as one line)."""

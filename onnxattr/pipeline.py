@@ -9,30 +9,32 @@ import importlib.metadata as md
 import platform
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
-import torch.nn.functional as F
 
 from .attribution import attribute, get_method
 from .device import resolve_device
-from .errors import OnnxAttrError
+from .errors import OnnxAttrError, OnnxAttrWarning
+from .features import feature_pooling_record, pool_features
 from .memory import DEFAULT_MEMORY_MB, MB, PeakMeter, batch_for_budget, budget_bytes
 from .onnxgraph import graph as onnx_graph
 from .onnxgraph.convert import ort_providers, to_torch, verify
 from .onnxgraph.fixups import SINGLE_IMAGE, fix_up
 from .preprocess import Preprocessing
-from .probe import ProbeSet, build_probe
+from .probe import ProbeSet, build_probe, embedded_mismatch
+from .progress import Stopwatch, track
 from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, check_name
 
 DEFAULT_METHODS = ("saliency", "grad_input", "elrp")
 #: images in the first batch, on which the per-image memory cost is measured
 PROBE_BATCH = 2
-MAX_FEATURES = 8192
 _LIBRARIES = ("onnxattr", "onnx", "onnxruntime", "onnx2torch", "torch", "numpy", "h5py")
 
 
@@ -62,24 +64,6 @@ def default_preprocessing(model_input_shape: list[int | None], layout: str | Non
     return Preprocessing(
         input_size=(h or 224, w or 224), layout=layout, color="gray" if c == 1 else "rgb",
     )
-
-
-def pool_features(out: torch.Tensor, channels_last: bool, max_dim: int = MAX_FEATURES) -> torch.Tensor:
-    """The encoder output per image, average-pooled spatially (then over channel groups) to <= max_dim."""
-    out = out.float()
-    if out.dim() == 4:
-        if channels_last:
-            out = out.permute(0, 3, 1, 2)
-        c, h, w = out.shape[1:]
-        g = max((s for s in (8, 4, 2, 1) if c * s * s <= max_dim), default=1)
-        if g * g < h * w:
-            out = F.adaptive_avg_pool2d(out, min(g, h, w) if h == w else (min(g, h), min(g, w)))
-    flat = out.flatten(1)
-    if flat.shape[1] > max_dim:
-        groups = -(-flat.shape[1] // max_dim)
-        pad = groups * max_dim - flat.shape[1]
-        flat = F.pad(flat, (0, pad)).view(flat.shape[0], max_dim, groups).mean(2)
-    return flat
 
 
 def make_preprocessing(
@@ -113,6 +97,56 @@ def library_versions() -> dict[str, str]:
 
 def default_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.name.removesuffix(".onnx"))
+
+
+@dataclass
+class Encoder:
+    """An ONNX model truncated at its encoder tensor and fixed up, with its preprocessing."""
+
+    model: onnx.ModelProto
+    tensor: str
+    preprocessing: Preprocessing
+    channel_axis: onnx_graph.ChannelAxis
+    fixups: list[str]
+    onnx_sha256: str
+    producer: str = ""
+
+
+#: ONNX producer names of the common exporters -> the framework the model came from.
+_PRODUCERS = {"pytorch": "pytorch", "tf2onnx": "tensorflow", "keras2onnx": "keras",
+              "paddle2onnx": "paddle", "onnxmltools": "onnxmltools", "skl2onnx": "sklearn",
+              "mxnet": "mxnet", "caffe2": "caffe2"}
+
+
+def framework_from_producer(producer: str) -> str:
+    """The framework an ONNX file was exported from, read off its producer_name ('' if unknown)."""
+    return _PRODUCERS.get(producer.strip().lower(), "")
+
+
+def normalisation_unspecified(spec: Preprocessing | dict[str, Any] | None) -> bool:
+    """True when neither a preset nor scale/mean/std was given: the defaults are a guess."""
+    if isinstance(spec, Preprocessing):
+        return False
+    return not any((spec or {}).get(k) is not None for k in ("preset", "scale", "mean", "std"))
+
+
+def load_encoder(
+    model_path: str | Path,
+    encoder_node: str | None,
+    preprocessing: Preprocessing | dict[str, Any] | None,
+) -> Encoder:
+    """Load, truncate at the encoder, decide its preprocessing and channel axis, apply fix-ups."""
+    full = onnx_graph.load(model_path)
+    onnx_sha, producer = onnx_graph.sha256(full), full.producer_name
+    tensor = onnx_graph.resolve_encoder(full, encoder_node)
+    encoder = onnx_graph.truncate(full, tensor)
+    del full
+    input_shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
+    pre = make_preprocessing(input_shape, preprocessing)
+    _check_input_compatible(input_shape, pre)
+    axis = onnx_graph.channel_axis(encoder, tensor, 1 if pre.layout == "nchw" else 3)
+    encoder, fixups = fix_up(encoder, list(pre.input_shape(1)))
+    return Encoder(encoder, tensor, pre, axis, fixups, onnx_sha, producer)
 
 
 @dataclass
@@ -198,7 +232,10 @@ def load_or_build_probe(space: ModelSpace, say: Callable[[str], None]) -> tuple[
     """The space's probe set, or the embedded default for an empty space (written with the
     first model); the flag says whether the space had one."""
     if space.has_probe():
-        return space.read_probe(), True
+        probe = space.read_probe()
+        if note := embedded_mismatch(probe):
+            warnings.warn(note, OnnxAttrWarning, stacklevel=2)
+        return probe, True
     say("no probe set in the space: building the embedded default")
     return build_probe(None, size=224, seed=0), False
 
@@ -224,7 +261,7 @@ def compute_model(
 ) -> ComputedModel:
     """Everything `add_model` does except touching the space: what a worker runs. ``probe`` may
     be a callable, called once the model has loaded (a bad model fails before any probe work)."""
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     say = log or (lambda *_: None)
     model_path = Path(model_path)
     device = resolve_device(device)
@@ -234,15 +271,19 @@ def compute_model(
         raise OnnxAttrError(f"--memory-mb {memory_mb} is too small to run a model; give at least 256")
     method_objs = [get_method(m, **(method_params or {}).get(m, {})) for m in methods]
 
-    full = onnx_graph.load(model_path)
-    onnx_sha = onnx_graph.sha256(full)
-    tensor = onnx_graph.resolve_encoder(full, encoder_node)
-    encoder = onnx_graph.truncate(full, tensor)
-    del full
-    input_shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
-    pre = make_preprocessing(input_shape, preprocessing)
-    _check_input_compatible(input_shape, pre)
-    encoder, fixups = fix_up(encoder, list(pre.input_shape(1)))
+    enc = load_encoder(model_path, encoder_node, preprocessing)
+    onnx_sha, tensor, encoder, pre, axis, fixups = (
+        enc.onnx_sha256, enc.tensor, enc.model, enc.preprocessing, enc.channel_axis, enc.fixups
+    )
+    say(f"encoder {tensor!r}: loaded, truncated, fixed up ({clock.lap():.1f} s)")
+    say(f"preprocessing: {pre.describe()}")
+    if normalisation_unspecified(preprocessing):
+        warnings.warn(
+            "no --preset, --preprocessing or --scale/--mean/--std given: assuming x = pixel/255 "
+            "(mean 0, std 1); a model trained with other input scaling gets wrong maps, so give "
+            "its own values (presets: imagenet, caffe, minus1to1, unit, raw255)",
+            OnnxAttrWarning, stacklevel=2,
+        )
     for note in fixups:
         say(f"fix-up: {note}")
     if SINGLE_IMAGE in fixups:
@@ -257,18 +298,22 @@ def compute_model(
     err = verify(graph, encoder, check, rtol, probe.names[:n_check])
     provider = ort_provider_name(device)
     say(f"conversion verified against onnxruntime ({provider}): max relative error {err:.2e} "
-        f"(tolerance {rtol:.0e})")
+        f"(tolerance {rtol:.0e}) ({clock.lap():.1f} s)")
 
     side = map_size or probe.size
     n = len(probe)
     maps = {m.name: np.empty((n, side, side), storage.dtype) for m in method_objs}
     scales = {m.name: np.empty(n, np.float32) for m in method_objs}
     features: list[torch.Tensor] = []
+    out_shape: list[int] = []
+
+    def keep_features(o: torch.Tensor) -> None:
+        out_shape[:] = o.shape[1:]
+        features.append(pool_features(o, axis.axis).cpu())
 
     def run(start: int, stop: int) -> None:
         x = pre.apply(probe.images[start:stop]).to(device)
-        out = attribute(graph, x, method_objs, on_output=lambda o: features.append(
-            pool_features(o, channels_last=pre.layout == "nhwc" and o.dim() == 4).cpu()))
+        out = attribute(graph, x, method_objs, on_output=keep_features)
         batch = {m: pre.invert_map(a.float(), side).cpu().numpy() for m, a in out.items()}
         check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
         for m, a in batch.items():
@@ -282,22 +327,26 @@ def compute_model(
         run(0, first)
     if memory_mb is not None and first < n:
         batch_size = _budget_batch(meter, first, n, maps, memory_mb, device, batch_size, say)
-    for start in _progress(range(first, n, batch_size), progress, f"attributing {name}"):
+    for start in track(range(first, n, batch_size), f"attributing {name}", progress):
         run(start, min(start + batch_size, n))
+    say(f"attributed {n} probe images with {', '.join(maps)} ({clock.lap():.1f} s)")
 
     result = AddResult(
         name=name, encoder_tensor=tensor, verify_rel_err=err, fixups=fixups,
-        seconds=time.perf_counter() - t0, methods={m.name: m.params for m in method_objs},
+        seconds=clock.total(), methods={m.name: m.params for m in method_objs},
     )
     attrs = {
         "onnx_path": str(model_path), "onnx_sha256": onnx_sha,
         "encoder_node": encoder_node or "", "encoder_tensor": tensor,
         "preprocessing": pre.to_dict(), "methods": result.methods, "fixups": fixups,
         "verify_rel_err": err, "versions": library_versions(), "device": str(device),
-        "framework": "", "task": "", **(metadata or {}),
+        "framework": framework_from_producer(enc.producer), "task": "", "meta": {},
+        **{k: v for k, v in (metadata or {}).items() if v not in (None, "")},
     }
+    feats = torch.cat(features).numpy()
+    attrs["features_pooling"] = feature_pooling_record(axis, out_shape, feats.shape[1])
     encoded = {m: (a, scales[m] if storage.dtype == "float16" else None) for m, a in maps.items()}
-    return ComputedModel(encoded, torch.cat(features).numpy(), attrs, result)
+    return ComputedModel(encoded, feats, attrs, result)
 
 
 def ort_provider_name(device: torch.device) -> str:
@@ -364,11 +413,3 @@ def _check_input_compatible(shape: list[int | None], pre: Preprocessing) -> None
             f"the model's input shape is {['?' if s is None else s for s in shape]} but the "
             f"preprocessing gives {list(want)}; set --input-size/--layout/--color to match"
         )
-
-
-def _progress(items: range, enabled: bool, label: str):
-    if not enabled:
-        return items
-    from rich.progress import track
-
-    return track(items, description=label, transient=True)

@@ -90,6 +90,16 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """One line, e.g. `224x224 nchw rgb, x = (pixel * 1/255 - (0.485, 0.456, 0.406)) /
+        (0.229, 0.224, 0.225) (preset imagenet)`: what `add` prints and `list` can show."""
+        inv = 1 / self.scale
+        nice = inv > 1 and abs(inv - round(inv, 3)) < 1e-6 * inv
+        scale = f"1/{round(inv, 3):g}" if nice else f"{self.scale:g}"
+        h, w = self.input_size
+        return (f"{h}x{w} {self.layout} {self.color}, x = (pixel * {scale} - {_vec(self.mean)}) / "
+                f"{_vec(self.std)}" + (f" (preset {self.preset})" if self.preset else ""))
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
@@ -127,3 +137,7 @@ class Preprocessing:
             a = F.interpolate(a, size=(probe_size, probe_size), mode="bilinear", align_corners=False,
                               antialias=True)
         return a[:, 0]
+
+
+def _vec(v: tuple[float, ...]) -> str:
+    return f"{v[0]:g}" if len(v) == 1 else "(" + ", ".join(f"{x:g}" for x in v) + ")"

@@ -2,7 +2,8 @@
 
 Images are centre-cropped, resized to S×S and stored once as uint8 RGB, with their relative names
 and content hashes. With no folder, a deterministic default is built from real photographs that
-ship inside installed packages (scikit-image, matplotlib, scikit-learn), so `add` needs no set-up.
+ship inside two required dependencies (scikit-image, matplotlib), so `add` needs no set-up and the
+default is the same on every machine (its digest is checked by the tests).
 """
 
 from __future__ import annotations
@@ -124,38 +125,52 @@ def build_probe(
     return ProbeSet(np.stack(images), names, source=str(root.resolve()), seed=seed)
 
 
-def packaged_photographs() -> dict[str, np.ndarray]:
-    """Real photographs shipped inside installed packages (nothing is downloaded)."""
-    photos: dict[str, np.ndarray] = {}
-    try:
-        from skimage import data
+#: The photographs of the embedded default, from onnxattr's *required* dependencies only, so the
+#: default probe set is the same on every machine whatever else is installed. (Optional packages
+#: such as scikit-learn also ship photographs; using them made the set depend on the environment.)
+EMBEDDED_SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
+                    "camera", "moon", "coins", "brick", "grass", "gravel")
+EMBEDDED_MATPLOTLIB = ("grace_hopper.jpg",)
 
-        # Only images inside the skimage wheel: others would be fetched from the internet.
-        for name in ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
-                     "camera", "moon", "coins", "brick", "grass", "gravel"):
-            photos[f"skimage/{name}"] = _rgb(getattr(data, name)())
-    except ImportError:
-        pass
+
+#: Digests of the embedded default as the CLI builds it (`demo`: 224 px, 64 images; `probe build`
+#: and `add` on an empty space: 224 px, 300 images; seed 0), checked by the tests and compared
+#: with a space's stored digest: a mismatch means the set was built from other photographs.
+EMBEDDED_DIGESTS: dict[tuple[int, int, int], str] = {
+    (224, 64, 0): "3bd2c55b8a87df873b2190f729be0b6fa314d333d14f963bee9157a07f72e360",
+    (224, 300, 0): "9409d4d7baebe5636f23c2a986bbee9cf3312a6f3f9f188afa7967ab2c4ca41c",
+}
+
+
+def embedded_mismatch(probe: ProbeSet) -> str | None:
+    """Why an embedded probe set differs from this version's default of the same size, n and seed
+    (None when it is the same or is not an embedded default)."""
+    want = EMBEDDED_DIGESTS.get((probe.size, len(probe), probe.seed))
+    if probe.source != "embedded" or want is None or probe.digest == want:
+        return None
+    return (
+        f"this space's embedded probe set ({len(probe)} images of {probe.size} px, seed "
+        f"{probe.seed}) differs from this onnxattr's default (digest {probe.digest[:12]} vs "
+        f"{want[:12]}): it was built by an older version or from other photographs, so its maps "
+        "do not compare with spaces built now; within the space they still do"
+    )
+
+
+def packaged_photographs() -> dict[str, np.ndarray]:
+    """Real photographs shipped inside scikit-image and matplotlib wheels (nothing is downloaded)."""
     try:
         from matplotlib import cbook
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            photos["matplotlib/grace_hopper"] = np.asarray(Image.open(f).convert("RGB"))
-    except Exception:
-        pass
-    try:
-        from sklearn.datasets import load_sample_images
-
-        samples = load_sample_images()
-        for fname, img in zip(samples.filenames, samples.images):
-            photos[f"sklearn/{Path(fname).stem}"] = img
-    except Exception:
-        pass
-    if not photos:
+        from skimage import data
+    except ImportError as exc:
         raise OnnxAttrError(
-            "no packaged photographs found for the default probe set; "
-            "`pip install scikit-image` or pass a folder: `onnxattr probe build DIR`"
-        )
+            f"the default probe set needs scikit-image and matplotlib ({exc}); "
+            "`pip install scikit-image matplotlib` or pass a folder: `onnxattr probe build DIR`"
+        ) from None
+    # Only images inside the skimage wheel: others would be fetched from the internet.
+    photos = {f"skimage/{name}": _rgb(getattr(data, name)()) for name in EMBEDDED_SKIMAGE}
+    for fname in EMBEDDED_MATPLOTLIB:
+        with cbook.get_sample_data(fname) as f:
+            photos[f"matplotlib/{Path(fname).stem}"] = np.asarray(Image.open(f).convert("RGB"))
     return photos
 
 

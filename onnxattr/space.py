@@ -310,6 +310,27 @@ class ModelSpace:
                     del models[tmp]
                 raise
 
+    def replace_features(self, name: str, features: np.ndarray, pooling: Mapping[str, Any]) -> None:
+        """Swap in recomputed features (and how they were pooled); drop the cached feature-based
+        affinities, which were computed from the old ones."""
+        with self._open("r+") as f:
+            g = self._model_group(f, name)
+            if "features" in g and g["features"].shape[0] != features.shape[0]:
+                raise OnnxAttrError(
+                    f"{len(features)} feature rows for {name!r}, the space has {g['features'].shape[0]}"
+                )
+            if "features.new" in g:
+                del g["features.new"]
+            ds = g.create_dataset("features.new", data=np.asarray(features, dtype=np.float32))
+            ds.attrs[CHECKSUM] = dataset_checksum(ds)
+            if "features" in g:
+                del g["features"]
+            g.move("features.new", "features")
+            g.attrs["features_pooling"] = _attr(dict(pooling))
+            cache = f.get("analysis/estimators", {})
+            for key in [k for k in cache if k.startswith("features.")]:
+                del cache[key]
+
     def remove_model(self, name: str) -> None:
         """Remove one stored model; only a model name can be given (no other path in the file)."""
         with self._open("r+") as f:

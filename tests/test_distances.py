@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import h5py
@@ -12,8 +11,10 @@ import pytest
 
 from onnxattr.analysis import distances
 from onnxattr.analysis.distances import (
+    DISTANCE_CAP,
     LabelledMatrix,
     affinity_to_distance,
+    distance_to_affinity,
     ranking,
     read_matrix_csv,
     write_matrix,
@@ -94,7 +95,8 @@ def test_compressed_float16_maps_and_zero_maps(tmp_path: Path) -> None:
     m, _ = compute_affinity(path, "saliency")
     assert m.values[0, 0] == pytest.approx(1.0, abs=1e-3)
     assert m.values[0, 1] == 0.0 and m.values[1, 1] == 0.0  # zero maps: cosine 0, no NaN
-    assert math.isinf(m.distance().values[0, 1])
+    assert m.distance().values[0, 1] == DISTANCE_CAP  # affinity 0: capped, not inf
+    assert m.values[0, 0] == 1.0  # exactly, by definition (not 1.0000001788)
 
 
 def test_failed_update_keeps_old_cache(tmp_path: Path, monkeypatch) -> None:
@@ -149,18 +151,59 @@ def test_matrix_io_and_ranking(tmp_path: Path) -> None:
     m = LabelledMatrix(["a", "b", "c"], [[1, .2, .5], [.2, 1, -.1], [.5, -.1, 1]], "affinity", "x")
     assert ranking(m, "a") == [("c", 0.5), ("b", 0.2)]
     d = m.distance()
-    assert d.values[1, 2] == math.inf and d.values[0, 2] == pytest.approx(2.0)
+    assert d.values[1, 2] == 100.0 and d.values[0, 2] == pytest.approx(2.0)
     assert [n for n, _ in ranking(d, "a")] == ["c", "b"]
     back = read_matrix_csv(write_matrix(m, tmp_path / "m.csv"))
     assert back.names == m.names
     np.testing.assert_array_equal(back.values, m.values)
-    assert read_matrix_csv(write_matrix(d, tmp_path / "d.csv"), "distance").values[1, 2] == math.inf
+    assert read_matrix_csv(write_matrix(d, tmp_path / "d.csv"), "distance").values[1, 2] == 100.0
     js = json.loads(write_matrix(d, tmp_path / "d.json").read_text())
-    assert js["names"] == ["a", "b", "c"] and js["values"][1][2] is None
+    assert js["names"] == ["a", "b", "c"] and js["values"][1][2] == 100.0
     np.testing.assert_array_equal(np.load(write_matrix(m, tmp_path / "m.npy")), m.values)
-    np.testing.assert_array_equal(affinity_to_distance(np.array([0.0, 4.0])), [np.inf, 0.25])
+    np.testing.assert_array_equal(affinity_to_distance(np.array([0.0, 4.0])), [100.0, 0.25])
     with pytest.raises(OnnxAttrError, match="not in the matrix"):
         ranking(m, "zz")
     (tmp_path / "bad.csv").write_text("model,a,b\na,1\n")
     with pytest.raises(OnnxAttrError, match="line 2"):
         read_matrix_csv(tmp_path / "bad.csv")
+
+
+def test_distance_is_defined_and_finite_for_every_affinity() -> None:
+    """d = 1/a above the floor (the paper's Np / sum cos), the cap at and below it, never inf;
+    decreasing in a; the inverse recovers a on the range; NaN (unmeasured) stays NaN."""
+    a = np.array([1.0, 0.5, 0.25, 0.02, 0.01, 0.004, 0.0, -0.3, -1.0, np.nan])
+    d = affinity_to_distance(a)
+    np.testing.assert_array_equal(d[:5], [1.0, 2.0, 4.0, 50.0, 100.0])
+    np.testing.assert_array_equal(d[5:9], [DISTANCE_CAP] * 4)
+    assert np.isnan(d[9]) and np.all(np.isfinite(d[:9])) and np.all(np.diff(d[:9]) >= 0)
+    np.testing.assert_allclose(distance_to_affinity(d[:5]), a[:5])
+    assert distance_to_affinity(np.array([np.inf]))[0] == 0.0  # old files wrote inf
+
+
+def test_cli_output_has_no_inf_and_an_exact_diagonal(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    path = create_space(tmp_path / "s.h5", 4, 6)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(4, 6, 6)).astype(np.float32)
+    add_model(path, "a", {"saliency": base})
+    add_model(path, "b", {"saliency": -base})  # anti-correlated: mean cosine -1
+    add_model(path, "c", {"saliency": base + 0.1 * rng.normal(size=base.shape)})
+    r = CliRunner().invoke(app, ["distance", "-s", str(path), "-m", "saliency", "-o",
+                                 str(tmp_path / "o"), "-f", "csv", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    for f in ("saliency_distance.csv", "saliency_affinity.csv", "saliency_distance.json"):
+        text = (tmp_path / "o" / f).read_text()
+        assert "inf" not in text.lower() and "null" not in text, f
+    aff = read_matrix_csv(tmp_path / "o" / "saliency_affinity.csv")
+    assert np.diagonal(aff.values).tolist() == [1.0, 1.0, 1.0]
+    assert aff.values[0, 1] == pytest.approx(-1.0, abs=1e-6)
+    rows = (tmp_path / "o" / "saliency_affinity.csv").read_text().splitlines()[1:]
+    cells = [c for row in rows for c in row.split(",")[1:]]
+    assert all(c == f"{float(c):.7g}" for c in cells), cells  # float32 precision, no noise digits
+    dist = read_matrix_csv(tmp_path / "o" / "saliency_distance.csv", "distance")
+    assert dist.values[0, 1] == DISTANCE_CAP and np.diagonal(dist.values).tolist() == [1.0] * 3
+    r = CliRunner().invoke(app, ["rank", "a", "-s", str(path), "-m", "saliency"])
+    assert r.exit_code == 0 and "inf" not in r.output and "100" in r.output, r.output

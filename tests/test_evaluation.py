@@ -100,8 +100,8 @@ def test_name_mapping_and_unmatched_error(tmp_path: Path) -> None:
     m, oracle = small_case()
     renamed = LabelledMatrix(["a_model", "B", "C", "D", "extra"],
                              np.pad(m.values, ((0, 1), (0, 1))), "affinity", "est")
-    with pytest.raises(OnnxAttrError, match=r"oracle names not in the matrix: A;.*a_model, extra"):
-        evaluate(renamed, oracle, top=2)
+    with pytest.raises(OnnxAttrError, match=r"fewer than two.*not in the oracle: p, q;.*--map"):
+        evaluate(LabelledMatrix(["p", "q"], np.eye(2)), oracle, top=2)
     ev = evaluate(renamed, oracle, top=2, mapping={"a_model": "A"})
     np.testing.assert_allclose(ev.precision, [1 / 3, 4 / 6, 6 / 9])
     assert ev.ignored == ["extra"]
@@ -120,3 +120,36 @@ def test_json_shape() -> None:
     two = evaluations_json([ev, evaluate(LabelledMatrix(m.names, m.values, estimator="x"),
                                          oracle, top=2)])
     assert set(two["estimators"]) == {"est", "x"}
+
+
+def test_subset_of_the_oracle_is_evaluated_on_the_models_present() -> None:
+    """Without the mapping, A is absent: the oracle is restricted to B, C, D (not an error).
+    B ranks C, D and C ranks B, D: with relevant = top-2 every candidate is relevant, so P@K is 1
+    for any ranking, random included, and the evaluation says so."""
+    m, oracle = small_case()
+    renamed = LabelledMatrix(["a_model", "B", "C", "D", "extra"],
+                             np.pad(m.values, ((0, 1), (0, 1))), "affinity", "est")
+    ev = evaluate(renamed, oracle, top=2)
+    assert ev.left_out == ["A"] and ev.ignored == ["a_model", "extra"]
+    assert ev.precision == pytest.approx([1.0, 1.0]) == ev.random_precision
+    assert len(ev.warnings) == 1 and "2 of 2 targets" in ev.warnings[0]
+    assert "random included" in ev.warnings[0]
+    assert evaluate(renamed, oracle, top=1).warnings == []
+    # top-1 by hand: B: oracle C(3) > D(2), estimate C .8 > D .1 -> hit; C: oracle D(2) > B(1),
+    # estimate D .5 > B .2 -> hit
+    assert evaluate(renamed, oracle, top=1).precision == pytest.approx([1.0, 0.5])
+
+
+def test_restricted_taskonomy_equals_the_cut_oracle() -> None:
+    oracle = read_oracle(ORACLE_16K)
+    keep = oracle.names[2:11]
+    rng = np.random.default_rng(3)
+    mat = LabelledMatrix(keep, rng.random((len(keep), len(keep))), "affinity", "r")
+    ev = evaluate(mat, oracle)
+    cut = Oracle([t for t in oracle.targets if t in keep], [s for s in oracle.sources if s in keep],
+                 oracle.values[np.ix_([i for i, t in enumerate(oracle.targets) if t in keep],
+                                      [j for j, s in enumerate(oracle.sources) if s in keep])])
+    ref = evaluate(mat, cut)
+    assert ev.precision == ref.precision and ev.spearman == ref.spearman
+    assert ev.left_out == [n for n in oracle.names if n not in keep] and ref.left_out == []
+    assert len(ev.k) == len(keep) - 1 and ev.warnings == []

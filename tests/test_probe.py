@@ -60,3 +60,51 @@ def test_embedded_default_is_real_and_deterministic():
     assert embedded_probe(size=24, n=20, seed=1).digest != a.digest
     assert any("astronaut" in n for n in a.names)
     assert a.images.std() > 20  # photographs, not blank frames
+
+
+def test_embedded_probe_is_the_same_on_every_machine(monkeypatch):
+    """Fixed digests: built only from photographs of required dependencies (scikit-image,
+    matplotlib); an optional package that ships photographs (scikit-learn) changes nothing."""
+    import sys
+    import types
+
+    from onnxattr.probe import EMBEDDED_DIGESTS
+
+    digest = EMBEDDED_DIGESTS[(224, 64, 0)]
+    assert embedded_probe(size=224, n=64, seed=0).digest == digest
+    fake = types.ModuleType("sklearn.datasets")
+    fake.load_sample_images = lambda: types.SimpleNamespace(
+        filenames=["extra.jpg"], images=[np.zeros((40, 40, 3), np.uint8)])
+    monkeypatch.setitem(sys.modules, "sklearn", types.ModuleType("sklearn"))
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", fake)
+    assert embedded_probe(size=224, n=64, seed=0).digest == digest
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # not installed
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    p = embedded_probe(size=224, n=64, seed=0)
+    assert p.digest == digest and not any("sklearn" in n for n in p.names)
+
+
+def test_space_compares_its_embedded_digest(tmp_path):
+    """A space whose embedded probe differs from this version's default says so on add."""
+    from onnxattr.pipeline import add_model
+    from onnxattr.space import ModelSpace
+
+    from .models import TinyVGG, export
+
+    model = export(TinyVGG(), tmp_path / "vgg.onnx", (1, 3, 24, 24))
+    good = embedded_probe(size=224, n=64, seed=0)
+    old = embedded_probe(size=224, n=64, seed=0)
+    old.images = old.images.copy()
+    old.images[0, 0, 0] ^= 1  # as if built from another photo set
+    old.hashes = []
+    old.__post_init__()
+    for name, probe, warned in (("good", good, False), ("old", old, True)):
+        space = tmp_path / f"{name}.h5"
+        ModelSpace(space).write_probe(probe)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            add_model(space, model, methods=["saliency"], preprocessing={"preset": "unit"},
+                      batch_size=64, progress=False)
+        msgs = [str(w.message) for w in caught if "embedded probe set" in str(w.message)]
+        assert bool(msgs) == warned, msgs
+        assert ModelSpace(space).read_probe().digest == probe.digest

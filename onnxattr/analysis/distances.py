@@ -9,7 +9,8 @@ re-added under the same name is recomputed. Signatures are built in parts (probe
 maps) so peak memory stays near ``memory_bytes`` whatever the number of models or images.
 
 The attribution-map affinity is the paper's: per probe image, the cosine of two flattened (S, S)
-maps; affinity = mean over images; distance = Np / sum_k cos = 1 / affinity. A zero map (all-zero
+maps; affinity = mean over images; distance = Np / sum_k cos = 1 / affinity, capped at 100 where
+the affinity is 0.01 or less (see :func:`affinity_to_distance`). A zero map (all-zero
 attribution, e.g. a dead encoder) has no direction: its cosine with anything is taken as 0.
 """
 
@@ -86,19 +87,32 @@ class LabelledMatrix:
         return self.values if self.kind == "affinity" else -self.values
 
 
+#: Affinities at or below this floor carry no measurable similarity; their distance is the cap.
+AFFINITY_FLOOR = 0.01
+#: The largest distance: 1 / AFFINITY_FLOOR.
+DISTANCE_CAP = 1.0 / AFFINITY_FLOOR
+
+
 def affinity_to_distance(aff: np.ndarray) -> np.ndarray:
-    """d = 1 / affinity (= Np / sum_k cos for map affinities); inf where affinity <= 0, because a
-    non-positive cosine sum means 'no similarity', not 'closer than identical'."""
+    """d = 1 / a, the paper's d = Np / sum_k cos for map affinities, capped at DISTANCE_CAP (100).
+
+    The paper's formula is undefined for a <= 0 (the maps are on average orthogonal or opposed)
+    and grows without bound as a -> 0, where differences mean nothing. So d = 1 / max(a, 0.01):
+    every affinity <= 0.01 ("no measurable similarity") maps to d = 100, and no distance is
+    infinite. Rankings are unaffected above the floor (d is decreasing in a); below it, models
+    tie. NaN (not measured) stays NaN.
+    """
     aff = np.asarray(aff, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(aff > 0, 1.0 / np.where(aff > 0, aff, 1.0), np.inf)
+    return np.where(np.isnan(aff), np.nan, 1.0 / np.maximum(np.nan_to_num(aff), AFFINITY_FLOOR))
 
 
 def distance_to_affinity(dist: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`affinity_to_distance` (inf -> 0)."""
+    """Inverse of :func:`affinity_to_distance` on its range: a = 1 / d (the cap gives the floor);
+    d = inf, as older versions wrote for a <= 0, gives 0."""
     dist = np.asarray(dist, dtype=np.float64)
     with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(dist) & (dist != 0), 1.0 / np.where(dist != 0, dist, 1.0), 0.0)
+        return np.where(np.isnan(dist), np.nan,
+                        np.where(dist > 0, 1.0 / np.where(dist > 0, dist, 1.0), 0.0))
 
 
 def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -157,16 +171,22 @@ def write_matrix(matrix: LabelledMatrix, path: str | Path) -> Path:
             w = csv.writer(fh)
             w.writerow(["model", *matrix.names])
             for name, row in zip(matrix.names, matrix.values, strict=True):
-                w.writerow([name, *(repr(float(v)) for v in row)])
+                w.writerow([name, *(_num(v) for v in row)])
     elif suffix == ".npy":
         np.save(path, matrix.values)
     elif suffix == ".json":
-        vals = [[v if math.isfinite(v) else None for v in row] for row in matrix.values.tolist()]
+        vals = [[float(_num(v)) if math.isfinite(v) else None for v in row]
+                for row in matrix.values.tolist()]
         path.write_text(json.dumps({"names": matrix.names, "kind": matrix.kind,
                                     "estimator": matrix.estimator, "values": vals}, indent=1))
     else:
         raise OnnxAttrError(f"unknown matrix format {suffix!r} for {path}; use .csv, .npy or .json")
     return path
+
+
+def _num(v: float) -> str:
+    """7 significant digits: what float32 maps and features carry (no 0.30000001192092896)."""
+    return f"{float(v):.7g}"
 
 
 def ranking(matrix: LabelledMatrix, target: str) -> list[tuple[str, float]]:
@@ -389,4 +409,17 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
         _update_cache(space, est, digest, uids, names, values)
     stats = {"computed_pairs": len(new) * len(names) - len(new) * (len(new) - 1) // 2,
              "cached_models": len(known)}
-    return LabelledMatrix(names, values, "affinity", est.name, excluded), stats
+    return LabelledMatrix(names, exact_unit_diagonal(values), "affinity", est.name, excluded), stats
+
+
+def exact_unit_diagonal(values: np.ndarray, tol: float = 1e-5) -> np.ndarray:
+    """A model's affinity with itself is 1 by definition (cosine, CKA, correlation of a nonzero
+    signature with itself); float32 products give 1 ± 1e-7, which users then read as
+    1.0000001788. Diagonal entries within ``tol`` of 1 are set to exactly 1. (A model whose maps
+    are all zero keeps its true self-affinity, the fraction of nonzero maps.)"""
+    values = np.array(values, dtype=np.float64)
+    d = np.diagonal(values).copy()
+    near = np.abs(d - 1.0) <= tol
+    idx = np.flatnonzero(near)
+    values[idx, idx] = 1.0
+    return values

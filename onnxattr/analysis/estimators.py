@@ -358,6 +358,10 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
         return combine_matrices(mats, [w for _, w in parts]), {"computed_pairs": computed,
                                                                "cached_models": 0}
     spec = parse_estimator(name)
+    if spec.base.split(":")[0] in (*FEATURE_ESTIMATORS, "depara"):
+        from ..features import warn_suspect_features
+
+        warn_suspect_features(space, models)
     mat, stats = _raw_affinity(space, spec, models, **kw)
     if spec.correction:
         label = mat.estimator + spec.name[len(spec.inner):]

@@ -85,7 +85,12 @@ class Evaluation:
     oracle_recall: list[float]
     spearman: float
     spearman_per_target: dict[str, float] = field(default_factory=dict)
+    #: Matrix models the oracle does not know (not scored).
     ignored: list[str] = field(default_factory=list)
+    #: Oracle models absent from the matrix: the oracle was restricted to the others.
+    left_out: list[str] = field(default_factory=list)
+    #: Why some numbers mean less than they seem (e.g. every candidate relevant: P@K = 1).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -95,16 +100,28 @@ class Evaluation:
         return d
 
 
-def _check_names(matrix: LabelledMatrix, oracle: Oracle) -> list[str]:
-    have = set(matrix.names)
+def restrict(oracle: Oracle, names: Sequence[str]) -> Oracle:
+    """The oracle on the models in ``names`` only: the rows and columns of the others dropped."""
+    keep = set(names)
+    rows = [i for i, t in enumerate(oracle.targets) if t in keep]
+    cols = [j for j, s in enumerate(oracle.sources) if s in keep]
+    return Oracle([oracle.targets[i] for i in rows], [oracle.sources[j] for j in cols],
+                  oracle.values[np.ix_(rows, cols)])
+
+
+def _check_names(matrix: LabelledMatrix, oracle: Oracle) -> tuple[list[str], list[str]]:
+    """(matrix names not in the oracle, oracle names not in the matrix); an error when fewer than
+    two oracle models are in the matrix, since nothing can then be ranked."""
+    have, known = set(matrix.names), set(oracle.names)
     missing = [n for n in oracle.names if n not in have]
-    if missing:
-        extra = [n for n in matrix.names if n not in set(oracle.names)]
+    extra = [n for n in matrix.names if n not in known]
+    if len(known & have) < 2:
         raise OnnxAttrError(
-            f"oracle names not in the matrix: {', '.join(missing)}; matrix names not in the "
-            f"oracle: {', '.join(extra) or '(none)'}; map names with --map MATRIX_NAME=ORACLE_NAME"
+            f"fewer than two oracle models are in the matrix; matrix names not in the oracle: "
+            f"{', '.join(extra) or '(none)'}; oracle names: {', '.join(oracle.names)}; "
+            "map names with --map MATRIX_NAME=ORACLE_NAME"
         )
-    return [n for n in matrix.names if n not in set(oracle.names)]
+    return extra, missing
 
 
 def _check_finite(matrix: LabelledMatrix, oracle: Oracle) -> None:
@@ -132,14 +149,18 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
              mapping: Mapping[str, str] | None = None) -> Evaluation:
     """P@K, R@K, random and oracle curves, and mean Spearman of ``matrix`` against ``oracle``.
 
-    Matrix names are renamed with ``mapping`` first; every oracle name must then be in the matrix
-    (extra matrix models are ignored and listed in ``Evaluation.ignored``). Ties in either ranking
-    keep the oracle's column order.
+    Matrix names are renamed with ``mapping`` first. The oracle is then restricted to the models
+    present in the matrix (the others are listed in ``Evaluation.left_out``; relevance is the
+    top-``top`` among the remaining sources); extra matrix models are ignored and listed in
+    ``Evaluation.ignored``. Ties in either ranking keep the oracle's column order.
+    ``Evaluation.warnings`` says when ``top`` covers every candidate of some targets, which makes
+    their P@K 1 for any ranking, random included.
     """
     if top < 1:
         raise OnnxAttrError(f"--top must be at least 1, got {top}")
     matrix = rename(matrix, mapping or {})
-    ignored = _check_names(matrix, oracle)
+    ignored, left_out = _check_names(matrix, oracle)
+    oracle = restrict(oracle, matrix.names)
     _check_finite(matrix, oracle)
     scores = matrix.scores()
     idx = {n: i for i, n in enumerate(matrix.names)}
@@ -171,6 +192,16 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
             rho[target] = math.nan  # a constant ranking has no defined correlation
     ks = np.arange(1, kmax + 1)
     n_t = len(rows)
+    notes = []
+    saturated = [target for _, target, cand in rows if len(cand) <= top]
+    if saturated:
+        n_min = min(len(c) for _, _, c in rows)
+        notes.append(
+            f"{len(saturated)} of {n_t} targets have at most {top} candidate sources "
+            f"(fewest: {n_min}), so with relevant = top-{top} every candidate is relevant and "
+            f"their P@K is 1 for any ranking, random included; use --top below {n_min} or "
+            "evaluate more models"
+        )
     valid = [v for v in rho.values() if not math.isnan(v)]
     return Evaluation(
         estimator=matrix.estimator, top=top, k=ks.tolist(),
@@ -178,7 +209,7 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
         random_precision=(rand / (n_t * ks)).tolist(), random_recall=(rand / n_rel).tolist(),
         oracle_precision=(orac / (n_t * ks)).tolist(), oracle_recall=(orac / n_rel).tolist(),
         spearman=float(np.mean(valid)) if valid else math.nan, spearman_per_target=rho,
-        ignored=ignored,
+        ignored=ignored, left_out=left_out, warnings=notes,
     )
 
 

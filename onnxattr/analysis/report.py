@@ -8,12 +8,13 @@ import datetime as _dt
 import html
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import OnnxAttrError
+from ..errors import OnnxAttrError, OnnxAttrWarning
 from ..space import open_space
 from . import plots, trees
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking, space_models
@@ -82,8 +83,13 @@ def _evaluation_section(evals: Sequence[Evaluation],
     fig = plots.save(plots.curves_figure(evals), None)
     ci_note = (" Brackets: 95% interval over bootstrap resamples of the probe set."
                if cis else "")
+    notes = "".join(f"<p class='note'><b>Note:</b> {html.escape(n)}</p>"
+                    for n in dict.fromkeys(n for e in evals for n in e.warnings))
+    if ref.left_out:
+        notes += (f"<p class='note'>Oracle restricted to the models present; left out (not in "
+                  f"the space): {html.escape(', '.join(ref.left_out))}</p>")
     return (f"<h2>Evaluation against the oracle</h2><p class='note'>Relevant = oracle top-{ref.top}"
-            f" sources per target; the target is excluded from its own ranking.{ci_note}</p>"
+            f" sources per target; the target is excluded from its own ranking.{ci_note}</p>" + notes
             + _table(head, rows) + _img(fig, "P@K and R@K curves"))
 
 
@@ -188,6 +194,11 @@ def write_report(space_path: str | Path, out_path: str | Path,
             evals.append(evaluate(matrix, orc, top=top, mapping=mapping))
             if stab is not None:
                 cis[matrix.estimator] = evaluation_ci(stab, orc, top, mapping=mapping)
+    for note in dict.fromkeys(n for e in evals for n in e.warnings):
+        warnings.warn(note, OnnxAttrWarning, stacklevel=2)
+    if evals and evals[0].left_out:
+        warnings.warn(f"oracle restricted to the models present; left out: "
+                      f"{', '.join(evals[0].left_out)}", OnnxAttrWarning, stacklevel=2)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = " · ".join(f"<a href='#{html.escape(n)}'>{html.escape(n)}</a>" for n in labels)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>onnxattr report: "

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import OnnxAttrError
+from ..errors import OnnxAttrError, OnnxAttrWarning
 
 # onnx2torch's Slice/ScatterND index with lists, which torch deprecates on every call: noise to users.
 warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
@@ -30,8 +30,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Literal output: model names, file paths, messages and install hints (`pip install -e '.[tf]'`)
+# contain square brackets that rich would otherwise read as markup and drop. Style, where wanted,
+# is given with rich.text.Text, never with markup in strings.
+console = Console(markup=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 _debug = {"on": False}
 
 
@@ -50,6 +53,11 @@ def _error(message: str) -> None:
                       highlight=False)
 
 
+def warn(message: str) -> None:
+    """A one-line warning on stderr, printed literally."""
+    err_console.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
+
+
 def command(target: typer.Typer = app, **kwargs: Any) -> Callable:
     """Register a CLI command whose failures become one `error: ...` line and a non-zero exit."""
 
@@ -57,7 +65,19 @@ def command(target: typer.Typer = app, **kwargs: Any) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kw: Any) -> Any:
             try:
-                return fn(*args, **kw)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("always", OnnxAttrWarning)
+                    shown = warnings.showwarning
+
+                    def show(message, category, *rest) -> None:
+                        # onnxattr's own warnings are messages for the user: one literal line
+                        if issubclass(category, OnnxAttrWarning):
+                            warn(str(message))
+                        else:
+                            shown(message, category, *rest)
+
+                    warnings.showwarning = show
+                    return fn(*args, **kw)
             except (OnnxAttrError, FileNotFoundError) as exc:
                 _error(str(exc))
                 raise typer.Exit(1) from None

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from ..errors import OnnxAttrError
-from ._app import command, console
+from ._app import command, console, warn
 
 if TYPE_CHECKING:
     from ..analysis.distances import LabelledMatrix
@@ -235,6 +235,11 @@ def evaluate_cmd(
     for e in evals:
         if e.ignored:
             console.print(f"{e.estimator}: not in the oracle, ignored: {', '.join(e.ignored)}")
+    if ref.left_out:
+        console.print(f"oracle restricted to the {len(orc.names) - len(ref.left_out)} models present; left out "
+                      f"(not in the matrix, see --map): {', '.join(ref.left_out)}")
+    for note in dict.fromkeys(n for e in evals for n in e.warnings):
+        warn(note)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         data = evaluations_json(evals)

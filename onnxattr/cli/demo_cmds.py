@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ._app import command, console
 
@@ -59,7 +60,7 @@ def demo(
         f"{result.seconds / 60:.1f} min"
     )
     if result.failed:
-        console.print(f"[red]{len(result.failed)} model(s) failed:[/] {', '.join(result.failed)}")
+        console.print(Text(f"{len(result.failed)} model(s) failed: ", style="red") + Text(", ".join(result.failed)))
         raise typer.Exit(1)
 
 

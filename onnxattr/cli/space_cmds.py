@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..memory import DEFAULT_MEMORY_MB
-from ._app import app, command, console, err_console
+from ._app import app, command, console, err_console, warn
 
 probe_app = typer.Typer(help="Build the probe set of a model space.", no_args_is_help=True)
 app.add_typer(probe_app, name="probe")
@@ -43,7 +43,7 @@ def probe_build(
         warnings.simplefilter("always")
         probe = build_probe(folder, size=size, n=n, seed=seed, progress=_track("reading images"))
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        warn(str(w.message))
     ModelSpace(space).write_probe(probe, replace=replace)
     console.print(f"{len(probe)} probe images of {size}×{size} from {probe.source} -> {space}")
 
@@ -54,28 +54,42 @@ def nodes(
     candidates: Annotated[
         bool, typer.Option("--candidates", help="Only the candidate encoder nodes.")
     ] = False,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Also Constant nodes and nodes computed from weights only."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: one object per node.")] = False,
 ) -> None:
-    """List every node: name, op type, output tensors and shapes; candidate encoder nodes marked ★."""
+    """List the nodes: name, op type, output tensors and shapes; candidate encoder nodes marked ★.
+
+    Names are printed in full (they are what --encoder-node takes), however narrow the terminal.
+    """
     from ..onnxgraph import graph
 
     m = graph.load(model)
-    table = Table(title=f"{model.name}: {len(m.graph.node)} nodes", show_lines=False)
-    for col in ("", "node", "op", "outputs", "shape", "candidate"):
-        table.add_column(col)
-    for info in graph.list_nodes(m):
-        if candidates and not info.candidate:
-            continue
+    infos = graph.list_nodes(m)
+    shown = [i for i in infos if (show_all or i.on_input_path) and (i.candidate or not candidates)]
+    if as_json:
+        rows = [{"name": i.name, "op_type": i.op_type, "outputs": i.outputs, "shapes": i.shapes,
+                 "candidate": i.candidate, "on_input_path": i.on_input_path} for i in shown]
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    hidden = sum(not i.on_input_path for i in infos) if not show_all else 0
+    title = f"{model.name}: {len(infos)} nodes" + (
+        f" ({hidden} Constant / weight-only nodes hidden: --all shows them)" if hidden else "")
+    header = ["", "node", "op", "outputs", "shape", "candidate"]
+    rows = []
+    for info in shown:
         shape = info.shapes[0] if info.shapes else None
         shape_s = "?" if shape is None else "×".join("?" if d is None else str(d) for d in shape)
-        table.add_row(
-            "★" if info.candidate else "",
-            info.name,
-            info.op_type,
-            ", ".join(info.outputs),
-            shape_s,
-            info.candidate,
-        )
-    console.print(table)
+        rows.append(["★" if info.candidate else "", info.name, info.op_type,
+                     ", ".join(info.outputs), shape_s, info.candidate])
+    # Plain aligned columns, never cut: the names are what --encoder-node takes, so they must be
+    # copyable whole, whatever the terminal width (or none, when piped).
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    console.print(title)
+    for r in [header, *rows]:
+        console.print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip(), crop=False)
 
 
 @command(name="add")
@@ -147,6 +161,15 @@ def add(
     address: Annotated[
         str | None,
         typer.Option(help="Manifest: join this Ray cluster (`ray start --head`; 'auto')."),
+    ] = None,
+    framework: Annotated[
+        str | None,
+        typer.Option(help="Framework it was trained in (default: read off the ONNX producer)."),
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="The task it was trained for.")] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option("--meta", help="Free metadata KEY=VALUE, stored and shown by list (repeat)."),
     ] = None,
 ) -> None:
     """Truncate MODEL at the encoder, convert, verify, attribute every probe image, store the maps.
@@ -222,6 +245,7 @@ def add(
         device=device,
         rtol=rtol,
         overwrite=overwrite,
+        metadata={"framework": framework, "task": task, "meta": _meta(meta or [])},
         log=lambda msg: console.print(msg, highlight=False),
         map_size=map_size,
         memory_mb=memory_mb,
@@ -261,9 +285,9 @@ def _add_manifest(manifest: Path, space: Path, workers: int | None, address: str
 
 
 def _track(label: str):
-    from rich.progress import track
+    from ..progress import track
 
-    return lambda items: track(items, description=label, transient=True, console=err_console)
+    return lambda items: track(items, label)
 
 
 def _pair(s: str | None) -> list[int] | None:
@@ -277,6 +301,18 @@ def _pair(s: str | None) -> list[int] | None:
     return [int(p) for p in parts]
 
 
+def _meta(pairs: list[str]) -> dict[str, str]:
+    from ..errors import OnnxAttrError
+
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            raise OnnxAttrError(f"--meta {p!r} must be KEY=VALUE, e.g. --meta dataset=imagenet")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _floats(s: str | None) -> list[float] | None:
     return None if s is None else [float(v) for v in s.split(",")]
 
@@ -288,14 +324,18 @@ def list_models(space: SpaceOpt = Path("space.h5")) -> None:
 
     records = ModelSpace(space).models()
     table = Table(title=f"{space}: {len(records)} models")
-    for col in ("name", "framework", "task", "encoder", "methods", "images", "verified", "created"):
-        table.add_column(col)
+    cols = ("name", "framework", "task", "meta", "encoder", "methods", "images", "verified",
+            "created")
+    for col in cols:
+        table.add_column(col, overflow="fold")
     for r in records:
         a = r.attrs
+        meta = json.loads(a.get("meta") or "{}")
         table.add_row(
             r.name,
             str(a.get("framework", "")),
             str(a.get("task", "")),
+            ", ".join(f"{k}={v}" for k, v in meta.items()),
             str(a.get("encoder_tensor", "")),
             ", ".join(r.methods),
             str(r.n_images),
@@ -323,3 +363,39 @@ def methods_cmd() -> None:
 
     for name, cls in sorted(METHODS.items()):
         console.print(f"{name:12s} {cls.defaults or ''}  {(cls.__doc__ or '').splitlines()[0]}")
+
+
+@command(name="features")
+def features_cmd(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models (default: all in the space).")
+    ] = None,
+    space: SpaceOpt = Path("space.h5"),
+    recompute: Annotated[
+        bool,
+        typer.Option(help="Recompute wrongly pooled features (named models: always) from the ONNX files."),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Probe images per forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
+) -> None:
+    """Check how each model's stored features were pooled; --recompute fixes the wrong ones."""
+    from ..features import check_features, recompute_features
+
+    checks = check_features(space, names)
+    if recompute:
+        todo = list(names) if names else [c.name for c in checks if c.status == "wrong"]
+        recompute_features(space, todo, batch_size, device,
+                           log=console.print)
+        checks = check_features(space, names)
+    table = Table(title=f"{space}: stored features")
+    for col in ("model", "status", "dims", "how they were pooled"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        table.add_row(c.name, c.status, str(c.dim), c.detail)
+    console.print(table)
+    wrong = [c.name for c in checks if c.status == "wrong"]
+    if wrong:
+        console.print(
+            f"{len(wrong)} model(s) with wrongly pooled features; "
+            f"`onnxattr features -s {space} --recompute` rewrites them",
+        )

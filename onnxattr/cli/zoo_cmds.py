@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import app, command, console, err_console
+from ._app import app, command, console, warn
 
 zoo_app = typer.Typer(help="Pretrained models from PyPI wheels, as ONNX.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -78,7 +78,7 @@ def zoo_build(
             )
     for w in caught:
         if "zoo model" in str(w.message):
-            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+            warn(str(w.message))
     table = Table("name", "framework", "MB", "seconds", "check rel err", "path")
     for b in built:
         err = b.check.get("encoder_rel_err", b.check.get("rel_err"))

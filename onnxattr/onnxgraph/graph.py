@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,10 @@ class NodeInfo:
     outputs: list[str]
     shapes: list[list[int | None] | None]
     candidate: str = ""  # why this node is a candidate encoder output, or ""
+    #: False for Constant nodes and nodes computed from initializers only (not from the input):
+    #: they cannot be an encoder output, and `onnxattr nodes` hides them unless asked.
+    on_input_path: bool = True
+    inputs: list[str] = field(default_factory=list)
 
     @property
     def numel(self) -> int | None:
@@ -136,15 +140,69 @@ def list_nodes(model: onnx.ModelProto) -> list[NodeInfo]:
             op_type=n.op_type,
             outputs=list(n.output),
             shapes=[shapes.get(o) for o in n.output],
+            inputs=[i for i in n.input if i],
         )
         for n in model.graph.node
     ]
-    _mark_candidates(infos)
+    live = input_dependent(model)
+    for k, info in enumerate(infos):
+        info.on_input_path = k in live
+    _mark_candidates([i for i in infos if i.on_input_path], [o.name for o in model.graph.output])
     return infos
 
 
-def _mark_candidates(infos: list[NodeInfo]) -> None:
-    """The paper takes the sub-model with the most compact features: pre-logits or a bottleneck."""
+def input_dependent(model: onnx.ModelProto) -> set[int]:
+    """Indices of the nodes whose outputs depend on a graph input (nodes are topologically
+    sorted in a valid model)."""
+    inits = {i.name for i in model.graph.initializer}
+    live = {i.name for i in model.graph.input if i.name not in inits}
+    nodes: set[int] = set()
+    for k, n in enumerate(model.graph.node):
+        if any(i in live for i in [*n.input, *_subgraph_inputs(n)]):
+            nodes.add(k)
+            live.update(o for o in n.output if o)
+    return nodes
+
+
+_VIEWS = {"Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Transpose"}
+
+
+def _trunk(infos: list[NodeInfo], outputs: list[str]) -> NodeInfo | None:
+    """A multi-head model's trunk output: the deepest tensor that every graph output depends on
+    (the heads branch after it), stepped back through pure reshapes to the op computing it."""
+    producer = {o: n for n in infos for o in n.outputs}
+    outs = [o for o in outputs if o in producer]
+    if len(outs) < 2:
+        return None
+    common: set[str] | None = None
+    for o in outs:
+        seen, stack = set(), [o]
+        while stack:
+            t = stack.pop()
+            if t in seen or t not in producer:
+                continue
+            seen.add(t)
+            stack.extend(producer[t].inputs)
+        common = seen if common is None else common & seen
+    order = {id(n): k for k, n in enumerate(infos)}
+    shared = [producer[t] for t in common or () if producer[t].outputs[0] == t]
+    shared = [n for n in shared if n.outputs[0] not in outs]
+    if not shared:
+        return None
+    trunk = max(shared, key=lambda n: order[id(n)])
+    while trunk.op_type in _VIEWS and trunk.inputs and trunk.inputs[0] in producer:
+        trunk = producer[trunk.inputs[0]]
+    return trunk
+
+
+def _mark_candidates(infos: list[NodeInfo], outputs: list[str] = ()) -> None:
+    """The paper takes the sub-model with the most compact features: pre-logits or a bottleneck;
+    in a model with several heads, the trunk they share."""
+    trunk = _trunk(infos, list(outputs))
+    if trunk is not None:
+        trunk.candidate = (f"trunk: the deepest tensor all {len(outputs)} outputs share "
+                           "(the heads branch after it)")
+        return
     # Pre-logits: the last pooled/flattened output before the first fully connected layer.
     first_fc = next((i for i, n in enumerate(infos) if n.op_type in {"Gemm", "MatMul"}), None)
     if first_fc is not None:
@@ -166,6 +224,79 @@ def _mark_candidates(infos: list[NodeInfo]) -> None:
             infos[last].candidate = "bottleneck: last feature map at the smallest resolution"
     if not any(n.candidate for n in infos) and infos:
         infos[-1].candidate = "graph output"
+
+
+# Ops whose 4-D output is channel-first by the ONNX specification.
+_CHANNEL_FIRST = {
+    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
+    "InstanceNormalization", "LRN", "MaxUnpool", "DepthToSpace", "SpaceToDepth",
+}
+# Ops after which an axis of the input no longer is the same axis of the output.
+_REARRANGING = {
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Gather", "GatherElements", "GatherND",
+    "MatMul", "Gemm", "Einsum", "Expand", "Tile", "Shape", "Size", "ConstantOfShape",
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "TopK", "NonZero",
+}
+
+
+@dataclass(frozen=True)
+class ChannelAxis:
+    """Which axis of a 4-D tensor holds the channels, and the graph evidence for it."""
+
+    axis: int
+    reason: str
+
+
+def channel_axis(model: onnx.ModelProto, tensor: str, input_axis: int) -> ChannelAxis:
+    """The channel axis of `tensor`, decided from the graph rather than from the input's layout.
+
+    Walks back from `tensor` through layout-preserving ops (activations, element-wise arithmetic,
+    Concat, Pad, Resize, ...) composing every Transpose on the way, until it reaches an op whose
+    output is channel-first by the ONNX specification (Conv, pooling, BatchNormalization, ...) or
+    the graph input (whose channel axis is `input_axis`, from the preprocessing layout). A TFLite
+    or Keras model converted by tf2onnx takes NHWC input, transposes it, and runs its convolutions
+    channel-first, so its encoder tensor is usually NCHW although its input is NHWC. When the walk
+    meets an op that rearranges axes (Reshape, Squeeze, MatMul, reductions, ...) nothing can be
+    concluded and the ONNX convention (axis 1) is assumed, and said so in `reason`.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output if o}
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    source = graph_input(model).name
+    perms: list[list[int]] = []  # Transposes met, from `tensor` back towards the input
+    t = tensor
+    for _ in range(len(model.graph.node) + 1):
+        if t == source:
+            axis, reason = input_axis, f"graph input {source!r} (preprocessing layout)"
+            break
+        node = producers.get(t)
+        if node is None:
+            return ChannelAxis(1, f"tensor {t!r} has no producer: ONNX's channel-first convention")
+        if node.op_type in _CHANNEL_FIRST:
+            axis, reason = 1, f"{node.op_type} {node.name or node.output[0]!r} (channel-first)"
+            break
+        if node.op_type in _REARRANGING:
+            return ChannelAxis(
+                1, f"{node.op_type} {node.name or node.output[0]!r} rearranges axes: "
+                "ONNX's channel-first convention assumed"
+            )
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [3, 2, 1, 0])
+            perms.append(perm)
+        data = [i for i in node.input if i and i not in consts]
+        if not data:
+            return ChannelAxis(1, f"{node.op_type} {node.name!r} has only constant inputs")
+        t = data[0]
+    else:  # a cycle would be a malformed graph
+        return ChannelAxis(1, "no producer chain to the input: ONNX's channel-first convention")
+    for perm in reversed(perms):  # forward from the determining op to `tensor`
+        if len(perm) != 4 or axis not in perm:
+            return ChannelAxis(1, f"a non 4-D Transpose {perm}: ONNX's channel-first convention")
+        axis = perm.index(axis)
+    via = f" and {len(perms)} Transpose(s)" if perms else ""
+    return ChannelAxis(axis, f"from {reason}{via}")
 
 
 def resolve_encoder(model: onnx.ModelProto, name: str | None) -> str:
