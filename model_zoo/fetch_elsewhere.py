@@ -193,7 +193,7 @@ for _app, _prep in KERAS_APPS.items():
 
 # --------------------------------------------------------------------------- Taskonomy
 #: The 20 single-image Taskonomy tasks of the attribution-map paper, in its order, mapped to
-#: visualpriors' names (the oracle CSVs in shared/oracles/taskonomy use the paper's names).
+#: visualpriors' names (the Taskonomy oracle CSVs, e.g. tests/data/, use the paper's names).
 TASKONOMY_TASKS = {
     "autoencoder": "autoencoding",
     "curvature": "curvature",

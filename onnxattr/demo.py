@@ -136,7 +136,7 @@ def _remove_if_empty(space: ModelSpace, created: list[Path]) -> None:
             p.rmdir()
 
 
-#: P@1, P@2, P@3, P@5 published for Taskonomy's models (shared/oracles/taskonomy/README.md).
+#: P@1, P@2, P@3, P@5 for Taskonomy's models as published by Song et al. (NeurIPS 2019).
 PUBLISHED_PK: dict[str, tuple[float, float, float, float]] = {
     "paper: ε-LRP, COCO probe": (0.833, 0.75, 0.759, 0.744),
     "paper: ε-LRP, Indoor probe": (0.833, 0.889, 0.815, 0.689),

@@ -1,6 +1,6 @@
 """Fix-up passes that make real exported ONNX graphs convertible by onnx2torch.
 
-Each pass looks for one problem seen in real exports (see shared/zoo-sources.md), changes the graph only
+Each pass looks for one problem seen in real exports (see docs/zoo.md), changes the graph only
 where it finds it, and returns a one-line note for the user; `fix_up` runs them in dependency order:
 
 1. constant-weights  Constant nodes -> initializers, nodes computed from constants only folded
