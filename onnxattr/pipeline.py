@@ -5,7 +5,9 @@ Everything is computed before the space is touched, so a failure leaves it as it
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
+import json
 import platform
 import re
 import time
@@ -189,11 +191,26 @@ def add_model(
     say = log or (lambda *_: None)
     space_obj = ModelSpace(space)
     model_path = Path(model_path)
-    name = check_name(name or default_name(model_path))
+    name = check_name(default_name(model_path) if name is None else name)
     if not overwrite and space_obj.has_model(name):
         raise OnnxAttrError(f"model {name!r} is already in {space}; pass --overwrite or --name OTHER")
     device = resolve_device(device)
     map_size = _check_map_size(space_obj, map_size)
+    key = work_key(model_path, encoder_node, preprocessing, methods, method_params, map_size,
+                   storage, space_obj.probe_digest()) if model_path.is_file() else ""
+    kept = space_obj.take_pending(name, key) if key else None
+    if kept is not None:
+        encoded, features, attrs = kept
+        say(f"storing the maps an earlier add computed but could not store "
+            f"({space_obj.pending_path(name)}); nothing is recomputed")
+        probe, had_probe = (None, True) if space_obj.has_probe() else load_or_build_probe(
+            space_obj, say)
+        result = AddResult(name, attrs["encoder_tensor"], float(attrs["verify_rel_err"]),
+                           list(attrs["fixups"]), 0.0, dict(attrs["methods"]))
+        _store(space_obj, name, ComputedModel(encoded, features, attrs, result), key=key,
+               probe=None if had_probe else probe, overwrite=overwrite, storage=storage)
+        result.seconds = time.perf_counter() - t0
+        return result
     loaded: list[tuple[ProbeSet, bool]] = []
 
     def probe_once() -> ProbeSet:  # read (or built) once the model has loaded and been fixed up
@@ -207,12 +224,40 @@ def add_model(
         map_size=map_size, storage=storage, memory_mb=memory_mb,
     )
     probe, had_probe = loaded[0]
-    if not had_probe:
-        space_obj.write_probe(probe)
-    space_obj.add_encoded(name, computed.maps, computed.features, computed.attrs,
-                          overwrite=overwrite, storage=storage)
+    _store(space_obj, name, computed, key=key, probe=None if had_probe else probe,
+           overwrite=overwrite, storage=storage)
     computed.result.seconds = time.perf_counter() - t0
     return computed.result
+
+
+def work_key(model_path: Path, *inputs: Any) -> str:
+    """What the maps depend on (the model file's bytes, every option, the probe digest): maps
+    kept by a failed write are reused only for the same work."""
+    h = hashlib.sha256()
+    with model_path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    spec = [h.hexdigest(), *(i.to_dict() if isinstance(i, Preprocessing) else i for i in inputs)]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _store(space: ModelSpace, name: str, computed: ComputedModel, *, key: str,
+           probe: ProbeSet | None, overwrite: bool, storage: MapStorage) -> None:
+    """Write the model (and the probe set of a new space); when the space cannot take it now
+    (busy past the lock timeout, read-only, a failing disk), keep the computed maps beside it so
+    that rerunning the same command stores them without recomputing."""
+    try:
+        if probe is not None:
+            space.write_probe(probe)
+        space.add_encoded(name, computed.maps, computed.features, computed.attrs,
+                          overwrite=overwrite, storage=storage)
+    except (OnnxAttrError, OSError) as exc:
+        kept = space.keep_pending(name, key, computed.maps, computed.features, computed.attrs)
+        if kept is None:
+            raise
+        raise OnnxAttrError(f"{exc} — the computed maps are kept in {kept}: rerun the same "
+                            "command to store them without recomputing") from None
+    space.drop_pending(name)
 
 
 def _check_map_size(space: ModelSpace, map_size: int | None) -> int | None:
@@ -236,6 +281,9 @@ def load_or_build_probe(space: ModelSpace, say: Callable[[str], None]) -> tuple[
         if note := embedded_mismatch(probe):
             warnings.warn(note, OnnxAttrWarning, stacklevel=2)
         return probe, True
+    if space.path.exists() and space.models():
+        raise OnnxAttrError(f"{space.path} holds models but no probe set (damaged or edited); "
+                            f"`onnxattr check {space.path}`")
     say("no probe set in the space: building the embedded default")
     return build_probe(None, size=224, seed=0), False
 

@@ -158,6 +158,11 @@ class ModelSpace:
                     raise OnnxAttrError(
                         f"{self.path} already has a probe set; pass --replace to rebuild it"
                     )
+            elif len(f.get("models", {})):
+                raise OnnxAttrError(
+                    f"{self.path} holds models but no probe set (damaged or edited): their maps "
+                    f"belong to another probe; `onnxattr check {self.path}`"
+                )
             tmp = ".probe-new"
             if tmp in f:
                 del f[tmp]
@@ -231,6 +236,13 @@ class ModelSpace:
             if f"map_scale/{method}" in g:
                 maps *= read_verified(g["map_scale"][method])[:, None, None]
             return maps
+
+    def probe_digest(self) -> str | None:
+        """The probe set's digest without reading its images; None without a probe set."""
+        if not self.path.exists():
+            return None
+        with self._open() as f:
+            return _str(f["probe"].attrs.get("digest", "")) if "probe" in f else None
 
     def map_size(self) -> int | None:
         """Side of the stored maps: set by the first model added (format 1: the probe size)."""
@@ -342,6 +354,53 @@ class ModelSpace:
                 )
             del models[name]
 
+    # -- maps computed but not stored (kept for a retry) ----------------------------------
+    def pending_path(self, name: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.pending-{name}.h5")
+
+    def keep_pending(self, name: str, key: str,
+                     encoded: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+                     features: np.ndarray, attrs: Mapping[str, Any]) -> Path | None:
+        """Save what `add` computed (maps as encoded for storage) beside the space, written whole
+        and then renamed; None if even that fails (then the caller's error stands)."""
+        path = self.pending_path(name)
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        try:
+            with h5py.File(tmp, "w") as f:
+                for method, (data, scale) in encoded.items():
+                    f.create_dataset(f"maps/{method}", data=data)
+                    if scale is not None:
+                        f.create_dataset(f"map_scale/{method}", data=scale)
+                f.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+                f.attrs.update(key=key, attrs=json.dumps(dict(attrs), default=str))
+                seal(f)
+            os.replace(tmp, path)
+            return path
+        except (OSError, ValueError, TypeError):
+            tmp.unlink(missing_ok=True)
+            return None
+
+    def take_pending(self, name: str, key: str) -> tuple[
+        dict[str, tuple[np.ndarray, np.ndarray | None]], np.ndarray, dict[str, Any]
+    ] | None:
+        """Maps kept by an earlier failed write of the same work (same ``key``), if intact."""
+        path = self.pending_path(name)
+        if not path.is_file():
+            return None
+        try:
+            with h5py.File(path, "r") as f:
+                if _str(f.attrs.get("key", "")) != key:
+                    return None
+                scales = f.get("map_scale", {})
+                encoded = {m: (read_verified(ds), read_verified(scales[m]) if m in scales else None)
+                           for m, ds in f["maps"].items()}
+                return encoded, read_verified(f["features"]), json.loads(_str(f.attrs["attrs"]))
+        except (OSError, KeyError, ValueError, OnnxAttrError):
+            return None  # unreadable or damaged: compute afresh
+
+    def drop_pending(self, name: str) -> None:
+        self.pending_path(name).unlink(missing_ok=True)
+
 
 def _stored_map_size(f: h5py.File) -> int | None:
     for name, g in f.get("models", {}).items():
@@ -412,15 +471,15 @@ def space_lock(path: str | Path, write: bool, timeout: float | None = None) -> I
 
 
 def _open_error(path: Path, exc: OSError) -> str:
-    text = str(exc)
+    text = " ".join(str(exc).split())
     if "file signature not found" in text:
         return f"{path} is not an HDF5 file; give a model space written by onnxattr"
-    if "lock" in text.lower():
+    if any(k in text for k in ("truncated", "bad object header", "addr overflow", "bad symbol")):
+        return (f"{path} is truncated or damaged beyond what HDF5 can open ({text}); no part "
+                "of it can be read: restore it from a backup")
+    if "unable to lock file" in text.lower():
         return (f"{path} is held open by a program other than onnxattr (HDF5 file lock: {text}); "
                 "close it and retry")
-    if "truncated" in text or "bad object header" in text or "addr overflow" in text:
-        return (f"{path} is damaged ({text}); `onnxattr check {path}` reports what can be "
-                "read, `onnxattr salvage` copies the intact models")
     return f"{path} is not a readable HDF5 file ({text})"
 
 
@@ -477,7 +536,8 @@ def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
 
 
 # -- checksums ---------------------------------------------------------------------------
-def _hash_block(h: Any, block: np.ndarray) -> None:
+def update_checksum(h: Any, block: np.ndarray) -> None:
+    """Feed one block of a dataset's values (rows in order) to a running sha256."""
     if block.dtype.kind == "O":  # variable-length strings: their UTF-8 bytes, NUL-separated
         for v in block.ravel():
             h.update(v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape"))
@@ -489,20 +549,28 @@ def _hash_block(h: Any, block: np.ndarray) -> None:
 def array_checksum(values: np.ndarray) -> str:
     """sha256 of a dataset's values as read back (row-major bytes in the stored dtype)."""
     h = hashlib.sha256()
-    _hash_block(h, np.asarray(values))
+    update_checksum(h, np.asarray(values))
     return h.hexdigest()
 
 
-def dataset_checksum(ds: h5py.Dataset) -> str:
-    """:func:`array_checksum` of a stored dataset, read in blocks of rows (bounded memory)."""
-    h = hashlib.sha256()
+def iter_blocks(ds: h5py.Dataset) -> Iterator[np.ndarray]:
+    """A dataset's values in blocks of whole rows (bounded memory), in order."""
+    if ds.shape is None:  # an empty (null) dataspace: nothing to read
+        return
     if ds.shape == () or ds.shape[0] == 0:
-        _hash_block(h, np.asarray(ds[()]))
-        return h.hexdigest()
+        yield np.asarray(ds[()])
+        return
     row = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:])))
     step = max(1, _HASH_BLOCK // row)
     for k in range(0, ds.shape[0], step):
-        _hash_block(h, ds[k:k + step])
+        yield ds[k:k + step]
+
+
+def dataset_checksum(ds: h5py.Dataset) -> str:
+    """:func:`array_checksum` of a stored dataset, read block by block."""
+    h = hashlib.sha256()
+    for block in iter_blocks(ds):
+        update_checksum(h, block)
     return h.hexdigest()
 
 

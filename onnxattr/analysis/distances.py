@@ -390,6 +390,9 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
                                 f"found {len(names)}")
         uids = model_uids(f, names)
         digest = probe_digest(f)
+        if not digest:
+            raise OnnxAttrError(f"{space} has no probe set (damaged or edited), so its maps "
+                                f"cannot be compared safely; `onnxattr check {space}`")
         cached_uids, cached = _read_cache(f, est.cache_key, digest) if use_cache else ([], None)
         pos = {u: i for i, u in enumerate(cached_uids)}
         known = [i for i, u in enumerate(uids) if u in pos]

@@ -23,8 +23,7 @@ EUCLIDEAN_ONLY = ("centroid", "median", "ward")
 
 def linkage(matrix: LabelledMatrix, method: str = DEFAULT_LINKAGE, on: str = "rows") -> np.ndarray:
     """scipy linkage matrix Z for the models of ``matrix`` (any kind; uses its affinity form)."""
-    if method not in LINKAGES:
-        raise OnnxAttrError(f"unknown linkage {method!r}; use one of {', '.join(LINKAGES)}")
+    check_linkage(method, on)
     if len(matrix.names) < 2:
         raise OnnxAttrError("a tree needs at least two models")
     aff = matrix.affinity().values
@@ -33,13 +32,20 @@ def linkage(matrix: LabelledMatrix, method: str = DEFAULT_LINKAGE, on: str = "ro
     if on == "rows":
         return hierarchy.linkage(pdist(aff), method=method, optimal_ordering=True)
     if on == "matrix":
-        if method in EUCLIDEAN_ONLY:
-            raise OnnxAttrError(f"linkage {method!r} needs Euclidean rows; use --on rows")
         sym = (aff + aff.T) / 2
         d = sym.max() - sym
         np.fill_diagonal(d, 0.0)
-        return hierarchy.linkage(squareform(d, checks=False), method=method, optimal_ordering=True)
-    raise OnnxAttrError(f"unknown tree input {on!r}; use rows or matrix")
+    return hierarchy.linkage(squareform(d, checks=False), method=method, optimal_ordering=True)
+
+
+def check_linkage(method: str, on: str = "rows") -> None:
+    """Refuse a linkage/tree-input choice before any matrix is computed."""
+    if method not in LINKAGES:
+        raise OnnxAttrError(f"unknown linkage {method!r}; use one of {', '.join(LINKAGES)}")
+    if on not in ("rows", "matrix"):
+        raise OnnxAttrError(f"unknown tree input {on!r}; use rows or matrix")
+    if on == "matrix" and method in EUCLIDEAN_ONLY:
+        raise OnnxAttrError(f"linkage {method!r} needs Euclidean rows; use --on rows")
 
 
 def leaf_order(z: np.ndarray) -> list[int]:

@@ -33,7 +33,7 @@ DistCsv = Annotated[Path | None, typer.Option("--distance", help="Labelled dista
 Lam = Annotated[float, typer.Option("--lam", help="DEPARA weight of the relation-graph term.")]
 NoCache = Annotated[bool, typer.Option("--no-cache",
                                        help="Neither read nor update the space's cache.")]
-MemoryMb = Annotated[int, typer.Option("--memory-mb", help="Approximate memory budget.")]
+MemoryMb = Annotated[int, typer.Option("--memory-mb", min=1, help="Approximate memory budget.")]
 NameMap = Annotated[list[str] | None, typer.Option(
     "--map", help="Rename a matrix name to the oracle's: OLD=NEW (repeat).")]
 NameMapFile = Annotated[Path | None, typer.Option(
@@ -125,7 +125,10 @@ def rank(
     """Source models for TARGET, closest first, with their distances and how sure each rank is
     (probe bootstrap: 95% interval of the affinity and of the rank; disjoint-halves agreement)."""
     from ..analysis.distances import ranking
+    from ..space import ModelSpace
 
+    if space is not None and target not in (names := [m.name for m in ModelSpace(space).models()]):
+        raise OnnxAttrError(f"no model {target!r} in {space}; models: {', '.join(names) or 'none'}")
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
     stab = None
     if space is not None and bootstrap > 0:
@@ -295,6 +298,7 @@ def tree(
     from ..analysis import plots, trees
 
     plots.check_image_path(out)
+    trees.check_linkage(linkage, on)
     mat = _matrix(space, method, affinity, distance, lam, no_cache)
     z = trees.linkage(mat, linkage, on)
     plots.save(plots.dendrogram_figure(z, mat.names, f"{mat.estimator} ({linkage})"), out)
@@ -321,6 +325,7 @@ def heatmap(
     from ..analysis import plots, trees
 
     plots.check_image_path(out)
+    trees.check_linkage(linkage)
     mat = _matrix(space, method, affinity, distance, lam, no_cache).affinity()
     order = trees.leaf_order(trees.linkage(mat, linkage))
     plots.save(plots.heatmap_figure(mat, order), out)
@@ -344,8 +349,11 @@ def report(
 ) -> None:
     """One self-contained HTML page: models, example maps, and per estimator heatmaps, trees,
     rankings and their stability under probe resampling (and the evaluation)."""
+    from ..analysis import trees
     from ..analysis.evaluation import parse_mapping
     from ..analysis.report import write_report
+
+    trees.check_linkage(linkage)
 
     path = write_report(space, out, oracle, method or None,
                         mapping=parse_mapping(mapping or [], map_file), top=top,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..memory import DEFAULT_MEMORY_MB
 from ._app import app, command, console, err_console, warn
@@ -211,6 +212,8 @@ def add(
     except ValueError as exc:
         raise OnnxAttrError(f"bad preprocessing flag: {exc}") from exc
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    if epsilon is not None and not epsilon >= 0:
+        raise OnnxAttrError(f"--epsilon {epsilon} must be a number >= 0 (default 1e-4)")
     eps = {} if epsilon is None else {"epsilon": epsilon}
     params: dict[str, dict] = {"elrp": eps, "lrp": {**eps}}
     if lrp_preset:
@@ -354,6 +357,51 @@ def remove(
 
     ModelSpace(space).remove_model(name)
     console.print(f"removed {name!r} from {space}")
+
+
+@command(name="check")
+def check(
+    space: Annotated[Path, typer.Argument(help="Model-space HDF5 file.")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list what is ok.")] = False,
+) -> None:
+    """Verify a whole space: format, structure, checksums, finite values, probe digest."""
+    from ..errors import OnnxAttrError
+    from ..integrity import check_space
+
+    report = check_space(space)
+    if report.damaged and report.damaged[0].path == "/":
+        raise OnnxAttrError(report.damaged[0].detail)  # not openable as a space at all
+    for f in report.findings:
+        if verbose or f.level != "ok":
+            style = {"damaged": "bold red", "note": "yellow"}.get(f.level, "green")
+            console.print(Text.assemble((f"{f.level:8s}", style), f" {f.path}: {f.detail}"),
+                          soft_wrap=True)
+    intact = sum(report.models.values())
+    console.print(f"{space}: probe {'ok' if report.probe_ok else 'DAMAGED'} "
+                  f"({report.n_images} images), {intact} of {len(report.models)} models intact",
+                  highlight=False)
+    if not report.ok:
+        raise OnnxAttrError(
+            f"{len(report.damaged)} damaged item(s) in {space}; copy the intact models to a new "
+            f"file with `onnxattr salvage {space} NEW.h5`"
+        )
+
+
+@command(name="salvage")
+def salvage_cmd(
+    space: Annotated[Path, typer.Argument(help="Damaged model-space file (read only).")],
+    out: Annotated[Path, typer.Argument(help="New space file for the intact models.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Copy the probe set and every intact model of SPACE into OUT (SPACE is left untouched)."""
+    from ..integrity import salvage
+
+    report = salvage(space, out, overwrite=overwrite)
+    kept = [m for m, ok in report.models.items() if ok]
+    lost = [m for m, ok in report.models.items() if not ok]
+    console.print(f"salvaged {len(kept)} of {len(report.models)} models into {out}"
+                  + (f"; left behind (damaged): {', '.join(lost)}" if lost else ""),
+                  highlight=False)
 
 
 @command(name="methods")

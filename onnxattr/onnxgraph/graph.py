@@ -28,11 +28,14 @@ def load(path: str | Path) -> onnx.ModelProto:
     if not path.is_file():
         raise OnnxAttrError(f"{path}: no such file")
     try:
-        return onnx.load(str(path), load_external_data=True)
+        model = onnx.load(str(path), load_external_data=True)
     except Exception as exc:
         raise OnnxAttrError(
             f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
+    if not model.graph.node:  # protobuf parses an empty (or zero-byte) file as an empty model
+        raise OnnxAttrError(f"{path} is not a readable ONNX model (it holds no graph nodes)")
+    return model
 
 
 def sha256(model: onnx.ModelProto) -> str:
