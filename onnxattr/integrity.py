@@ -209,7 +209,10 @@ def _check_cache(report: CheckReport, f: h5py.File) -> None:
         return
     for key in root:
         g = root[key]
-        if isinstance(g, h5py.Group):
+        if key.endswith((".new", ".old")):
+            report.add(g.name.strip("/"), "note",
+                       "left by an interrupted cache write; removed by the next `distance`")
+        elif isinstance(g, h5py.Group):
             for ds in ("uids", "names", "values"):
                 if _dataset(report, g, ds) is None:
                     report.findings[-1].detail += "; `onnxattr distance --no-cache` bypasses it"

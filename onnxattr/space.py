@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import sys
 import uuid
@@ -145,6 +146,7 @@ class ModelSpace:
 
     def write_probe(self, probe: ProbeSet, replace: bool = False) -> None:
         """Store the probe set; written under a hidden name and linked only when complete."""
+        self.check_free_space(probe.images.nbytes, "the probe set")
         with self._open("a") as f:
             if "probe" in f:
                 if f["probe"].attrs.get("digest") == probe.digest:
@@ -278,6 +280,9 @@ class ModelSpace:
         workers return them."""
         check_name(name)
         maps = {method: data for method, (data, _) in encoded.items()}
+        need = np.asarray(features).nbytes + sum(
+            d.nbytes + (0 if s is None else s.nbytes) for d, s in encoded.values())
+        self.check_free_space(need, name)
         with self._open("a") as f:
             if "probe" not in f:
                 raise OnnxAttrError(f"{self.path} has no probe set")
@@ -342,6 +347,19 @@ class ModelSpace:
             cache = f.get("analysis/estimators", {})
             for key in [k for k in cache if k.startswith("features.")]:
                 del cache[key]
+
+    def check_free_space(self, need: int, what: str) -> None:
+        """Refuse a write the disk cannot hold before it starts: HDF5 is not journaled, and a
+        write that runs out of space midway can leave the whole file unreadable."""
+        folder = self.path.parent if self.path.parent.is_dir() else Path(".")
+        free = shutil.disk_usage(folder).free
+        margin = need + (4 << 20)  # uncompressed size (the upper bound) + metadata
+        if free < margin:
+            raise OnnxAttrError(
+                f"not enough free disk space for {what!r}: it needs up to {margin / 2**20:.0f} MB "
+                f"in {folder}, {free / 2**20:.0f} MB are free; free some space or use another "
+                "--space"
+            )
 
     def remove_model(self, name: str) -> None:
         """Remove one stored model; only a model name can be given (no other path in the file)."""

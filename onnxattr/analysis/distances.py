@@ -302,7 +302,7 @@ def _update_cache(space: Path, est: PairwiseEstimator, digest: str, uids: list[s
             ):
                 _write_cache(f, est.cache_key, est.name, digest, uids, names, values,
                              getattr(est, "params", None))
-    except OnnxAttrError as exc:
+    except (OnnxAttrError, OSError) as exc:  # busy, read-only, a failing disk: serve anyway
         print(f"note: pairwise cache not updated ({exc})", file=sys.stderr)
 
 
