@@ -70,7 +70,7 @@ def test_maps_match_captum_and_autograd(tmp_path, arch, probe_size):
     space = tmp_path / "space.h5"
     ModelSpace(space).write_probe(probe)
     add_model(space, path, encoder_node=node, preprocessing={"preset": "imagenet"}, batch_size=2,
-              progress=False)
+              progress=False, storage=EXACT)
 
     x = reference_input(probe.images, 32)
     wrapped = MeanOutput(encoder)

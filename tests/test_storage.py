@@ -30,7 +30,8 @@ def test_float16_keeps_relative_precision_at_any_magnitude(tmp_path, scale):
     maps = _maps(rng, scale=scale)
     path = create_space(tmp_path / "s.h5", 5, 16)
     space = ModelSpace(path)
-    space.add_model("m", {"saliency": maps}, np.zeros((5, 2)), {})
+    space.add_model("m", {"saliency": maps}, np.zeros((5, 2)), {},
+                    storage=MapStorage(mantissa_bits=10))
     got = space.read_maps("m", "saliency")
     peak = np.abs(maps).reshape(5, -1).max(1)[:, None, None]
     # float16 after scaling to [-1, 1]: half an ulp (2^-11) relative, or 2^-25 of the peak
@@ -40,7 +41,7 @@ def test_float16_keeps_relative_precision_at_any_magnitude(tmp_path, scale):
         assert f.attrs["format_version"] == FORMAT_VERSION
 
 
-@pytest.mark.parametrize("bits", [3, 7])
+@pytest.mark.parametrize("bits", [1, 3, 7])
 def test_mantissa_bits_bound_the_error_and_the_cosine(tmp_path, bits):
     rng = np.random.default_rng(1)
     maps = _maps(rng, n=8, s=32)

@@ -155,6 +155,9 @@ def add(
     map_dtype: Annotated[
         str, typer.Option(help="float16 (maps scaled per image) | float32 (lossless).")
     ] = "float16",
+    map_bits: Annotated[
+        int, typer.Option(help="float16 mantissa bits kept, 1-10 (relative error 2^-(bits+1)).")
+    ] = 3,
     workers: Annotated[
         int | None,
         typer.Option(help="Manifest: parallel Ray tasks (default: one per core/GPU; 0: no Ray)."),
@@ -185,7 +188,7 @@ def add(
     from ..preprocess import Preprocessing
     from ..space import MapStorage
 
-    storage = MapStorage(dtype=map_dtype)
+    storage = MapStorage(dtype=map_dtype, mantissa_bits=map_bits)
 
     if save_preprocessing is not None and (
         save_preprocessing.is_dir() or not save_preprocessing.parent.is_dir()
