@@ -35,6 +35,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from onnxattr.analysis.distances import LabelledMatrix  # noqa: E402
 from onnxattr.analysis.estimators import compute_affinity  # noqa: E402
 from onnxattr.analysis.evaluation import Oracle, evaluate, read_oracle  # noqa: E402
 from onnxattr.demo import markdown_table  # noqa: E402
@@ -203,7 +204,10 @@ def main() -> None:
             rho, overlap = agreement(ref[method], matrix, args.top)
             stats = {"rho_vs_format1": rho, f"top{args.top}_overlap_vs_format1": overlap}
             if oracle is not None:
-                ev = evaluate(matrix, oracle, top=args.top)
+                keep = [i for i, n in enumerate(matrix.names) if n in oracle.names]
+                sub = LabelledMatrix([matrix.names[i] for i in keep],
+                                     matrix.values[np.ix_(keep, keep)], matrix.kind)
+                ev = evaluate(sub, oracle, top=args.top)
                 stats.update(
                     {f"P@{k}": float(ev.precision[k - 1]) for k in (1, 3, 5)},
                     spearman_oracle=float(ev.spearman),
