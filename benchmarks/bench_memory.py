@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def child(model: str, setting: str, n: int, methods: list[str], workdir: Path) -> None:
     import model_zoo
-
     from onnxattr.pipeline import add_model
     from onnxattr.probe import embedded_probe
     from onnxattr.space import ModelSpace
