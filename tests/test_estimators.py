@@ -9,7 +9,16 @@ import pytest
 from scipy.linalg import sqrtm
 from scipy.stats import spearmanr
 
-from onnxattr.analysis.estimators import available_estimators, compute_affinity, describe
+from onnxattr.analysis.estimators import (
+    ESTIMATORS,
+    FeatureEstimator,
+    MapCosine,
+    available_estimators,
+    cka_signature,
+    compute_affinity,
+    describe,
+    register_estimator,
+)
 from onnxattr.errors import OnnxAttrError
 
 from .space_factory import add_model, create_space, random_space
@@ -143,3 +152,68 @@ def test_registry(tmp_path: Path) -> None:
         compute_affinity(path, "nope")
     with pytest.raises(OnnxAttrError, match="DEPARA method 'lrp'"):
         compute_affinity(path, "depara:lrp")
+
+
+@pytest.fixture()
+def clean_registry():
+    saved = dict(ESTIMATORS)
+    yield
+    ESTIMATORS.clear()
+    ESTIMATORS.update(saved)
+
+
+def test_register_estimator_through_api_and_cli(tmp_path: Path, clean_registry) -> None:
+    """A features estimator with a parameter and a maps estimator, each one decorated function:
+    listed, computed (checked against a direct computation), reachable from the CLI."""
+    from typer.testing import CliRunner
+
+    from onnxattr.analysis.distances import read_matrix_csv
+    from onnxattr.cli import app
+
+    @register_estimator("powcka", kind="features", description="linear CKA of |features|^power")
+    def powcka(power: float = 2.0) -> FeatureEstimator:
+        return FeatureEstimator("powcka", lambda x: cka_signature(np.abs(x) ** power),
+                                key_params=f".p{power:g}")
+
+    class AbsCosine(MapCosine):
+        def __init__(self, method: str) -> None:
+            super().__init__(method)
+            self.name, self.cache_key = f"abscos:{method}", f"maps_abs.{method}"
+
+        def stack(self, f, names, part):  # unit maps -> their absolute values, still unit norm
+            return np.abs(super().stack(f, names, part))
+
+    @register_estimator("abscos", kind="maps", description="cosine of |maps|")
+    def abscos(method: str, comparison) -> MapCosine:
+        return AbsCosine(method)
+
+    path = tmp_path / "s.h5"
+    data = random_space(path, n_models=3, methods=("saliency", "elrp"))
+    assert available_estimators(path)[-2:] == ["powcka", "abscos"]
+    assert describe("abscos:elrp").data == "maps"
+    m, _ = compute_affinity(path, "powcka", power=3.0, lam=2.0)  # lam: depara's, not powcka's
+    assert m.estimator == "powcka"
+    for a in m.names:
+        for b in m.names:
+            fa, fb = (np.abs(data[k]["features"].astype(np.float64)) ** 3 for k in (a, b))
+            assert m.values[m.index(a), m.index(b)] == pytest.approx(direct_cka(fa, fb), abs=1e-6)
+    a, _ = compute_affinity(path, "abscos")  # default method: elrp before saliency
+    assert a.estimator == "abscos:elrp"
+    x, y = (np.abs(data[k]["maps"]["elrp"]).reshape(12, -1).astype(np.float64) for k in ("m0", "m2"))
+    direct = np.mean(np.sum(x * y, 1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)))
+    assert a.values[a.index("m0"), a.index("m2")] == pytest.approx(direct, abs=1e-6)
+    np.testing.assert_allclose(a.values, compute_affinity(path, "elrp+abs")[0].values, atol=1e-6)
+    with pytest.raises(OnnxAttrError, match="no estimator takes parameter 'powr'.*power \\(powcka\\)"):
+        compute_affinity(path, "powcka", powr=3.0)
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["estimators", "--space", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "powcka" in r.output and "power=2.0" in r.output and "abscos:METHOD" in r.output
+    r = runner.invoke(app, ["distance", "-s", str(path), "-m", "powcka", "-p", "power=3",
+                            "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    cli = read_matrix_csv(tmp_path / "powcka_affinity.csv", "affinity")
+    np.testing.assert_allclose(cli.values, m.values, atol=1e-6)
+    r = runner.invoke(app, ["distance", "-s", str(path), "-m", "powcka", "-p", "power=x"])
+    assert r.exit_code == 1 and "expected a float" in r.output

@@ -1,25 +1,55 @@
-"""One name-keyed registry of transferability estimators over a model space.
+"""Transferability estimators over a model space, one name-keyed registry.
 
-* every attribution method stored in the space ("saliency", "grad_input", "elrp", "lrp", ...):
-  the paper's mean per-image cosine of two models' attribution maps;
+Built in:
+
+* ``cosine`` — the paper's estimator: mean per-image cosine of two models' attribution maps. Every
+  attribution method stored in the space ("saliency", "grad_input", "elrp", "lrp", ...) is usable
+  by its bare name, meaning ``cosine:<method>``;
 * baselines on the stored encoder outputs ``/models/<name>/features`` (Np, D):
   ``svcca`` (Raghu et al. 2017, the paper's comparison), ``cka`` (linear CKA, Kornblith et al.
   2019), ``rsa`` (Dwivedi & Roig 2019: Spearman correlation of 1 - Pearson RDMs), ``relation``
   (Spearman correlation of the probe-image relation graphs: cosine of features per image pair);
-* ``depara`` (Song et al., CVPR 2020): attribution similarity + lambda * relation-graph similarity,
-  as in the authors' reference implementation (KamalEngine ``graph_similarity``, lambda = 1).
+* ``depara`` (Song et al., CVPR 2020): attribution similarity + lam * relation-graph similarity,
+  as in the authors' reference implementation (KamalEngine ``graph_similarity``, lam = 1).
   ``depara:<method>`` picks the attribution method (default: grad_input, else elrp, lrp, saliency).
 
-All are affinities (higher = more similar), symmetric, and computed/cached pairwise by
+A name as users write it is ``BASE[:METHOD][+map options][+hub|+cslsK]`` (map options and
+corrections: :mod:`onnxattr.analysis.map_compare`) or ``combine:EST=W,EST=W``. All are affinities
+(higher = more similar), symmetric, and computed/cached pairwise by
 :func:`onnxattr.analysis.distances.pairwise_matrix`, so all share incremental updates.
+
+Adding an estimator is one decorated function, in any module imported before use::
+
+    @register_estimator("powcka", kind="features", description="linear CKA of |features|^power")
+    def powcka(power: float = 2.0) -> FeatureEstimator:
+        return FeatureEstimator("powcka", lambda x: cka_signature(np.abs(x) ** power),
+                                key_params=f".p{power:g}", params={"power": power})
+
+* ``kind`` says what it reads: ``"features"`` (encoder outputs), ``"maps"`` (attribution maps of
+  one method) or ``"maps+features"``. A map estimator's function takes ``(method, comparison,
+  ...)``: the method users pick with ``NAME:METHOD`` (without it, the first of
+  :data:`DEFAULT_MAP_METHODS` in the space) and the :class:`~.map_compare.MapComparison` their
+  ``+options`` ask for.
+* Its parameters are the function's keyword arguments with defaults: ``compute_affinity(...,
+  power=3)`` and the CLI's ``--param power=3`` reach it (each estimator receives only the
+  parameters it declares, so one call can carry parameters for several).
+* It returns a :class:`~.distances.PairwiseEstimator` (signatures per model and data part,
+  combined pairwise and cached under its ``cache_key``: put every parameter that changes values
+  into the key) or a :class:`Blend` (a weighted sum of such estimators, each cached on its own).
+  Probe-resampling intervals (:mod:`.stability`) support :class:`MapCosine` and
+  :class:`FeatureEstimator` terms.
+* Registration order is listing order (:func:`available_estimators`, hence the defaults of
+  ``evaluate`` and ``report``); ``listed=False`` keeps a variant out of the defaults.
+  :func:`list_estimators` and ``onnxattr estimators`` list the registry.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +75,10 @@ from .map_compare import (
     parse_estimator,
 )
 
-FEATURE_ESTIMATORS = ("svcca", "cka", "rsa", "relation")
-DEPARA_METHODS = ("grad_input", "elrp", "lrp", "saliency")
+#: Display order of the paper's attribution methods (others follow, alphabetically).
 METHOD_ORDER = ("saliency", "grad_input", "elrp", "lrp")
+#: The method a map estimator uses when none is given (``depara`` = ``depara:grad_input``).
+DEFAULT_MAP_METHODS = ("grad_input", "elrp", "lrp", "saliency")
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -241,6 +272,86 @@ class FeatureEstimator:
 
 
 # --------------------------------------------------------------------------- registry
+KINDS = ("maps", "features", "maps+features")
+
+
+@dataclass(frozen=True)
+class Blend:
+    """A weighted sum of pairwise estimators' matrices (each cached on its own), e.g. DEPARA's
+    map cosine + lam * relation-graph similarity; ``label`` names the result."""
+
+    label: str
+    terms: Sequence[tuple[PairwiseEstimator, float]]
+
+
+Factory = Callable[..., Any]  # returns a PairwiseEstimator or a Blend
+
+
+@dataclass(frozen=True)
+class RegisteredEstimator:
+    """One registry entry, as :func:`register_estimator` records it."""
+
+    name: str
+    kind: str  # one of KINDS
+    description: str
+    factory: Factory
+    params: Mapping[str, Any] = field(default_factory=dict)  # parameter -> default
+    listed: bool = True
+
+    @property
+    def needs_maps(self) -> bool:
+        return "maps" in self.kind.split("+")
+
+    @property
+    def needs_features(self) -> bool:
+        return "features" in self.kind.split("+")
+
+
+#: Every registered estimator by name, in registration (= listing) order.
+ESTIMATORS: dict[str, RegisteredEstimator] = {}
+#: The map estimator that a bare attribution-method name ("elrp") stands for.
+DEFAULT_MAP_ESTIMATOR = "cosine"
+_MAP_ARGS = ("method", "comparison")
+
+
+def register_estimator(name: str, *, kind: str, description: str,
+                       listed: bool = True) -> Callable[[Factory], Factory]:
+    """Decorator: register ``factory`` as estimator ``name`` (see the module docstring)."""
+    if kind not in KINDS:
+        raise ValueError(f"estimator {name!r}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if any(c in name for c in ":+=,@") or name == "combine":
+        raise ValueError(f"estimator name {name!r} must not contain ':', '+', '=', ',' or '@'")
+
+    def decorate(factory: Factory) -> Factory:
+        sig = list(inspect.signature(factory).parameters.values())
+        if "maps" in kind.split("+"):
+            if tuple(p.name for p in sig[:2]) != _MAP_ARGS:
+                raise ValueError(f"map estimator {name!r} must take (method, comparison, ...)")
+            sig = sig[2:]
+        missing = [p.name for p in sig if p.default is inspect.Parameter.empty]
+        if missing:
+            raise ValueError(f"estimator {name!r}: parameters {', '.join(missing)} need defaults")
+        ESTIMATORS[name] = RegisteredEstimator(name, kind, description, factory,
+                                               {p.name: p.default for p in sig}, listed)
+        return factory
+
+    return decorate
+
+
+def list_estimators() -> list[RegisteredEstimator]:
+    """Every registered estimator, in registration (= listing) order."""
+    return list(ESTIMATORS.values())
+
+
+def estimator_params() -> dict[str, list[str]]:
+    """Parameter name -> the estimators that declare it."""
+    out: dict[str, list[str]] = {}
+    for reg in ESTIMATORS.values():
+        for p in reg.params:
+            out.setdefault(p, []).append(reg.name)
+    return out
+
+
 @dataclass(frozen=True)
 class EstimatorInfo:
     name: str
@@ -248,26 +359,53 @@ class EstimatorInfo:
     description: str
 
 
-_DESCRIPTIONS = {
-    "svcca": "SVCCA: mean canonical correlation of top SVD directions of encoder outputs",
-    "cka": "linear CKA of encoder outputs (Kornblith et al. 2019)",
-    "rsa": "RSA: Spearman of 1-Pearson RDMs of encoder outputs (Dwivedi & Roig 2019)",
-    "relation": "Spearman of probe-image relation graphs (feature cosines)",
-    "depara": "DEPARA: attribution + lambda * relation-graph similarity (Song et al. 2020)",
-}
+# --------------------------------------------------------------------------- built-in estimators
+@register_estimator(DEFAULT_MAP_ESTIMATOR, kind="maps",
+                    description="mean per-image cosine of two models' attribution maps "
+                                "(Song et al. 2019)")
+def cosine(method: str, comparison: MapComparison) -> PairwiseEstimator:
+    return MapCosine(method, comparison)
 
 
-def make_feature_estimator(name: str, svcca_keep: float = 0.99,
-                           svcca_max_dims: int = 50) -> FeatureEstimator:
-    if name == "svcca":
-        return FeatureEstimator(
-            "svcca", lambda x: svcca_signature(x, svcca_keep, svcca_max_dims), svcca_pair,
-            key_params=f".keep{svcca_keep:g}.max{svcca_max_dims}",
-            params={"keep": svcca_keep, "max_dims": svcca_max_dims})
-    fns = {"cka": cka_signature, "rsa": rsa_signature, "relation": relation_signature}
-    return FeatureEstimator(name, fns[name])
+@register_estimator("svcca", kind="features",
+                    description="SVCCA: mean canonical correlation of top SVD directions of "
+                                "encoder outputs")
+def svcca(svcca_keep: float = 0.99, svcca_max_dims: int = 50) -> PairwiseEstimator:
+    return FeatureEstimator(
+        "svcca", lambda x: svcca_signature(x, svcca_keep, svcca_max_dims), svcca_pair,
+        key_params=f".keep{svcca_keep:g}.max{svcca_max_dims}",
+        params={"keep": svcca_keep, "max_dims": svcca_max_dims})
 
 
+@register_estimator("cka", kind="features",
+                    description="linear CKA of encoder outputs (Kornblith et al. 2019)")
+def cka() -> PairwiseEstimator:
+    return FeatureEstimator("cka", cka_signature)
+
+
+@register_estimator("rsa", kind="features",
+                    description="RSA: Spearman of 1-Pearson RDMs of encoder outputs "
+                                "(Dwivedi & Roig 2019)")
+def rsa() -> PairwiseEstimator:
+    return FeatureEstimator("rsa", rsa_signature)
+
+
+@register_estimator("relation", kind="features",
+                    description="Spearman of probe-image relation graphs (feature cosines)")
+def relation() -> PairwiseEstimator:
+    return FeatureEstimator("relation", relation_signature)
+
+
+@register_estimator("depara", kind="maps+features",
+                    description="DEPARA: attribution + lambda * relation-graph similarity "
+                                "(Song et al. 2020)")
+def depara(method: str, comparison: MapComparison, lam: float = 1.0) -> Blend:
+    node = MapCosine(method, comparison)
+    label = f"depara:{node.name}" + ("" if lam == 1.0 else f"@{lam:g}")
+    return Blend(label, [(node, 1.0), (relation(), lam)])
+
+
+# --------------------------------------------------------------------------- lookup
 def _space_info(space: str | Path) -> tuple[list[str], dict[str, int], int]:
     """(all models, map method -> number of models having it, models having features)."""
     space = Path(space)
@@ -290,64 +428,110 @@ def _ordered(methods: Sequence[str]) -> list[str]:
 
 
 def available_estimators(space: str | Path) -> list[str]:
-    """Estimator names usable on this space (each needs data in at least two models)."""
+    """Names of the listed estimators usable on this space (each needs data in at least two
+    models), in registry order; the default map estimator appears as one name per method."""
     _, counts, n_feat = _space_info(space)
     methods = _ordered([m for m, c in counts.items() if c >= 2])
-    out = list(methods)
-    if n_feat >= 2:
-        out += list(FEATURE_ESTIMATORS)
-        if methods:
-            out.append("depara")
+    out: list[str] = []
+    for reg in ESTIMATORS.values():
+        if not reg.listed or (reg.needs_maps and not methods) or (
+                reg.needs_features and n_feat < 2):
+            continue
+        out += methods if reg.name == DEFAULT_MAP_ESTIMATOR else [reg.name]
     return out
 
 
+def _lookup(base: str, counts: Mapping[str, int] | None) -> tuple[RegisteredEstimator, str | None]:
+    """The entry a base name (``NAME[:METHOD]`` or a bare method) refers to, and its method
+    (``None`` for feature estimators, or when ``counts`` is not given to pick a default)."""
+    head, colon, arg = base.partition(":")
+    if head not in ESTIMATORS:
+        if counts is not None and (colon or head not in counts):
+            raise KeyError(base)
+        return ESTIMATORS[DEFAULT_MAP_ESTIMATOR], head  # a bare attribution-method name
+    reg = ESTIMATORS[head]
+    if not reg.needs_maps:
+        if colon:
+            raise OnnxAttrError(f"estimator {head!r} reads encoder features and takes no "
+                                f"':METHOD'; use {head!r}")
+        return reg, None
+    if counts is None:
+        return reg, arg or None
+    if arg:
+        if counts.get(arg, 0) < 2:
+            raise OnnxAttrError(f"{head.upper()} method {arg!r} has maps in fewer than two "
+                                f"models; available: {', '.join(_ordered(counts)) or '(none)'}")
+        return reg, arg
+    for m in DEFAULT_MAP_METHODS:
+        if counts.get(m, 0) >= 2:
+            return reg, m
+    if counts:
+        return reg, _ordered(counts)[0]
+    raise OnnxAttrError(f"{head.upper()} needs attribution maps in the space; add models with "
+                        "a method")
+
+
 def describe(name: str) -> EstimatorInfo:
+    """Data kind and description of an estimator name as users write it."""
     if name.startswith(COMBINE_PREFIX):
         parts = ", ".join(f"{w:g} x {e}" for e, w in parse_combination(name))
         return EstimatorInfo(name, "maps+features",
                              f"sum of standardised affinities (off-diagonal z-scores): {parts}")
     spec = parse_estimator(name)
-    base = spec.base.split(":")[0]
+    reg, method = _lookup(spec.base, None)
     tail = describe_correction(spec)
-    if base in _DESCRIPTIONS:
-        data = "maps+features" if base == "depara" else "features"
+    if reg.name != DEFAULT_MAP_ESTIMATOR or method is None:
         extra = "" if spec.comparison.is_reference else f" (maps: {spec.comparison.describe()})"
-        return EstimatorInfo(name, data, _DESCRIPTIONS[base] + extra + tail)
+        return EstimatorInfo(name, reg.kind, reg.description + extra + tail)
     if spec.comparison.is_reference:
-        text = f"mean per-image cosine of {spec.base!r} attribution maps (the paper's)"
+        text = f"mean per-image cosine of {method!r} attribution maps (the paper's)"
     else:
-        text = f"{spec.base!r} attribution maps: {spec.comparison.describe()}, mean over images"
+        text = f"{method!r} attribution maps: {spec.comparison.describe()}, mean over images"
     return EstimatorInfo(name, "maps", text + tail)
 
 
-def _depara_method(name: str, counts: dict[str, int]) -> str:
-    if ":" in name:
-        method = name.split(":", 1)[1]
-        if counts.get(method, 0) < 2:
-            raise OnnxAttrError(f"DEPARA method {method!r} has maps in fewer than two models; "
-                                f"available: {', '.join(_ordered(counts)) or '(none)'}")
-        return method
-    for m in DEPARA_METHODS:
-        if counts.get(m, 0) >= 2:
-            return m
-    if counts:
-        return _ordered(counts)[0]
-    raise OnnxAttrError("DEPARA needs attribution maps in the space; add models with a method")
+def resolve_terms(space: str | Path, spec: EstimatorSpec, **params: Any
+                  ) -> tuple[list[tuple[PairwiseEstimator, float]], str]:
+    """The pairwise estimators whose weighted sum is the spec's raw matrix, and its label.
+    ``params``: estimator parameters; each estimator takes those it declares."""
+    known = estimator_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        offer = ", ".join(f"{p} ({', '.join(e)})" for p, e in known.items()) or "none"
+        raise OnnxAttrError(f"no estimator takes parameter {', '.join(map(repr, unknown))}; "
+                            f"parameters: {offer}")
+    _, counts, _ = _space_info(space)
+    try:
+        reg, method = _lookup(spec.base, counts)
+    except KeyError:
+        avail = available_estimators(space)
+        raise OnnxAttrError(f"unknown estimator {spec.base!r} for {space}; "
+                            f"available: {', '.join(avail) or '(none)'}") from None
+    mine = {k: v for k, v in params.items() if k in reg.params}
+    if reg.needs_maps:
+        made = reg.factory(method, spec.comparison, **mine)
+    elif not spec.comparison.is_reference:
+        raise OnnxAttrError(f"{spec.inner!r}: map options apply to attribution methods, not "
+                            f"to {reg.name}; only +hub or +cslsK can follow a feature estimator")
+    else:
+        made = reg.factory(**mine)
+    if isinstance(made, Blend):
+        return list(made.terms), made.label
+    return [(made, 1.0)], made.name
 
 
 def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None = None, *,
-                     lam: float = 1.0, svcca_keep: float = 0.99, svcca_max_dims: int = 50,
                      use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                     progress: bool = False) -> tuple[LabelledMatrix, dict[str, Any]]:
+                     progress: bool = False, **params: Any) -> tuple[LabelledMatrix, dict[str, Any]]:
     """Affinity matrix (higher = more similar) of estimator ``name`` over the space's models.
 
     ``name`` is a base estimator with map-comparison options and an affinity correction
-    (:mod:`onnxattr.map_compare`: ``grad_input+abs+g16+hub``), or ``combine:EST=W,...``.
-    Returns the matrix (``.excluded`` lists models lacking the estimator's data) and stats about
-    how many pairs were computed versus taken from the cache.
+    (:mod:`onnxattr.analysis.map_compare`: ``grad_input+abs+g16+hub``), or ``combine:EST=W,...``.
+    ``params`` are estimator parameters (``lam`` for depara, ``svcca_keep``, ...; each estimator
+    takes those it declares). Returns the matrix (``.excluded`` lists models lacking the
+    estimator's data) and stats about how many pairs were computed versus taken from the cache.
     """
-    kw = dict(lam=lam, svcca_keep=svcca_keep, svcca_max_dims=svcca_max_dims, use_cache=use_cache,
-              memory_bytes=memory_bytes, progress=progress)
+    kw = dict(use_cache=use_cache, memory_bytes=memory_bytes, progress=progress, **params)
     if name.startswith(COMBINE_PREFIX):
         parts = parse_combination(name)
         mats, computed = [], 0
@@ -358,7 +542,7 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
         return combine_matrices(mats, [w for _, w in parts]), {"computed_pairs": computed,
                                                                "cached_models": 0}
     spec = parse_estimator(name)
-    if spec.base.split(":")[0] in (*FEATURE_ESTIMATORS, "depara"):
+    if (reg := ESTIMATORS.get(spec.base.split(":")[0])) is not None and reg.needs_features:
         from ..features import warn_suspect_features
 
         warn_suspect_features(space, models)
@@ -369,30 +553,6 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
     return mat, stats
 
 
-def resolve_terms(space: str | Path, spec: EstimatorSpec, *, lam: float = 1.0,
-                  svcca_keep: float = 0.99, svcca_max_dims: int = 50
-                  ) -> tuple[list[tuple[PairwiseEstimator, float]], str]:
-    """The pairwise estimators whose weighted sum is the spec's raw matrix, and its label."""
-    _, counts, _ = _space_info(space)
-    name, base = spec.base, spec.base.split(":")[0]
-    if base == "depara":
-        node_est = MapCosine(_depara_method(name, counts), spec.comparison)
-        label = f"depara:{node_est.name}" + ("" if lam == 1.0 else f"@{lam:g}")
-        return [(node_est, 1.0), (make_feature_estimator("relation"), lam)], label
-    if base in FEATURE_ESTIMATORS:
-        if not spec.comparison.is_reference:
-            raise OnnxAttrError(f"{spec.inner!r}: map options apply to attribution methods, not "
-                                f"to {base}; only +hub or +cslsK can follow a feature estimator")
-        est = make_feature_estimator(base, svcca_keep, svcca_max_dims)
-        return [(est, 1.0)], est.name
-    if name in counts:
-        est = MapCosine(name, spec.comparison)
-        return [(est, 1.0)], est.name
-    known = available_estimators(space)
-    raise OnnxAttrError(f"unknown estimator {name!r} for {space}; "
-                        f"available: {', '.join(known) or '(none)'}")
-
-
 def common_models(space: str | Path, terms: Sequence[tuple[PairwiseEstimator, float]]) -> list[str]:
     """Models having the data of every term."""
     with open_space(space, "r") as f:
@@ -401,12 +561,11 @@ def common_models(space: str | Path, terms: Sequence[tuple[PairwiseEstimator, fl
 
 
 def _raw_affinity(space: str | Path, spec: EstimatorSpec, models: Sequence[str] | None, *,
-                  lam: float, svcca_keep: float, svcca_max_dims: int, use_cache: bool,
-                  memory_bytes: int, progress: bool) -> tuple[LabelledMatrix, dict[str, Any]]:
+                  use_cache: bool, memory_bytes: int, progress: bool,
+                  **params: Any) -> tuple[LabelledMatrix, dict[str, Any]]:
     """The spec's matrix before its affinity correction (what the engine caches)."""
     all_models, _, _ = _space_info(space)
-    terms, label = resolve_terms(space, spec, lam=lam, svcca_keep=svcca_keep,
-                                 svcca_max_dims=svcca_max_dims)
+    terms, label = resolve_terms(space, spec, **params)
     if len(terms) > 1 and models is None:
         models = common_models(space, terms)
     total, stats = None, {"computed_pairs": 0, "cached_models": len(all_models)}

@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,11 +155,13 @@ def write_report(space_path: str | Path, out_path: str | Path,
                  mapping: Mapping[str, str] | None = None, top: int = 5,
                  linkage: str = trees.DEFAULT_LINKAGE, lam: float = 1.0, rank_top: int = 5,
                  use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                 bootstrap: int = 20, progress: bool = False) -> Path:
+                 bootstrap: int = 20, progress: bool = False, **params: Any) -> Path:
     """Write ``out_path`` (one HTML file, images inline) for every estimator of the space
     (or ``estimators``): a models table, example maps, and per estimator a heatmap, a tree, the
     rankings and (``bootstrap`` > 0) how stable they are under probe resampling; with ``oracle``
-    (CSV path or Oracle), the evaluation of every estimator (with probe-resampling intervals)."""
+    (CSV path or Oracle), the evaluation of every estimator (with probe-resampling intervals).
+    ``lam`` and ``params`` are estimator parameters, as for
+    :func:`~onnxattr.analysis.estimators.compute_affinity`."""
     space_path, out_path = Path(space_path), Path(out_path)
     names = (list(estimators) if estimators
              else with_default(space_path, available_estimators(space_path)))
@@ -171,7 +174,7 @@ def write_report(space_path: str | Path, out_path: str | Path,
     sections, evals, labels, cis = [], [], [], {}
     for name in names:
         matrix, _ = compute_affinity(space_path, name, lam=lam, use_cache=use_cache,
-                                     memory_bytes=memory_bytes, progress=progress)
+                                     memory_bytes=memory_bytes, progress=progress, **params)
         labels.append(matrix.estimator)
         z = trees.linkage(matrix, linkage)
         info = describe(name)

@@ -1,4 +1,4 @@
-"""CLI for the distance/evaluation stage: distance, rank, evaluate, tree, heatmap, report.
+"""CLI for the distance/evaluation stage: estimators, distance, rank, evaluate, tree, heatmap, report.
 
 Heavy modules (scipy, matplotlib) are imported inside the commands so `onnxattr --help` stays fast.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from ..analysis.distances import LabelledMatrix
 
 LINKAGES = "single, complete, average, weighted, centroid, median, ward"
-METHOD_HELP = ("Estimator: an attribution method in the space (saliency, grad_input, elrp, ...) "
-               "with map-comparison options (METHOD+abs+s2+g16+rank+hub, see the README), svcca, cka, rsa, relation, depara[:METHOD], or "
-               "combine:EST=W,EST=W.")
+METHOD_HELP = ("Estimator: an attribution method stored in the space (the cosine of its maps) or "
+               "a registered estimator NAME[:METHOD], with map-comparison options "
+               "(METHOD+abs+s2+g16+rank+hub, see the README), or combine:EST=W,EST=W; "
+               "`onnxattr estimators` lists them.")
 
 Space = Annotated[Path | None, typer.Option("--space", "-s", help="Model space (HDF5).")]
 Method = Annotated[str | None, typer.Option("--method", "-m", help=METHOD_HELP)]
@@ -31,6 +32,9 @@ Methods = Annotated[list[str] | None, typer.Option(
 AffCsv = Annotated[Path | None, typer.Option("--affinity", help="Labelled affinity CSV.")]
 DistCsv = Annotated[Path | None, typer.Option("--distance", help="Labelled distance CSV.")]
 Lam = Annotated[float, typer.Option("--lam", help="DEPARA weight of the relation-graph term.")]
+Params = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", help="Estimator parameter NAME=VALUE (repeat); each estimator takes those it "
+    "declares (`onnxattr estimators` lists them).")]
 NoCache = Annotated[bool, typer.Option("--no-cache",
                                        help="Neither read nor update the space's cache.")]
 MemoryMb = Annotated[int, typer.Option("--memory-mb", min=1, help="Approximate memory budget.")]
@@ -44,12 +48,36 @@ Bootstrap = Annotated[int, typer.Option(
     "--bootstrap", help="Probe resamples for intervals (0 = none; needs --space).")]
 
 
+def _params(items: list[str] | None, lam: float) -> dict[str, Any]:
+    """``--param NAME=VALUE`` items (and --lam) as estimator parameters, typed like their defaults."""
+    from ..analysis.estimators import list_estimators
+
+    defaults = {p: d for reg in list_estimators() for p, d in reg.params.items()}
+    out: dict[str, Any] = {"lam": lam} if "lam" in defaults else {}
+    for item in items or []:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or key not in defaults:
+            raise OnnxAttrError(f"--param {item!r}: give NAME=VALUE with NAME one of "
+                                f"{', '.join(defaults) or '(none)'}")
+        kind = type(defaults[key])
+        try:
+            if kind is bool:
+                out[key] = {"true": True, "1": True, "false": False, "0": False}[text.lower()]
+            else:
+                out[key] = kind(text) if kind in (int, float) else text
+        except (KeyError, ValueError):
+            raise OnnxAttrError(f"--param {key}={text!r}: expected a {kind.__name__}") from None
+    return out
+
+
 def _file_stem(label: str) -> str:
     return label.replace(":", "_").replace("@", "_lam")
 
 
 def _matrix(space: Path | None, method: str | None, affinity: Path | None,
-            distance: Path | None, lam: float = 1.0, no_cache: bool = False) -> LabelledMatrix:
+            distance: Path | None, params: dict[str, Any], no_cache: bool = False
+            ) -> LabelledMatrix:
     """The one matrix a command works on: from the space, or from a labelled CSV."""
     from ..analysis.distances import read_matrix_csv
     from ..analysis.estimators import available_estimators, compute_affinity
@@ -64,7 +92,36 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
     if method is None:
         raise OnnxAttrError(f"--method is required with --space; available: "
                             f"{', '.join(available_estimators(space))}")
-    return compute_affinity(space, method, lam=lam, use_cache=not no_cache, progress=True)[0]
+    return compute_affinity(space, method, use_cache=not no_cache, progress=True, **params)[0]
+
+
+@command(name="estimators")
+def estimators_cmd(
+    space: Annotated[Path | None, typer.Option(
+        "--space", "-s", help="Also say which estimators this space has data for.")] = None,
+) -> None:
+    """Registered estimators: name, data they read, parameters (default) and description."""
+    from ..analysis.estimators import DEFAULT_MAP_ESTIMATOR, available_estimators, list_estimators
+
+    registered = list_estimators()
+    usable = available_estimators(space) if space is not None else None
+    table = Table(title="estimators (NAME[:METHOD] for those reading maps)")
+    for col in ("name", "reads", "parameters", "description", *(["on space"] if usable else [])):
+        table.add_column(col)
+    for reg in registered:
+        params = ", ".join(f"{k}={v!r}" for k, v in reg.params.items()) or "-"
+        row = [reg.name + (":METHOD" if reg.needs_maps else ""), reg.kind, params, reg.description]
+        if usable is not None:
+            if reg.name == DEFAULT_MAP_ESTIMATOR:
+                mine = [u for u in usable if u not in {r.name for r in registered}]
+            else:
+                mine = [reg.name] if reg.name in usable else []
+            row.append(", ".join(mine) or "-")
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"A bare attribution-method name (elrp, ...) means {DEFAULT_MAP_ESTIMATOR}:METHOD; "
+                  "map options and corrections follow with '+' (elrp+abs+g16+hub).",
+                  highlight=False)
 
 
 @command()
@@ -77,6 +134,7 @@ def distance(
     models: Annotated[str | None, typer.Option(
         "--models", help="Comma-separated subset of models.")] = None,
     lam: Lam = 1.0,
+    param: Params = None,
     no_cache: NoCache = False,
     memory_mb: MemoryMb = 1024,
 ) -> None:
@@ -91,7 +149,7 @@ def distance(
         if f not in ("csv", "npy", "json"):
             raise OnnxAttrError(f"unknown format {f!r}; use csv, npy or json")
     subset = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    aff, stats = compute_affinity(space, method, subset, lam=lam, use_cache=not no_cache,
+    aff, stats = compute_affinity(space, method, subset, use_cache=not no_cache, **_params(param, lam),
                                   memory_bytes=memory_mb << 20, progress=True)
     stem = _file_stem(aff.estimator)
     written = []
@@ -120,6 +178,7 @@ def rank(
     top: Annotated[int, typer.Option("--top", "-k", help="Show the K closest (0 = all).")] = 0,
     bootstrap: Bootstrap = 20,
     lam: Lam = 1.0,
+    param: Params = None,
     no_cache: NoCache = False,
 ) -> None:
     """Source models for TARGET, closest first, with their distances and how sure each rank is
@@ -129,7 +188,7 @@ def rank(
 
     if space is not None and target not in (names := [m.name for m in ModelSpace(space).models()]):
         raise OnnxAttrError(f"no model {target!r} in {space}; models: {', '.join(names) or 'none'}")
-    mat = _matrix(space, method, affinity, distance, lam, no_cache)
+    mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache)
     stab = None
     if space is not None and bootstrap > 0:
         from ..analysis.stability import ranking_stability
@@ -183,6 +242,7 @@ def evaluate_cmd(
         "--plot", help="Draw the P@K and R@K curves (.png/.svg).")] = None,
     bootstrap: Bootstrap = 0,
     lam: Lam = 1.0,
+    param: Params = None,
     no_cache: NoCache = False,
 ) -> None:
     """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle;
@@ -206,7 +266,7 @@ def evaluate_cmd(
     if bootstrap and space is None:
         raise OnnxAttrError("--bootstrap needs --space (probe resamples are computed from it)")
     for m in space_names:
-        mats.append(compute_affinity(space, m, lam=lam, use_cache=not no_cache,
+        mats.append(compute_affinity(space, m, use_cache=not no_cache, **_params(param, lam),
                                      progress=True)[0])
     if not mats:
         raise OnnxAttrError("nothing to evaluate; give --space, --affinity or --distance")
@@ -292,6 +352,7 @@ def tree(
     newick: Annotated[Path | None, typer.Option(
         "--newick", help="Newick file (default: OUT with .nwk).")] = None,
     lam: Lam = 1.0,
+    param: Params = None,
     no_cache: NoCache = False,
 ) -> None:
     """Agglomerative similarity tree: dendrogram image and Newick text."""
@@ -299,7 +360,7 @@ def tree(
 
     plots.check_image_path(out)
     trees.check_linkage(linkage, on)
-    mat = _matrix(space, method, affinity, distance, lam, no_cache)
+    mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache)
     z = trees.linkage(mat, linkage, on)
     plots.save(plots.dendrogram_figure(z, mat.names, f"{mat.estimator} ({linkage})"), out)
     nwk = newick or out.with_suffix(".nwk")
@@ -319,6 +380,7 @@ def heatmap(
     out: Annotated[Path, typer.Option("--out", "-o", help="Image .png/.svg.")] = Path(
         "heatmap.png"),
     lam: Lam = 1.0,
+    param: Params = None,
     no_cache: NoCache = False,
 ) -> None:
     """Affinity matrix as a heatmap, rows and columns ordered by the similarity tree."""
@@ -326,7 +388,7 @@ def heatmap(
 
     plots.check_image_path(out)
     trees.check_linkage(linkage)
-    mat = _matrix(space, method, affinity, distance, lam, no_cache).affinity()
+    mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache).affinity()
     order = trees.leaf_order(trees.linkage(mat, linkage))
     plots.save(plots.heatmap_figure(mat, order), out)
     console.print(f"wrote {out}")
@@ -345,6 +407,7 @@ def report(
     linkage: Linkage = "single",
     bootstrap: Bootstrap = 20,
     lam: Lam = 1.0,
+    param: Params = None,
     no_cache: NoCache = False,
 ) -> None:
     """One self-contained HTML page: models, example maps, and per estimator heatmaps, trees,
@@ -357,6 +420,6 @@ def report(
 
     path = write_report(space, out, oracle, method or None,
                         mapping=parse_mapping(mapping or [], map_file), top=top,
-                        linkage=linkage, lam=lam, use_cache=not no_cache,
+                        linkage=linkage, use_cache=not no_cache, **_params(param, lam),
                         bootstrap=bootstrap, progress=True)
     console.print(f"wrote {path}")
