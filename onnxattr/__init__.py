@@ -7,6 +7,21 @@ Stages, one package or module group each:
 - ``onnxattr.probe``, ``onnxattr.preprocess``, ``onnxattr.space``, ``onnxattr.pipeline`` — the
   probe set, each model's preprocessing, the HDF5 model space and the ``add`` pipeline.
 - ``onnxattr.analysis`` — distances, estimators, evaluation, trees, plots, report.
+
+The public API (``onnxattr.api``, re-exported here; see the README)::
+
+    import onnxattr
+
+    onnxattr.build_probe("photos/", size=224, n=1000, space="space.h5")
+    onnxattr.add("space.h5", "model.onnx", "res4b", preprocessing="imagenet")
+    aff = onnxattr.affinity("space.h5", "elrp")        # LabelledMatrix: .names, .values
+    onnxattr.rank(aff, "resnet50")                       # [Neighbour(name, distance, affinity)]
+    onnxattr.evaluate("space.h5", "transfers.csv")       # [Evaluation] per estimator
+    onnxattr.report("space.h5", "report.html")
+
+Extension points (one decorator each, at the definition): ``register_method`` (attribution),
+``register_estimator``, ``register_fixup``; see docs/extending.md. Names resolve lazily, so
+``import onnxattr`` stays light (torch loads with the first call that needs it).
 """
 
 from __future__ import annotations
@@ -29,4 +44,41 @@ def _version() -> str:
 
 __version__: str = _version()
 
-__all__ = ["__version__"]
+#: Public name -> the module that defines it (imported on first access).
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("build_probe", "add", "models", "methods", "estimators", "affinity",
+         "distances", "rank", "Neighbour", "evaluate", "report", "method_parameters"),
+        "onnxattr.api",
+    ),
+    "OnnxAttrError": "onnxattr.errors",
+    "ModelSpace": "onnxattr.space",
+    "ProbeSet": "onnxattr.probe",
+    "Preprocessing": "onnxattr.preprocess",
+    "AddResult": "onnxattr.pipeline",
+    "LabelledMatrix": "onnxattr.analysis.distances",
+    "Evaluation": "onnxattr.analysis.evaluation",
+    "Oracle": "onnxattr.analysis.evaluation",
+    "read_oracle": "onnxattr.analysis.evaluation",
+    "register_method": "onnxattr.attribution",
+    "AttributionMethod": "onnxattr.attribution",
+    "register_estimator": "onnxattr.analysis.estimators",
+    "register_fixup": "onnxattr.onnxgraph.fixups",
+    "Fix": "onnxattr.onnxgraph.fixups",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'onnxattr' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

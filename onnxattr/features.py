@@ -170,7 +170,7 @@ def recompute_features(
         enc = _encoder_of(records[name].attrs)
         graph = to_torch(enc.model)
         graph.module.to(device)
-        step = 1 if SINGLE_IMAGE in enc.fixups else batch_size
+        step = 1 if any(f.code == SINGLE_IMAGE for f in enc.fixups) else batch_size
         feats, shape = [], []
         with torch.no_grad():
             for start in range(0, len(probe), step):

@@ -28,7 +28,7 @@ from .features import feature_pooling_record, pool_features
 from .memory import DEFAULT_MEMORY_MB, MB, PeakMeter, batch_for_budget, budget_bytes
 from .onnxgraph import graph as onnx_graph
 from .onnxgraph.convert import ort_providers, to_torch, verify
-from .onnxgraph.fixups import SINGLE_IMAGE, fix_up
+from .onnxgraph.fixups import SINGLE_IMAGE, Fix, fix_up
 from .preprocess import Preprocessing
 from .probe import ProbeSet, build_probe, embedded_mismatch
 from .progress import Stopwatch, track
@@ -47,7 +47,7 @@ class AddResult:
     name: str
     encoder_tensor: str
     verify_rel_err: float
-    fixups: list[str]
+    fixups: list[Fix]
     seconds: float
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -109,7 +109,7 @@ class Encoder:
     tensor: str
     preprocessing: Preprocessing
     channel_axis: onnx_graph.ChannelAxis
-    fixups: list[str]
+    fixups: list[Fix]
     onnx_sha256: str
     producer: str = ""
 
@@ -206,7 +206,7 @@ def add_model(
         probe, had_probe = (None, True) if space_obj.has_probe() else load_or_build_probe(
             space_obj, say)
         result = AddResult(name, attrs["encoder_tensor"], float(attrs["verify_rel_err"]),
-                           list(attrs["fixups"]), 0.0, dict(attrs["methods"]))
+                           [Fix(**f) for f in attrs["fixups"]], 0.0, dict(attrs["methods"]))
         _store(space_obj, name, ComputedModel(encoded, features, attrs, result), key=key,
                probe=None if had_probe else probe, overwrite=overwrite, storage=storage)
         result.seconds = time.perf_counter() - t0
@@ -332,9 +332,9 @@ def compute_model(
             "its own values (presets: imagenet, caffe, minus1to1, unit, raw255)",
             OnnxAttrWarning, stacklevel=2,
         )
-    for note in fixups:
-        say(f"fix-up: {note}")
-    if SINGLE_IMAGE in fixups:
+    for fix in fixups:
+        say(f"fix-up: {fix}")
+    if any(f.code == SINGLE_IMAGE for f in fixups):
         batch_size = 1
 
     if callable(probe):
@@ -386,7 +386,8 @@ def compute_model(
     attrs = {
         "onnx_path": str(model_path), "onnx_sha256": onnx_sha,
         "encoder_node": encoder_node or "", "encoder_tensor": tensor,
-        "preprocessing": pre.to_dict(), "methods": result.methods, "fixups": fixups,
+        "preprocessing": pre.to_dict(), "methods": result.methods,
+        "fixups": [f.to_dict() for f in fixups],
         "verify_rel_err": err, "versions": library_versions(), "device": str(device),
         "framework": framework_from_producer(enc.producer), "task": "", "meta": {},
         **{k: v for k, v in (metadata or {}).items() if v not in (None, "")},

@@ -8,7 +8,7 @@ models compare, as the original implementation does) and resizes it back to prob
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +100,8 @@ class Preprocessing:
         return (f"{h}x{w} {self.layout} {self.color}, x = (pixel * {scale} - {_vec(self.mean)}) / "
                 f"{_vec(self.std)}" + (f" (preset {self.preset})" if self.preset else ""))
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    def with_size(self, size: tuple[int, int]) -> Preprocessing:
-        return replace(self, input_size=size)
 
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:
         h, w = self.input_size

@@ -17,3 +17,65 @@ def test_version_matches_pyproject() -> None:
     out = subprocess.run([sys.executable, "-c", "import onnxattr; print(onnxattr.__version__)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    return section[section.index("```python\n") + 10:section.index("\n```", section.index("```python"))]
+
+
+def test_readme_api_example_runs(tmp_path, monkeypatch, capsys) -> None:
+    """The README's API block, as written, on tiny exported networks, random photos and an oracle."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from onnxattr.analysis.evaluation import read_oracle
+
+    from .models import TinyVGG, export
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+            tmp_path / "photos" / f"{i}.png")
+    names = ["vgg_a", "vgg_b", "vgg_c", "vgg_d"]
+    for i, name in enumerate(names):
+        torch.manual_seed(i)
+        export(TinyVGG(), tmp_path / f"{name}.onnx", (1, 3, 24, 24))
+    oracle = [[""] + names] + [[t] + [str(rng.random()) for _ in names] for t in names]
+    (tmp_path / "transfers.csv").write_text("\n".join(",".join(r) for r in oracle) + "\n")
+    monkeypatch.chdir(tmp_path)
+
+    exec(compile(readme_block("## Python API"), "README.md", "exec"), {})
+
+    out = capsys.readouterr().out
+    assert "vgg_b: distance" in out and "'svcca'" in out
+    aff = onnxattr.affinity("space.h5", "elrp")
+    assert aff.names == names and aff.values.shape == (4, 4)
+    # distances are the paper's: d = 1 / mean cos, the diagonal included
+    np.testing.assert_allclose(onnxattr.distances("space.h5", "elrp").values, 1 / aff.values,
+                               rtol=1e-6)
+    ranked = onnxattr.rank(aff, "vgg_a")
+    assert [nb.name for nb in ranked] == sorted(names[1:], key=lambda n: -aff.values[0, aff.index(n)])
+    (e_elrp, e_cka) = onnxattr.evaluate("space.h5", read_oracle("transfers.csv"), ["elrp", "cka"],
+                                        top=2)
+    assert (e_elrp.estimator, e_cka.estimator) == ("elrp", "cka")
+    assert len(e_elrp.precision) == 3
+    assert (tmp_path / "report.html").stat().st_size > 1000
+    assert onnxattr.models("space.h5") == names
+
+
+def test_api_errors_and_lazy_exports(tmp_path) -> None:
+    import pytest
+
+    assert "add" in dir(onnxattr) and "register_estimator" in onnxattr.__all__
+    with pytest.raises(AttributeError):
+        onnxattr.not_there  # noqa: B018
+    with pytest.raises(onnxattr.OnnxAttrError, match="does not exist"):
+        onnxattr.affinity(tmp_path / "missing.h5", "elrp")
+    assert onnxattr.method_parameters(["saliency", "elrp", "lrp"], epsilon=0.1,
+                                      lrp_preset="epsilon_plus_flat") == {
+        "elrp": {"epsilon": 0.1}, "lrp": {"epsilon": 0.1, "preset": "epsilon_plus_flat"}}

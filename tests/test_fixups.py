@@ -8,13 +8,18 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxattr.errors import OnnxAttrError
-from onnxattr.onnxgraph.fixups import fix_up
+from onnxattr.onnxgraph.fixups import SINGLE_IMAGE, Fix, fix_up
 
 from .onnx_builders import assert_close, init, make_model, rand, run_ort, run_torch
 
 
 def _const(name: str, value) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=init(name, value))
+
+
+def changes(fixes: list[Fix]) -> list[tuple[str, str, int]]:
+    """What the passes changed, as (pass, code, count): the structured records, not their prose."""
+    return [(f.fixup, f.code, f.count) for f in fixes]
 
 
 def _check(original, fixed, x, rtol=1e-5):
@@ -50,7 +55,7 @@ def test_constant_weights_become_initializers():
     with pytest.raises(KeyError):  # what real paddle2onnx graphs hit
         run_torch(model, x)
     fixed, notes = fix_up(model, x.shape)
-    assert notes == ["constant-weights: 3 Constant nodes -> initializers"]
+    assert changes(notes) == [("constant-weights", "constant-nodes", 3)]
     assert not [n for n in fixed.graph.node if n.op_type == "Constant"]
     _check(model, fixed, x)
 
@@ -69,7 +74,8 @@ def test_nodes_on_constants_only_are_folded():
     with pytest.raises(KeyError):
         run_torch(model, x)
     fixed, notes = fix_up(model, x.shape)
-    assert notes == ["constant-weights: 3 nodes on constants only folded (Cast x1, Identity x1, Transpose x1)"]
+    assert changes(notes) == [("constant-weights", "constant-folded", 3)]
+    assert notes[0].detail["ops"] == {"Cast": 1, "Identity": 1, "Transpose": 1}
     assert [n.op_type for n in fixed.graph.node] == ["Conv"]
     assert {t.name for t in fixed.graph.initializer} == {"b", "w"}
     _check(model, fixed, x)
@@ -82,7 +88,7 @@ def test_reshape_allowzero_without_zero_is_dropped():
     with pytest.raises(NotImplementedError):
         run_torch(model, x)
     fixed, notes = fix_up(model, x.shape)
-    assert notes == ["reshape: 1 Reshape with allowzero=1 and no 0 in the shape -> allowzero=0"]
+    assert changes(notes) == [("reshape", "reshape-allowzero", 1)]
     _check(model, fixed, x)
 
 
@@ -97,7 +103,7 @@ def test_depth_to_space_dcr_becomes_reshape_transpose(mode):
         return
     with pytest.raises(NotImplementedError):
         run_torch(model, x)
-    assert notes == ["depth-to-space: 1 DepthToSpace (DCR) -> Reshape/Transpose/Reshape"]
+    assert changes(notes) == [("depth-to-space", "depth-to-space-dcr", 1)]
     _check(model, fixed, x)
     _check(model, fixed, rand(3, 8, 3, 2, seed=5))
 
@@ -110,7 +116,9 @@ def test_constant_weights_ir3_lists_initializers_as_inputs():
     ]
     model = make_model(nodes, [("x", ["n", 2])], ["y"], opset=8, ir_version=3)
     fixed, notes = fix_up(model, (1, 2))
-    assert notes == ["constant-weights: 1 Constant node -> initializers; 1 node on constants only folded (Identity x1)"]
+    assert changes(notes) == [("constant-weights", "constant-nodes", 1),
+                              ("constant-weights", "constant-folded", 1)]
+    assert notes[1].detail["ops"] == {"Identity": 1}
     assert {i.name for i in fixed.graph.input} == {"x", "w2"}
     _check(model, fixed, rand(1, 2, seed=1))
 
@@ -140,7 +148,9 @@ def test_auto_pad_becomes_explicit(op, mode, size, attrs):
     model = make_model([node], [("x", ["n", 3, size, size])], ["y"], initializers=inits)
     x = rand(2, 3, size, size, seed=3)
     fixed, notes = fix_up(model, x.shape)
-    assert len(notes) == 1 and notes[0].startswith("explicit-pads: 1 node auto_pad=" + mode)
+    assert changes(notes)[0] == ("explicit-pads", "auto-pad", 1)
+    assert {f.fixup for f in notes} == {"explicit-pads"}  # + asymmetric pads it may produce
+    assert notes[0].detail["modes"] == [mode]
     assert all(a.name != "auto_pad" for n in fixed.graph.node for a in n.attribute)
     _check(model, fixed, x)
 
@@ -159,7 +169,10 @@ def test_asymmetric_average_pool_becomes_pad_and_pool(attrs, opset):
     model = make_model([node], [("x", ["n", 3, 6, 7])], ["y"], opset=opset)
     x = rand(2, 3, 6, 7, seed=6)
     fixed, notes = fix_up(model, x.shape)
-    assert len(notes) == 1 and "1 asymmetric AveragePool -> Pad + AveragePool" in notes[0]
+    codes = changes(notes)
+    assert ("explicit-pads", "asymmetric-average-pool", 1) in codes
+    assert {(p, code) for p, code, _ in codes} <= {("explicit-pads", "auto-pad"),
+                                                   ("explicit-pads", "asymmetric-average-pool")}
     _check(model, fixed, x)
 
 
@@ -177,7 +190,7 @@ def test_asymmetric_conv_transpose_pads_become_slice():
     with pytest.raises(NotImplementedError):
         run_torch(model, x)
     fixed, notes = fix_up(model, x.shape)
-    assert notes == ["explicit-pads: 1 asymmetric ConvTranspose -> symmetric pads + Slice"]
+    assert changes(notes) == [("explicit-pads", "asymmetric-conv-transpose", 1)]
     _check(model, fixed, x)
 
 
@@ -203,8 +216,7 @@ def test_missing_shapes_get_value_info():
     with pytest.raises(NotImplementedError, match="spatial rank"):
         run_torch(model, x)
     fixed, notes = fix_up(model, x.shape)
-    assert len(notes) == 1 and notes[0].startswith("shapes:")
-    assert "onnxruntime" in notes[0]
+    assert [(f.fixup, f.code) for f in notes] == [("shapes", "shapes-onnxruntime")]
     rank = {v.name: len(v.type.tensor_type.shape.dim) for v in fixed.graph.value_info}
     assert rank["r"] == 4
     _check(model, fixed, x)
@@ -237,7 +249,7 @@ def test_dequantize_constant_weights_are_folded():
     model = make_model(nodes, [("x", ["n", 3, 5, 5])], ["y"], inits)
     x = rand(1, 3, 5, 5, seed=3)
     fixed, notes = fix_up(model, x.shape)
-    assert notes == ["quantized: 2 DequantizeLinear weights folded to float"]
+    assert changes(notes) == [("quantized", "dequantize-weights", 2)]
     assert [n.op_type for n in fixed.graph.node] == ["Conv"]
     _check(model, fixed, x)
     # independent reference: the dequantized weights computed by hand
@@ -270,10 +282,7 @@ def test_qdq_pairs_are_removed_and_weights_folded(tmp_path):
     assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     x = rand(1, 3, 4, 4, seed=7)
     fixed, notes = fix_up(quantized, x.shape)
-    assert notes == [
-        "quantized: 3 DequantizeLinear weights folded to float, "
-        "4 QuantizeLinear/DequantizeLinear pairs -> saturation (Clip) only"
-    ]
+    assert changes(notes) == [("quantized", "dequantize-weights", 3), ("quantized", "qdq-pairs", 4)]
     ops = {n.op_type for n in fixed.graph.node}
     assert ops == {"Conv", "Clip", "Flatten", "MatMul"}
     # The quantizer fused the Relu into the Conv output's QDQ pair (zero point = 0): the Clip keeps
@@ -303,10 +312,7 @@ def test_qoperator_qlinear_ops_become_float(tmp_path):
     assert {"QLinearConv", "QLinearMatMul"} <= {n.op_type for n in quantized.graph.node}
     x = rand(1, 3, 4, 4, seed=7)
     fixed, notes = fix_up(quantized, x.shape)
-    assert notes == [
-        "quantized: 3 QuantizeLinear/DequantizeLinear pairs -> saturation (Clip) only, "
-        "2 QLinear* ops (QOperator format) -> float ops"
-    ]
+    assert changes(notes) == [("quantized", "qdq-pairs", 3), ("quantized", "qlinear-ops", 2)]
     assert [n.op_type for n in fixed.graph.node] == ["Clip", "Conv", "Flatten", "Clip", "MatMul", "Clip"]
     q_out, fixed_out = run_ort(quantized, x)[0], run_ort(fixed, x)[0]
     assert_close(run_torch(fixed, x)[0], fixed_out)
@@ -343,7 +349,7 @@ def test_qoperator_contrib_ops_become_float(tmp_path):
     assert {"QLinearAdd", "QLinearGlobalAveragePool"} <= contrib
     x = rand(1, 4, 5, 5, seed=7)
     fixed, notes = fix_up(quantized, x.shape)
-    assert any(n.startswith("quantized: ") and "QLinear* ops" in n for n in notes), notes
+    assert any((f.fixup, f.code) == ("quantized", "qlinear-ops") for f in notes), notes
     assert not [n for n in fixed.graph.node if n.domain or "Quantize" in n.op_type]
     q_out, fixed_out = run_ort(quantized, x)[0], run_ort(fixed, x)[0]
     assert_close(run_torch(fixed, x)[0], fixed_out)
@@ -363,7 +369,7 @@ def test_dynamic_int8_matmul_and_conv_become_float(tmp_path):
     assert {"MatMulInteger", "ConvInteger"} <= {n.op_type for n in quantized.graph.node}
     x = rand(1, 3, 4, 4, seed=8)
     fixed, notes = fix_up(quantized, x.shape)
-    assert "quantized: 2 dynamic int8 MatMulInteger/ConvInteger -> float MatMul/Conv" in notes
+    assert ("quantized", "dynamic-int8", 2) in changes(notes)
     ops = {n.op_type for n in fixed.graph.node}
     assert {"Conv", "MatMul"} <= ops
     assert not ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "Cast"}
@@ -390,10 +396,8 @@ def test_batch_baked_into_reshape_is_relaxed():
     inits = [init("w", rand(4, 3, 3, 3)), init("shape", np.array([1, 4, 16])), init("shape2", np.array([1, -1]))]
     model = make_model(nodes, [("x", [1, 3, 4, 4])], ["y"], inits)
     fixed, notes = fix_up(model, (1, 3, 4, 4))
-    assert notes == [
-        "batch: 2 Reshapes with batch 1 baked in -> 0 (copy), static batch 1 of input 'x' relaxed "
-        "(checked at batch 2)"
-    ]
+    assert changes(notes) == [("batch", "batch-reshapes", 2), ("batch", "batch-input-relaxed", 1)]
+    assert notes[1].detail == {"input": "x", "batch": 1}
     xs = rand(3, 3, 4, 4, seed=9)
     expected = np.concatenate([run_ort(model, xs[i : i + 1])[0] for i in range(3)])
     assert_close(run_ort(fixed, xs)[0], expected)
@@ -416,10 +420,8 @@ def test_class_token_exported_at_batch_1_is_expanded():
     ]
     model = make_model(nodes, [("x", [1, 3, 4, 4])], ["y"], inits)
     fixed, notes = fix_up(model, (1, 3, 4, 4))
-    assert notes == [
-        "batch: 2 Reshapes with batch 1 baked in -> 0 (copy), 1 batch-1 constant concatenated to "
-        "batched tensors -> Expand, static batch 1 of input 'x' relaxed (checked at batch 2)"
-    ]
+    assert changes(notes) == [("batch", "batch-reshapes", 2), ("batch", "batch-constants", 1),
+                              ("batch", "batch-input-relaxed", 1)]
     xs = rand(3, 3, 4, 4, seed=9)
     expected = np.concatenate([run_ort(model, xs[i : i + 1])[0] for i in range(3)])
     assert_close(run_ort(fixed, xs)[0], expected)
@@ -433,5 +435,32 @@ def test_batch_that_cannot_be_relaxed_is_reported():
     ]
     model = make_model(nodes, [("x", [1, 4])], ["y"], [init("i", np.array([0]))])
     fixed, notes = fix_up(model, (1, 4))
-    assert notes == ["batch: the graph does not run at batch > 1 after fixes; run it one image at a time"]
+    assert changes(notes) == [("batch", SINGLE_IMAGE, 1)]
     assert fixed.graph == model.graph
+
+
+def test_passes_run_in_declared_order_and_new_ones_register(monkeypatch):
+    from onnxattr.onnxgraph import fixups
+
+    assert [p.name for p in fixups.list_fixups()] == [
+        "constant-weights", "quantized", "explicit-pads", "reshape", "depth-to-space", "batch",
+        "shapes"]
+    monkeypatch.setattr(fixups, "FIXUPS", dict(fixups.FIXUPS))
+    seen = []
+
+    @fixups.register_fixup("renamed-relu", order=35, description="Relu nodes get a name")
+    def name_relus(model, dims):
+        seen.append([p.name for p in fixups.list_fixups()])
+        unnamed = [n for n in model.graph.node if n.op_type == "Relu" and not n.name]
+        for i, n in enumerate(unnamed):
+            n.name = f"relu{i}"
+        return [Fix("relu-named", len(unnamed), f"{len(unnamed)} Relu named")] if unnamed else []
+
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", ["n", 4])], ["y"])
+    fixed, notes = fix_up(model, (1, 4))
+    assert seen[0].index("renamed-relu") == 3  # after explicit-pads (30), before reshape (40)
+    assert changes(notes) == [("renamed-relu", "relu-named", 1)]
+    assert str(notes[0]) == "renamed-relu: 1 Relu named"
+    assert notes[0].to_dict() == {"code": "relu-named", "count": 1, "message": "1 Relu named",
+                                  "detail": {}, "fixup": "renamed-relu"}
+    assert fixed.graph.node[0].name == "relu0" and model.graph.node[0].name == ""

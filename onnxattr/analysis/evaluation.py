@@ -1,6 +1,6 @@
 """Score an estimated affinity/distance matrix against measured transfers (an "oracle").
 
-Protocol of the paper (Song et al., NeurIPS 2019): for each oracle target (row), the
+Protocol of the paper (Song et al., NeurIPS 2019; the Taskonomy oracle: tests/data/README.md): for each oracle target (row), the
 estimator ranks the other oracle sources (columns with a measured value; the target itself is
 excluded) most-similar first. The relevant set is the oracle's top-``top`` sources of that row.
 With hits(K) = sum over targets of |top-K predicted ∩ relevant|:

@@ -183,7 +183,7 @@ def rank(
 ) -> None:
     """Source models for TARGET, closest first, with their distances and how sure each rank is
     (probe bootstrap: 95% interval of the affinity and of the rank; disjoint-halves agreement)."""
-    from ..analysis.distances import ranking
+    from ..api import rank as rank_sources
     from ..space import ModelSpace
 
     if space is not None and target not in (names := [m.name for m in ModelSpace(space).models()]):
@@ -195,9 +195,6 @@ def rank(
 
         assert method is not None  # _matrix requires it with --space
         stab = ranking_stability(space, method, n_boot=bootstrap, lam=lam)
-    aff, dist = mat.affinity(), mat.distance()
-    rows = ranking(mat, target)
-    rows = rows[:top] if top > 0 else rows
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
     cols = ["rank", "source", "distance", "affinity"]
     if stab is not None:
@@ -205,9 +202,9 @@ def rank(
     for col in cols:
         table.add_column(col, justify="left" if col == "source" else "right")
     i = mat.index(target)
-    for r, (name, _) in enumerate(rows, 1):
-        j = mat.index(name)
-        cells = [str(r), name, f"{dist.values[i, j]:.4g}", f"{aff.values[i, j]:.4g}"]
+    for r, nb in enumerate(rank_sources(mat, target, top=top), 1):
+        j = mat.index(nb.name)
+        cells = [str(r), nb.name, f"{nb.distance:.4g}", f"{nb.affinity:.4g}"]
         if stab is not None:
             lo, hi = int(stab.rank_low[i, j]), int(math.ceil(stab.rank_high[i, j]))
             cells += [f"{stab.low[i, j]:.4g}..{stab.high[i, j]:.4g}",
@@ -247,10 +244,11 @@ def evaluate_cmd(
 ) -> None:
     """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle;
     with --bootstrap, 95% intervals of P@1/3/5 and Spearman over probe resamples."""
+    from .. import api
     from ..analysis import plots
     from ..analysis.distances import read_matrix_csv
-    from ..analysis.estimators import available_estimators, compute_affinity
-    from ..analysis.evaluation import evaluate, evaluations_json, parse_mapping, read_oracle
+    from ..analysis.estimators import available_estimators
+    from ..analysis.evaluation import evaluations_json, parse_mapping, read_oracle
     from ..analysis.selection import with_default
 
     if plot is not None:
@@ -265,19 +263,19 @@ def evaluate_cmd(
         raise OnnxAttrError("--method needs --space")
     if bootstrap and space is None:
         raise OnnxAttrError("--bootstrap needs --space (probe resamples are computed from it)")
-    for m in space_names:
-        mats.append(compute_affinity(space, m, use_cache=not no_cache, **_params(param, lam),
-                                     progress=True)[0])
-    if not mats:
+    if not mats and not space_names:
         raise OnnxAttrError("nothing to evaluate; give --space, --affinity or --distance")
-    evals = [evaluate(m, orc, top=top, mapping=names_map) for m in mats]
+    evals = api.evaluate(mats, orc, top=top, mapping=names_map)
+    if space_names:
+        evals += api.evaluate(space, orc, space_names, top=top, mapping=names_map,
+                              use_cache=not no_cache, progress=True, **_params(param, lam))
     cis = {}
     if bootstrap:
         from ..analysis.stability import evaluation_ci, ranking_stability
 
-        for m, mat in zip(space_names, mats[len(mats) - len(space_names):], strict=True):
+        for m, e in zip(space_names, evals[len(evals) - len(space_names):], strict=True):
             stab = ranking_stability(space, m, n_boot=bootstrap, lam=lam)
-            cis[mat.estimator] = evaluation_ci(stab, orc, top, mapping=names_map)
+            cis[e.estimator] = evaluation_ci(stab, orc, top, mapping=names_map)
     ref = evals[0]
     table = Table(title=f"P@K / R@K against {oracle.name} (relevant = top-{top})")
     table.add_column("K", justify="right")
@@ -414,7 +412,7 @@ def report(
     rankings and their stability under probe resampling (and the evaluation)."""
     from ..analysis import trees
     from ..analysis.evaluation import parse_mapping
-    from ..analysis.report import write_report
+    from ..api import report as write_report
 
     trees.check_linkage(linkage)
 

@@ -37,15 +37,14 @@ def probe_build(
     """Sample, centre-crop and store the probe images once in the space."""
     import warnings
 
-    from ..probe import build_probe
-    from ..space import ModelSpace
+    from ..api import build_probe
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        probe = build_probe(folder, size=size, n=n, seed=seed, progress=_track("reading images"))
+        probe = build_probe(folder, size=size, n=n, seed=seed, space=space, replace=replace,
+                            progress=_track("reading images"))
     for w in caught:
         warn(str(w.message))
-    ModelSpace(space).write_probe(probe, replace=replace)
     console.print(f"{len(probe)} probe images of {size}×{size} from {probe.source} -> {space}")
 
 
@@ -182,9 +181,10 @@ def add(
     task): each model runs as a Ray task, one writer commits each; failures are reported and the
     others go on; models already in the space are skipped.
     """
+    from ..api import add as add_model
+    from ..api import method_parameters
     from ..cluster import is_manifest
     from ..errors import OnnxAttrError
-    from ..pipeline import add_model
     from ..preprocess import Preprocessing
     from ..space import MapStorage
 
@@ -217,12 +217,7 @@ def add(
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     if epsilon is not None and not epsilon >= 0:
         raise OnnxAttrError(f"--epsilon {epsilon} must be a number >= 0 (default 1e-4)")
-    eps = {} if epsilon is None else {"epsilon": epsilon}
-    params: dict[str, dict] = {"elrp": eps, "lrp": {**eps}}
-    if lrp_preset:
-        params["lrp"]["preset"] = lrp_preset
-    if lrp_rules:
-        params["lrp"]["rules"] = str(lrp_rules)
+    params = method_parameters(method_list, epsilon, lrp_preset, lrp_rules)
     if is_manifest(model):
         per_model = {"--encoder-node": encoder_node, "--name": name, "--preprocessing": preprocessing,
                      "--save-preprocessing": save_preprocessing, **{f"--{k.replace('_', '-')}": v
@@ -252,6 +247,7 @@ def add(
         rtol=rtol,
         overwrite=overwrite,
         metadata={"framework": framework, "task": task, "meta": _meta(meta or [])},
+        progress=True,
         log=lambda msg: console.print(msg, highlight=False),
         map_size=map_size,
         memory_mb=memory_mb,

@@ -1,28 +1,39 @@
 """Fix-up passes that make real exported ONNX graphs convertible by onnx2torch.
 
-Each pass looks for one problem seen in real exports (see docs/zoo.md), changes the graph only
-where it finds it, and returns a one-line note for the user; `fix_up` runs them in dependency order:
+Each pass looks for one problem seen in real exports, changes the graph only where it finds it,
+and returns what it changed as :class:`Fix` records (a stable ``code``, a ``count``, a message for
+people, and details); :func:`fix_up` runs the registered passes in their declared ``order``:
 
-1. constant-weights  Constant nodes -> initializers, nodes computed from constants only folded
+10 constant-weights  Constant nodes -> initializers, nodes computed from constants only folded
                      (onnx2torch reads weights from initializers only).
-2. quantized         constant DequantizeLinear/QuantizeLinear folded, QDQ pairs on activations reduced
+20 quantized         constant DequantizeLinear/QuantizeLinear folded, QDQ pairs on activations reduced
                      to their clamp, dynamic int8 MatMulInteger/ConvInteger and QLinearConv/MatMul
                      (constant weights) turned back into float Conv/MatMul.
-3. explicit-pads     auto_pad=SAME_*/VALID -> explicit pads for the static input size; asymmetric
+30 explicit-pads     auto_pad=SAME_*/VALID -> explicit pads for the static input size; asymmetric
                      ConvTranspose pads -> symmetric pads + Slice, asymmetric AveragePool pads ->
                      Pad + AveragePool (+ count correction) (onnx2torch rejects all three).
-4. reshape           allowzero=1 -> 0 where the shape has no 0 (same result; onnx2torch rejects 1);
-                     DepthToSpace in DCR mode -> Reshape/Transpose/Reshape (onnx2torch: CRD only).
-5. batch             batch size baked into Reshape shape constants -> 0 ("copy the input's dim"),
+40 reshape           allowzero=1 -> 0 where the shape has no 0 (same result; onnx2torch rejects 1).
+45 depth-to-space    DepthToSpace in DCR mode -> Reshape/Transpose/Reshape (onnx2torch: CRD only).
+50 batch             batch size baked into Reshape shape constants -> 0 ("copy the input's dim"),
                      batch-1 constants concatenated to batched tensors -> Expand, a static batch dim
-                     on the graph input relaxed; verified on onnxruntime at batch 2, else reverted.
-6. shapes            tensors without a rank after ONNX shape inference get value_info (shape inference with
-                     data propagation, then onnxruntime on a dummy input).
+                     on the graph input relaxed; verified on onnxruntime at batch 2, else reverted
+                     (code ``single-image``: the pipeline then attributes one image at a time).
+60 shapes            tensors without a rank after ONNX shape inference get value_info (shape inference
+                     with data propagation, then onnxruntime on a dummy input).
+
+A new pass is one decorated function, placed by its order among these::
+
+    @register_fixup("my-pass", order=35, description="what it rewrites and why")
+    def my_pass(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
+        ...  # mutate model in place where needed
+        return [Fix("my-code", n, f"{n} nodes rewritten")] if n else []
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,37 +42,75 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import OnnxAttrError
 
 _BATCH_PARAM = "batch"
-_Pass = Callable[[onnx.ModelProto, "list[int] | None"], "str | None"]  # mutates, returns a note
+
+#: The code of a graph that only runs one image at a time; the pipeline then uses batch size 1.
+SINGLE_IMAGE = "single-image"
 
 
-#: The note of a graph that only runs one image at a time; the pipeline then uses batch size 1.
-SINGLE_IMAGE = "batch: the graph does not run at batch > 1 after fixes; run it one image at a time"
+@dataclass(frozen=True)
+class Fix:
+    """One kind of change a fix-up pass made: ``code`` is stable (tests and code match it),
+    ``count`` says how many places, ``message`` says it in words, ``detail`` holds the specifics."""
+
+    code: str
+    count: int
+    message: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    fixup: str = ""  # the pass that made it (set by fix_up)
+
+    def __str__(self) -> str:
+        return f"{self.fixup}: {self.message}" if self.fixup else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "detail": dict(self.detail)}
+
+
+FixupFn = Callable[[onnx.ModelProto, "list[int] | None"], "list[Fix]"]
+
+
+@dataclass(frozen=True)
+class FixupPass:
+    """A registered pass: it mutates the model where needed and returns what it changed."""
+
+    name: str
+    order: float
+    description: str
+    fn: FixupFn
+
+
+#: Every registered pass by name; :func:`fix_up` runs them sorted by ``order``.
+FIXUPS: dict[str, FixupPass] = {}
+
+
+def register_fixup(name: str, *, order: float, description: str) -> Callable[[FixupFn], FixupFn]:
+    """Decorator: run ``fn(model, dims)`` in :func:`fix_up` at position ``order`` (see above)."""
+
+    def decorate(fn: FixupFn) -> FixupFn:
+        FIXUPS[name] = FixupPass(name, order, description, fn)
+        return fn
+
+    return decorate
+
+
+def list_fixups() -> list[FixupPass]:
+    """The registered passes in the order :func:`fix_up` runs them."""
+    return sorted(FIXUPS.values(), key=lambda p: p.order)
 
 
 def fix_up(
     model: onnx.ModelProto, input_shape: Sequence[int] | None = None
-) -> tuple[onnx.ModelProto, list[str]]:
-    """Apply each fix-up pass only where needed; return the fixed model and human-readable notes of what
-    was applied (e.g. 'constant-weights: 52 Constant nodes -> initializers'). input_shape is the full
-    static input shape (N, C, H, W or N, H, W, C) the model will be run with (batch may be any int > 0)."""
+) -> tuple[onnx.ModelProto, list[Fix]]:
+    """Apply each fix-up pass only where needed; return the fixed model and what was changed.
+    input_shape is the full static input shape (N, C, H, W or N, H, W, C) the model will be run
+    with (batch may be any int > 0)."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     dims = _input_dims(fixed, input_shape)
-    passes: list[_Pass] = [
-        _constant_weights,
-        _fold_quantized,
-        _explicit_pads,
-        _reshape_allowzero,
-        _depth_to_space_dcr,
-        _batch_in_reshape,
-        _missing_shapes,
-    ]
-    notes = []
-    for fix in passes:
-        if (note := fix(fixed, dims)) is not None:
-            notes.append(note)
+    fixes: list[Fix] = []
+    for p in list_fixups():
+        fixes += [replace(f, fixup=p.name) for f in p.fn(fixed, dims)]
         _list_initializers_as_inputs(fixed)
-    return fixed, notes
+    return fixed, fixes
 
 
 def _list_initializers_as_inputs(model: onnx.ModelProto) -> None:
@@ -328,7 +377,9 @@ def _constant_tensor(node: onnx.NodeProto) -> TensorProto | None:
     return numpy_helper.from_array(np.array(helper.get_attribute_value(attr), dtype=dtype), name)
 
 
-def _constant_weights(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+@register_fixup("constant-weights", order=10,
+                description="Constant nodes -> initializers; nodes on constants only folded")
+def _constant_weights(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     g = model.graph
     outputs = {o.name for o in g.output}
     keep, moved = [], 0
@@ -345,11 +396,15 @@ def _constant_weights(model: onnx.ModelProto, dims: list[int] | None) -> str | N
         del g.node[:]
         g.node.extend(keep)
     folded = _fold_constant_nodes(model)
-    parts = [f"{_plural(moved, 'Constant node')} -> initializers"] if moved else []
+    fixes = [Fix("constant-nodes", moved, f"{_plural(moved, 'Constant node')} -> initializers")
+             ] if moved else []
     if folded:
         kinds = ", ".join(f"{op} x{n}" for op, n in sorted(folded.items()))
-        parts.append(f"{_plural(sum(folded.values()), 'node')} on constants only folded ({kinds})")
-    return "constant-weights: " + "; ".join(parts) if parts else None
+        n = sum(folded.values())
+        fixes.append(Fix("constant-folded", n,
+                         f"{_plural(n, 'node')} on constants only folded ({kinds})",
+                         {"ops": dict(sorted(folded.items()))}))
+    return fixes
 
 
 # Not folded here: the quantized pass reports Q/DQ, random ops differ per run.
@@ -621,12 +676,14 @@ def _contrib_qlinear_to_float(graph: onnx.GraphProto, consts: dict[str, np.ndarr
     return rewritten
 
 
-def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+@register_fixup("quantized", order=20,
+                description="quantized ops with constant weights -> float ops")
+def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     g = model.graph
     quantized_ops = {"DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
     quantized_ops |= set(_CONTRIB_QLINEAR)
     if not any(n.op_type in quantized_ops for n in g.node):
-        return None
+        return []
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     counts = {"dq": 0, "pairs": 0, "dyn": 0, "qlinear": _qlinear_to_float(g, consts)}
 
@@ -689,17 +746,16 @@ def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> str | Non
         if name in read:
             g.initializer.append(numpy_helper.from_array(value, name))
     _remove_dead(g)
-    parts = []
-    if counts["dq"]:
-        parts.append(f"{_plural(counts['dq'], 'DequantizeLinear weight')} folded to float")
-    if counts["pairs"]:
-        pairs = _plural(counts["pairs"], "QuantizeLinear/DequantizeLinear pair")
-        parts.append(f"{pairs} -> saturation (Clip) only")
-    if counts["qlinear"]:
-        parts.append(f"{counts['qlinear']} QLinear* ops (QOperator format) -> float ops")
-    if counts["dyn"]:
-        parts.append(f"{counts['dyn']} dynamic int8 MatMulInteger/ConvInteger -> float MatMul/Conv")
-    return "quantized: " + ", ".join(parts) if parts else None
+    messages = {
+        "dq": ("dequantize-weights",
+               f"{_plural(counts['dq'], 'DequantizeLinear weight')} folded to float"),
+        "pairs": ("qdq-pairs", f"{_plural(counts['pairs'], 'QuantizeLinear/DequantizeLinear pair')}"
+                               " -> saturation (Clip) only"),
+        "qlinear": ("qlinear-ops", f"{counts['qlinear']} QLinear* ops (QOperator format) -> float ops"),
+        "dyn": ("dynamic-int8", f"{counts['dyn']} dynamic int8 MatMulInteger/ConvInteger -> float "
+                                "MatMul/Conv"),
+    }
+    return [Fix(code, counts[k], msg) for k, (code, msg) in messages.items() if counts[k]]
 
 
 # --------------------------------------------------------------------------------- 3. explicit pads
@@ -762,7 +818,9 @@ def _split_transpose_pads(graph: onnx.GraphProto, node: onnx.NodeProto, pads: li
     )
 
 
-def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+@register_fixup("explicit-pads", order=30,
+                description="auto_pad and asymmetric ConvTranspose/AveragePool pads -> explicit")
+def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     g = model.graph
     auto = [
         n
@@ -779,7 +837,7 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None
     if dims is None:
         pooled = []  # the count correction needs the static size: left to onnx2torch's error
     if not auto and not transposed and not pooled:
-        return None
+        return []
     if auto and dims is None:
         names = ", ".join(n.name or n.op_type for n in auto[:3])
         raise OnnxAttrError(
@@ -813,20 +871,23 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> str | None
     for node in pooled:
         _split_average_pool_pads(model, node, sizes[node.input[0]])
     _topo_sort(g)
-    parts = []
+    fixes = []
     if auto:
         size = "x".join(map(str, dims))
-        parts.append(
-            f"{_plural(len(auto), 'node')} auto_pad={'/'.join(modes)} -> explicit pads for input {size}"
-        )
+        fixes.append(Fix(
+            "auto-pad", len(auto),
+            f"{_plural(len(auto), 'node')} auto_pad={'/'.join(modes)} -> explicit pads for input {size}",
+            {"modes": modes, "input_shape": list(dims)}))
     if transposed:
-        parts.append(f"{_plural(len(transposed), 'asymmetric ConvTranspose')} -> symmetric pads + Slice")
+        fixes.append(Fix(
+            "asymmetric-conv-transpose", len(transposed),
+            f"{_plural(len(transposed), 'asymmetric ConvTranspose')} -> symmetric pads + Slice"))
     if pooled:
-        parts.append(
+        fixes.append(Fix(
+            "asymmetric-average-pool", len(pooled),
             f"{_plural(len(pooled), 'asymmetric AveragePool')} -> Pad + AveragePool"
-            " (x window-size/count where pads are not counted)"
-        )
-    return "explicit-pads: " + "; ".join(parts)
+            " (x window-size/count where pads are not counted)"))
+    return fixes
 
 
 def _asymmetric_average_pool(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
@@ -878,7 +939,9 @@ def _asymmetric(pads: Sequence[int]) -> bool:
 
 
 # ------------------------------------------------------------------------------------ 4. reshape
-def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+@register_fixup("reshape", order=40,
+                description="Reshape allowzero=1 -> 0 where the shape holds no 0")
+def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     """allowzero=1 (torch's dynamo exporter writes it) only differs from 0 when the shape holds a 0;
     onnx2torch rejects it."""
     inits = {t.name: t for t in model.graph.initializer}
@@ -890,11 +953,14 @@ def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> str | 
             _del_attr(node, "allowzero")
             changed += 1
     if not changed:
-        return None
-    return f"reshape: {_plural(changed, 'Reshape')} with allowzero=1 and no 0 in the shape -> allowzero=0"
+        return []
+    return [Fix("reshape-allowzero", changed,
+                f"{_plural(changed, 'Reshape')} with allowzero=1 and no 0 in the shape -> allowzero=0")]
 
 
-def _depth_to_space_dcr(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+@register_fixup("depth-to-space", order=45,
+                description="DepthToSpace in DCR mode -> Reshape/Transpose/Reshape")
+def _depth_to_space_dcr(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     """DepthToSpace in DCR mode (the default, what TensorFlow exports) at opset 11+ -> Reshape,
     Transpose, Reshape (onnx2torch converts only CRD there); batch kept open with a 0 dim."""
     g = model.graph
@@ -903,11 +969,11 @@ def _depth_to_space_dcr(model: onnx.ModelProto, dims: list[int] | None) -> str |
         if n.op_type == "DepthToSpace" and _opset(model) >= 11 and _attr(n, "mode", b"DCR") == b"DCR"
     ]
     if not nodes or dims is None:
-        return None
+        return []
     try:
         shapes = _static_shapes(model, dims, [n.input[0] for n in nodes])
     except Exception:  # left to onnx2torch's own error
-        return None
+        return []
     for node in nodes:
         _, c, h, w = shapes[node.input[0]]
         b = _attr(node, "blocksize")
@@ -931,16 +997,19 @@ def _depth_to_space_dcr(model: onnx.ModelProto, dims: list[int] | None) -> str |
     del g.node[:]
     g.node.extend(kept)
     _topo_sort(g)
-    return f"depth-to-space: {_plural(len(nodes), 'DepthToSpace')} (DCR) -> Reshape/Transpose/Reshape"
+    return [Fix("depth-to-space-dcr", len(nodes),
+                f"{_plural(len(nodes), 'DepthToSpace')} (DCR) -> Reshape/Transpose/Reshape")]
 
 
 # --------------------------------------------------------------------------------------- 5. batch
-def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+@register_fixup("batch", order=50,
+                description="batch size baked in at export -> any batch (checked on onnxruntime)")
+def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     """Make the graph run at any batch size; verified on onnxruntime, reverted if it fails."""
     g = model.graph
     inputs = _graph_inputs(g)
     if dims is None or not inputs or not inputs[0].type.tensor_type.shape.dim:
-        return None
+        return []
     first = inputs[0].type.tensor_type.shape.dim[0]
     static_batch = first.dim_value if first.HasField("dim_value") else None
     inits = {t.name: t for t in g.initializer}
@@ -954,9 +1023,9 @@ def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | N
         and any(_batch_constant(inits.get(i), baked_batch) for i in n.input)
     ]
     if static_batch is None and not shape_consts and not concats:
-        return None
+        return []
     if static_batch is None and not _carry_batch(model, dims, shape_consts, concats):
-        return None
+        return []
 
     original = onnx.ModelProto()
     original.CopyFrom(model)
@@ -977,18 +1046,22 @@ def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> str | N
 
     # with no node changed, the fixed graph at batch 1 is the original: one session does for both
     if _runs_batched(model if not expanded + patched else original, model, dims):
-        parts = []
+        fixes = []
         if patched:
-            parts.append(f"{_plural(patched, 'Reshape')} with batch {baked_batch} baked in -> 0 (copy)")
+            fixes.append(Fix("batch-reshapes", patched, f"{_plural(patched, 'Reshape')} with batch "
+                             f"{baked_batch} baked in -> 0 (copy), checked at batch 2",
+                             {"batch": baked_batch}))
         if expanded:
-            parts.append(
-                f"{_plural(expanded, 'batch-1 constant')} concatenated to batched tensors -> Expand"
-            )
+            fixes.append(Fix("batch-constants", expanded, f"{_plural(expanded, 'batch-1 constant')} "
+                             "concatenated to batched tensors -> Expand, checked at batch 2"))
         if static_batch is not None:
-            parts.append(f"static batch {static_batch} of input '{inputs[0].name}' relaxed")
-        return "batch: " + ", ".join(parts) + " (checked at batch 2)"
+            fixes.append(Fix("batch-input-relaxed", 1, f"static batch {static_batch} of input "
+                             f"'{inputs[0].name}' relaxed, checked at batch 2",
+                             {"input": inputs[0].name, "batch": static_batch}))
+        return fixes
     model.CopyFrom(original)
-    return SINGLE_IMAGE
+    return [Fix(SINGLE_IMAGE, 1, "the graph does not run at batch > 1 after fixes; run it one "
+                "image at a time")]
 
 
 def _batch_reshapes(
@@ -1135,14 +1208,16 @@ def _runs_batched(original: onnx.ModelProto, fixed: onnx.ModelProto, dims: list[
 
 
 # -------------------------------------------------------------------------------------- 6. shapes
-def _missing_shapes(model: onnx.ModelProto, dims: list[int] | None) -> str | None:
+@register_fixup("shapes", order=60,
+                description="tensors without a rank get one (shape inference, then onnxruntime)")
+def _missing_shapes(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     """Give a rank to every tensor onnx2torch's own shape inference leaves without one."""
     g = model.graph
     plain = _ranked(_infer(model, data_prop=False))
     produced = [o for n in g.node if n.op_type != "Constant" for o in n.output if o]
     missing = [o for o in produced if o not in plain or not _has_rank(plain[o])]
     if not missing:
-        return None
+        return []
     propagated = _ranked(_infer(model, data_prop=True))
     from_prop = [o for o in missing if o in propagated and _has_rank(propagated[o])]
     rest = [o for o in missing if o not in from_prop]
@@ -1163,14 +1238,17 @@ def _missing_shapes(model: onnx.ModelProto, dims: list[int] | None) -> str | Non
             g.value_info.append(helper.make_tensor_value_info(o, elem, dims_out))
             from_ort.append(o)
     unresolved = len(rest) - len(from_ort)
-    parts = []
+    fixes = []
     if from_prop:
-        parts.append(f"{len(from_prop)} from shape inference with data propagation")
+        fixes.append(Fix("shapes-propagated", len(from_prop), f"{_plural(len(from_prop), 'tensor')}"
+                         " without a shape: shape from inference with data propagation"))
     if from_ort:
-        parts.append(f"{len(from_ort)} from onnxruntime on a dummy input")
+        fixes.append(Fix("shapes-onnxruntime", len(from_ort), f"{_plural(len(from_ort), 'tensor')}"
+                         " without a shape: shape from onnxruntime on a dummy input"))
     if unresolved:
-        parts.append(f"{unresolved} still unknown (give the input shape)")
-    return f"shapes: {_plural(len(missing), 'tensor')} without a shape: " + ", ".join(parts)
+        fixes.append(Fix("shapes-unknown", unresolved, f"{_plural(unresolved, 'tensor')} without a "
+                         "shape still unknown (give the input shape)"))
+    return fixes
 
 
 def _has_rank(vi: onnx.ValueInfoProto) -> bool:

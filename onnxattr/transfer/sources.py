@@ -54,7 +54,7 @@ class EncoderRunner:
         shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
         pre = make_preprocessing(shape, preprocessing)
         fixed, notes = fix_up(encoder, list(pre.input_shape(1)))
-        return cls(name, fixed, pre, SINGLE_IMAGE in notes)
+        return cls(name, fixed, pre, any(f.code == SINGLE_IMAGE for f in notes))
 
     def run(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Encoder outputs for (N, S, S, 3) uint8 images; 4-D outputs as (N, C, H, W)."""

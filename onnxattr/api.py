@@ -1,0 +1,263 @@
+"""The public Python API, re-exported by ``onnxattr``: what a notebook (or the CLI) calls.
+
+Every function takes plain arguments and returns plain objects (dataclasses, numpy arrays in
+:class:`~onnxattr.analysis.distances.LabelledMatrix`, paths); every CLI command's work is one
+call here. Errors are :class:`~onnxattr.errors.OnnxAttrError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from .memory import DEFAULT_MEMORY_MB
+
+if TYPE_CHECKING:
+    import torch
+
+    from .analysis.distances import LabelledMatrix
+    from .analysis.evaluation import Evaluation, Oracle
+    from .pipeline import AddResult
+    from .preprocess import Preprocessing
+    from .probe import ProbeSet
+    from .space import MapStorage, ModelSpace
+
+#: A model space: its HDF5 path or a :class:`~onnxattr.space.ModelSpace` (``ModelSpace(path)``
+#: opens one; the file is created on first write).
+SpaceLike = Union[str, Path, "ModelSpace"]
+
+
+def _path(space: SpaceLike) -> Path:
+    return Path(getattr(space, "path", space))
+
+
+def _space(space: SpaceLike) -> ModelSpace:
+    from .space import ModelSpace
+
+    return ModelSpace(_path(space))
+
+
+def build_probe(
+    folder: str | Path | None = None,
+    *,
+    size: int = 224,
+    n: int | None = None,
+    seed: int = 0,
+    space: SpaceLike | None = None,
+    replace: bool = False,
+    progress: Callable | None = None,
+) -> ProbeSet:
+    """The probe set: ``n`` images of ``folder`` (recursive; ``None``: the embedded default),
+    centre-cropped to ``size``×``size``; written to ``space`` when given."""
+    from .probe import build_probe as _build
+
+    probe = _build(folder, size=size, n=n, seed=seed, progress=progress)
+    if space is not None:
+        _space(space).write_probe(probe, replace=replace)
+    return probe
+
+
+def method_parameters(
+    methods: Sequence[str],
+    epsilon: float | None = None,
+    lrp_preset: str | None = None,
+    lrp_rules: str | Path | Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per-method parameters from the common ones: ``epsilon`` goes to every method that takes
+    one (elrp, lrp), ``lrp_preset``/``lrp_rules`` to lrp."""
+    from .attribution import METHODS
+
+    out: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        takes = METHODS[m].defaults if m in METHODS else {}
+        rules = lrp_rules if lrp_rules is None or isinstance(lrp_rules, Mapping) else str(lrp_rules)
+        params = {k: v for k, v in (("epsilon", epsilon), ("preset", lrp_preset), ("rules", rules))
+                  if v is not None and k in takes}
+        if params:
+            out[m] = params
+    return out
+
+
+def add(
+    space: SpaceLike,
+    model: str | Path,
+    encoder_node: str | None = None,
+    *,
+    name: str | None = None,
+    preprocessing: Preprocessing | Mapping[str, Any] | str | None = None,
+    methods: Sequence[str] | None = None,
+    epsilon: float | None = None,
+    lrp_preset: str | None = None,
+    lrp_rules: str | Path | Mapping[str, Any] | None = None,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    rtol: float = 1e-3,
+    overwrite: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    map_size: int | None = None,
+    storage: MapStorage | None = None,
+    memory_mb: int | None = DEFAULT_MEMORY_MB,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> AddResult:
+    """Truncate the ONNX ``model`` at ``encoder_node``, fix it up, convert and verify it against
+    onnxruntime, attribute every probe image with ``methods`` and store the maps in ``space``.
+
+    ``preprocessing``: a preset name ("imagenet", ...), a dict of
+    :class:`~onnxattr.preprocess.Preprocessing` fields (plus an optional "preset"), or one;
+    unset fields come from the model's input shape. ``method_params`` (per method) override
+    ``epsilon``/``lrp_preset``/``lrp_rules``. ``map_size``/``storage``: how maps are stored (side,
+    dtype); ``memory_mb``: the budget the batch size (at most ``batch_size``) is chosen to fit
+    (``None``: ``batch_size`` as given).
+    """
+    from .pipeline import DEFAULT_METHODS, add_model
+
+    methods = list(methods or DEFAULT_METHODS)
+    params = method_parameters(methods, epsilon, lrp_preset, lrp_rules)
+    for m, p in (method_params or {}).items():
+        params.setdefault(m, {}).update(p)
+    if isinstance(preprocessing, str):
+        preprocessing = {"preset": preprocessing}
+    return add_model(
+        _path(space), model, encoder_node=encoder_node, name=name,
+        preprocessing=dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing,
+        methods=methods, method_params=params, batch_size=batch_size, device=device, rtol=rtol,
+        overwrite=overwrite, metadata=dict(metadata or {}), progress=progress, log=log,
+        map_size=map_size, memory_mb=memory_mb,
+        **({"storage": storage} if storage is not None else {}),
+    )
+
+
+def models(space: SpaceLike) -> list[str]:
+    """Names of the models in ``space``."""
+    return [r.name for r in _space(space).models()]
+
+
+def methods() -> list[str]:
+    """Registered attribution methods."""
+    from .attribution import list_methods
+
+    return list_methods()
+
+
+def estimators(space: SpaceLike | None = None) -> list[str]:
+    """Estimator names: those with data in ``space`` (the defaults of :func:`evaluate` and
+    :func:`report`), else every registered one."""
+    from .analysis.estimators import available_estimators, list_estimators
+    from .analysis.selection import with_default
+
+    if space is None:
+        return [e.name for e in list_estimators()]
+    return with_default(_path(space), available_estimators(_path(space)))
+
+
+def affinity(
+    space: SpaceLike,
+    estimator: str,
+    models: Sequence[str] | None = None,
+    *,
+    use_cache: bool = True,
+    memory_bytes: int | None = None,
+    progress: bool = False,
+    **params: Any,
+) -> LabelledMatrix:
+    """Model × model affinity (higher = more similar) of ``estimator`` ("elrp", "cka",
+    "depara:saliency", ...; :func:`estimators` lists them); ``params`` are estimator parameters
+    (``lam``, ``svcca_keep``, ...). Pairs already computed are read from the space's cache."""
+    from .analysis.distances import DEFAULT_MEMORY_BYTES
+    from .analysis.estimators import compute_affinity
+
+    matrix, _ = compute_affinity(_path(space), estimator, models, use_cache=use_cache,
+                                 memory_bytes=memory_bytes or DEFAULT_MEMORY_BYTES,
+                                 progress=progress, **params)
+    return matrix
+
+
+def distances(space: SpaceLike, estimator: str, models: Sequence[str] | None = None,
+              **kwargs: Any) -> LabelledMatrix:
+    """The paper's distance d = Np / Σk cos (for map estimators; max - affinity for others)."""
+    return affinity(space, estimator, models, **kwargs).distance()
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A source model in a ranking: its name, distance and affinity to the target."""
+
+    name: str
+    distance: float
+    affinity: float
+
+
+def rank(source: SpaceLike | LabelledMatrix, target: str, estimator: str | None = None, *,
+         top: int = 0, **params: Any) -> list[Neighbour]:
+    """Source models for ``target``, closest first (``top`` > 0: only the first ``top``), from a
+    matrix or from ``estimator`` on a space."""
+    from .analysis.distances import LabelledMatrix, ranking
+    from .errors import OnnxAttrError
+
+    if isinstance(source, LabelledMatrix):
+        matrix = source
+    elif estimator is None:
+        raise OnnxAttrError(f"rank on a space needs an estimator; available: "
+                            f"{', '.join(estimators(source)) or '(none)'}")
+    else:
+        matrix = affinity(source, estimator, **params)
+    aff, dist = matrix.affinity(), matrix.distance()
+    i = matrix.index(target)
+    rows = ranking(matrix, target)
+    rows = rows[:top] if top > 0 else rows
+    return [Neighbour(n, float(dist.values[i, matrix.index(n)]),
+                      float(aff.values[i, matrix.index(n)])) for n, _ in rows]
+
+
+def evaluate(
+    source: SpaceLike | LabelledMatrix | Sequence[LabelledMatrix],
+    oracle: str | Path | Oracle,
+    estimators: Sequence[str] | None = None,
+    *,
+    top: int = 5,
+    mapping: Mapping[str, str] | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+    **params: Any,
+) -> list[Evaluation]:
+    """P@K and R@K (K = 1..N-1), the random and oracle curves and mean Spearman against the
+    measured transfers ``oracle`` (CSV: target rows × source columns, or an Oracle): one
+    :class:`~onnxattr.analysis.evaluation.Evaluation` per matrix, or per estimator of a space
+    (default: every one with data)."""
+    from .analysis.distances import LabelledMatrix
+    from .analysis.estimators import available_estimators
+    from .analysis.evaluation import evaluate as _evaluate
+    from .analysis.evaluation import read_oracle
+    from .analysis.selection import with_default
+
+    orc = read_oracle(oracle) if isinstance(oracle, (str, Path)) else oracle
+    if isinstance(source, LabelledMatrix):
+        mats = [source]
+    elif isinstance(source, Sequence) and not isinstance(source, str):
+        mats = list(source)
+    else:
+        names = list(estimators) if estimators else with_default(
+            _path(source), available_estimators(_path(source)))
+        mats = [affinity(source, e, use_cache=use_cache, progress=progress, **params)
+                for e in names]
+    return [_evaluate(m, orc, top=top, mapping=mapping) for m in mats]
+
+
+def report(
+    space: SpaceLike,
+    out: str | Path = "report.html",
+    oracle: str | Path | Oracle | None = None,
+    estimators: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """One self-contained HTML page: per estimator a heatmap, a similarity tree and the rankings;
+    with an ``oracle`` the evaluation of every estimator. ``kwargs``: ``mapping``, ``top``,
+    ``linkage``, ``use_cache``, ``progress`` and estimator parameters."""
+    from .analysis.report import write_report
+
+    return write_report(_path(space), out, oracle, list(estimators) if estimators else None,
+                        **kwargs)
