@@ -20,7 +20,8 @@ The public API (``onnxattr.api``, re-exported here; see the README)::
     onnxattr.report("space.h5", "report.html")
 
 Extension points (one decorator each, at the definition): ``register_method`` (attribution),
-``register_estimator``, ``register_fixup``; see docs/extending.md. Names resolve lazily, so
+``register_rule`` / ``register_preset`` (LRP), ``register_estimator``, ``register_fixup``,
+``onnxattr.onnxgraph.converters.register_converter``; see docs/extending.md. Names resolve lazily, so
 ``import onnxattr`` stays light (torch loads with the first call that needs it).
 """
 
@@ -62,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "read_oracle": "onnxattr.analysis.evaluation",
     "register_method": "onnxattr.attribution",
     "AttributionMethod": "onnxattr.attribution",
+    "register_rule": "onnxattr.attribution",
+    "register_preset": "onnxattr.attribution",
     "register_estimator": "onnxattr.analysis.estimators",
     "register_fixup": "onnxattr.onnxgraph.fixups",
     "Fix": "onnxattr.onnxgraph.fixups",

@@ -14,12 +14,9 @@ from onnxattr.onnxgraph.converters import (
     _OLD_SAME_SIGNATURE,
     _SAME_SIGNATURE,
     check_convertible,
-    register_converters,
 )
 
 from .onnx_builders import assert_close, init, make_model, rand, run_ort, run_torch
-
-register_converters()
 
 N = helper.make_node
 F32 = TensorProto.FLOAT

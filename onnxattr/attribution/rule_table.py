@@ -16,7 +16,7 @@ Overrides come from a TOML file or a Python mapping of the same shape, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,32 @@ BY_POSITION = (
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def _base(eps: float) -> dict[str, Any]:
-    """Entries shared by every preset; `eps` is the ε of the linear ops' ε-rule."""
+@dataclass(frozen=True)
+class Preset:
+    build: Callable[[float], dict[str, Any]]  # (epsilon) -> table mapping
+    epsilon: float  # default ε of the ε-rule
+    summary: str
+
+
+#: Every rule preset by name (`--lrp-preset`), in registration order.
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(name: str, *, epsilon: float, summary: str
+                    ) -> Callable[[Callable[[float], dict[str, Any]]], Callable[[float], dict[str, Any]]]:
+    """Decorator: register ``build(eps) -> table`` as preset ``name`` with default ε ``epsilon``
+    (the table maps op types and the special entries to rules; :func:`base_table` holds what every
+    built-in preset shares)."""
+
+    def decorate(build: Callable[[float], dict[str, Any]]) -> Callable[[float], dict[str, Any]]:
+        PRESETS[name] = Preset(build, epsilon, summary)
+        return build
+
+    return decorate
+
+
+def base_table(eps: float) -> dict[str, Any]:
+    """Entries shared by every built-in preset; `eps` is the ε of the linear ops' ε-rule."""
     table: dict[str, Any] = {op: "pass" for op in ACTIVATIONS}
     table.update({op: "gradient" for op in BY_POSITION})
     table.update(
@@ -62,47 +86,37 @@ def _base(eps: float) -> dict[str, Any]:
     return table
 
 
+@register_preset("epsilon", epsilon=1e-4,
+                 summary="the paper's ε-LRP: ε-rule on every linear op (ε = 1e-4 as DeepExplain)")
 def _epsilon(eps: float) -> dict[str, Any]:
     spec = {"rule": "epsilon", "epsilon": eps}
-    return {**_base(eps), **{op: spec for op in LINEAR_OPS}, "first": spec}
+    return {**base_table(eps), **{op: spec for op in LINEAR_OPS}, "first": spec}
 
 
+@register_preset("epsilon_plus_flat", epsilon=1e-6,
+                 summary="as Zennit's EpsilonPlusFlat: z⁺ on convolutions, ε on Gemm/MatMul, "
+                         "flat first layer")
 def _epsilon_plus_flat(eps: float) -> dict[str, Any]:
     spec = {"rule": "epsilon", "epsilon": eps}
-    return {**_base(eps), "Conv": "zplus", "ConvTranspose": "zplus", "Gemm": spec, "MatMul": spec,
-            "first": "flat"}  # fmt: skip
+    return {**base_table(eps), "Conv": "zplus", "ConvTranspose": "zplus", "Gemm": spec,
+            "MatMul": spec, "first": "flat"}  # fmt: skip
 
 
+@register_preset("epsilon_alpha2_beta1_flat", epsilon=1e-6,
+                 summary="as Zennit's EpsilonAlpha2Beta1Flat: αβ(2,1) on convolutions, ε on "
+                         "Gemm/MatMul, flat first layer")
 def _epsilon_alpha2_beta1_flat(eps: float) -> dict[str, Any]:
     spec = {"rule": "epsilon", "epsilon": eps}
     ab = {"rule": "alpha_beta", "alpha": 2.0, "beta": 1.0}
-    return {**_base(eps), "Conv": ab, "ConvTranspose": ab, "Gemm": spec, "MatMul": spec,
+    return {**base_table(eps), "Conv": ab, "ConvTranspose": ab, "Gemm": spec, "MatMul": spec,
             "first": "flat"}  # fmt: skip
 
 
+@register_preset("alpha2_beta1", epsilon=1e-6,
+                 summary="αβ(2,1) on every linear op, the first layer included")
 def _alpha2_beta1(eps: float) -> dict[str, Any]:
     ab = {"rule": "alpha_beta", "alpha": 2.0, "beta": 1.0}
-    return {**_base(eps), **{op: ab for op in LINEAR_OPS}, "first": ab}
-
-
-@dataclass(frozen=True)
-class Preset:
-    build: Any  # (epsilon) -> table mapping
-    epsilon: float  # default ε of the ε-rule
-    summary: str
-
-
-PRESETS: dict[str, Preset] = {
-    "epsilon": Preset(_epsilon, 1e-4, "the paper's ε-LRP: ε-rule on every linear op (ε = 1e-4 as DeepExplain)"),
-    "epsilon_plus_flat": Preset(
-        _epsilon_plus_flat, 1e-6, "as Zennit's EpsilonPlusFlat: z⁺ on convolutions, ε on Gemm/MatMul, flat first layer"
-    ),
-    "epsilon_alpha2_beta1_flat": Preset(
-        _epsilon_alpha2_beta1_flat, 1e-6,
-        "as Zennit's EpsilonAlpha2Beta1Flat: αβ(2,1) on convolutions, ε on Gemm/MatMul, flat first layer",
-    ),
-    "alpha2_beta1": Preset(_alpha2_beta1, 1e-6, "αβ(2,1) on every linear op, the first layer included"),
-}  # fmt: skip
+    return {**base_table(eps), **{op: ab for op in LINEAR_OPS}, "first": ab}
 
 
 @dataclass(frozen=True)

@@ -421,15 +421,18 @@ class Rule(ABC):
         return hash((self.name, repr(self.params)))
 
 
+#: Every LRP rule by name; rule tables and overrides name them.
 RULES: dict[str, type[Rule]] = {}
 
 
-def _register(cls: type[Rule]) -> type[Rule]:
+def register_rule(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: make a :class:`Rule` subclass available by its ``name`` in rule tables,
+    presets and overrides (``Conv = "myrule"``)."""
     RULES[cls.name] = cls
     return cls
 
 
-@_register
+@register_rule
 class Epsilon(Rule):
     name = "epsilon"
     summary = "ε-rule: R_i = x_i ∂z/∂x_i · R/(z + ε sign z); constants (biases) absorb their share"
@@ -439,13 +442,13 @@ class Epsilon(Rule):
         return _Epsilon(module, site, float(self.params["epsilon"]))
 
 
-@_register
+@register_rule
 class Norm(Epsilon):
     name = "norm"
     summary = "ε-normalised proportional split (ε only a stabiliser; Zennit's Norm)"
 
 
-@_register
+@register_rule
 class ZPlus(Rule):
     name = "zplus"
     summary = "z⁺-rule: positive contributions only (αβ with α=1, β=0)"
@@ -456,7 +459,7 @@ class ZPlus(Rule):
         return _ZPlus(module, site, float(self.params["stabilizer"]))
 
 
-@_register
+@register_rule
 class AlphaBeta(Rule):
     name = "alpha_beta"
     summary = "αβ-rule: α·positive − β·negative contributions (α − β = 1)"
@@ -476,7 +479,7 @@ class AlphaBeta(Rule):
         return _AlphaBeta(module, site, float(p["stabilizer"]), float(p["alpha"]), float(p["beta"]))
 
 
-@_register
+@register_rule
 class Flat(Rule):
     name = "flat"
     summary = "flat rule: relevance spread uniformly over the receptive field (first layer)"
@@ -487,7 +490,7 @@ class Flat(Rule):
         return _Flat(module, site, float(self.params["stabilizer"]))
 
 
-@_register
+@register_rule
 class WSquare(Rule):
     name = "wsquare"
     summary = "w²-rule: spread by squared weights (first layer, unbounded input)"
@@ -498,7 +501,7 @@ class WSquare(Rule):
         return _WSquare(module, site, float(self.params["stabilizer"]))
 
 
-@_register
+@register_rule
 class ZBox(Rule):
     name = "zbox"
     summary = "z^B-rule: input in [low, high] (first layer); bounds per channel, or each image's"
@@ -510,7 +513,7 @@ class ZBox(Rule):
         return _ZBox(module, site, float(p["stabilizer"]), p["low"], p["high"])
 
 
-@_register
+@register_rule
 class Pass(Rule):
     name = "pass"
     summary = "relevance passes unchanged (element-wise activations)"
@@ -519,7 +522,7 @@ class Pass(Rule):
         return _Pass(module, site)
 
 
-@_register
+@register_rule
 class Gradient(Rule):
     name = "gradient"
     summary = "the op's own gradient: by position (reshapes, slicing), winner takes all (MaxPool)"
@@ -528,7 +531,7 @@ class Gradient(Rule):
         return None
 
 
-@_register
+@register_rule
 class Gate(Rule):
     name = "gate"
     summary = (
@@ -540,7 +543,7 @@ class Gate(Rule):
         return _Gate(module, site, float(self.params["stabilizer"]))
 
 
-@_register
+@register_rule
 class Constant(Rule):
     name = "constant"
     summary = "output treated as a constant: no relevance flows into the op (Softmax in attention)"

@@ -16,6 +16,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import OnnxAttrError
+from .converters import check_convertible  # importing it files the converters with onnx2torch
 
 
 @dataclass
@@ -43,9 +44,6 @@ def to_torch(model: onnx.ModelProto) -> TorchGraph:
     """Convert a (truncated, fixed-up) ONNX model with one input and one output into a TorchGraph."""
     from onnx2torch import convert
 
-    from .converters import check_convertible, register_converters
-
-    register_converters()
     check_convertible(model)
     if len(model.graph.output) != 1:
         raise OnnxAttrError(

@@ -15,6 +15,10 @@ current at the model's opset, so a model at opset 20 needs e.g. ('', 'ReduceMean
   transposed index matrix), Slice-1, DepthToSpace-1 (DCR); plus ops onnx2torch has no
   converter for at all that exporters write for vision encoders: Gelu-20 (torch's dynamo exporter),
   GroupNormalization-18/21, GlobalMaxPool, SpaceToDepth, Upsample-7/9 (old exports).
+
+Each converter is filed with onnx2torch by ``@register_converter(op, *versions)`` at its definition,
+through onnx2torch's public ``add_converter``, when this module is imported (``convert`` imports
+it); a new one is one decorated function in any module imported before conversion.
 """
 
 from __future__ import annotations
@@ -28,12 +32,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 from onnx import defs
-from onnx2torch.node_converters.registry import (
-    _CONVERTER_REGISTRY,
-    OperationDescription,
-    add_converter,
-    get_converter,
-)
+from onnx2torch.node_converters.registry import add_converter, get_converter
 from onnx2torch.utils.common import (
     OnnxMapping,
     OnnxToTorchModule,
@@ -76,54 +75,32 @@ _REDUCE_OPS = (
     "ReduceMin", "ReduceProd", "ReduceSumSquare",
 )
 
-_registered = False
+Converter = Callable[..., OperationConverterResult]  # (node, graph) -> result, as onnx2torch's
 
 
-def register_converters() -> None:
-    """Register the extra converters with onnx2torch (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    for op, new, old in _SAME_SIGNATURE + _OLD_SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT:
-        _register(op, new, _existing(op, old))
-    for op in _REDUCE_OPS:
-        _register(op, 18, _convert_reduce)
-    for op in ("ReduceMax", "ReduceMin"):  # 20: bool inputs allowed
-        _register(op, 20, _convert_reduce)
-    _register("Split", 18, _convert_split)
-    for version in (18, 19, 21):
-        _register("Pad", version, _convert_pad)
-    for version in (18, 19):
-        _register("Resize", version, _convert_resize)
-    for version in (7, 9):
-        _register("Upsample", version, _convert_upsample)
-    _register("Slice", 1, _convert_slice_1)  # onnx2torch files a broken one under Slice-9
-    _register("DepthToSpace", 1, _convert_depth_to_space)  # onnx2torch's 11/13 do CRD only
-    for version in (1, 13):
-        _register("SpaceToDepth", version, _convert_space_to_depth)
-    for version in (19, 22):
-        _register("AveragePool", version, _convert_average_pool)
-    _register("BatchNormalization", 7, _batch_norm_7(_existing("BatchNormalization", 9)))
-    _register("NonZero", 9, _convert_nonzero)  # not onnx2torch's NonZero-13: that one is transposed
-    _register("Gelu", 20, _convert_gelu)
-    _register("GroupNormalization", 18, _group_norm(per_group=True))
-    _register("GroupNormalization", 21, _group_norm(per_group=False))
-    for version in (1, 22):
-        _register("GlobalMaxPool", version, _convert_global_max_pool)
-    _registered = True
+def register_converter(op: str, *versions: int, domain: str = "") -> Callable[[Converter], Converter]:
+    """Decorator: file the converter with onnx2torch (its public ``add_converter``) for each
+    ``version`` (the op's schema since_version) when the defining module is imported. A version
+    onnx2torch already ships keeps onnx2torch's converter."""
+
+    def decorate(converter: Converter) -> Converter:
+        for version in versions:
+            try:
+                add_converter(operation_type=op, version=version, domain=domain)(converter)
+            except ValueError:  # already there (a newer onnx2torch may ship it): keep theirs
+                pass
+        return converter
+
+    return decorate
 
 
-def _existing(op: str, version: int) -> Callable:
-    """onnx2torch's converter filed under exactly this version (get_converter would first resolve
-    the version through onnx.defs)."""
-    return _CONVERTER_REGISTRY[OperationDescription(domain="", operation_type=op, version=version)]
+def _existing(op: str, version: int) -> Converter:
+    """onnx2torch's converter of the op's schema current at opset ``version``."""
+    return get_converter(operation_type=op, version=version, domain="")
 
 
-def _register(op: str, version: int, converter: Callable) -> None:
-    try:
-        add_converter(operation_type=op, version=version)(converter)
-    except ValueError:  # already there (a newer onnx2torch may ship it): keep theirs
-        pass
+for _op, _new, _old in _SAME_SIGNATURE + _OLD_SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT:
+    register_converter(_op, _new)(_existing(_op, _old))
 
 
 # ------------------------------------------------------------------------------ check_convertible
@@ -146,7 +123,6 @@ _HINTS = {
 def check_convertible(model: onnx.ModelProto) -> None:
     """Raise OnnxAttrError listing the op types (with node names) that have no converter for their
     (op_type, opset version), with a hint on what to do."""
-    register_converters()
     opsets = {o.domain or "": o.version for o in model.opset_import}
     missing: dict[str, list[str]] = {}
     for i, node in enumerate(model.graph.node):
@@ -284,6 +260,8 @@ class OnnxReduce18(_ConstInputs):
         return _reduce(self.op, x, dims, self.keepdims)
 
 
+@register_converter("ReduceMax", 20)  # 20: bool inputs allowed
+@register_converter("ReduceMin", 20)
 def _convert_reduce(node, graph):
     static, dynamic, mapping = _const_inputs(node, graph, ["axes"])
     a = node.attributes
@@ -292,6 +270,10 @@ def _convert_reduce(node, graph):
         static, dynamic,
     )
     return _result(module, mapping)
+
+
+for _op in _REDUCE_OPS:
+    register_converter(_op, 18)(_convert_reduce)
 
 
 # ------------------------------------------------------------------------------------------ Split
@@ -310,6 +292,7 @@ class OnnxSplit18(_ConstInputs):
         return parts[0] if self.num_outputs == 1 else parts  # onnx2torch indexes only multi-outputs
 
 
+@register_converter("Split", 18)
 def _convert_split(node, graph):
     static, dynamic, mapping = _const_inputs(node, graph, ["split"])
     a = node.attributes
@@ -355,6 +338,7 @@ class OnnxPad18(_ConstInputs):
         return y.reshape(*shape[:first], *y.shape[2:])
 
 
+@register_converter("Pad", 18, 19, 21)
 def _convert_pad(node, graph):
     static, dynamic, mapping = _const_inputs(node, graph, ["pads", "constant_value", "axes"])
     return _result(OnnxPad18(node.attributes.get("mode", "constant"), static, dynamic), mapping)
@@ -463,11 +447,13 @@ class OnnxResize18(_ConstInputs):
         return result
 
 
+@register_converter("Resize", 18, 19)
 def _convert_resize(node, graph):
     static, dynamic, mapping = _const_inputs(node, graph, ["roi", "scales", "sizes"])
     return _result(OnnxResize18(dict(node.attributes), static, dynamic), mapping)
 
 
+@register_converter("Upsample", 7, 9)
 def _convert_upsample(node, graph):
     """Upsample-7 (scales attribute) / -9 (scales input): Resize with asymmetric coordinates."""
     attrs = {"mode": node.attributes.get("mode", "nearest"), "nearest_mode": "floor",
@@ -515,6 +501,7 @@ class OnnxAveragePool19(nn.Module, OnnxToTorchModule):
         return sums / counts
 
 
+@register_converter("AveragePool", 19, 22)
 def _convert_average_pool(node, graph):
     a = node.attributes
     kernel = a["kernel_shape"]
@@ -540,6 +527,10 @@ def _batch_norm_7(base: Callable) -> Callable:
     return convert
 
 
+register_converter("BatchNormalization", 7)(_batch_norm_7(_existing("BatchNormalization", 9)))
+
+
+@register_converter("Gelu", 20)
 def _convert_gelu(node, graph):
     approximate = node.attributes.get("approximate", "none")
     return _result(nn.GELU(approximate=approximate), _node_mapping(node))
@@ -568,6 +559,10 @@ def _group_norm(per_group: bool) -> Callable:
     return convert
 
 
+register_converter("GroupNormalization", 18)(_group_norm(per_group=True))
+register_converter("GroupNormalization", 21)(_group_norm(per_group=False))
+
+
 class OnnxSlice1(nn.Module, OnnxToTorchModule):
     """Slice-1: starts/ends/axes are attributes."""
 
@@ -582,6 +577,7 @@ class OnnxSlice1(nn.Module, OnnxToTorchModule):
         return x[tuple(index)]
 
 
+@register_converter("Slice", 1)  # onnx2torch files a broken one under Slice-9
 def _convert_slice_1(node, graph):
     a = node.attributes
     return _result(OnnxSlice1(a["starts"], a["ends"], a.get("axes")), _node_mapping(node))
@@ -604,10 +600,12 @@ class OnnxDepthSpace(nn.Module, OnnxToTorchModule):
         return y.reshape(n, c * b * b, h // b, w // b)
 
 
+@register_converter("DepthToSpace", 1)  # onnx2torch's 11/13 do CRD only
 def _convert_depth_to_space(node, graph):
     return _result(OnnxDepthSpace(node.attributes["blocksize"], True), _node_mapping(node))
 
 
+@register_converter("SpaceToDepth", 1, 13)
 def _convert_space_to_depth(node, graph):
     return _result(OnnxDepthSpace(node.attributes["blocksize"], False), _node_mapping(node))
 
@@ -619,6 +617,7 @@ class OnnxNonZero(nn.Module, OnnxToTorchModule):
         return torch.nonzero(x).T
 
 
+@register_converter("NonZero", 9)  # not onnx2torch's NonZero-13: that one is transposed
 def _convert_nonzero(node, graph):
     return _result(OnnxNonZero(), _node_mapping(node))
 
@@ -628,5 +627,6 @@ class OnnxGlobalMaxPool(nn.Module, OnnxToTorchModule):
         return torch.amax(x, dim=tuple(range(2, x.dim())), keepdim=True)
 
 
+@register_converter("GlobalMaxPool", 1, 22)
 def _convert_global_max_pool(node, graph):
     return _result(OnnxGlobalMaxPool(), _node_mapping(node))
