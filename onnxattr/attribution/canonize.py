@@ -14,8 +14,7 @@ import torch
 from torch import fx, nn
 
 from ..onnxgraph.convert import TorchGraph
-
-_MERGEABLE = {"Conv", "ConvTranspose", "Gemm"}
+from ..optypes import BN_MERGEABLE
 
 
 def _linear_core(module: nn.Module) -> nn.Module | None:
@@ -70,7 +69,7 @@ def merge_batchnorms(graph: TorchGraph) -> tuple[dict[str, nn.Module], set[str]]
             and isinstance(prev, fx.Node)
             and prev.op == "call_module"
             and prev.target in graph.nodes
-            and graph.op_type(prev.target) in _MERGEABLE
+            and graph.op_type(prev.target) in BN_MERGEABLE
             and len(prev.users) == 1
             and prev.target not in replacements
         ):

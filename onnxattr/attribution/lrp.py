@@ -19,22 +19,20 @@ from torch import fx, nn
 
 from ..errors import OnnxAttrError
 from ..onnxgraph.convert import TorchGraph
+from ..optypes import (
+    ELEMENTWISE_AFFINE,
+    GATES,
+    LINEAR,
+    METADATA,
+    NONNEGATIVE,
+    SHAPE_ONLY,
+    SIGN_KEEPING,
+)
 from .base import AttributionMethod, register_method
 from .canonize import merge_batchnorms
 from .patching import swapped
 from .rule_table import PRESETS, RuleTable, build_table
-from .rules import LINEAR, Site, _Feed
-
-_GATES = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "Erf"})  # Erf: GELU as x·(1 + erf(x/√2))/2
-_SHAPE_ONLY = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Tile",
-                         "Identity", "Cast"})  # fmt: skip
-_ELEMENTWISE_AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
-_METADATA = frozenset({"Shape", "Size"})  # integer outputs: not on the relevance path
-# Ops whose output is >= 0, and ops that keep an input's sign (so z⁺/αβ skip the x⁻ terms).
-_NONNEGATIVE = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softmax"})
-_SIGN_KEEPING = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-                           "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Slice",
-                           "Split", "Resize", "Identity", "Dropout"})  # fmt: skip
+from .rules import Site, _Feed
 
 
 class _OutputRelevance(nn.Module):
@@ -69,7 +67,7 @@ class GraphAnalysis:
             if (
                 node.op == "call_module"
                 and node.target in graph.nodes
-                and graph.op_type(node.target) in _METADATA
+                and graph.op_type(node.target) in METADATA
             ):
                 continue  # shape arithmetic downstream carries no relevance
             if node.op == "placeholder" or any(a in live for a in node.all_input_nodes):
@@ -107,7 +105,7 @@ class GraphAnalysis:
                     first.add(node.target)
                     continue
                 op = self.graph.op_type(node.target)
-                if op in _ELEMENTWISE_AFFINE and len(self.live_inputs(node)) == 1:
+                if op in ELEMENTWISE_AFFINE and len(self.live_inputs(node)) == 1:
                     input_ops.add(node.target)
             stack.extend(node.users)
         return first, input_ops
@@ -156,8 +154,8 @@ class GraphAnalysis:
         if node.op == "call_module" and node.target in self.graph.nodes:
             op = self.graph.op_type(node.target)
             live = [node.args[i] for i in self.live_inputs(node)]
-            result = op in _NONNEGATIVE or (
-                op in _SIGN_KEEPING and bool(live) and all(self._nonneg(a) for a in live)
+            result = op in NONNEGATIVE or (
+                op in SIGN_KEEPING and bool(live) and all(self._nonneg(a) for a in live)
             )
         self._nonneg_cache[node] = result
         return result
@@ -166,10 +164,10 @@ class GraphAnalysis:
         """Produced by a gate op, through shape-only ops and affine maps with a constant."""
         while node.op == "call_module" and node.target in self.graph.nodes:
             op = self.graph.op_type(node.target)
-            if op in _GATES:
+            if op in GATES:
                 return True
             live = self.live_inputs(node)
-            if not (op in _SHAPE_ONLY or op in _ELEMENTWISE_AFFINE) or len(live) != 1:
+            if not (op in SHAPE_ONLY or op in ELEMENTWISE_AFFINE) or len(live) != 1:
                 return False
             node = node.args[live[0]]
         return False

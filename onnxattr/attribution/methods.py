@@ -10,16 +10,9 @@ import torch
 from torch import nn
 
 from ..onnxgraph.convert import TorchGraph
+from ..optypes import ELRP_NONLINEARITIES
 from .base import AttributionMethod, register_method
 from .patching import swapped, with_gradient
-
-# Element-wise nonlinearities whose gradient ε-LRP replaces (ONNX op types).
-NONLINEARITIES = frozenset(
-    {
-        "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Tanh",
-        "Softplus", "Softsign", "HardSwish", "Clip", "Gelu", "Mish", "ThresholdedRelu",
-    }
-)  # fmt: skip
 
 
 @register_method
@@ -73,7 +66,7 @@ class EpsilonLRP(AttributionMethod):
     @contextlib.contextmanager
     def backward_context(self, graph: TorchGraph) -> Iterator[None]:
         eps = float(self.params["epsilon"])
-        wrappers = {t: _RatioGradient(m, eps) for t, m in graph.modules_of_type(NONLINEARITIES)}
+        wrappers = {t: _RatioGradient(m, eps) for t, m in graph.modules_of_type(ELRP_NONLINEARITIES)}
         with swapped(graph.module, wrappers):
             yield
 

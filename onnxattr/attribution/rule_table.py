@@ -24,22 +24,11 @@ from typing import Any
 import tomllib
 
 from ..errors import OnnxAttrError
+from ..optypes import BY_POSITION, LINEAR_OPS, LRP_PASS
 from .rules import Rule, make_rule
 
 SPECIAL = ("first", "input", "default")
 
-ACTIVATIONS = (
-    "Relu", "Clip", "LeakyRelu", "PRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu",
-    "Selu", "Celu", "Gelu", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Neg", "Erf",
-    # element-wise maps met in decomposed normalisations (variance, √, 1/x): same treatment
-    "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "Abs",
-)  # fmt: skip
-BY_POSITION = (
-    "Concat", "Split", "Slice", "Reshape", "Flatten", "Transpose", "Pad", "Resize", "Squeeze",
-    "Unsqueeze", "Identity", "Dropout", "Cast", "Gather", "Expand", "Tile", "Upsample",
-    "DepthToSpace", "SpaceToDepth",
-)  # fmt: skip
-LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -68,7 +57,7 @@ def register_preset(name: str, *, epsilon: float, summary: str
 
 def base_table(eps: float) -> dict[str, Any]:
     """Entries shared by every built-in preset; `eps` is the ε of the linear ops' ε-rule."""
-    table: dict[str, Any] = {op: "pass" for op in ACTIVATIONS}
+    table: dict[str, Any] = {op: "pass" for op in LRP_PASS}
     table.update({op: "gradient" for op in BY_POSITION})
     table.update(
         {

@@ -24,11 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import OnnxAttrError
-
-# ONNX op types whose output is a product of their inputs (the uniform split applies to two
-# activation inputs), and those that are linear in one input given constant weights.
-MULTIPLICATIVE = frozenset({"Mul", "MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"})
-LINEAR = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+from ..optypes import LINEAR, MULTIPLICATIVE
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxAttrError
+from ..optypes import PADDED, QDQ_LAYOUT
+from .graph import real_inputs, run_tensors, tensor_session
 
 _BATCH_PARAM = "batch"
 
@@ -126,15 +128,9 @@ def _list_initializers_as_inputs(model: onnx.ModelProto) -> None:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    """Real graph inputs (IR < 4 lists initializers as inputs too)."""
-    inits = {t.name for t in graph.initializer}
-    return [v for v in graph.input if v.name not in inits]
-
-
 def _input_dims(model: onnx.ModelProto, input_shape: Sequence[int] | None) -> list[int] | None:
     """Static shape of the first graph input: the given one, else the declared one if fully static."""
-    inputs = _graph_inputs(model.graph)
+    inputs = real_inputs(model.graph)
     if not inputs:
         return None
     declared = inputs[0].type.tensor_type.shape.dim
@@ -165,7 +161,7 @@ def _with_input_dims(model: onnx.ModelProto, dims: Sequence[int | str]) -> onnx.
     """A copy whose first input has the given dims (the others keep theirs)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    _set_dims(_graph_inputs(copy.graph)[0], dims)
+    _set_dims(real_inputs(copy.graph)[0], dims)
     return copy
 
 
@@ -221,7 +217,7 @@ def _feeds(model: onnx.ModelProto, dims: Sequence[int], seed: int = 0) -> dict[s
     """Random inputs: the first input gets `dims`, the others their declared static shape."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for i, vi in enumerate(_graph_inputs(model.graph)):
+    for i, vi in enumerate(real_inputs(model.graph)):
         shape = list(dims) if i == 0 else [d for d in _dims_of(vi)]
         if any(d is None for d in shape):
             raise OnnxAttrError(
@@ -230,30 +226,6 @@ def _feeds(model: onnx.ModelProto, dims: Sequence[int], seed: int = 0) -> dict[s
         dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
-
-
-def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: Iterable[str]) -> dict:
-    """Values of the named tensors (any intermediate) computed by onnxruntime."""
-    names = list(dict.fromkeys(names))
-    return dict(zip(names, _ort_session(model, names)(feeds)))
-
-
-def _ort_session(model: onnx.ModelProto, names: list[str]) -> Callable[[dict], list[np.ndarray]]:
-    """An onnxruntime session whose outputs are the named tensors (any intermediate)."""
-    import onnxruntime as ort
-
-    probe = model
-    if names != [o.name for o in model.graph.output]:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        del probe.graph.output[:]
-        probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures are expected while probing; callers handle them
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return lambda feeds: session.run(names, feeds)
 
 
 def _static_shapes(
@@ -269,7 +241,7 @@ def _static_shapes(
             shapes[n] = tuple(int(x) for x in d)
     missing = names - set(shapes) - {t.name for t in model.graph.initializer}
     if missing:
-        values = _run_ort(model, _feeds(model, dims), sorted(missing))
+        values = run_tensors(model, _feeds(model, dims), sorted(missing))
         shapes.update({n: tuple(v.shape) for n, v in values.items()})
     for t in model.graph.initializer:
         if t.name in names:
@@ -566,7 +538,6 @@ def _saturation(
 
 
 # ops that only move or select quantized values: they commute with (de)quantization
-_LAYOUT_OPS = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool"}
 
 
 def _quantized_chain(
@@ -575,7 +546,7 @@ def _quantized_chain(
     """The QuantizeLinear that `name` comes from through single-use layout ops, and those ops."""
     chain = []
     node = producer.get(name)
-    while node is not None and node.op_type in _LAYOUT_OPS and users.get(node.output[0], 0) == 1:
+    while node is not None and node.op_type in QDQ_LAYOUT and users.get(node.output[0], 0) == 1:
         chain.append(node)
         node = producer.get(node.input[0])
     return (node if node is not None and node.op_type == "QuantizeLinear" else None), chain
@@ -759,7 +730,6 @@ def _fold_quantized(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]
 
 
 # --------------------------------------------------------------------------------- 3. explicit pads
-_PADDED_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
 
 
 def _kernel(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> list[int]:
@@ -825,7 +795,7 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     auto = [
         n
         for n in g.node
-        if n.op_type in _PADDED_OPS and _attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", b"")
+        if n.op_type in PADDED and _attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", b"")
     ]
     transposed = [
         n
@@ -1007,7 +977,7 @@ def _depth_to_space_dcr(model: onnx.ModelProto, dims: list[int] | None) -> list[
 def _batch_in_reshape(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     """Make the graph run at any batch size; verified on onnxruntime, reverted if it fails."""
     g = model.graph
-    inputs = _graph_inputs(g)
+    inputs = real_inputs(g)
     if dims is None or not inputs or not inputs[0].type.tensor_type.shape.dim:
         return []
     first = inputs[0].type.tensor_type.shape.dim[0]
@@ -1192,8 +1162,8 @@ def _runs_batched(original: onnx.ModelProto, fixed: onnx.ModelProto, dims: list[
         a, b = _feeds(original, single, seed=1), _feeds(original, single, seed=2)
         pair = {k: np.concatenate([a[k], b[k]]) if i == 0 else a[k] for i, k in enumerate(a)}
         outs = [o.name for o in original.graph.output]
-        run_fixed = _ort_session(fixed, outs)
-        run_original = run_fixed if original is fixed else _ort_session(original, outs)
+        run_fixed = tensor_session(fixed, outs)
+        run_original = run_fixed if original is fixed else tensor_session(original, outs)
         references = [run_original(a), run_original(b)]
         got = run_fixed(pair)
     except Exception:
@@ -1228,7 +1198,7 @@ def _missing_shapes(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]
     from_ort: list[str] = []
     if rest and dims is not None:
         try:
-            values = _run_ort(model, _feeds(model, dims), rest)
+            values = run_tensors(model, _feeds(model, dims), rest)
         except Exception:
             values = {}
         for o, v in values.items():

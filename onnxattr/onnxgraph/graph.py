@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,9 @@ import onnx
 from onnx import helper, shape_inference
 
 from ..errors import OnnxAttrError
+from ..optypes import POOLING, UPSAMPLING
 
 # Ops after which a tensor is a "compact feature" candidate in a classifier (pre-logits).
-_POOLING = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten", "AveragePool"}
-_UPSAMPLING = {"Resize", "Upsample", "ConvTranspose", "DepthToSpace"}
 
 
 def load(path: str | Path) -> onnx.ModelProto:
@@ -42,10 +42,15 @@ def sha256(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString()).hexdigest()
 
 
+def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers (exporters writing IR < 4 list those too)."""
+    inits = {t.name for t in graph.initializer}
+    return [v for v in graph.input if v.name not in inits]
+
+
 def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
-    """The one real input (initializers listed as inputs by old exporters are not inputs)."""
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
+    """The one real input."""
+    inputs = real_inputs(model.graph)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs)
         raise OnnxAttrError(f"onnxattr needs a model with one image input; this one has: {names}")
@@ -101,24 +106,37 @@ def _complete(shape: list[int | None] | None) -> bool:
 
 def _shapes_from_runtime(model: onnx.ModelProto, names: list[str]) -> dict[str, list[int | None]]:
     """Run onnxruntime once with every missing tensor exposed as an output; {} when it cannot run."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
     try:
-        from .convert import quiet_session_options
-
-        session = ort.InferenceSession(
-            probe.SerializeToString(), quiet_session_options(), providers=["CPUExecutionProvider"]
-        )
-        inp = session.get_inputs()[0]
-        dummy = np.zeros(dummy_shape(static_shape(graph_input(model))), dtype=np.float32)
-        values = session.run(names, {inp.name: dummy})
+        inp = graph_input(model)
+        dummy = np.zeros(dummy_shape(static_shape(inp)), dtype=np.float32)
+        values = run_tensors(model, {inp.name: dummy}, names)
     except Exception:
         return {}
-    return {n: [None, *v.shape[1:]] for n, v in zip(names, values) if hasattr(v, "shape")}
+    return {n: [None, *v.shape[1:]] for n, v in values.items() if hasattr(v, "shape")}
+
+
+def run_tensors(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: Iterable[str]) -> dict:
+    """Values of the named tensors (any intermediate) computed by onnxruntime."""
+    names = list(dict.fromkeys(names))
+    return dict(zip(names, tensor_session(model, names)(feeds)))
+
+
+def tensor_session(model: onnx.ModelProto, names: list[str]) -> Callable[[dict], list[np.ndarray]]:
+    """An onnxruntime session whose outputs are the named tensors (any intermediate)."""
+    import onnxruntime as ort
+
+    probe = model
+    if names != [o.name for o in model.graph.output]:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        del probe.graph.output[:]
+        probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # failures are expected while probing; callers handle them
+    session = ort.InferenceSession(
+        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return lambda feeds: session.run(names, feeds)
 
 
 def dummy_shape(shape: list[int | None]) -> list[int]:
@@ -210,11 +228,11 @@ def _mark_candidates(infos: list[NodeInfo], outputs: list[str] = ()) -> None:
     first_fc = next((i for i, n in enumerate(infos) if n.op_type in {"Gemm", "MatMul"}), None)
     if first_fc is not None:
         for n in reversed(infos[:first_fc]):
-            if n.op_type in _POOLING or (n.op_type in {"Reshape", "Squeeze"} and n.numel):
+            if n.op_type in POOLING or (n.op_type in {"Reshape", "Squeeze"} and n.numel):
                 n.candidate = "pre-logits: pooled features before the first fully connected layer"
                 break
     # Bottleneck: the last node at the smallest spatial resolution before any upsampling.
-    first_up = next((i for i, n in enumerate(infos) if n.op_type in _UPSAMPLING), len(infos))
+    first_up = next((i for i, n in enumerate(infos) if n.op_type in UPSAMPLING), len(infos))
     spatial = [
         (int(np.prod(s[2:])), i)
         for i, n in enumerate(infos[:first_up])
