@@ -1,0 +1,14 @@
+"""Gelu-20 (torch's dynamo exporter writes it)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import register_converter
+from ._common import _node_mapping, _result
+
+
+@register_converter("Gelu", 20)
+def _convert_gelu(node, graph):
+    approximate = node.attributes.get("approximate", "none")
+    return _result(nn.GELU(approximate=approximate), _node_mapping(node))
