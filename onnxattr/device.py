@@ -31,19 +31,19 @@ def resolve_device(name: str | torch.device | None = "cpu") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise OnnxAttrError(
-                f"--device {name} was asked for, but torch sees no CUDA device "
+                f"`device={name}` was asked for, but torch sees no CUDA device "
                 f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
-                "use --device cpu"
+                "use `device=cpu`"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise OnnxAttrError(
-                f"--device {name}: torch sees {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+                f"`device={name}`: torch sees {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
             )
     if device.type == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
         raise OnnxAttrError(
-            f"--device {name} was asked for, but torch sees no MPS device; use --device cpu"
+            f"`device={name}` was asked for, but torch sees no MPS device; use `device=cpu`"
         )
     return device

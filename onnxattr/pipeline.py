@@ -193,7 +193,7 @@ def add_model(
     model_path = Path(model_path)
     name = check_name(default_name(model_path) if name is None else name)
     if not overwrite and space_obj.has_model(name):
-        raise OnnxAttrError(f"model {name!r} is already in {space}; pass --overwrite or --name OTHER")
+        raise OnnxAttrError(f"model {name!r} is already in {space}; pass `overwrite=True` or another `name`")
     device = resolve_device(device)
     map_size = _check_map_size(space_obj, map_size)
     key = work_key(model_path, encoder_node, preprocessing, methods, method_params, map_size,
@@ -263,12 +263,12 @@ def _store(space: ModelSpace, name: str, computed: ComputedModel, *, key: str,
 def _check_map_size(space: ModelSpace, map_size: int | None) -> int | None:
     """The map size to use: the one asked for, which must match the space's, else the space's."""
     if map_size is not None and map_size < 1:
-        raise OnnxAttrError("--map-size must be at least 1 pixel")
+        raise OnnxAttrError("`map_size` must be at least 1 pixel")
     stored = space.map_size()
     if map_size is not None and stored is not None and map_size != stored:
         raise OnnxAttrError(
             f"{space.path} stores maps of {stored}x{stored}; maps of another size do not "
-            f"compare: pass --map-size {stored} or use a new --space"
+            f"compare: pass `map_size={stored}` or use a new `space`"
         )
     return map_size or stored
 
@@ -314,9 +314,9 @@ def compute_model(
     model_path = Path(model_path)
     device = resolve_device(device)
     if batch_size < 1:
-        raise OnnxAttrError("--batch-size must be at least 1")
+        raise OnnxAttrError("`batch_size` must be at least 1")
     if memory_mb is not None and memory_mb < 256:
-        raise OnnxAttrError(f"--memory-mb {memory_mb} is too small to run a model; give at least 256")
+        raise OnnxAttrError(f"`memory_mb={memory_mb}` is too small to run a model; give at least 256")
     method_objs = [get_method(m, **(method_params or {}).get(m, {})) for m in methods]
 
     enc = load_encoder(model_path, encoder_node, preprocessing)
@@ -423,15 +423,15 @@ def check_finite(name: str, images: Sequence[str], features: np.ndarray,
         raise OnnxAttrError(
             f"the encoder output of {name!r} is NaN/inf on probe images {listed(bad_out)}; "
             "nothing was stored. The model itself overflows on these inputs: check the "
-            "preprocessing (--preset, --scale, --mean, --std) against the model's training, or "
-            "pick another --encoder-node"
+            "preprocessing (`preset`, `scale`, `mean`, `std`) against the model's training, or "
+            "pick another `encoder_node`"
         )
     for method, a in maps.items():
         if bad_map := bad(a):
             raise OnnxAttrError(
                 f"{method} maps of {name!r} are NaN/inf on probe images {listed(bad_map)} "
                 "(the encoder output is finite); nothing was stored. Leave that method out "
-                "(--methods) or, for elrp/lrp, raise --epsilon"
+                "(`methods`) or, for elrp/lrp, raise `epsilon`"
             )
 
 
@@ -460,5 +460,5 @@ def _check_input_compatible(shape: list[int | None], pre: Preprocessing) -> None
     if len(shape) != len(want) or any(s is not None and s != w for s, w in zip(shape[1:], want[1:])):
         raise OnnxAttrError(
             f"the model's input shape is {['?' if s is None else s for s in shape]} but the "
-            f"preprocessing gives {list(want)}; set --input-size/--layout/--color to match"
+            f"preprocessing gives {list(want)}; set `input_size`, `layout`, `color` to match"
         )

@@ -54,7 +54,7 @@ class Preprocessing:
                     f"--{name} has {len(v)} values; give 1 or {self.channels} (one per channel)"
                 )
         if any(s == 0 for s in self.std):
-            raise OnnxAttrError("--std must not contain 0")
+            raise OnnxAttrError("`std` must not contain 0")
 
     @property
     def channels(self) -> int:

@@ -92,7 +92,7 @@ def build_probe(
 ) -> ProbeSet:
     """A probe set from a folder (recursively), or the embedded default when `source` is None."""
     if size < 8:
-        raise OnnxAttrError(f"--size {size} is too small; use at least 8 pixels")
+        raise OnnxAttrError(f"`size={size}` is too small; use at least 8 pixels")
     if source is None:
         return embedded_probe(size=size, n=300 if n is None else n, seed=seed)
     root = Path(source)

@@ -123,7 +123,7 @@ DEFAULT_STORAGE = MapStorage()
 def check_name(name: str) -> str:
     if not _NAME.match(name) or name.startswith("."):
         raise OnnxAttrError(
-            f"model name {name!r} is not allowed; use letters, digits, '_', '.', '-' (--name)"
+            f"model name {name!r} is not allowed; use letters, digits, '_', '.', '-' (`name`)"
         )
     return name
 
@@ -155,11 +155,11 @@ class ModelSpace:
                 if len(f.get("models", {})):
                     raise OnnxAttrError(
                         f"{self.path} already holds models computed on another probe set; "
-                        "use a new --space file (maps on different probes do not compare)"
+                        "use a new `space` file (maps on different probes do not compare)"
                     )
                 if not replace:
                     raise OnnxAttrError(
-                        f"{self.path} already has a probe set; pass --replace to rebuild it"
+                        f"{self.path} already has a probe set; pass `replace=True` to rebuild it"
                     )
             elif len(f.get("models", {})):
                 raise OnnxAttrError(
@@ -300,7 +300,7 @@ class ModelSpace:
             models = f.require_group("models")
             if name in models and not overwrite:
                 raise OnnxAttrError(
-                    f"model {name!r} is already in {self.path}; pass --overwrite or --name OTHER"
+                    f"model {name!r} is already in {self.path}; pass `overwrite=True` or another `name`"
                 )
             for stale in [k for k in models if k.startswith(_PENDING)]:
                 del models[stale]  # left by a writer killed mid-write (SIGKILL): never linked
@@ -529,7 +529,7 @@ def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
             ):
                 raise OnnxAttrError(
                     f"{path} was not written by onnxattr (no format attribute "
-                    f"'{FORMAT}'); choose another --space path"
+                    f"'{FORMAT}'); choose another `space` path"
                 )
             if mode != "r" and "format" not in f.attrs:
                 f.attrs["format"] = FORMAT

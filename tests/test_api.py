@@ -79,3 +79,26 @@ def test_api_errors_and_lazy_exports(tmp_path) -> None:
     assert onnxattr.method_parameters(["saliency", "elrp", "lrp"], epsilon=0.1,
                                       lrp_preset="epsilon_plus_flat") == {
         "elrp": {"epsilon": 0.1}, "lrp": {"epsilon": 0.1, "preset": "epsilon_plus_flat"}}
+
+
+def test_errors_in_api_terms_and_cli_flags(tmp_path) -> None:
+    """The library names API parameters; the CLI shows the same error with its flags."""
+    import pytest
+    import torch
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    from .models import TinyVGG, export
+
+    torch.manual_seed(0)
+    model = export(TinyVGG(), tmp_path / "vgg.onnx", (1, 3, 24, 24))
+    space = tmp_path / "s.h5"
+    onnxattr.build_probe(None, size=16, n=3, space=space)
+    onnxattr.add(space, model, name="vgg", methods=["saliency"])
+    with pytest.raises(onnxattr.OnnxAttrError, match=r"pass `overwrite=True` or another `name`"):
+        onnxattr.add(space, model, name="vgg", methods=["saliency"])
+    r = CliRunner().invoke(app, ["add", str(model), "--space", str(space), "--name", "vgg",
+                                 "--methods", "saliency"])
+    assert r.exit_code == 1 and "pass --overwrite or another --name" in r.output
+    assert "`" not in r.output.split("error:")[1].split("(")[0]

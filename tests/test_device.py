@@ -30,7 +30,7 @@ def test_resolve_device_names():
 
 @no_cuda
 def test_resolve_device_cuda_without_cuda():
-    with pytest.raises(OnnxAttrError, match="no CUDA device.*--device cpu"):
+    with pytest.raises(OnnxAttrError, match="no CUDA device.*`device=cpu`"):
         resolve_device("cuda")
 
 

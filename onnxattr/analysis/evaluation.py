@@ -119,7 +119,7 @@ def _check_names(matrix: LabelledMatrix, oracle: Oracle) -> tuple[list[str], lis
         raise OnnxAttrError(
             f"fewer than two oracle models are in the matrix; matrix names not in the oracle: "
             f"{', '.join(extra) or '(none)'}; oracle names: {', '.join(oracle.names)}; "
-            "map names with --map MATRIX_NAME=ORACLE_NAME"
+            "map names with `mapping` (matrix name -> oracle name)"
         )
     return extra, missing
 
@@ -157,7 +157,7 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
     their P@K 1 for any ranking, random included.
     """
     if top < 1:
-        raise OnnxAttrError(f"--top must be at least 1, got {top}")
+        raise OnnxAttrError(f"`top` must be at least 1, got {top}")
     matrix = rename(matrix, mapping or {})
     ignored, left_out = _check_names(matrix, oracle)
     oracle = restrict(oracle, matrix.names)

@@ -224,7 +224,7 @@ def ranking_stability(
 ) -> Stability:
     """Bootstrap intervals and disjoint-halves agreement of ``name``'s rankings."""
     if n_boot < 2:
-        raise OnnxAttrError(f"--bootstrap needs at least 2 resamples, not {n_boot}")
+        raise OnnxAttrError(f"`bootstrap` needs at least 2 resamples, not {n_boot}")
     full, _ = compute_affinity(space, name, models, lam=lam, memory_bytes=memory_bytes)
     names = full.names
     with open_space(space, "r") as f:

@@ -46,6 +46,42 @@ def _main(
     _debug["on"] = debug or os.environ.get("ONNXATTR_DEBUG", "") not in ("", "0")
 
 
+#: API parameters whose CLI flag is not ``--`` + the name with dashes.
+_FLAGS = {"mapping": "--map", "estimator": "--method", "estimators": "--method"}
+#: Parameters of the library (beyond the public API functions') that messages may name.
+_LIBRARY_PARAMS = {"on", "bootstrap", "preset", "scale", "mean", "std", "input_size", "layout",
+                   "color", "replace", "lam", "method"}
+
+
+def _api_params() -> set[str]:
+    import inspect
+
+    from .. import api
+
+    names = set(_LIBRARY_PARAMS)
+    for fn in (api.build_probe, api.add, api.affinity, api.rank, api.evaluate, api.report):
+        names.update(inspect.signature(fn).parameters)
+    return names
+
+
+def cli_terms(message: str) -> str:
+    """A library message in the CLI's terms: the API parameters it names in backticks become
+    flags (`overwrite=True` -> --overwrite, `device=cpu` -> --device cpu, `encoder_node` ->
+    --encoder-node); anything else in backticks (commands, code) stays as it is."""
+    import re
+
+    params = _api_params()
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if name not in params:
+            return m.group(0)
+        f = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        return f if value is None or value == "True" else f"{f} {value}"
+
+    return re.sub(r"`([a-z_]+)(?:=([^`\s]+))?`", flag, message)
+
+
 def _error(message: str) -> None:
     """`error: ...` on one line, the message printed literally (paths may hold [brackets])."""
     text = " ".join(message.split())
@@ -79,7 +115,7 @@ def command(target: typer.Typer = app, **kwargs: Any) -> Callable:
                     warnings.showwarning = show
                     return fn(*args, **kw)
             except (OnnxAttrError, FileNotFoundError) as exc:
-                _error(str(exc))
+                _error(cli_terms(str(exc)))
                 raise typer.Exit(1) from None
             except (typer.Exit, typer.Abort, click.exceptions.ClickException):
                 raise

@@ -48,14 +48,14 @@ def to_torch(model: onnx.ModelProto) -> TorchGraph:
     if len(model.graph.output) != 1:
         raise OnnxAttrError(
             f"the encoder graph has {len(model.graph.output)} outputs; truncate it at one tensor "
-            "with --encoder-node"
+            "with `encoder_node`"
         )
     try:
         module = convert(model, attach_onnx_mapping=True)
     except Exception as exc:  # onnx2torch raises bare NotImplementedError/KeyError/ValueError
         raise OnnxAttrError(
             f"onnx2torch could not convert the encoder graph: {type(exc).__name__}: {exc}; "
-            "try an earlier --encoder-node (`onnxattr nodes MODEL` lists them)"
+            "try an earlier `encoder_node` (`onnxattr nodes MODEL` lists them)"
         ) from exc
     by_output = {out: node for node in model.graph.node for out in node.output if out}
     nodes: dict[str, onnx.NodeProto] = {}
@@ -113,15 +113,15 @@ def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float
             raise OnnxAttrError(
                 f"{who} gives NaN/inf encoder outputs on probe images {which}; no maps were "
                 "stored. A tolerance cannot "
-                "fix this: check the preprocessing (--preset, --scale, --mean, --std) or pick "
-                "another --encoder-node"
+                "fix this: check the preprocessing (`preset`, `scale`, `mean`, `std`) or pick "
+                "another `encoder_node`"
             )
     err = relative_error(reference.astype(np.float32), value)
     if not err <= rtol:
         raise OnnxAttrError(
             f"the torch conversion differs from onnxruntime by {err:.2e} (relative, max-abs); "
             f"tolerance is {rtol:.0e}. No maps were stored. Check the fix-ups reported above, "
-            "or raise --rtol if the difference is expected"
+            "or raise `rtol` if the difference is expected"
         )
     return err
 
