@@ -34,6 +34,20 @@ class DemoResult:
     # method -> model -> (nearest other model, affinity)
     neighbours: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the nearest-neighbour table as Markdown (neighbours.md)
+    table: Path | None = None
+
+    def neighbour_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and rows of the nearest-neighbour table: model, then per method its nearest
+        other model and their affinity."""
+        methods = list(self.neighbours)
+        rows = [[name, *(_cell(self.neighbours[m].get(name)) for m in methods)]
+                for name in self.models]
+        return ["model", *methods], rows
+
+
+def _cell(neighbour: tuple[str, float] | None) -> str:
+    return "–" if neighbour is None else f"{neighbour[0]} ({neighbour[1]:.3f})"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -123,7 +137,10 @@ def run_demo(
     for method in methods:
         matrix, _ = compute_affinity(space.path, method)
         neighbours[method] = {m: ranking(matrix, m)[0] for m in matrix.names}
-    return DemoResult(space.path, report, names, failed, neighbours, clock.total())
+    result = DemoResult(space.path, report, names, failed, neighbours, clock.total(),
+                        out / "neighbours.md")
+    result.table.write_text(markdown_table(*result.neighbour_rows()))
+    return result
 
 
 def _remove_if_empty(space: ModelSpace, created: list[Path]) -> None:

@@ -29,7 +29,7 @@ def demo(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
 ) -> None:
     """Zoo models from several frameworks -> one model space -> report and nearest neighbours."""
-    from ..demo import markdown_table, run_demo
+    from ..demo import run_demo
 
     result = run_demo(
         out,
@@ -41,31 +41,21 @@ def demo(
         device=device,
         log=lambda m: console.print(m, highlight=False),
     )
-    methods_run = list(result.neighbours)
-    header = ["model", *methods_run]
-    rows = [
-        [name, *(_cell(result.neighbours[m].get(name)) for m in methods_run)]
-        for name in result.models
-    ]
+    header, rows = result.neighbour_rows()
     table = Table(title="nearest neighbour (highest affinity) per method")
     for col in header:
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    (out / "neighbours.md").write_text(markdown_table(header, rows))
     console.print(
         f"space:  {result.space}\nreport: {result.report}\n"
-        f"table:  {out / 'neighbours.md'}\n{len(result.models)} models in "
+        f"table:  {result.table}\n{len(result.models)} models in "
         f"{result.seconds / 60:.1f} min"
     )
     if result.failed:
         console.print(Text(f"{len(result.failed)} model(s) failed: ", style="red") + Text(", ".join(result.failed)))
         raise typer.Exit(1)
-
-
-def _cell(neighbour: tuple[str, float] | None) -> str:
-    return "–" if neighbour is None else f"{neighbour[0]} ({neighbour[1]:.3f})"
 
 
 @command(name="taskonomy")
