@@ -295,7 +295,7 @@ class ModelSpace:
             if have is not None and any(m.shape[-1] != have for m in maps.values()):
                 raise OnnxAttrError(
                     f"{self.path} stores maps of {have}x{have}; maps of another size do not "
-                    f"compare: pass --map-size {have} or use a new --space"
+                    f"compare: pass `map_size={have}` or use a new `space`"
                 )
             models = f.require_group("models")
             if name in models and not overwrite:
