@@ -112,7 +112,7 @@ def test_map_size_is_the_space_s(tmp_path):
     add_model(space, model, name="b", preprocessing={"preset": "imagenet"}, progress=False)
     s = ModelSpace(space)
     assert s.map_size() == 16 and s.read_maps("b", "saliency").shape == (3, 16, 16)
-    with pytest.raises(OnnxAttrError, match="--map-size 16"):
+    with pytest.raises(OnnxAttrError, match="`map_size=16`"):
         add_model(
             space,
             model,
