@@ -17,6 +17,11 @@ def test_version_matches_pyproject() -> None:
     out = subprocess.run([sys.executable, "-c", "import onnxattr; print(onnxattr.__version__)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+    # the API resolves lazily: importing onnxattr loads neither torch nor onnx2torch
+    lazy = subprocess.run([sys.executable, "-c", "import sys, onnxattr; onnxattr.__all__; "
+                           "print(sorted({'torch', 'onnx2torch', 'h5py'} & set(sys.modules)))"],
+                          capture_output=True, text=True, check=True)
+    assert lazy.stdout.strip() == "[]"
 
 
 def readme_block(heading: str) -> str:
