@@ -45,7 +45,7 @@ def check_linkage(method: str, on: str = "rows") -> None:
     if on not in ("rows", "matrix"):
         raise OnnxAttrError(f"unknown tree input {on!r}; use rows or matrix")
     if on == "matrix" and method in EUCLIDEAN_ONLY:
-        raise OnnxAttrError(f"linkage {method!r} needs Euclidean rows; use --on rows")
+        raise OnnxAttrError(f"linkage {method!r} needs Euclidean rows; use `on=rows`")
 
 
 def leaf_order(z: np.ndarray) -> list[int]:
