@@ -100,7 +100,7 @@ def test_name_mapping_and_unmatched_error(tmp_path: Path) -> None:
     m, oracle = small_case()
     renamed = LabelledMatrix(["a_model", "B", "C", "D", "extra"],
                              np.pad(m.values, ((0, 1), (0, 1))), "affinity", "est")
-    with pytest.raises(OnnxAttrError, match=r"fewer than two.*not in the oracle: p, q;.*--map"):
+    with pytest.raises(OnnxAttrError, match=r"fewer than two.*not in the oracle: p, q;.*`mapping`"):
         evaluate(LabelledMatrix(["p", "q"], np.eye(2)), oracle, top=2)
     ev = evaluate(renamed, oracle, top=2, mapping={"a_model": "A"})
     np.testing.assert_allclose(ev.precision, [1 / 3, 4 / 6, 6 / 9])
