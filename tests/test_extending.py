@@ -15,10 +15,12 @@ from typer.testing import CliRunner
 
 import onnxattr
 from onnxattr.cli import app
-from onnxattr.space import ModelSpace
+from onnxattr.space import MapStorage, ModelSpace
 
 from .models import TinyVGG, export
 from .onnx_builders import init, make_model, rand
+
+EXACT = MapStorage("float32")  # lossless: the maps are compared to references
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 runner = CliRunner()
@@ -27,10 +29,10 @@ runner = CliRunner()
 def example(heading: str) -> dict:
     """Run the ```python block under ``## heading`` of docs/extending.md; return its namespace."""
     text = DOC.read_text(encoding="utf-8")
-    section = text[text.index(f"## {heading}\n"):]
+    section = text[text.index(f"## {heading}\n") :]
     start = section.index("```python\n") + len("```python\n")
     namespace: dict = {}
-    exec(compile(section[start:section.index("\n```", start)], str(DOC), "exec"), namespace)
+    exec(compile(section[start : section.index("\n```", start)], str(DOC), "exec"), namespace)
     return namespace
 
 
@@ -48,8 +50,10 @@ def registries():
     from onnxattr.attribution import METHODS, PRESETS
     from onnxattr.onnxgraph import fixups
 
-    saved = [(d, dict(d)) for d in (METHODS, PRESETS, estimators.ESTIMATORS, fixups.FIXUPS,
-                                    zoo._REGISTRY)]
+    saved = [
+        (d, dict(d))
+        for d in (METHODS, PRESETS, estimators.ESTIMATORS, fixups.FIXUPS, zoo._REGISTRY)
+    ]
     yield
     for d, copy in saved:
         d.clear()
@@ -73,19 +77,35 @@ def test_attribution_method(tmp_path, space) -> None:
     torch.manual_seed(0)
     net = TinyVGG().eval()
     model = export(net, tmp_path / "vgg.onnx", (1, 3, 24, 24))
-    onnxattr.add(space, model, name="api", preprocessing="imagenet", methods=["gradient"])
-    cli("add", model, "--space", space, "--name", "cli", "--preset", "imagenet",
-        "--methods", "gradient")
+    onnxattr.add(
+        space, model, name="api", preprocessing="imagenet", methods=["gradient"], storage=EXACT
+    )
+    cli(
+        "add",
+        model,
+        "--space",
+        space,
+        "--name",
+        "cli",
+        "--preset",
+        "imagenet",
+        "--methods",
+        "gradient",
+        "--map-dtype",
+        "float32",
+    )
     s = ModelSpace(space)
     # independent reference: autograd on the original torch module, same preprocessing
-    pre = onnxattr.Preprocessing.from_dict(json.loads(next(
-        r.attrs["preprocessing"] for r in s.models() if r.name == "api")))
+    pre = onnxattr.Preprocessing.from_dict(
+        json.loads(next(r.attrs["preprocessing"] for r in s.models() if r.name == "api"))
+    )
     probe = s.read_probe()
     x = pre.apply(probe.images).requires_grad_(True)
     (grad,) = torch.autograd.grad(net(x).flatten(1).mean(1).sum(), x)
     expected = pre.invert_map(grad, probe.size).numpy()
-    np.testing.assert_allclose(s.read_maps("api", "gradient"), expected, rtol=1e-3,
-                               atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        s.read_maps("api", "gradient"), expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max()
+    )
     np.testing.assert_allclose(s.read_maps("cli", "gradient"), s.read_maps("api", "gradient"))
     assert "gradient" in onnxattr.estimators(space)
 
@@ -94,11 +114,25 @@ def test_lrp_preset(tmp_path, space) -> None:
     example("An LRP rule table (preset)")
     torch.manual_seed(1)
     model = export(TinyVGG(), tmp_path / "vgg.onnx", (1, 3, 24, 24))
-    onnxattr.add(space, model, name="api", methods=["lrp"], lrp_preset="zplus_flat")
-    cli("add", model, "--space", space, "--name", "cli", "--methods", "lrp",
-        "--lrp-preset", "zplus_flat")
+    onnxattr.add(space, model, name="api", methods=["lrp"], lrp_preset="zplus_flat", storage=EXACT)
+    cli(
+        "add",
+        model,
+        "--space",
+        space,
+        "--name",
+        "cli",
+        "--methods",
+        "lrp",
+        "--lrp-preset",
+        "zplus_flat",
+        "--map-dtype",
+        "float32",
+    )
     # on a network of convolutions only, z⁺ everywhere equals Zennit-style EpsilonPlusFlat
-    onnxattr.add(space, model, name="builtin", methods=["lrp"], lrp_preset="epsilon_plus_flat")
+    onnxattr.add(
+        space, model, name="builtin", methods=["lrp"], lrp_preset="epsilon_plus_flat", storage=EXACT
+    )
     s = ModelSpace(space)
     api, ref = s.read_maps("api", "lrp"), s.read_maps("builtin", "lrp")
     assert np.abs(api).max() > 0
@@ -118,14 +152,16 @@ def test_estimator(tmp_path) -> None:
     for a in aff.names:
         for b in aff.names:
             fa, fb = (np.abs(data[k]["features"].astype(np.float64)) ** 3 for k in (a, b))
-            assert aff.values[aff.index(a), aff.index(b)] == pytest.approx(direct_cka(fa, fb),
-                                                                           abs=1e-6)
+            assert aff.values[aff.index(a), aff.index(b)] == pytest.approx(
+                direct_cka(fa, fb), abs=1e-6
+            )
     assert "powcka" in onnxattr.estimators(path)
     cli("distance", "-s", path, "-m", "powcka", "--param", "power=3", "-o", tmp_path)
     from onnxattr.analysis.distances import read_matrix_csv
 
-    np.testing.assert_allclose(read_matrix_csv(tmp_path / "powcka_affinity.csv").values,
-                               aff.values, atol=1e-6)
+    np.testing.assert_allclose(
+        read_matrix_csv(tmp_path / "powcka_affinity.csv").values, aff.values, atol=1e-6
+    )
     assert "powcka" in cli("estimators")
 
 
@@ -135,33 +171,67 @@ def test_fixup_pass(tmp_path, space) -> None:
 
     assert [p.name for p in list_fixups()].index("identity") == 4  # after reshape (40)
     N = helper.make_node
-    nodes = [N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), N("Identity", ["c"], ["i1"]),
-             N("Relu", ["i1"], ["r"]), N("Identity", ["r"], ["i2"]),
-             N("MaxPool", ["i2"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    nodes = [
+        N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        N("Identity", ["c"], ["i1"]),
+        N("Relu", ["i1"], ["r"]),
+        N("Identity", ["r"], ["i2"]),
+        N("MaxPool", ["i2"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
     model = make_model(nodes, [("x", ["n", 3, 16, 16])], ["y"], [init("w", rand(4, 3, 3, 3))])
     path = tmp_path / "ident.onnx"
     onnx.save(model, path)
-    result = onnxattr.add(space, path, name="api", methods=["saliency"])
+    result = onnxattr.add(space, path, name="api", methods=["saliency"], storage=EXACT)
     assert [(f.fixup, f.code, f.count) for f in result.fixups] == [
-        ("identity", "identity-bypassed", 2)]
-    stored = json.loads(next(r.attrs["fixups"] for r in ModelSpace(space).models()
-                             if r.name == "api"))
+        ("identity", "identity-bypassed", 2)
+    ]
+    stored = json.loads(
+        next(r.attrs["fixups"] for r in ModelSpace(space).models() if r.name == "api")
+    )
     assert stored[0]["code"] == "identity-bypassed"
-    out = cli("add", path, "--space", space, "--name", "cli", "--methods", "saliency")
+    out = cli(
+        "add",
+        path,
+        "--space",
+        space,
+        "--name",
+        "cli",
+        "--methods",
+        "saliency",
+        "--map-dtype",
+        "float32",
+    )
     assert "fix-up: identity: 2 Identity bypassed" in out
 
 
 def test_converter(tmp_path, space) -> None:
     example("An opset converter")
     N = helper.make_node
-    nodes = [N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             N("Shrink", ["c"], ["s"], lambd=0.2, bias=0.1), N("Relu", ["s"], ["y"])]
+    nodes = [
+        N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        N("Shrink", ["c"], ["s"], lambd=0.2, bias=0.1),
+        N("Relu", ["s"], ["y"]),
+    ]
     model = make_model(nodes, [("x", ["n", 3, 16, 16])], ["y"], [init("w", rand(4, 3, 3, 3))])
     path = tmp_path / "shrink.onnx"
     onnx.save(model, path)
     # add verifies the converted graph against onnxruntime on probe images
-    assert onnxattr.add(space, path, name="api", methods=["grad_input"]).verify_rel_err < 1e-5
-    out = cli("add", path, "--space", space, "--name", "cli", "--methods", "grad_input")
+    assert (
+        onnxattr.add(space, path, name="api", methods=["grad_input"], storage=EXACT).verify_rel_err
+        < 1e-5
+    )
+    out = cli(
+        "add",
+        path,
+        "--space",
+        space,
+        "--name",
+        "cli",
+        "--methods",
+        "grad_input",
+        "--map-dtype",
+        "float32",
+    )
     assert "verified against onnxruntime" in out
     s = ModelSpace(space)
     np.testing.assert_allclose(s.read_maps("cli", "grad_input"), s.read_maps("api", "grad_input"))
@@ -175,11 +245,32 @@ def test_zoo_model(tmp_path, space) -> None:
     built = model_zoo.build_one("tiny_cnn", tmp_path / "cache")
     assert built.check["rel_err"] < 1e-5
     e = built.entry
-    onnxattr.add(space, built.path, e.encoder_node, name="api", preprocessing=e.preprocessing,
-                 methods=["saliency"])
+    onnxattr.add(
+        space,
+        built.path,
+        e.encoder_node,
+        name="api",
+        preprocessing=e.preprocessing,
+        methods=["saliency"],
+        storage=EXACT,
+    )
     out = cli("zoo", "build", "tiny_cnn", "--cache", tmp_path / "cache2")
     assert "tiny_cnn" in out
-    cli("add", tmp_path / "cache2" / "tiny_cnn.onnx", "--space", space, "--name", "cli",
-        "--encoder-node", e.encoder_node, "--preset", "unit", "--methods", "saliency")
+    cli(
+        "add",
+        tmp_path / "cache2" / "tiny_cnn.onnx",
+        "--space",
+        space,
+        "--name",
+        "cli",
+        "--encoder-node",
+        e.encoder_node,
+        "--preset",
+        "unit",
+        "--methods",
+        "saliency",
+        "--map-dtype",
+        "float32",
+    )
     s = ModelSpace(space)
     np.testing.assert_allclose(s.read_maps("cli", "saliency"), s.read_maps("api", "saliency"))
