@@ -115,7 +115,7 @@ def add(
     """
     from .pipeline import DEFAULT_METHODS, add_model
 
-    methods = list(methods or DEFAULT_METHODS)
+    methods = list(DEFAULT_METHODS if methods is None else methods)  # [] is refused by add_model
     params = method_parameters(methods, epsilon, lrp_preset, lrp_rules)
     for m, p in (method_params or {}).items():
         params.setdefault(m, {}).update(p)
