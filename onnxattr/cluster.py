@@ -303,6 +303,9 @@ def _start_ray(address: str | None, workers: int | None, device: str) -> bool:
     if address:
         kw["address"] = address
     else:
+        # "local" always starts a fresh Ray: without it ray.init() joins whatever cluster
+        # RAY_ADDRESS or a stale /tmp/ray/ray_current_cluster names, and refuses num_cpus.
+        kw["address"] = "local"
         kw["num_cpus"] = workers or os.cpu_count() or 1
         if device.startswith("cuda"):
             import torch
