@@ -25,11 +25,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -317,7 +319,8 @@ class ModelSpace:
                 g.attrs.update({k: _attr(v) for k, v in attrs.items()})
                 g.attrs["uid"] = uuid.uuid4().hex
                 g.attrs["created"] = _now()
-                f.attrs["format_version"] = FORMAT_VERSION  # a format-1 file now holds format-2 maps
+                if f.attrs.get("format_version") != FORMAT_VERSION:
+                    f.attrs["format_version"] = FORMAT_VERSION  # a format-1 file now holds format 2
                 seal(g)
                 f.flush()
                 if name in models:
@@ -503,6 +506,30 @@ def _open_error(path: Path, exc: OSError) -> str:
 
 
 @contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block (a write, and closing the file) is done.
+
+    An interrupt raised inside an HDF5 call can leave the file half-updated (an attribute being
+    replaced, a link being moved), which no rollback can repair; so a write finishes, the file is
+    closed, and then the signal acts as it would have. Only the main thread receives signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: h for s in held if (h := signal.getsignal(s)) is not None}  # None: set from C
+    for s in before:
+        signal.signal(s, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+@contextmanager
 def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
                ) -> Iterator[h5py.File]:
     """Open a model space under its lock, refusing foreign files and unknown format versions.
@@ -518,7 +545,8 @@ def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
         raise OnnxAttrError(f"{path} is a folder; give the model-space file (e.g. {path}/space.h5)")
     if mode != "r" and not path.parent.is_dir():
         raise OnnxAttrError(f"folder {path.parent} does not exist; create it first")
-    with space_lock(path, write=mode != "r", timeout=lock_wait):
+    with space_lock(path, write=mode != "r", timeout=lock_wait), \
+            (signals_deferred() if mode != "r" else nullcontext()):
         try:
             f = h5py.File(path, mode)
         except OSError as exc:
