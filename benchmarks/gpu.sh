@@ -8,10 +8,10 @@
 # Extra arguments go to benchmarks/bench_gpu.py (--device, --batch, --size, --arch, --json ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python - <<'PY'
+python3 - <<'PY'
 import onnxruntime as ort, torch
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), GPUs: "
       f"{[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}; "
       f"onnxruntime {ort.__version__} providers: {ort.get_available_providers()}")
 PY
-exec timeout 290 python benchmarks/bench_gpu.py --device cuda --batch 64 --size 256 --arch resnet50 "$@"
+exec timeout 290 python3 benchmarks/bench_gpu.py --device cuda --batch 64 --size 256 --arch resnet50 "$@"

@@ -91,3 +91,30 @@ def _replace(entry, **kw):
     import dataclasses
 
     return dataclasses.replace(entry, **kw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_add_on_cuda_matches_cpu(tmp_path):
+    """The same model added on the GPU and on the CPU stores the same maps and features (TF32 off
+    while checking: the comparison is not blurred by reduced-precision matmuls)."""
+    import numpy as np
+
+    from onnxattr.space import ModelSpace
+
+    model = export(TinyVGG(), tmp_path / "vgg.onnx", (1, 3, 24, 24))
+    space = tmp_path / "s.h5"
+    runner = CliRunner()
+    r = runner.invoke(app, ["probe", "build", "--space", str(space), "--size", "32", "--n", "8"])
+    assert r.exit_code == 0, r.output
+    for device in ("cpu", "cuda"):
+        r = runner.invoke(app, ["add", str(model), "--space", str(space), "--name", device,
+                                "--device", device, "--methods", "saliency,grad_input,elrp",
+                                "--map-dtype", "float32"])
+        assert r.exit_code == 0, r.output
+    s = ModelSpace(space)
+    for method in ("saliency", "grad_input", "elrp"):
+        a, b = (s.read_maps(d, method).reshape(8, -1) for d in ("cpu", "cuda"))
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        assert cos.min() > 0.999, (method, cos)
+    np.testing.assert_allclose(s.read_features("cuda"), s.read_features("cpu"), rtol=1e-3,
+                               atol=1e-5)
