@@ -13,12 +13,15 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from ..errors import OnnxAttrError, OnnxAttrWarning
+
+# Click's usage errors pass through to typer (exit 2). typer >= 0.2x vendors click, so the class is
+# taken from typer's own exceptions rather than from the `click` package, which may be absent.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 # onnx2torch's Slice/ScatterND index with lists, which torch deprecates on every call: noise to users.
 warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
@@ -117,7 +120,7 @@ def command(target: typer.Typer = app, **kwargs: Any) -> Callable:
             except (OnnxAttrError, FileNotFoundError) as exc:
                 _error(cli_terms(str(exc)))
                 raise typer.Exit(1) from None
-            except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            except (typer.Exit, typer.Abort, _ClickException):
                 raise
             except KeyboardInterrupt:
                 _error("interrupted (nothing half-written is kept in the space)")
