@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxattr.analysis.distances import LabelledMatrix  # noqa: E402
 from onnxattr.analysis.estimators import compute_affinity  # noqa: E402
 from onnxattr.analysis.evaluation import Oracle, evaluate, read_oracle  # noqa: E402
-from onnxattr.demo import markdown_table  # noqa: E402
+from onnxattr.analysis.report import markdown_table  # noqa: E402
 from onnxattr.probe import ProbeSet  # noqa: E402
 from onnxattr.space import MapStorage, ModelSpace  # noqa: E402
 

@@ -21,6 +21,9 @@ from typing import Any
 
 from onnxattr.errors import OnnxAttrError
 
+#: producer_name of the ONNX files the zoo exports from torch.
+ZOO_PRODUCER = "onnxattr.model_zoo"
+
 #: ImageNet preprocessing as torchvision defines it (x = (p/255 - mean) / std, RGB, NCHW).
 IMAGENET_NCHW: dict[str, Any] = {
     "input_size": [224, 224],
@@ -247,7 +250,7 @@ def build_one(
     if pretrained and entry.offline:
         require_package(entry.package, entry.version)
     if entry.needs_tf:
-        from . import _tf
+        from onnxattr.export import tf as _tf
 
         _tf.require_tf()
     out_dir = cache_dir(cache)
@@ -318,7 +321,7 @@ def build(
     finally:
         if bar is not None:
             bar.stop()
-        from . import _tf
+        from onnxattr.export import tf as _tf
 
         _tf.shutdown()  # the TensorFlow worker holds ~1 GB; later builds start a new one
     return built

@@ -16,10 +16,10 @@ from typing import Any
 from torch import nn
 
 from onnxattr.errors import OnnxAttrError
+from onnxattr.export import tf as _tf
+from onnxattr.export.torch_export import ENCODER_TENSOR, export_torch
 
-from . import _tf
-from ._registry import IMAGENET_NCHW, ZooEntry, preprocessing, register_model
-from ._torch_export import ENCODER_TENSOR, export_torch
+from ._registry import IMAGENET_NCHW, ZOO_PRODUCER, ZooEntry, preprocessing, register_model
 from .torch_state_dicts import PRE_LOGITS
 
 
@@ -83,6 +83,7 @@ def _torchvision(arch: str, head: str, dims: int) -> None:
             encoder_at=_final_linear(net, head),
             encoder_is_input=True,
             output_names=["logits"],
+            producer=ZOO_PRODUCER,
         )
 
 
@@ -136,6 +137,7 @@ def _timm(model_name: str, mean: list[float], std: list[float], dims: int) -> No
             encoder_at=net.get_classifier(),
             encoder_is_input=True,
             output_names=["logits"],
+            producer=ZOO_PRODUCER,
         )
 
 
@@ -277,6 +279,7 @@ def _taskonomy(task: str, vp_task: str) -> None:
             encoder_at=net.relu1,
             encoder_is_input=False,
             output_names=["representation"],
+            producer=ZOO_PRODUCER,
         )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import _tf
+from onnxattr.export import tf as _tf
+
 from ._registry import ZooEntry, preprocessing, register_model, wheel_file
 
 MEDIAPIPE = ("mediapipe", "0.10.21")
@@ -211,5 +212,9 @@ HED = ZooEntry(
 def hed_edges(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
     src = wheel_file(entry.package, entry.version, entry.source_file) if pretrained else None
     h, w = entry.preprocessing["input_size"]
-    job = {"kind": "hed", "source": str(src) if src else None, "shape": [1, h, w, 3]}
+    job = {
+        "kind": "model_zoo._tf_jobs:hed",
+        "source": str(src) if src else None,
+        "shape": [1, h, w, 3],
+    }
     return _tf.convert(job, out)

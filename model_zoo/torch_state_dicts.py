@@ -13,8 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import IMAGENET_NCHW, ZooEntry, preprocessing, register_model, wheel_file
-from ._torch_export import ENCODER_TENSOR, export_torch
+from onnxattr.export.torch_export import ENCODER_TENSOR, export_torch
+
+from ._registry import (
+    IMAGENET_NCHW,
+    ZOO_PRODUCER,
+    ZooEntry,
+    preprocessing,
+    register_model,
+    wheel_file,
+)
 
 PRE_LOGITS = "pre-logits: the pooled feature vector that feeds the final classifier layer"
 
@@ -63,6 +71,7 @@ def mobilenet_v2(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[st
         encoder_at=net.classifier,
         encoder_is_input=True,
         output_names=["logits"],
+        producer=ZOO_PRODUCER,
     )
 
 
@@ -166,7 +175,13 @@ def efficientnet_lite0(entry: ZooEntry, out: Path, pretrained: bool = True) -> d
     if pretrained:
         net.load_state_dict(_load_state_dict(entry), strict=True)
     return export_torch(
-        net, _nchw(entry), out, encoder_at=net._fc, encoder_is_input=True, output_names=["logits"]
+        net,
+        _nchw(entry),
+        out,
+        encoder_at=net._fc,
+        encoder_is_input=True,
+        output_names=["logits"],
+        producer=ZOO_PRODUCER,
     )
 
 
@@ -278,6 +293,7 @@ def craft_text(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str,
         encoder_at=net.basenet.slice5,
         encoder_is_input=False,
         output_names=["regions", "features"],
+        producer=ZOO_PRODUCER,
     )
 
 
@@ -314,6 +330,7 @@ def _mtcnn(entry: ZooEntry, out: Path, pretrained: bool, cls_name: str, head: st
         encoder_at=getattr(net, head),
         encoder_is_input=True,
         output_names=names,
+        producer=ZOO_PRODUCER,
     )
 
 

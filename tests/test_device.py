@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from onnxattr import demo as demo_mod
+from model_zoo import demo as demo_mod
 from onnxattr.cli import app
 from onnxattr.device import resolve_device
 from onnxattr.errors import OnnxAttrError

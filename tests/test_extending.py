@@ -274,3 +274,38 @@ def test_zoo_model(tmp_path, space) -> None:
     )
     s = ModelSpace(space)
     np.testing.assert_allclose(s.read_maps("cli", "saliency"), s.read_maps("api", "saliency"))
+
+
+def test_cli_command(tmp_path, space, monkeypatch) -> None:
+    """The example's `register`, found through the entry-point group as onnxattr.cli finds the
+    zoo's, adds a command that reports what the API says and fails in one line."""
+    import typer
+
+    import onnxattr.cli as cli_mod
+
+    register = example("A CLI command")["register"]
+
+    class EntryPoint:
+        name, value = "count", "my_package.cli:register"
+
+        def load(self):
+            return register
+
+    target = typer.Typer()
+    target.callback()(lambda: None)  # a group, as the onnxattr app
+    monkeypatch.setattr(cli_mod, "app", target)
+    monkeypatch.setattr(
+        cli_mod,
+        "entry_points",
+        lambda group: [EntryPoint()] if group == cli_mod.PLUGIN_GROUP else [],
+    )
+    cli_mod._load_plugins()
+    model = export(TinyVGG(), tmp_path / "vgg.onnx", (1, 3, 24, 24))
+    onnxattr.add(space, model, name="m", preprocessing="imagenet", methods=["saliency"])
+    r = runner.invoke(target, ["count", "--space", str(space)])
+    assert r.exit_code == 0 and r.output == f"{len(onnxattr.models(space))} models in {space}\n"
+    assert len(onnxattr.models(space)) == 1
+    r = runner.invoke(target, ["count", "--space", str(tmp_path / "none.h5")])
+    assert (
+        r.exit_code == 1 and r.output.startswith("error: no space at") and r.output.count("\n") == 1
+    )

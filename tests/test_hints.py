@@ -19,9 +19,10 @@ from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
 import model_zoo
-from model_zoo import _registry, _tf
+from model_zoo import _registry
 from onnxattr.cli import app
 from onnxattr.errors import OnnxAttrError
+from onnxattr.export import tf as _tf
 
 try:
     import tomllib

@@ -28,8 +28,8 @@ from torch import nn
 import model_zoo
 from model_zoo import _registry
 from model_zoo._registry import ZooEntry, installed_version
-from model_zoo._torch_export import ENCODER_TENSOR, export_torch
 from onnxattr.errors import OnnxAttrError
+from onnxattr.export.torch_export import ENCODER_TENSOR, export_torch
 from onnxattr.onnxgraph.graph import truncate
 
 CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat

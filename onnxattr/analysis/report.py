@@ -25,6 +25,13 @@ from .map_compare import parse_estimator
 from .selection import with_default
 from .stability import EvaluationCI, Stability, evaluation_ci, ranking_stability
 
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table: the tables people paste into notes and issues."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(r) + " |" for r in lines) + "\n"
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0;font-size:0.85em}

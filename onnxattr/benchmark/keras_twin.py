@@ -1,5 +1,6 @@
 """Keras twins of the benchmark's task networks; imported only inside the TensorFlow worker
-(`model_zoo._tf_worker`, job kind ``bench_keras``): TF and torch in one process segfault.
+(`onnxattr.export.tf_worker`, job kind ``onnxattr.benchmark.keras_twin:job``): TF and torch in
+one process segfault.
 
 Same encoder as :func:`onnxattr.benchmark.models.resnet_encoder` (conv-BN-ReLU stem, two basic
 blocks, widths 16/24/32, 'same' padding); the dense decoder upsamples with a 3×3 convolution after
@@ -50,3 +51,11 @@ def build_and_train(job: dict[str, Any]) -> tuple[Any, Any]:
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)), loss)
     model.fit(x, y, batch_size=bs, epochs=epochs, verbose=0, shuffle=True)
     return model, enc
+
+
+def job(spec: dict[str, Any]) -> dict[str, Any]:
+    """The worker job: train the twin, convert it with its encoder tensor named 'encoder'."""
+    from onnxattr.export.tf_worker import keras_convert
+
+    model, encoder = build_and_train(spec)
+    return keras_convert(model, encoder, spec, [1, *model.input_shape[1:]])

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..export.torch_export import export_torch
 from ..preprocess import Preprocessing
 from .scenes import DENSE, Scenes, Task
 
 WIDTHS = (16, 24, 32)
-ENCODER_TENSOR = "encoder"
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -146,33 +145,18 @@ def train(
     return TrainResult(time.perf_counter() - t0, losses, val)
 
 
-def export(net: TaskNet, pre: Preprocessing, path: Path) -> None:
-    """The whole network to ONNX (opset 17); the encoder output keeps the tensor name 'encoder'
-    but is not a graph output (as in any exported task network)."""
-    net.eval()
-    x = torch.zeros(pre.input_shape(1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(
-            net,
-            (x,),
-            str(path),
-            input_names=["input"],
-            output_names=["output", ENCODER_TENSOR],
-            opset_version=17,
-            dynamic_axes={
-                "input": {0: "batch"},
-                "output": {0: "batch"},
-                ENCODER_TENSOR: {0: "batch"},
-            },
-            dynamo=False,
-        )
-    model = onnx.load(str(path))
-    keep = [o for o in model.graph.output if o.name != ENCODER_TENSOR]
-    del model.graph.output[:]
-    model.graph.output.extend(keep)
-    model.producer_name = "onnxattr.benchmark"
-    onnx.save(model, str(path))
+def export(net: TaskNet, pre: Preprocessing, path: Path) -> dict[str, Any]:
+    """The whole network to ONNX (opset 17, batch dimension symbolic); the encoder output keeps
+    the tensor name 'encoder' but is not a graph output (as in any exported task network).
+    Returns onnxruntime's agreement with the torch network."""
+    return export_torch(
+        net,
+        tuple(pre.input_shape(1)),
+        path,
+        output_names=["output"],
+        dynamic_batch=True,
+        producer="onnxattr.benchmark",
+    )
 
 
 def count_params(net: nn.Module) -> int:

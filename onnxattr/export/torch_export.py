@@ -1,4 +1,5 @@
-"""Export a torch module to ONNX with a stable tensor name for the encoder output, and check it."""
+"""Export a torch module to ONNX with a stable tensor name for the encoder output, and check it
+against the module in onnxruntime (the zoo's torch recipes, the benchmark's task networks)."""
 
 from __future__ import annotations
 
@@ -54,23 +55,30 @@ def export_torch(
     input_shape: tuple[int, ...],
     out_path: Path,
     *,
-    encoder_at: nn.Module,
-    encoder_is_input: bool,
     output_names: list[str],
+    encoder_at: nn.Module | None = None,
+    encoder_is_input: bool = False,
     input_name: str = "input",
+    dynamic_batch: bool = False,
+    producer: str = "onnxattr",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Export `net` (eval mode) at a fixed input shape; name the encoder tensor ENCODER_TENSOR.
+    """Export `net` (eval mode, opset 17); name the encoder tensor ENCODER_TENSOR.
 
-    The encoder is exported as an extra graph output so that torch gives it our name, then
-    removed from the outputs again: the file has the model's own outputs only. Returns the check
-    record comparing onnxruntime with the torch module on a seeded random input.
+    The encoder is the output (or, with `encoder_is_input`, the input) of the submodule
+    `encoder_at`, captured by a hook; without `encoder_at`, `net`'s forward returns it last,
+    after the model's own outputs. It is exported as an extra graph output so that torch gives it
+    our name, then removed from the outputs again: the file has the model's own outputs only.
+    `dynamic_batch` leaves the batch dimension symbolic. Returns the check record comparing
+    onnxruntime with the torch module on a seeded random input.
     """
     net = net.eval()
-    wrapped = _WithEncoder(net, encoder_at, encoder_is_input).eval()
+    wrapped = net if encoder_at is None else _WithEncoder(net, encoder_at, encoder_is_input).eval()
     x = torch.from_numpy(
         np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32)
     )
+    names = [*output_names, ENCODER_TENSOR]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         # shapes are fixed at export: python-int shape arithmetic (SAME padding) is intended
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -79,8 +87,9 @@ def export_torch(
             (x,),
             str(out_path),
             input_names=[input_name],
-            output_names=[*output_names, ENCODER_TENSOR],
+            output_names=names,
             opset_version=17,
+            dynamic_axes={n: {0: "batch"} for n in (input_name, *names)} if dynamic_batch else None,
             dynamo=False,
             do_constant_folding=True,
         )
@@ -88,9 +97,12 @@ def export_torch(
     keep = [o for o in model.graph.output if o.name != ENCODER_TENSOR]
     del model.graph.output[:]
     model.graph.output.extend(keep)
-    model.producer_name = "onnxattr.model_zoo"
+    model.producer_name = producer
     onnx.save(model, str(out_path))
-    return compare_onnx(out_path, {input_name: x.numpy()}, torch_outputs(net, x), "torch")
+    reference = torch_outputs(net, x)
+    if encoder_at is None:
+        reference = reference[:-1]
+    return compare_onnx(out_path, {input_name: x.numpy()}, reference, "torch")
 
 
 def compare_onnx(

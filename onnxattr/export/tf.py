@@ -1,4 +1,4 @@
-"""Parent side of the TensorFlow conversions: run `_tf_worker` in a subprocess, check its output.
+"""Parent side of the TensorFlow conversions: run `tf_worker` in a subprocess, check its output.
 
 The interpreter is $ONNXATTR_TF_PYTHON when set (e.g. a separate `.venv-tf/bin/python`), else
 the current one. This process never imports TensorFlow.
@@ -21,7 +21,7 @@ import onnx
 
 from onnxattr.errors import OnnxAttrError
 
-from ._torch_export import compare_onnx
+from .torch_export import compare_onnx
 
 TF_PINS = "tensorflow-cpu==2.21.0 tf2onnx==1.17.0"
 
@@ -48,15 +48,15 @@ def require_tf() -> None:
 
 
 class _Worker:
-    """A long-lived `_tf_worker` process: TensorFlow is imported once for all conversions."""
+    """A long-lived `tf_worker` process: TensorFlow is imported once for all conversions."""
 
     def __init__(self) -> None:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [tf_python(), "-m", "model_zoo._tf_worker"],
+            [tf_python(), "-m", "onnxattr.export.tf_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
