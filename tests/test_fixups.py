@@ -92,10 +92,12 @@ def test_reshape_allowzero_without_zero_is_dropped():
     _check(model, fixed, x)
 
 
-@pytest.mark.parametrize("mode", ["DCR", "CRD"])
-def test_depth_to_space_dcr_becomes_reshape_transpose(mode):
-    node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode=mode)
-    model = make_model([node], [("x", ["n", 8, 3, 2])], ["y"])
+@pytest.mark.parametrize(("mode", "opset"), [("DCR", 13), ("CRD", 13), (None, 7)])
+def test_depth_to_space_dcr_becomes_reshape_transpose(mode, opset):
+    """The one path for DCR at every opset (DepthToSpace-1 has no mode: always DCR)."""
+    attrs = {} if mode is None else {"mode": mode}
+    node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, **attrs)
+    model = make_model([node], [("x", ["n", 8, 3, 2])], ["y"], opset=opset)
     x = rand(2, 8, 3, 2, seed=4)
     fixed, notes = fix_up(model, x.shape)
     if mode == "CRD":  # onnx2torch converts CRD itself
@@ -162,6 +164,10 @@ def test_auto_pad_becomes_explicit(op, mode, size, attrs):
         ({"auto_pad": "SAME_LOWER", "kernel_shape": [2, 3], "count_include_pad": 1}, 13),
         ({"pads": [0, 1, 1, 2], "kernel_shape": [3, 3], "strides": [1, 2]}, 13),  # as tf2onnx writes
         ({"pads": [1, 0, 0, 1], "kernel_shape": [2, 2], "count_include_pad": 1}, 9),
+        # AveragePool-19/22 (dilations): the same rewrite, the converter takes symmetric pads only
+        ({"pads": [1, 0, 1, 2], "kernel_shape": [2, 3], "dilations": [2, 2]}, 19),
+        ({"pads": [0, 1, 1, 1], "kernel_shape": [3, 3], "strides": [2, 1], "count_include_pad": 1}, 22),
+        ({"pads": [0, 0, 2, 1], "kernel_shape": [3, 2], "dilations": [1, 2], "strides": [2, 2]}, 22),
     ],
 )
 def test_asymmetric_average_pool_becomes_pad_and_pool(attrs, opset):

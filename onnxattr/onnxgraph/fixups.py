@@ -41,7 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxAttrError
 from ..optypes import PADDED, QDQ_LAYOUT
-from .graph import real_inputs, run_tensors, tensor_session
+from .graph import real_inputs, run_tensors, static_shape, tensor_session
 
 _BATCH_PARAM = "batch"
 
@@ -207,18 +207,12 @@ def _ranked(model: onnx.ModelProto | None) -> dict[str, onnx.ValueInfoProto]:
     }
 
 
-def _dims_of(value_info: onnx.ValueInfoProto) -> tuple[int | None, ...]:
-    return tuple(
-        d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim
-    )
-
-
 def _feeds(model: onnx.ModelProto, dims: Sequence[int], seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs: the first input gets `dims`, the others their declared static shape."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for i, vi in enumerate(real_inputs(model.graph)):
-        shape = list(dims) if i == 0 else [d for d in _dims_of(vi)]
+        shape = list(dims) if i == 0 else static_shape(vi)
         if any(d is None for d in shape):
             raise OnnxAttrError(
                 f"model input '{vi.name}' has no static shape; onnxattr needs every extra input static"
@@ -236,8 +230,8 @@ def _static_shapes(
     known = _ranked(_infer(_with_input_dims(model, dims), data_prop=True))
     shapes = {}
     for n in names:
-        d = _dims_of(known[n]) if n in known else None
-        if d is not None and len(known[n].type.tensor_type.shape.dim) and None not in d:
+        d = static_shape(known[n]) if n in known else None
+        if d and None not in d:
             shapes[n] = tuple(int(x) for x in d)
     missing = names - set(shapes) - {t.name for t in model.graph.initializer}
     if missing:
@@ -802,8 +796,9 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
         for n in g.node
         if n.op_type == "ConvTranspose" and n not in auto and _asymmetric(_attr(n, "pads", []))
     ]
-    # onnx2torch's AveragePool before 19 rejects asymmetric pads (19+ is onnxattr.onnxgraph.converters' own)
-    pooled = [n for n in g.node if n not in auto and _asymmetric_average_pool(model, n)]
+    # onnx2torch's AveragePool before 19 rejects asymmetric pads; this rewrite is the one path for
+    # them at every opset (the converters' AveragePool-19/22 leaves them to it)
+    pooled = [n for n in g.node if n not in auto and _asymmetric_average_pool(n)]
     if dims is None:
         pooled = []  # the count correction needs the static size: left to onnx2torch's error
     if not auto and not transposed and not pooled:
@@ -834,7 +829,7 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
             _del_attr(node, "output_shape")
             if _asymmetric(pads):
                 transposed.append(node)
-        if _asymmetric_average_pool(model, node):
+        if _asymmetric_average_pool(node):
             pooled.append(node)
     for node in transposed:
         _split_transpose_pads(g, node, list(_attr(node, "pads")))
@@ -860,10 +855,9 @@ def _explicit_pads(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
     return fixes
 
 
-def _asymmetric_average_pool(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+def _asymmetric_average_pool(node: onnx.NodeProto) -> bool:
     return (
         node.op_type == "AveragePool"
-        and _opset(model) < 19
         and not _attr(node, "ceil_mode", 0)
         and _asymmetric(_attr(node, "pads", []))
     )
@@ -877,6 +871,7 @@ def _split_average_pool_pads(model: onnx.ModelProto, node: onnx.NodeProto, sizes
     pads = list(_attr(node, "pads"))
     rank = len(pads) // 2
     kernel, strides = list(_attr(node, "kernel_shape")), list(_attr(node, "strides", [1] * rank))
+    dilations = list(_attr(node, "dilations", [1] * rank))  # AveragePool-19+
     x, y = node.input[0], node.output[0]
     base = f"{node.name or y}/pad"
     full = [0, 0] + pads[:rank] + [0, 0] + pads[rank:]
@@ -892,8 +887,10 @@ def _split_average_pool_pads(model: onnx.ModelProto, node: onnx.NodeProto, sizes
     if include:
         return
     inside = np.pad(np.ones(sizes), list(zip(pads[:rank], pads[rank:])))
-    windows = np.lib.stride_tricks.sliding_window_view(inside, kernel)
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    windows = np.lib.stride_tricks.sliding_window_view(inside, extent)
     windows = windows[tuple(slice(None, None, s) for s in strides)]
+    windows = windows[(Ellipsis, *(slice(None, None, d) for d in dilations))]
     counts = windows.sum(axis=tuple(range(rank, 2 * rank)))
     scale = (np.prod(kernel) / counts).astype(np.float32).reshape(1, 1, *counts.shape)
     g.initializer.append(numpy_helper.from_array(scale, f"{base}/count_scale"))
@@ -931,12 +928,13 @@ def _reshape_allowzero(model: onnx.ModelProto, dims: list[int] | None) -> list[F
 @register_fixup("depth-to-space", order=45,
                 description="DepthToSpace in DCR mode -> Reshape/Transpose/Reshape")
 def _depth_to_space_dcr(model: onnx.ModelProto, dims: list[int] | None) -> list[Fix]:
-    """DepthToSpace in DCR mode (the default, what TensorFlow exports) at opset 11+ -> Reshape,
-    Transpose, Reshape (onnx2torch converts only CRD there); batch kept open with a 0 dim."""
+    """DepthToSpace in DCR mode (the default, what TensorFlow exports; the only one before
+    opset 11) -> Reshape, Transpose, Reshape: onnx2torch converts only CRD, and its converters
+    for 11/13 cannot be replaced through its public registry. Batch kept open with a 0 dim."""
     g = model.graph
     nodes = [
         n for n in g.node
-        if n.op_type == "DepthToSpace" and _opset(model) >= 11 and _attr(n, "mode", b"DCR") == b"DCR"
+        if n.op_type == "DepthToSpace" and _attr(n, "mode", b"DCR") == b"DCR"
     ]
     if not nodes or dims is None:
         return []

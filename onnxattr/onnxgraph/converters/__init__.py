@@ -10,9 +10,10 @@ current at the model's opset, so a model at opset 20 needs e.g. ('', 'ReduceMean
 * real semantic changes get converters: Reduce*-18/20 (axes became an input), Split-18 (num_outputs),
   Pad-18/19/21 (axes input, wrap mode), Resize-18/19 (axes, keep_aspect_ratio_policy,
   half_pixel_symmetric; a general separable implementation of every coordinate and rounding mode),
-  AveragePool-19/22 (dilations), BatchNormalization-7 (spatial attribute); where onnx2torch's own
+  AveragePool-19/22 (dilations; asymmetric pads and DCR DepthToSpace are fix-ups, at every
+  opset, not converters), BatchNormalization-7 (spatial attribute); where onnx2torch's own
   converter is wrong or missing for an older version: NonZero-9 (its NonZero-13 returns the
-  transposed index matrix), Slice-1, DepthToSpace-1 (DCR); plus ops onnx2torch has no
+  transposed index matrix), Slice-1; plus ops onnx2torch has no
   converter for at all that exporters write for vision encoders: Gelu-20 (torch's dynamo exporter),
   GroupNormalization-18/21, GlobalMaxPool, SpaceToDepth, Upsample-7/9 (old exports).
 

@@ -1,4 +1,5 @@
-"""Ops that move values: Split-18 (num_outputs), Slice-1, DepthToSpace-1 (DCR), SpaceToDepth, NonZero-9."""
+"""Ops that move values: Split-18 (num_outputs), Slice-1, SpaceToDepth, NonZero-9 (DepthToSpace in
+DCR mode, at every opset, is the fix-up `depth-to-space`)."""
 
 from __future__ import annotations
 
@@ -58,31 +59,23 @@ def _convert_slice_1(node, graph):
     return _result(OnnxSlice1(a["starts"], a["ends"], a.get("axes")), _node_mapping(node))
 
 
-class OnnxDepthSpace(nn.Module, OnnxToTorchModule):
-    """DepthToSpace in DCR order (ONNX default, what TensorFlow exports) and SpaceToDepth."""
+class OnnxSpaceToDepth(nn.Module, OnnxToTorchModule):
+    """SpaceToDepth: blocks of the image become channels (DCR order, the inverse of DepthToSpace)."""
 
-    def __init__(self, blocksize: int, to_space: bool):
+    def __init__(self, blocksize: int):
         super().__init__()
-        self.blocksize, self.to_space = blocksize, to_space
+        self.blocksize = blocksize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.blocksize
         n, c, h, w = x.shape
-        if self.to_space:
-            y = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
-            return y.reshape(n, c // (b * b), h * b, w * b)
         y = x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
         return y.reshape(n, c * b * b, h // b, w // b)
 
 
-@register_converter("DepthToSpace", 1)  # onnx2torch's 11/13 do CRD only
-def _convert_depth_to_space(node, graph):
-    return _result(OnnxDepthSpace(node.attributes["blocksize"], True), _node_mapping(node))
-
-
 @register_converter("SpaceToDepth", 1, 13)
 def _convert_space_to_depth(node, graph):
-    return _result(OnnxDepthSpace(node.attributes["blocksize"], False), _node_mapping(node))
+    return _result(OnnxSpaceToDepth(node.attributes["blocksize"]), _node_mapping(node))
 
 
 class OnnxNonZero(nn.Module, OnnxToTorchModule):
