@@ -14,6 +14,11 @@ from typer.testing import CliRunner
 import onnxattr.cli as cli
 from onnxattr.cli import PLUGIN_GROUP, app
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_COMMANDS = ("demo", "taskonomy", "zoo")
 
