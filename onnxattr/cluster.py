@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from ._compat import tomllib
 from .errors import OnnxAttrError
 from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, check_name
 

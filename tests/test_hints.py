@@ -20,14 +20,10 @@ from typer.testing import CliRunner
 
 import model_zoo
 from model_zoo import _registry
+from onnxattr._compat import tomllib
 from onnxattr.cli import app
 from onnxattr.errors import OnnxAttrError
 from onnxattr.export import tf as _tf
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

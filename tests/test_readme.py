@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from onnxattr._compat import tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -71,8 +73,6 @@ def _export_example() -> str:
 
 def test_export_example_dependencies_are_required():
     """torch's default (dynamo) exporter needs onnxscript: it is a core dependency."""
-    import tomllib
-
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("onnxscript") for d in deps)
     assert "torch.onnx.export(" in _export_example() and "dynamo=False" not in _export_example()

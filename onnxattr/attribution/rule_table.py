@@ -21,8 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from .._compat import tomllib
 from ..errors import OnnxAttrError
 from ..optypes import BY_POSITION, LINEAR_OPS, LRP_PASS
 from .rules import Rule, make_rule
