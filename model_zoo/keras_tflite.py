@@ -90,8 +90,10 @@ _mediapipe(
     "Google in-house face images (model card)",
     "face_landmark/face_landmark.tflite",
     192,
-    "add_17",
-    "pre-logits: the shared trunk output (128x3x3) that feeds both heads",
+    "p_re_lu_15",
+    "trunk: the last tensor both heads read (128x6x6, the PReLU after add_14); the face-presence "
+    "head branches off here with its own stride-2 block, so the deeper add_17 (128x3x3) lies in "
+    "the landmark branch only",
     UNIT,
 )
 _mediapipe(
@@ -126,8 +128,10 @@ _mediapipe(
     "Google in-house face images (model card)",
     "face_detection/face_detection_short_range.tflite",
     128,
-    "add_15__xeno_compat__1",
-    "bottleneck: the backbone's last block (96x8x8), before the anchor heads",
+    "activation_16",
+    "bottleneck: the backbone's last block output (96x8x8, after the block's ReLU, as in "
+    "blazeface_back), which both anchor heads read; add_15 before it is the block without its "
+    "activation",
     SIGNED,
 )
 

@@ -61,6 +61,28 @@ QDQ_LAYOUT = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze
                         "MaxPool"})
 #: Ops with ``pads``/``auto_pad`` attributes (fix-ups make them explicit).
 PADDED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
-#: Ops after which a tensor is a pooled summary / an upsampled one (encoder-node candidates).
-POOLING = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten", "AveragePool"})
+# --------------------------------------------------------------------------- graph structure
+#: Encoder-node candidates: ops that raise a map's resolution (counted only where they do) ...
 UPSAMPLING = frozenset({"Resize", "Upsample", "ConvTranspose", "DepthToSpace"})
+#: ... ops that summarise a whole map into one vector (a classifier's pooling) ...
+GLOBAL_POOLING = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"})
+#: ... and ops that add no depth to a trunk: views, padding, local pooling (a pooling shortcut
+#: taken beside a block is not deeper than the tensor it pools).
+NO_DEPTH = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
+                      "Dropout", "Cast", "Pad", "MaxPool", "AveragePool"})  # fmt: skip
+#: Pure views (the same values, rearranged): a candidate is reported at the op computing it.
+VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
+                   "Dropout", "Cast"})  # fmt: skip
+#: Ops whose 4-D output is channel-first by the ONNX specification.
+CHANNEL_FIRST = frozenset({
+    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
+    "InstanceNormalization", "LRN", "MaxUnpool", "DepthToSpace", "SpaceToDepth",
+})  # fmt: skip
+#: Ops after which an axis of the input no longer is the same axis of the output.
+REARRANGING = frozenset({
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Gather", "GatherElements", "GatherND",
+    "MatMul", "Gemm", "Einsum", "Expand", "Tile", "Shape", "Size", "ConstantOfShape",
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "TopK", "NonZero",
+})  # fmt: skip

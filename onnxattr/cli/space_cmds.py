@@ -52,7 +52,7 @@ def probe_build(
 def nodes(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
     candidates: Annotated[
-        bool, typer.Option("--candidates", help="Only the candidate encoder nodes.")
+        bool, typer.Option("--candidates", help="Only the suggested encoder node (★).")
     ] = False,
     show_all: Annotated[
         bool,
@@ -60,7 +60,10 @@ def nodes(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: one object per node.")] = False,
 ) -> None:
-    """List the nodes: name, op type, output tensors and shapes; candidate encoder nodes marked ★.
+    """List the nodes: name, op type, output tensors and shapes; the suggested encoder node ★.
+
+    The ★ (and its reason) comes from the graph's structure: pre-logits, a shared trunk, or an
+    encoder-decoder's bottleneck (onnxattr.onnxgraph.candidates).
 
     Names are printed in full (they are what --encoder-node takes), however narrow the terminal.
     """

@@ -17,9 +17,7 @@ import onnx
 from onnx import helper, shape_inference
 
 from ..errors import OnnxAttrError
-from ..optypes import POOLING, UPSAMPLING
-
-# Ops after which a tensor is a "compact feature" candidate in a classifier (pre-logits).
+from ..optypes import CHANNEL_FIRST, REARRANGING
 
 
 def load(path: str | Path) -> onnx.ModelProto:
@@ -168,7 +166,9 @@ def list_nodes(model: onnx.ModelProto) -> list[NodeInfo]:
     live = input_dependent(model)
     for k, info in enumerate(infos):
         info.on_input_path = k in live
-    _mark_candidates([i for i in infos if i.on_input_path], [o.name for o in model.graph.output])
+    from .candidates import mark_candidates  # it builds on this module's helpers
+
+    mark_candidates(model, infos)
     return infos
 
 
@@ -183,83 +183,6 @@ def input_dependent(model: onnx.ModelProto) -> set[int]:
             nodes.add(k)
             live.update(o for o in n.output if o)
     return nodes
-
-
-_VIEWS = {"Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Transpose"}
-
-
-def _trunk(infos: list[NodeInfo], outputs: list[str]) -> NodeInfo | None:
-    """A multi-head model's trunk output: the deepest tensor that every graph output depends on
-    (the heads branch after it), stepped back through pure reshapes to the op computing it."""
-    producer = {o: n for n in infos for o in n.outputs}
-    outs = [o for o in outputs if o in producer]
-    if len(outs) < 2:
-        return None
-    common: set[str] | None = None
-    for o in outs:
-        seen, stack = set(), [o]
-        while stack:
-            t = stack.pop()
-            if t in seen or t not in producer:
-                continue
-            seen.add(t)
-            stack.extend(producer[t].inputs)
-        common = seen if common is None else common & seen
-    order = {id(n): k for k, n in enumerate(infos)}
-    shared = [producer[t] for t in common or () if producer[t].outputs[0] == t]
-    shared = [n for n in shared if n.outputs[0] not in outs]
-    if not shared:
-        return None
-    trunk = max(shared, key=lambda n: order[id(n)])
-    while trunk.op_type in _VIEWS and trunk.inputs and trunk.inputs[0] in producer:
-        trunk = producer[trunk.inputs[0]]
-    return trunk
-
-
-def _mark_candidates(infos: list[NodeInfo], outputs: list[str] = ()) -> None:
-    """The paper takes the sub-model with the most compact features: pre-logits or a bottleneck;
-    in a model with several heads, the trunk they share."""
-    trunk = _trunk(infos, list(outputs))
-    if trunk is not None:
-        trunk.candidate = (f"trunk: the deepest tensor all {len(outputs)} outputs share "
-                           "(the heads branch after it)")
-        return
-    # Pre-logits: the last pooled/flattened output before the first fully connected layer.
-    first_fc = next((i for i, n in enumerate(infos) if n.op_type in {"Gemm", "MatMul"}), None)
-    if first_fc is not None:
-        for n in reversed(infos[:first_fc]):
-            if n.op_type in POOLING or (n.op_type in {"Reshape", "Squeeze"} and n.numel):
-                n.candidate = "pre-logits: pooled features before the first fully connected layer"
-                break
-    # Bottleneck: the last node at the smallest spatial resolution before any upsampling.
-    first_up = next((i for i, n in enumerate(infos) if n.op_type in UPSAMPLING), len(infos))
-    spatial = [
-        (int(np.prod(s[2:])), i)
-        for i, n in enumerate(infos[:first_up])
-        if (s := n.shapes[0] if n.shapes else None) and len(s) == 4 and _complete(s)
-    ]
-    if spatial and first_up < len(infos):
-        smallest = min(a for a, _ in spatial)
-        last = max(i for a, i in spatial if a == smallest)
-        if not infos[last].candidate:
-            infos[last].candidate = "bottleneck: last feature map at the smallest resolution"
-    if not any(n.candidate for n in infos) and infos:
-        infos[-1].candidate = "graph output"
-
-
-# Ops whose 4-D output is channel-first by the ONNX specification.
-_CHANNEL_FIRST = {
-    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
-    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
-    "InstanceNormalization", "LRN", "MaxUnpool", "DepthToSpace", "SpaceToDepth",
-}
-# Ops after which an axis of the input no longer is the same axis of the output.
-_REARRANGING = {
-    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Gather", "GatherElements", "GatherND",
-    "MatMul", "Gemm", "Einsum", "Expand", "Tile", "Shape", "Size", "ConstantOfShape",
-    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "TopK", "NonZero",
-}
 
 
 @dataclass(frozen=True)
@@ -295,10 +218,10 @@ def channel_axis(model: onnx.ModelProto, tensor: str, input_axis: int) -> Channe
         node = producers.get(t)
         if node is None:
             return ChannelAxis(1, f"tensor {t!r} has no producer: ONNX's channel-first convention")
-        if node.op_type in _CHANNEL_FIRST:
+        if node.op_type in CHANNEL_FIRST:
             axis, reason = 1, f"{node.op_type} {node.name or node.output[0]!r} (channel-first)"
             break
-        if node.op_type in _REARRANGING:
+        if node.op_type in REARRANGING:
             return ChannelAxis(
                 1, f"{node.op_type} {node.name or node.output[0]!r} rearranges axes: "
                 "ONNX's channel-first convention assumed"
