@@ -13,12 +13,9 @@ import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from onnxattr._compat import tomllib
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _declared() -> set[str]:
