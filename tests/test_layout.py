@@ -7,17 +7,12 @@ import ast
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import tomllib
 import typer
 from typer.testing import CliRunner
 
 import onnxattr.cli as cli
+from onnxattr._compat import tomllib
 from onnxattr.cli import PLUGIN_GROUP, app
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_COMMANDS = ("demo", "taskonomy", "zoo")
