@@ -4,11 +4,17 @@ The per-image cost of attributing a model (activations kept for the backward pas
 the modified-gradient methods, the inverse preprocessing) differs a hundredfold between models, so
 it is measured on the first small batch rather than guessed: the peak growth of the process's
 resident set over that batch (on Linux: `/proc/self/clear_refs` resets the high-water mark, then
-`VmHWM` is read), or of torch's allocator on CUDA.
+`VmHWM` is read), or of torch's allocator on CUDA. In a long-lived process (the demo, a Ray
+worker, a notebook) memory freed by an earlier model stays in the C heap and is reused without the
+resident set growing, which would read as a cost of 0; so the heap is first handed back to the OS
+(glibc's ``malloc_trim``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 import resource
 from collections.abc import Iterator
@@ -51,6 +57,16 @@ def peak_rss_bytes() -> int:
     return peak if os.uname().sysname == "Darwin" else peak * 1024
 
 
+def _trim_heap() -> None:
+    """Return the C heap's free memory to the OS (glibc; a no-op elsewhere)."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass  # not glibc: musl and macOS return freed memory themselves or have no such call
+
+
 def _reset_peak() -> bool:
     try:
         _CLEAR_REFS.write_text("5")
@@ -80,6 +96,7 @@ class PeakMeter:
             torch.cuda.synchronize(self.device)
             self.growth = torch.cuda.max_memory_allocated(self.device) - self.base
             return
+        _trim_heap()
         self.base = rss_bytes()
         ok = self.base is not None and _reset_peak()
         yield self

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes.util
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -178,3 +182,33 @@ def test_peak_meter_sees_a_transient_allocation():
         x = np.ones(64 << 20, dtype=np.uint8)  # 64 MB touched, then freed
         del x
     assert 60 << 20 <= meter.growth <= 80 << 20
+
+
+_REUSED_HEAP = """
+import ctypes, ctypes.util, numpy as np
+from onnxattr import memory
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: 1 MB blocks come from the heap
+libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: and free() never trims it
+earlier = [np.ones(1 << 17) for _ in range(300)]  # 300 MB: "the previous model"
+pin = np.ones(16)  # keeps the top of the heap in use
+del earlier
+meter = memory.PeakMeter("cpu")
+with meter.measure():
+    batch = [np.ones(1 << 17) for _ in range(200)]  # 200 MB: this model's first batch
+print(meter.growth)
+"""
+
+
+@pytest.mark.skipif(
+    not memory._STATUS.exists() or ctypes.util.find_library("c") is None,
+    reason="needs /proc and glibc (Linux)",
+)
+def test_peak_meter_sees_memory_reused_from_an_earlier_model():
+    """In one long-lived process (the demo adds 18 models) the next model's first batch reuses
+    heap memory that the previous model freed: without handing it back first, the resident set
+    does not grow and the cost read 0 MB per image (the demo's craft_text did), so the batch size
+    was not chosen by the budget at all. (A child process: the malloc settings are global.)"""
+    out = subprocess.run([sys.executable, "-c", _REUSED_HEAP], capture_output=True, text=True,
+                         check=True)
+    assert 190 << 20 <= int(out.stdout) <= 230 << 20
