@@ -47,12 +47,12 @@ def registries():
     """Each test's registrations are undone afterwards (onnx2torch's converters excepted)."""
     import model_zoo._registry as zoo
     from onnxattr.analysis import estimators
-    from onnxattr.attribution import METHODS, PRESETS
+    from onnxattr.attribution import METHODS, PRESETS, RULES
     from onnxattr.onnxgraph import fixups
 
     saved = [
         (d, dict(d))
-        for d in (METHODS, PRESETS, estimators.ESTIMATORS, fixups.FIXUPS, zoo._REGISTRY)
+        for d in (METHODS, PRESETS, RULES, estimators.ESTIMATORS, fixups.FIXUPS, zoo._REGISTRY)
     ]
     yield
     for d, copy in saved:
@@ -139,6 +139,55 @@ def test_lrp_preset(tmp_path, space) -> None:
     np.testing.assert_allclose(api, ref, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(s.read_maps("cli", "lrp"), api)
     assert "zplus_flat" in cli("rules", "--preset", "zplus_flat")
+
+
+def test_lrp_rule(tmp_path, space) -> None:
+    """The γ-rule of the example against Zennit's Gamma on the torch original (same rules
+    elsewhere as the `epsilon` preset), then through the API and the CLI (TOML overrides)."""
+    from zennit.composites import LayerMapComposite
+    from zennit.layer import Sum
+    from zennit.rules import Epsilon, Gamma, Norm, Pass
+    from zennit.types import Activation, AvgPool, Convolution
+
+    from onnxattr.attribution import attribute, get_method
+    from onnxattr.onnxgraph.convert import to_torch
+
+    from .test_lrp_networks import VGGish, zennit_relevance
+    from .test_lrp_networks import export as export_proto
+
+    example("An LRP rule")
+    torch.manual_seed(3)
+    net = VGGish().eval()
+    x = torch.rand(3, 3, 32, 32)  # x >= 0: Zennit's generalised γ-rule is then the original one
+    model = export_proto(net, x)
+    gamma = {"rule": "gamma", "gamma": 0.25}
+    rules = {"Conv": gamma, "first": gamma}  # every convolution, the first one included
+    got = attribute(to_torch(model), x, [get_method("lrp", preset="epsilon", rules=rules)])["lrp"]
+    composite = LayerMapComposite(
+        [
+            (Activation, Pass()),
+            (Sum, Norm()),
+            (AvgPool, Norm()),
+            (Convolution, Gamma(0.25)),
+            (torch.nn.Linear, Epsilon(1e-4)),
+        ]
+    )
+    want = zennit_relevance(net, composite, x)
+    scale = want.abs().amax((1, 2, 3), keepdim=True)
+    assert float(want.abs().max()) > 0
+    assert float(((got - want).abs() / scale).max()) < 1e-4
+    # through the API and the CLI: the same maps
+    path = tmp_path / "vgg.onnx"
+    onnx.save(model, path)
+    onnxattr.add(space, path, name="api", methods=["lrp"], lrp_rules=rules, storage=EXACT)
+    toml = tmp_path / "rules.toml"
+    toml.write_text('Conv = { rule = "gamma", gamma = 0.25 }\nfirst = { rule = "gamma" }\n')
+    cli("add", path, "--space", space, "--name", "cli", "--methods", "lrp", "--lrp-rules", toml,
+        "--map-dtype", "float32")
+    s = ModelSpace(space)
+    assert np.abs(s.read_maps("api", "lrp")).max() > 0
+    np.testing.assert_allclose(s.read_maps("cli", "lrp"), s.read_maps("api", "lrp"))
+    assert "gamma" in cli("rules", "--overrides", toml)
 
 
 def test_estimator(tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""LRP rules: module wrappers whose backward pass carries relevance instead of the gradient.
+"""LRP rules: one class per rule, whose forward of an op sets up a backward pass that carries
+relevance instead of the gradient.
 
 Relevance travels as the "gradient" of the pass (as in Zennit): each wrapped op forwards exactly
 the values of the original op and, in the backward pass, maps the relevance R of its output to the
@@ -14,7 +15,7 @@ the input has none (post-ReLU activations), so z⁺ costs one extra forward of t
 
 from __future__ import annotations
 
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -92,6 +93,12 @@ class _Route(torch.autograd.Function):
         return (None, None, None, *out)
 
 
+def feed(x: torch.Tensor, value: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    """`value` in place of `x` in the forward; the gradient reaching `x` is scaled by `factor`
+    (None: unscaled). ``feed(x, x.detach(), x.detach())`` is the x · ∂z/∂x of most rules."""
+    return _Feed.apply(x, value, factor)
+
+
 def _route(
     value: torch.Tensor, groups: Sequence[tuple], eps: float, terms: Sequence[torch.Tensor]
 ) -> torch.Tensor:
@@ -116,76 +123,180 @@ def _is_activation(a: Any) -> bool:
     return isinstance(a, torch.Tensor) and a.requires_grad and a.is_floating_point()
 
 
-class RuleModule(nn.Module):
-    """Wraps one op; subclasses define the forward that sets up the relevance backward."""
-
-    def __init__(self, inner: nn.Module, site: Site) -> None:
-        super().__init__()
-        self.inner = inner
-        self.site = site
+# --- a rule: one class, named, with parameters and the relevance pass for one op ---------------
 
 
-class _Pass(RuleModule):
-    def forward(self, x: torch.Tensor, *rest: Any, **kw: Any) -> torch.Tensor:
-        y = self.inner(x, *rest, **kw)
-        if not _is_activation(x):
-            return y
-        if y.shape != x.shape:
+class Rule(ABC):
+    """A named LRP rule with parameters (one class per rule, as Zennit's rules).
+
+    `forward(op, *args)` replaces the op's forward on the relevance pass: `op.inner` is the op,
+    `op.site` what is known of its ONNX node, `op.cache` a dict the rule may keep per op (a rule
+    instance serves every op its table gives it to). `wrap` puts an op under the rule.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+    linear_only: ClassVar[bool] = False  # needs weights: only for Conv, ConvTranspose, Gemm, MatMul
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
             raise OnnxAttrError(
-                f"rule 'pass' on {self.site.op_type} node {self.site.name!r} needs an element-wise op "
-                f"(input {tuple(x.shape)}, output {tuple(y.shape)}); choose another rule for "
-                f"{self.site.op_type} (`onnxattr rules`)"
+                f"LRP rule {self.name!r} takes no parameter {', '.join(sorted(unknown))}; "
+                f"it takes: {', '.join(self.defaults) or 'none'}"
             )
-        return _PassGrad.apply(y, x)
+        self.params = {**self.defaults, **params}
+
+    def wrap(self, module: nn.Module, site: Site) -> nn.Module | None:
+        """The module that applies this rule to `module` (None: keep the op's own gradient)."""
+        if self.linear_only and site.op_type not in LINEAR:
+            raise OnnxAttrError(
+                f"LRP rule {self.name!r} needs a linear op with weights (Conv, ConvTranspose, Gemm, "
+                f"MatMul), not {site.op_type}; choose another rule for {site.op_type}"
+            )
+        return RuleModule(module, site, self)
+
+    @abstractmethod
+    def forward(self, op: RuleModule, *args: Any, **kw: Any) -> Any:
+        """The op's output, set up so that its backward carries relevance."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}({args})" if args else self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rule) and (self.name, self.params) == (other.name, other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.name, repr(self.params)))
 
 
-class _Constant(RuleModule):
+class RuleModule(nn.Module):
+    """One op under a rule (swapped in for the relevance pass): its forward is the rule's."""
+
+    def __init__(self, inner: nn.Module, site: Site, rule: Rule) -> None:
+        super().__init__()
+        self.inner, self.site, self.rule = inner, site, rule
+        self.cache: dict[str, Any] = {}
+
     def forward(self, *args: Any, **kw: Any) -> Any:
-        y = self.inner(*args, **kw)
-        return tuple(t.detach() for t in y) if isinstance(y, (tuple, list)) else y.detach()
+        return self.rule.forward(self, *args, **kw)
 
 
-class _Epsilon(RuleModule):
+#: Every LRP rule by name; rule tables and overrides name them.
+RULES: dict[str, type[Rule]] = {}
+
+
+def register_rule(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: make a :class:`Rule` subclass available by its ``name`` in rule tables,
+    presets and overrides (``Conv = "myrule"``)."""
+    RULES[cls.name] = cls
+    return cls
+
+
+def epsilon_forward(
+    op: RuleModule, args: Sequence[Any], kw: dict[str, Any], eps: float, gate: int | None = None
+) -> torch.Tensor:
     """R_i = x_i · ∂z/∂x_i · R / stab(z) for every activation input x_i (divided by their number
-    for products, the uniform rule); constants absorb the rest."""
-
-    def __init__(self, inner: nn.Module, site: Site, eps: float, gate: int | None = None) -> None:
-        super().__init__(inner, site)
-        self.eps = eps
-        self.gate = gate
-
-    def forward(self, *args: Any, **kw: Any) -> torch.Tensor:
-        args = list(args)
-        active = [i for i, a in enumerate(args) if _is_activation(a)]
-        if self.gate is not None and len(active) == 2 and self.gate in active:
-            args[self.gate] = args[self.gate].detach()
-            active.remove(self.gate)
-        if not active:
-            return self.inner(*args, **kw)
-        for i in active:
-            args[i] = _Feed.apply(args[i], args[i].detach(), args[i].detach())
-        z = self.inner(*args, **kw)
-        coef = 1.0 / len(active) if self.site.op_type in MULTIPLICATIVE else 1.0
-        return _route(z, [(coef, [1])], self.eps, [z])
+    for products, the uniform rule; input `gate` excluded); constants absorb the rest."""
+    args = list(args)
+    active = [i for i, a in enumerate(args) if _is_activation(a)]
+    if gate is not None and len(active) == 2 and gate in active:
+        args[gate] = args[gate].detach()
+        active.remove(gate)
+    if not active:
+        return op.inner(*args, **kw)
+    for i in active:
+        args[i] = feed(args[i], args[i].detach(), args[i].detach())
+    z = op.inner(*args, **kw)
+    coef = 1.0 / len(active) if op.site.op_type in MULTIPLICATIVE else 1.0
+    return _route(z, [(coef, [1])], eps, [z])
 
 
-class _Gate(_Epsilon):
+@register_rule
+class Epsilon(Rule):
+    name = "epsilon"
+    summary = "ε-rule: R_i = x_i ∂z/∂x_i · R/(z + ε sign z); constants (biases) absorb their share"
+    defaults = {"epsilon": 1e-6}
+
+    def forward(self, op: RuleModule, *args: Any, **kw: Any) -> torch.Tensor:
+        return epsilon_forward(op, args, kw, float(self.params["epsilon"]))
+
+
+@register_rule
+class Norm(Epsilon):
+    name = "norm"
+    summary = "ε-normalised proportional split (ε only a stabiliser; Zennit's Norm)"
+
+
+@register_rule
+class Gate(Rule):
     """Mul/Div of two activations: the gate takes no relevance; the other input takes R (up to the
     stabiliser). The gate is the input marked statically (a Sigmoid-like producer, or the divisor),
     else the broadcast one; with neither, both share R equally (uniform rule)."""
 
-    def forward(self, *args: Any, **kw: Any) -> torch.Tensor:
-        self.gate = self.site.gate
+    name = "gate"
+    summary = (
+        "product of activations: the gate (sigmoid-like or broadcast input) takes no relevance"
+    )
+    defaults = {"stabilizer": 1e-6}
+
+    def forward(self, op: RuleModule, *args: Any, **kw: Any) -> torch.Tensor:
+        gate = op.site.gate
         active = [i for i, a in enumerate(args) if _is_activation(a)]
-        if self.gate is None and len(active) == 2:
+        if gate is None and len(active) == 2:
             a, b = (args[i].numel() for i in active)
-            self.gate = active[0] if a < b else active[1] if b < a else None
-        return super().forward(*args, **kw)
+            gate = active[0] if a < b else active[1] if b < a else None
+        return epsilon_forward(op, args, kw, float(self.params["stabilizer"]), gate)
+
+
+@register_rule
+class Pass(Rule):
+    name = "pass"
+    summary = "relevance passes unchanged (element-wise activations)"
+
+    def forward(self, op: RuleModule, x: torch.Tensor, *rest: Any, **kw: Any) -> torch.Tensor:
+        y = op.inner(x, *rest, **kw)
+        if not _is_activation(x):
+            return y
+        if y.shape != x.shape:
+            raise OnnxAttrError(
+                f"rule 'pass' on {op.site.op_type} node {op.site.name!r} needs an element-wise op "
+                f"(input {tuple(x.shape)}, output {tuple(y.shape)}); choose another rule for "
+                f"{op.site.op_type} (`onnxattr rules`)"
+            )
+        return _PassGrad.apply(y, x)
+
+
+@register_rule
+class Gradient(Rule):
+    name = "gradient"
+    summary = "the op's own gradient: by position (reshapes, slicing), winner takes all (MaxPool)"
+
+    def wrap(self, module: nn.Module, site: Site) -> None:
+        return None  # the op stays as it is
+
+    def forward(self, op: RuleModule, *args: Any, **kw: Any) -> Any:
+        return op.inner(*args, **kw)
+
+
+@register_rule
+class Constant(Rule):
+    name = "constant"
+    summary = "output treated as a constant: no relevance flows into the op (Softmax in attention)"
+
+    def forward(self, op: RuleModule, *args: Any, **kw: Any) -> Any:
+        y = op.inner(*args, **kw)
+        return tuple(t.detach() for t in y) if isinstance(y, (tuple, list)) else y.detach()
 
 
 # --- rules with modified weights, for linear ops with one activation input ---------------------
 
 ParamMod = Callable[[torch.Tensor, bool], torch.Tensor]  # (tensor, is_bias) -> modified tensor
+#: `call(mod, x)`: the op with parameters modified by `mod`, on `x` in place of its activation
+ModifiedCall = Callable[[ParamMod, torch.Tensor], torch.Tensor]
+Terms = tuple[list, list[torch.Tensor]]  # (groups, terms) for `_route`
 
 
 def _keep(t: torch.Tensor, bias: bool) -> torch.Tensor:
@@ -216,68 +327,6 @@ def _square(t: torch.Tensor, bias: bool) -> torch.Tensor:
     return t * t
 
 
-class _Modified(RuleModule):
-    """A linear op evaluated with modified parameters: nn modules (Conv, ConvTranspose, Linear,
-    Sequential(pad, conv)) through their parameters, onnx2torch's MatMul/Gemm through their
-    constant inputs (Gemm's third input is the bias). Modified tensors are cached."""
-
-    def __init__(self, inner: nn.Module, site: Site, stabilizer: float) -> None:
-        super().__init__(inner, site)
-        self.stabilizer = stabilizer
-        self._cache: dict[str, Any] = {}
-        self._params = dict(inner.named_parameters())
-        self._params.update(
-            (n, b) for n, b in inner.named_buffers() if n.endswith(("weight", "bias"))
-        )
-        self._fallback = _Epsilon(inner, site, stabilizer)
-        self._kw: dict[str, Any] = {}
-
-    def call(self, mod: ParamMod, args: list, i: int, x: torch.Tensor) -> torch.Tensor:
-        """The op with parameters modified by `mod`, applied to `x` in place of activation input i."""
-        key = mod.__name__
-        if self._params:
-            if key not in self._cache:
-                self._cache[key] = {
-                    n: mod(t.detach(), n.endswith("bias")) for n, t in self._params.items()
-                }
-            new = list(args)
-            new[i] = x
-            return functional_call(self.inner, self._cache[key], tuple(new), self._kw)
-        consts = tuple(j for j, a in enumerate(args) if j != i and isinstance(a, torch.Tensor))
-        if key not in self._cache or any(self._cache[key][0][j] is not args[j] for j in consts):
-            bias = {2} if self.site.op_type == "Gemm" else set()
-            self._cache[key] = (
-                {j: args[j] for j in consts},
-                {j: mod(args[j], j in bias) for j in consts},
-            )
-        new = [self._cache[key][1].get(j, a) for j, a in enumerate(args)]
-        new[i] = x
-        return self.inner(*new, **self._kw)
-
-    def forward(self, *args: Any, **kw: Any) -> torch.Tensor:
-        args = list(args)
-        active = [i for i, a in enumerate(args) if _is_activation(a)]
-        if len(active) != 1:  # two activations (e.g. q·kᵀ): no weights to modify
-            return self._fallback(*args, **kw)
-        (i,) = active
-        x = args[i]
-        self._kw = kw
-        groups, terms = self.terms(args, i, x)
-        value = self.value(terms)
-        if value is None:
-            with torch.no_grad():
-                value = self.inner(*args, **kw)
-        return _route(value, groups, self.stabilizer, terms)
-
-    def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
-        """(groups, terms) for `_route`; terms are outputs of the op on fed inputs."""
-        raise NotImplementedError
-
-    def value(self, terms: list[torch.Tensor]) -> torch.Tensor | None:
-        """The op's output when the terms already give it (saves a forward), else None."""
-        return None
-
-
 def _split(x: torch.Tensor, nonnegative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x⁺ and x⁻ (None when x has no negative entries, the usual post-ReLU case)."""
     xd = x.detach()
@@ -286,67 +335,137 @@ def _split(x: torch.Tensor, nonnegative: bool) -> tuple[torch.Tensor, torch.Tens
     return xd.clamp(min=0), xd.clamp(max=0)
 
 
-class _ZPlus(_Modified):
-    def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
-        xp, xn = _split(x, self.site.nonnegative)
-        terms = [self.call(_pos, args, i, _Feed.apply(x, xp, xp))]
+class ModifiedRule(Rule):
+    """A rule that evaluates the linear op with modified parameters: nn modules (Conv,
+    ConvTranspose, Linear, Sequential(pad, conv)) through their parameters, onnx2torch's
+    MatMul/Gemm through their constant inputs (Gemm's third input is the bias). A subclass gives
+    `terms` (and `value` when the terms already hold the output). Modified tensors are cached per
+    op; ops with two activation inputs (q·kᵀ) fall back to the ε-rule."""
+
+    defaults = {"stabilizer": 1e-6}
+    linear_only = True
+
+    def forward(self, op: RuleModule, *args: Any, **kw: Any) -> torch.Tensor:
+        args = list(args)
+        eps = float(self.params["stabilizer"])
+        active = [i for i, a in enumerate(args) if _is_activation(a)]
+        if len(active) != 1:  # two activations (e.g. q·kᵀ): no weights to modify
+            return epsilon_forward(op, args, kw, eps)
+        (i,) = active
+        x = args[i]
+        groups, terms = self.terms(lambda mod, t: _modified_call(op, mod, args, kw, i, t), op, x)
+        value = self.value(terms)
+        if value is None:
+            with torch.no_grad():
+                value = op.inner(*args, **kw)
+        return _route(value, groups, eps, terms)
+
+    @abstractmethod
+    def terms(self, call: ModifiedCall, op: RuleModule, x: torch.Tensor) -> Terms:
+        """(groups, terms) for `_route`: terms are `call(mod, fed input)`, the op with parameters
+        modified by `mod` applied to the fed input in place of the activation `x`."""
+
+    def value(self, terms: list[torch.Tensor]) -> torch.Tensor | None:
+        """The op's output when the terms already give it (saves a forward), else None."""
+        return None
+
+
+def _modified_call(
+    op: RuleModule, mod: ParamMod, args: list, kw: dict[str, Any], i: int, x: torch.Tensor
+) -> torch.Tensor:
+    """The op with parameters modified by `mod`, applied to `x` in place of activation input i."""
+    cache = op.cache
+    if "params" not in cache:
+        params = dict(op.inner.named_parameters())
+        params.update((n, b) for n, b in op.inner.named_buffers() if n.endswith(("weight", "bias")))
+        cache["params"] = params
+    key = mod.__name__
+    if cache["params"]:
+        if key not in cache:
+            cache[key] = {
+                n: mod(t.detach(), n.endswith("bias")) for n, t in cache["params"].items()
+            }
+        new = list(args)
+        new[i] = x
+        return functional_call(op.inner, cache[key], tuple(new), kw)
+    consts = tuple(j for j, a in enumerate(args) if j != i and isinstance(a, torch.Tensor))
+    if key not in cache or any(cache[key][0][j] is not args[j] for j in consts):
+        bias = {2} if op.site.op_type == "Gemm" else set()
+        cache[key] = ({j: args[j] for j in consts}, {j: mod(args[j], j in bias) for j in consts})
+    new = [cache[key][1].get(j, a) for j, a in enumerate(args)]
+    new[i] = x
+    return op.inner(*new, **kw)
+
+
+@register_rule
+class ZPlus(ModifiedRule):
+    name = "zplus"
+    summary = "z⁺-rule: positive contributions only (αβ with α=1, β=0)"
+
+    def terms(self, call: ModifiedCall, op: RuleModule, x: torch.Tensor) -> Terms:
+        xp, xn = _split(x, op.site.nonnegative)
+        terms = [call(_pos, feed(x, xp, xp))]
         if xn is not None:
-            terms.append(self.call(_neg_nobias, args, i, _Feed.apply(x, xn, xn)))
+            terms.append(call(_neg_nobias, feed(x, xn, xn)))
         return [(1.0, [1] * len(terms), 1)], terms  # W⁺x⁺ + b⁺ + W⁻x⁻ >= 0
 
 
-class _AlphaBeta(_Modified):
-    def __init__(
-        self, inner: nn.Module, site: Site, stabilizer: float, alpha: float, beta: float
-    ) -> None:
-        super().__init__(inner, site, stabilizer)
-        self.alpha, self.beta = alpha, beta
+@register_rule
+class AlphaBeta(ModifiedRule):
+    name = "alpha_beta"
+    summary = "αβ-rule: α·positive − β·negative contributions (α − β = 1)"
+    defaults = {"alpha": 2.0, "beta": 1.0, "stabilizer": 1e-6}
 
-    def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
-        xp, xn = _split(x, self.site.nonnegative)
-        fp = _Feed.apply(x, xp, xp)
-        pos, neg = [self.call(_pos, args, i, fp)], [self.call(_neg, args, i, fp)]
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        a, b = float(self.params["alpha"]), float(self.params["beta"])
+        if a < 0 or b < 0 or abs(a - b - 1.0) > 1e-9:
+            raise OnnxAttrError(
+                f"alpha_beta needs alpha, beta >= 0 and alpha - beta = 1, got {a}, {b}"
+            )
+
+    def terms(self, call: ModifiedCall, op: RuleModule, x: torch.Tensor) -> Terms:
+        xp, xn = _split(x, op.site.nonnegative)
+        fp = feed(x, xp, xp)
+        pos, neg = [call(_pos, fp)], [call(_neg, fp)]
         if xn is not None:
-            fn = _Feed.apply(x, xn, xn)
-            pos.append(self.call(_neg_nobias, args, i, fn))
-            neg.append(self.call(_pos_nobias, args, i, fn))
-        groups = [(self.alpha, [1] * len(pos), 1), (-self.beta, [1] * len(neg), -1)]
-        return groups, pos + neg
+            fn = feed(x, xn, xn)
+            pos.append(call(_neg_nobias, fn))
+            neg.append(call(_pos_nobias, fn))
+        alpha, beta = float(self.params["alpha"]), float(self.params["beta"])
+        return [(alpha, [1] * len(pos), 1), (-beta, [1] * len(neg), -1)], pos + neg
 
     def value(self, terms: list[torch.Tensor]) -> torch.Tensor:
         # W⁺x⁺ + b⁺ + W⁻x⁻ + W⁻x⁺ + b⁻ + W⁺x⁻ = Wx + b
         return sum(t.detach() for t in terms[1:]) + terms[0].detach()
 
 
-class _Flat(_Modified):
+@register_rule
+class Flat(ModifiedRule):
+    name = "flat"
+    summary = "flat rule: relevance spread uniformly over the receptive field (first layer)"
     mod: ClassVar[ParamMod] = staticmethod(_ones_nobias)
 
-    def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
+    def terms(self, call: ModifiedCall, op: RuleModule, x: torch.Tensor) -> Terms:
         ones = torch.ones_like(x.detach())
-        return [(1.0, [1], 1)], [
-            self.call(type(self).mod, args, i, _Feed.apply(x, ones, None))
-        ]  # 1ᵀ|W'| >= 0
+        return [(1.0, [1], 1)], [call(type(self).mod, feed(x, ones, None))]  # 1ᵀ|W'| >= 0
 
 
-class _WSquare(_Flat):
+@register_rule
+class WSquare(Flat):
+    name = "wsquare"
+    summary = "w²-rule: spread by squared weights (first layer, unbounded input)"
     mod: ClassVar[ParamMod] = staticmethod(_square)
 
 
-class _ZBox(_Modified):
-    def __init__(
-        self,
-        inner: nn.Module,
-        site: Site,
-        stabilizer: float,
-        low: Sequence[float] | float | None,
-        high: Sequence[float] | float | None,
-    ) -> None:
-        super().__init__(inner, site, stabilizer)
-        self.low, self.high = low, high
+@register_rule
+class ZBox(ModifiedRule):
+    name = "zbox"
+    summary = "z^B-rule: input in [low, high] (first layer); bounds per channel, or each image's"
+    defaults = {"low": None, "high": None, "stabilizer": 1e-6}
 
-    def _bound(
-        self, x: torch.Tensor, given: Sequence[float] | float | None, high: bool
-    ) -> torch.Tensor:
+    @staticmethod
+    def _bound(x: torch.Tensor, given: Sequence[float] | float | None, high: bool) -> torch.Tensor:
         """The bound as a tensor broadcast to x: per channel (dim 1) when a list; when not given,
         each image's extreme per channel (per image for (N, features) inputs), so that a map does
         not depend on the other images of its batch."""
@@ -360,192 +479,19 @@ class _ZBox(_Modified):
                 b = b.view(1, -1, *([1] * (xd.dim() - 2)))
         return b.expand_as(xd).contiguous()
 
-    def terms(self, args: list, i: int, x: torch.Tensor) -> tuple[list, list[torch.Tensor]]:
+    def terms(self, call: ModifiedCall, op: RuleModule, x: torch.Tensor) -> Terms:
         xd = x.detach()
-        low, high = self._bound(x, self.low, False), self._bound(x, self.high, True)
+        low = self._bound(x, self.params["low"], False)
+        high = self._bound(x, self.params["high"], True)
         terms = [
-            self.call(_keep, args, i, _Feed.apply(x, xd, xd)),
-            self.call(_pos, args, i, _Feed.apply(x, low, low)),
-            self.call(_neg, args, i, _Feed.apply(x, high, high)),
+            call(_keep, feed(x, xd, xd)),
+            call(_pos, feed(x, low, low)),
+            call(_neg, feed(x, high, high)),
         ]
         return [(1.0, [1, -1, -1])], terms
 
     def value(self, terms: list[torch.Tensor]) -> torch.Tensor:
         return terms[0].detach()  # the op with unmodified weights on x
-
-
-# --- the rules users name in the table ---------------------------------------------------------
-
-
-class Rule(ABC):
-    """A named LRP rule with parameters; `wrap` returns the module that applies it to one op."""
-
-    name: ClassVar[str]
-    summary: ClassVar[str]
-    defaults: ClassVar[dict[str, Any]] = {}
-    linear_only: ClassVar[bool] = False  # needs weights: only for Conv, ConvTranspose, Gemm, MatMul
-
-    def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise OnnxAttrError(
-                f"LRP rule {self.name!r} takes no parameter {', '.join(sorted(unknown))}; "
-                f"it takes: {', '.join(self.defaults) or 'none'}"
-            )
-        self.params = {**self.defaults, **params}
-
-    def wrap(self, module: nn.Module, site: Site) -> nn.Module | None:
-        """The replacement module, or None to keep the op's own gradient."""
-        if self.linear_only and site.op_type not in LINEAR:
-            raise OnnxAttrError(
-                f"LRP rule {self.name!r} needs a linear op with weights (Conv, ConvTranspose, Gemm, "
-                f"MatMul), not {site.op_type}; choose another rule for {site.op_type}"
-            )
-        return self._wrap(module, site)
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module | None:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.name}({args})" if args else self.name
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Rule) and (self.name, self.params) == (other.name, other.params)
-
-    def __hash__(self) -> int:
-        return hash((self.name, repr(self.params)))
-
-
-#: Every LRP rule by name; rule tables and overrides name them.
-RULES: dict[str, type[Rule]] = {}
-
-
-def register_rule(cls: type[Rule]) -> type[Rule]:
-    """Class decorator: make a :class:`Rule` subclass available by its ``name`` in rule tables,
-    presets and overrides (``Conv = "myrule"``)."""
-    RULES[cls.name] = cls
-    return cls
-
-
-@register_rule
-class Epsilon(Rule):
-    name = "epsilon"
-    summary = "ε-rule: R_i = x_i ∂z/∂x_i · R/(z + ε sign z); constants (biases) absorb their share"
-    defaults = {"epsilon": 1e-6}
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        return _Epsilon(module, site, float(self.params["epsilon"]))
-
-
-@register_rule
-class Norm(Epsilon):
-    name = "norm"
-    summary = "ε-normalised proportional split (ε only a stabiliser; Zennit's Norm)"
-
-
-@register_rule
-class ZPlus(Rule):
-    name = "zplus"
-    summary = "z⁺-rule: positive contributions only (αβ with α=1, β=0)"
-    defaults = {"stabilizer": 1e-6}
-    linear_only = True
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        return _ZPlus(module, site, float(self.params["stabilizer"]))
-
-
-@register_rule
-class AlphaBeta(Rule):
-    name = "alpha_beta"
-    summary = "αβ-rule: α·positive − β·negative contributions (α − β = 1)"
-    defaults = {"alpha": 2.0, "beta": 1.0, "stabilizer": 1e-6}
-    linear_only = True
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        a, b = float(self.params["alpha"]), float(self.params["beta"])
-        if a < 0 or b < 0 or abs(a - b - 1.0) > 1e-9:
-            raise OnnxAttrError(
-                f"alpha_beta needs alpha, beta >= 0 and alpha - beta = 1, got {a}, {b}"
-            )
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        p = self.params
-        return _AlphaBeta(module, site, float(p["stabilizer"]), float(p["alpha"]), float(p["beta"]))
-
-
-@register_rule
-class Flat(Rule):
-    name = "flat"
-    summary = "flat rule: relevance spread uniformly over the receptive field (first layer)"
-    defaults = {"stabilizer": 1e-6}
-    linear_only = True
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        return _Flat(module, site, float(self.params["stabilizer"]))
-
-
-@register_rule
-class WSquare(Rule):
-    name = "wsquare"
-    summary = "w²-rule: spread by squared weights (first layer, unbounded input)"
-    defaults = {"stabilizer": 1e-6}
-    linear_only = True
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        return _WSquare(module, site, float(self.params["stabilizer"]))
-
-
-@register_rule
-class ZBox(Rule):
-    name = "zbox"
-    summary = "z^B-rule: input in [low, high] (first layer); bounds per channel, or each image's"
-    defaults = {"low": None, "high": None, "stabilizer": 1e-6}
-    linear_only = True
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        p = self.params
-        return _ZBox(module, site, float(p["stabilizer"]), p["low"], p["high"])
-
-
-@register_rule
-class Pass(Rule):
-    name = "pass"
-    summary = "relevance passes unchanged (element-wise activations)"
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        return _Pass(module, site)
-
-
-@register_rule
-class Gradient(Rule):
-    name = "gradient"
-    summary = "the op's own gradient: by position (reshapes, slicing), winner takes all (MaxPool)"
-
-    def _wrap(self, module: nn.Module, site: Site) -> None:
-        return None
-
-
-@register_rule
-class Gate(Rule):
-    name = "gate"
-    summary = (
-        "product of activations: the gate (sigmoid-like or broadcast input) takes no relevance"
-    )
-    defaults = {"stabilizer": 1e-6}
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        return _Gate(module, site, float(self.params["stabilizer"]))
-
-
-@register_rule
-class Constant(Rule):
-    name = "constant"
-    summary = "output treated as a constant: no relevance flows into the op (Softmax in attention)"
-
-    def _wrap(self, module: nn.Module, site: Site) -> nn.Module:
-        return _Constant(module, site)
 
 
 def make_rule(spec: Rule | str | dict[str, Any]) -> Rule:
