@@ -55,18 +55,18 @@ def main() -> None:
                                                    if n.op_type == "GlobalAveragePool"))
     encoder, _ = fix_up(onnx_graph.truncate(full, tensor), [args.batch, 3, 224, 224])
     session = ort.InferenceSession(encoder.SerializeToString(), providers=["CPUExecutionProvider"])
-    g = to_torch(encoder)
-    g.module.to(args.device)
+    net = to_torch(encoder)
+    net.module.to(args.device)
     xd = x.to(args.device)
     xn = x.numpy()
 
     rows = [("onnxruntime forward", best_of(lambda: session.run(None, {"input": xn}), args.repeats))]
     with torch.no_grad():
-        rows.append(("torch forward", best_of(lambda: g(xd), args.repeats)))
+        rows.append(("torch forward", best_of(lambda: net(xd), args.repeats)))
     for names in (["saliency"], ["grad_input"], ["elrp"], ["lrp"],
                   ["saliency", "grad_input", "elrp", "lrp"]):
         methods = [get_method(n) for n in names]
-        run = lambda ms=methods: attribute(g, xd, ms)  # noqa: E731
+        run = lambda ms=methods: attribute(net, xd, ms)  # noqa: E731
         rows.append((" + ".join(names), best_of(run, args.repeats)))
     base = rows[0][1]
     print(f"ResNet-50 encoder (up to GlobalAveragePool), batch {args.batch}, 224×224, "

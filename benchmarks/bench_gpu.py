@@ -96,10 +96,10 @@ def main() -> None:
         t0 = time.perf_counter()
         model = onnx_graph.load(path)
         encoder, _ = fix_up(onnx_graph.truncate(model, tensor), [1, 3, args.size, args.size])
-        graph = to_torch(encoder)
-        graph.module.to(device)
+        converted = to_torch(encoder)
+        converted.module.to(device)
         x = torch.randn(args.batch, 3, args.size, args.size)
-        err = verify(graph, encoder, x[: min(8, args.batch)].numpy(), rtol=1e-3)
+        err = verify(converted, encoder, x[: min(8, args.batch)].numpy(), rtol=1e-3)
         out["per_model_s"] = time.perf_counter() - t0
         out["verify_rel_err"] = err
         out["verify_provider"] = str(ort_providers(device)[0])
@@ -108,10 +108,10 @@ def main() -> None:
     for name in METHODS:
         m = get_method(name)
         per_method[name] = (
-            timed(device, lambda m=m: attribute(graph, x, [m]), args.repeat) / args.batch
+            timed(device, lambda m=m: attribute(converted, x, [m]), args.repeat) / args.batch
         )
     all3 = [get_method(n) for n in METHODS]
-    together = timed(device, lambda: attribute(graph, x, all3), args.repeat) / args.batch
+    together = timed(device, lambda: attribute(converted, x, all3), args.repeat) / args.batch
     out.update(s_per_img=per_method, s_per_img_all3=together)
     n_img = args.models * args.project_images
     out["projection"] = {

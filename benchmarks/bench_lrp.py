@@ -2,7 +2,7 @@
 
 ResNet-50 (random weights, torchvision) is exported to ONNX (legacy exporter, opset 17), converted
 as the pipeline does, and timed side by side in one run: grad_input and lrp per preset on the
-converted graph, and on the torch original gradient×input and Zennit's EpsilonPlusFlat (with its
+converted net, and on the torch original gradient×input and Zennit's EpsilonPlusFlat (with its
 ResNet canonizer). Timings are interleaved per repeat and the median is reported.
 
     python benchmarks/bench_lrp.py --batch 8 --repeats 5 [--threads 2] [--json out.json]
@@ -73,12 +73,12 @@ def main() -> None:
             m.bias.data.normal_(0, 0.1)
     for p in net.parameters():
         p.requires_grad_(False)
-    graph = to_torch(export(net, args.size))
+    converted = to_torch(export(net, args.size))
     x = torch.randn(args.batch, 3, args.size, args.size)
 
     def onnx_pass(name: str, **params: object) -> Callable[[], None]:
         method = get_method(name, **params)
-        return lambda: attribute(graph, x, [method])
+        return lambda: attribute(converted, x, [method])
 
     def torch_grad_input() -> None:
         xi = x.clone().requires_grad_(True)

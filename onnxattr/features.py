@@ -168,14 +168,14 @@ def recompute_features(
     dims = {}
     for name in names:
         enc = _encoder_of(records[name].attrs)
-        graph = to_torch(enc.model)
-        graph.module.to(device)
+        net = to_torch(enc.model)
+        net.module.to(device)
         step = 1 if any(f.code == SINGLE_IMAGE for f in enc.fixups) else batch_size
         feats, shape = [], []
         with torch.no_grad():
             for start in range(0, len(probe), step):
                 x = enc.preprocessing.apply(probe.images[start : start + step]).to(device)
-                o = graph(x)
+                o = net(x)
                 shape = list(o.shape[1:])
                 feats.append(pool_features(o, enc.channel_axis.axis).cpu())
         values = torch.cat(feats).numpy()

@@ -339,11 +339,11 @@ def compute_model(
 
     if callable(probe):
         probe = probe()
-    graph = to_torch(encoder)
+    net = to_torch(encoder)
     n_check = min(8, batch_size, len(probe))
     check = pre.apply(probe.images[:n_check]).numpy()
-    graph.module.to(device)
-    err = verify(graph, encoder, check, rtol, probe.names[:n_check])
+    net.module.to(device)
+    err = verify(net, encoder, check, rtol, probe.names[:n_check])
     provider = ort_provider_name(device)
     say(f"conversion verified against onnxruntime ({provider}): max relative error {err:.2e} "
         f"(tolerance {rtol:.0e}) ({clock.lap():.1f} s)")
@@ -361,7 +361,7 @@ def compute_model(
 
     def run(start: int, stop: int) -> None:
         x = pre.apply(probe.images[start:stop]).to(device)
-        out = attribute(graph, x, method_objs, on_output=keep_features)
+        out = attribute(net, x, method_objs, on_output=keep_features)
         batch = {m: pre.invert_map(a.float(), side).cpu().numpy() for m, a in out.items()}
         check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
         for m, a in batch.items():

@@ -27,7 +27,7 @@ from zennit.types import Activation, AvgPool, Convolution
 
 from onnxattr.attribution import attribute, get_method
 from onnxattr.attribution import lrp as _lrp  # noqa: F401  (registers `lrp`)
-from onnxattr.onnxgraph.convert import TorchGraph, to_torch
+from onnxattr.onnxgraph.convert import TorchNet, to_torch
 
 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
 
@@ -134,7 +134,7 @@ PRESET_COMPOSITES = {
 
 
 @functools.cache
-def vgg_case(bn: bool) -> tuple[nn.Module, TorchGraph, torch.Tensor]:
+def vgg_case(bn: bool) -> tuple[nn.Module, TorchNet, torch.Tensor]:
     """The net, its converted ONNX export and an input (exported once per module)."""
     torch.manual_seed(0)
     net = randomize_bn(VGGish(bn=bn))
@@ -143,7 +143,7 @@ def vgg_case(bn: bool) -> tuple[nn.Module, TorchGraph, torch.Tensor]:
 
 
 @functools.cache
-def resnet_case(block: type) -> tuple[nn.Module, TorchGraph, torch.Tensor]:
+def resnet_case(block: type) -> tuple[nn.Module, TorchNet, torch.Tensor]:
     torch.manual_seed(0)
     net = ResNet(block, [1, 1, 1, 1])
     net.fc = nn.Identity()  # encoder: the pooled features
@@ -229,7 +229,7 @@ def test_graph_is_restored_and_forward_unchanged() -> None:
 
 
 @functools.cache
-def vit_and_mobilenet_v3() -> list[tuple[TorchGraph, torch.Tensor]]:
+def vit_and_mobilenet_v3() -> list[tuple[TorchNet, torch.Tensor]]:
     """A one-layer ViT and MobileNetV3-small (random weights), exported, fixed up as `add` does,
     converted."""
     from torchvision.models import mobilenet_v3_small

@@ -1,4 +1,4 @@
-"""Attribution stage: methods registered by name, computed on a converted encoder graph.
+"""Attribution stage: methods registered by name, computed on a converted encoder (`TorchNet`).
 
 Extension points: ``register_method`` (a new attribution method), ``register_rule`` (a new LRP
 rule) and ``register_preset`` (a named LRP rule table); see docs/extending.md.

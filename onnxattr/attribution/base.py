@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import OnnxAttrError
-from ..onnxgraph.convert import TorchGraph
+from ..onnxgraph.convert import TorchNet
 
 METHODS: dict[str, type[AttributionMethod]] = {}
 
@@ -58,7 +58,7 @@ class AttributionMethod(ABC):
         """Methods whose modes are equal share one forward-backward pass."""
         return "gradient"
 
-    def backward_context(self, graph: TorchGraph) -> AbstractContextManager:
+    def backward_context(self, net: TorchNet) -> AbstractContextManager:
         """Active during the pass: where a method modifies gradients of particular ops."""
         return contextlib.nullcontext()
 
@@ -73,7 +73,7 @@ def encoder_mean(output: torch.Tensor) -> torch.Tensor:
 
 
 def attribute(
-    graph: TorchGraph,
+    net: TorchNet,
     x: torch.Tensor,
     methods: Iterable[AttributionMethod],
     on_output: Callable[[torch.Tensor], None] | None = None,
@@ -90,8 +90,8 @@ def attribute(
     maps: dict[str, torch.Tensor] = {}
     for i, (_, group) in enumerate(ordered):
         xi = x.detach().clone().requires_grad_(True)
-        with group[0].backward_context(graph):
-            out = graph(xi)
+        with group[0].backward_context(net):
+            out = net(xi)
             if i == 0 and on_output is not None:
                 on_output(out.detach())
             (grad,) = torch.autograd.grad(encoder_mean(out).sum(), xi)

@@ -1,4 +1,4 @@
-"""Canonizer: BatchNormalization merged into the linear op before it, on the converted torch graph.
+"""Canonizer: BatchNormalization merged into the linear op before it, on the converted torch net.
 
 LRP rules are defined for linear ops followed by activations; a BatchNormalization right after a
 Conv/ConvTranspose/Gemm is part of that affine map, so the merged op gets the linear op's rule
@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import fx, nn
 
-from ..onnxgraph.convert import TorchGraph
+from ..onnxgraph.convert import TorchNet
 from ..optypes import BN_MERGEABLE
 
 
@@ -48,33 +48,33 @@ def _merged(linear: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module
     return new
 
 
-def merge_batchnorms(graph: TorchGraph) -> tuple[dict[str, nn.Module], set[str]]:
+def merge_batchnorms(net: TorchNet) -> tuple[dict[str, nn.Module], set[str]]:
     """Replacements merging every mergeable BatchNormalization, and the merged BN targets.
 
-    The linear op's target maps to the merged copy, the BN's target to an identity; the graph
+    The linear op's target maps to the merged copy, the BN's target to an identity; the net
     itself is not changed (apply the replacements with `patching.swapped`).
     """
     replacements: dict[str, nn.Module] = {}
     merged: set[str] = set()
-    for node in graph.module.graph.nodes:
-        if node.op != "call_module" or graph.nodes.get(node.target) is None:
+    for node in net.module.graph.nodes:
+        if node.op != "call_module" or net.onnx_nodes.get(node.target) is None:
             continue
-        if graph.op_type(node.target) != "BatchNormalization":
+        if net.op_type(node.target) != "BatchNormalization":
             continue
-        bn = graph.module.get_submodule(node.target)
+        bn = net.module.get_submodule(node.target)
         prev = node.args[0] if node.args else None
         if not (
             isinstance(bn, nn.modules.batchnorm._BatchNorm)
             and bn.running_mean is not None
             and isinstance(prev, fx.Node)
             and prev.op == "call_module"
-            and prev.target in graph.nodes
-            and graph.op_type(prev.target) in BN_MERGEABLE
+            and prev.target in net.onnx_nodes
+            and net.op_type(prev.target) in BN_MERGEABLE
             and len(prev.users) == 1
             and prev.target not in replacements
         ):
             continue
-        linear = graph.module.get_submodule(prev.target)
+        linear = net.module.get_submodule(prev.target)
         if _linear_core(linear) is None:
             continue
         replacements[prev.target] = _merged(linear, bn)

@@ -18,7 +18,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import OnnxAttrError
-from ..onnxgraph.convert import TorchGraph
+from ..onnxgraph.convert import TorchNet
 from ..optypes import (
     ELEMENTWISE_AFFINE,
     GATES,
@@ -59,15 +59,15 @@ class _OutputRelevance(nn.Module):
 class GraphAnalysis:
     """Which ops lie on the input's path, which are first layers or input normalisation, and gates."""
 
-    def __init__(self, graph: TorchGraph) -> None:
-        self.graph = graph
-        fx_graph = graph.module.graph
+    def __init__(self, net: TorchNet) -> None:
+        self.net = net
+        fx_graph = net.module.graph
         live: set[fx.Node] = set()
         for node in fx_graph.nodes:  # fx keeps nodes in topological order
             if (
                 node.op == "call_module"
-                and node.target in graph.nodes
-                and graph.op_type(node.target) in METADATA
+                and node.target in net.onnx_nodes
+                and net.op_type(node.target) in METADATA
             ):
                 continue  # shape arithmetic downstream carries no relevance
             if node.op == "placeholder" or any(a in live for a in node.all_input_nodes):
@@ -77,7 +77,7 @@ class GraphAnalysis:
         self.sites: dict[str, fx.Node] = {
             n.target: n
             for n in fx_graph.nodes
-            if n.op == "call_module" and n.target in graph.nodes and n in live
+            if n.op == "call_module" and n.target in net.onnx_nodes and n in live
         }
         self.first, self.input_ops = self._front()
         self.output_target = self._output_target()
@@ -86,14 +86,14 @@ class GraphAnalysis:
         return [i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and a in self.live]
 
     def is_linear(self, node: fx.Node) -> bool:
-        return self.graph.op_type(node.target) in LINEAR and len(self.live_inputs(node)) == 1
+        return self.net.op_type(node.target) in LINEAR and len(self.live_inputs(node)) == 1
 
     def _front(self) -> tuple[set[str], set[str]]:
         """Linear ops reached from the input without crossing another; element-wise ops with a
         constant operand met on the way."""
         first: set[str] = set()
         input_ops: set[str] = set()
-        stack = [n for n in self.graph.module.graph.nodes if n.op == "placeholder"]
+        stack = [n for n in self.net.module.graph.nodes if n.op == "placeholder"]
         seen: set[fx.Node] = set()
         while stack:
             node = stack.pop()
@@ -104,14 +104,14 @@ class GraphAnalysis:
                 if self.is_linear(node):
                     first.add(node.target)
                     continue
-                op = self.graph.op_type(node.target)
+                op = self.net.op_type(node.target)
                 if op in ELEMENTWISE_AFFINE and len(self.live_inputs(node)) == 1:
                     input_ops.add(node.target)
             stack.extend(node.users)
         return first, input_ops
 
     def _output_target(self) -> str:
-        out = next(n for n in self.graph.module.graph.nodes if n.op == "output")
+        out = next(n for n in self.net.module.graph.nodes if n.op == "output")
         node = out.args[0]
         while isinstance(node, (tuple, list)):
             node = node[0]
@@ -135,7 +135,7 @@ class GraphAnalysis:
         live = self.live_inputs(node)
         if len(live) != 2:
             return None
-        if self.graph.op_type(node.target) == "Div":
+        if self.net.op_type(node.target) == "Div":
             return 1
         gated = [i for i in live if self._from_gate(node.args[i])]
         return gated[0] if len(gated) == 1 else None
@@ -151,8 +151,8 @@ class GraphAnalysis:
         if node in self._nonneg_cache:
             return self._nonneg_cache[node]
         result = False
-        if node.op == "call_module" and node.target in self.graph.nodes:
-            op = self.graph.op_type(node.target)
+        if node.op == "call_module" and node.target in self.net.onnx_nodes:
+            op = self.net.op_type(node.target)
             live = [node.args[i] for i in self.live_inputs(node)]
             result = op in NONNEGATIVE or (
                 op in SIGN_KEEPING and bool(live) and all(self._nonneg(a) for a in live)
@@ -162,8 +162,8 @@ class GraphAnalysis:
 
     def _from_gate(self, node: fx.Node) -> bool:
         """Produced by a gate op, through shape-only ops and affine maps with a constant."""
-        while node.op == "call_module" and node.target in self.graph.nodes:
-            op = self.graph.op_type(node.target)
+        while node.op == "call_module" and node.target in self.net.onnx_nodes:
+            op = self.net.op_type(node.target)
             if op in GATES:
                 return True
             live = self.live_inputs(node)
@@ -173,25 +173,25 @@ class GraphAnalysis:
         return False
 
 
-def rule_replacements(graph: TorchGraph, table: RuleTable) -> dict[str, nn.Module]:
+def rule_replacements(net: TorchNet, table: RuleTable) -> dict[str, nn.Module]:
     """Every op on the input's path wrapped by its rule; BatchNormalization merged first."""
-    analysis = GraphAnalysis(graph)
-    merged_modules, merged_bns = merge_batchnorms(graph)
-    table.check(graph.op_type(t) for t in analysis.sites if t not in merged_bns)
+    analysis = GraphAnalysis(net)
+    merged_modules, merged_bns = merge_batchnorms(net)
+    table.check(net.op_type(t) for t in analysis.sites if t not in merged_bns)
     replacements: dict[str, nn.Module] = {}
     for target, node in analysis.sites.items():
-        module = merged_modules.get(target, graph.module.get_submodule(target))
+        module = merged_modules.get(target, net.module.get_submodule(target))
         if target in merged_bns:
             wrapped = None
         else:
-            op = graph.op_type(target)
+            op = net.op_type(target)
             rule = (
                 table.first if target in analysis.first
                 else table.input if target in analysis.input_ops
                 else table.rule_for(op)
             )  # fmt: skip
             assert rule is not None  # table.check passed
-            site = Site(op_type=op, name=graph.nodes[target].name or target, gate=analysis.gate(node),
+            site = Site(op_type=op, name=net.onnx_nodes[target].name or target, gate=analysis.gate(node),
                         nonnegative=analysis.nonnegative(node))  # fmt: skip
             wrapped = rule.wrap(module, site)
         if wrapped is not None:
@@ -199,7 +199,7 @@ def rule_replacements(graph: TorchGraph, table: RuleTable) -> dict[str, nn.Modul
         elif target in merged_modules:
             replacements[target] = module
     out = analysis.output_target
-    replacements[out] = _OutputRelevance(replacements.get(out, graph.module.get_submodule(out)))
+    replacements[out] = _OutputRelevance(replacements.get(out, net.module.get_submodule(out)))
     return replacements
 
 
@@ -220,7 +220,7 @@ class LRP(AttributionMethod):
         self.table = build_table(
             self.params["preset"], self.params["epsilon"], self.params["rules"]
         )
-        self._prepared: tuple[TorchGraph, dict[str, nn.Module]] | None = None
+        self._prepared: tuple[TorchNet, dict[str, nn.Module]] | None = None
 
     def mode(self) -> Hashable:
         p = self.params
@@ -232,10 +232,10 @@ class LRP(AttributionMethod):
         )
 
     @contextlib.contextmanager
-    def backward_context(self, graph: TorchGraph) -> Iterator[None]:
-        if self._prepared is None or self._prepared[0] is not graph:
-            self._prepared = (graph, rule_replacements(graph, self.table))
-        with swapped(graph.module, self._prepared[1]):
+    def backward_context(self, net: TorchNet) -> Iterator[None]:
+        if self._prepared is None or self._prepared[0] is not net:
+            self._prepared = (net, rule_replacements(net, self.table))
+        with swapped(net.module, self._prepared[1]):
             yield
 
     def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..onnxgraph.convert import TorchGraph
+from ..onnxgraph.convert import TorchNet
 from ..optypes import ELRP_NONLINEARITIES
 from .base import AttributionMethod, register_method
 from .patching import swapped, with_gradient
@@ -64,10 +64,10 @@ class EpsilonLRP(AttributionMethod):
         return ("elrp", self.params["epsilon"])
 
     @contextlib.contextmanager
-    def backward_context(self, graph: TorchGraph) -> Iterator[None]:
+    def backward_context(self, net: TorchNet) -> Iterator[None]:
         eps = float(self.params["epsilon"])
-        wrappers = {t: _RatioGradient(m, eps) for t, m in graph.modules_of_type(ELRP_NONLINEARITIES)}
-        with swapped(graph.module, wrappers):
+        wrappers = {t: _RatioGradient(m, eps) for t, m in net.modules_of_type(ELRP_NONLINEARITIES)}
+        with swapped(net.module, wrappers):
             yield
 
     def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Swap submodules of an fx graph for the duration of a pass (how per-op backward rules are applied)."""
+"""Swap submodules of a torch module (a TorchNet's fx.GraphModule) for the duration of a pass:
+how per-op backward rules are applied."""
 
 from __future__ import annotations
 

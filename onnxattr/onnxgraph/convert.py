@@ -1,4 +1,4 @@
-"""Stage 2b: an ONNX graph becomes a differentiable torch graph (onnx2torch), checked against onnxruntime.
+"""Stage 2b: an ONNX model becomes a differentiable torch net (onnx2torch), checked against onnxruntime.
 
 onnx2torch module names are not reversible, so every module is mapped back to the ONNX node it came from
 through the `onnx_mapping` that onnx2torch attaches (its output tensor names).
@@ -20,18 +20,20 @@ from .converters import check_convertible  # importing it files the converters w
 
 
 @dataclass
-class TorchGraph:
-    """A converted encoder: the fx module and, per submodule target, the ONNX node it implements."""
+class TorchNet:
+    """A converted encoder: the torch module (an fx.GraphModule; its `.graph` is fx's graph) and,
+    per submodule target, the ONNX node it implements. "graph" in onnxattr is always a graph of
+    nodes (ONNX's GraphProto, fx's Graph); the converted model is a net."""
 
     module: fx.GraphModule
-    nodes: dict[str, onnx.NodeProto]
+    onnx_nodes: dict[str, onnx.NodeProto]
 
     def op_type(self, target: str) -> str:
-        return self.nodes[target].op_type
+        return self.onnx_nodes[target].op_type
 
     def modules_of_type(self, op_types: set[str] | frozenset[str]) -> Iterator[tuple[str, nn.Module]]:
         """Submodules whose ONNX op type is in `op_types`, in graph order."""
-        for target, node in self.nodes.items():
+        for target, node in self.onnx_nodes.items():
             if node.op_type in op_types:
                 yield target, self.module.get_submodule(target)
 
@@ -40,8 +42,8 @@ class TorchGraph:
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def to_torch(model: onnx.ModelProto) -> TorchGraph:
-    """Convert a (truncated, fixed-up) ONNX model with one input and one output into a TorchGraph."""
+def to_torch(model: onnx.ModelProto) -> TorchNet:
+    """Convert a (truncated, fixed-up) ONNX model with one input and one output into a TorchNet."""
     from onnx2torch import convert
 
     check_convertible(model)
@@ -66,7 +68,7 @@ def to_torch(model: onnx.ModelProto) -> TorchGraph:
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return TorchGraph(module=module, nodes=nodes)
+    return TorchNet(module=module, onnx_nodes=nodes)
 
 
 def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
@@ -84,13 +86,13 @@ def quiet_session_options() -> Any:
     return options
 
 
-def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float,
+def verify(net: TorchNet, model: onnx.ModelProto, x: np.ndarray, rtol: float,
            names: Sequence[str] | None = None) -> float:
-    """Run onnxruntime and the torch graph on `x`; return the relative error, raise if above `rtol`
+    """Run onnxruntime and the torch net on `x`; return the relative error, raise if above `rtol`
     or if either output is not finite (`names`: the probe images of `x`, for the message)."""
     import onnxruntime as ort
 
-    device = next(iter(graph.module.buffers()), torch.empty(0)).device
+    device = next(iter(net.module.buffers()), torch.empty(0)).device
     try:
         session = ort.InferenceSession(
             model.SerializeToString(), quiet_session_options(), providers=ort_providers(device)
@@ -101,7 +103,7 @@ def verify(graph: TorchGraph, model: onnx.ModelProto, x: np.ndarray, rtol: float
             f"onnxruntime cannot run the encoder graph, so the conversion cannot be verified: {exc}"
         ) from exc
     with torch.no_grad(), _exact_matmul():
-        value = graph(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        value = net(torch.from_numpy(x).to(device)).float().cpu().numpy()
     if reference.shape != value.shape:
         raise OnnxAttrError(
             f"converted encoder output has shape {value.shape}, onnxruntime gives {reference.shape}"
