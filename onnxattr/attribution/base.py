@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -39,6 +39,18 @@ def get_method(name: str, **params: Any) -> AttributionMethod:
     return METHODS[name](**params)
 
 
+def with_defaults(what: str, defaults: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """`defaults` updated by `params` (a method's, a rule's); a name not among the defaults is an
+    error that lists them."""
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise OnnxAttrError(
+            f"{what} takes no parameter {', '.join(sorted(unknown))}; "
+            f"it takes: {', '.join(defaults) or 'none'}"
+        )
+    return {**defaults, **params}
+
+
 class AttributionMethod(ABC):
     """One attribution method; `params` are recorded with the maps in the model space."""
 
@@ -46,13 +58,7 @@ class AttributionMethod(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise OnnxAttrError(
-                f"method {self.name!r} takes no parameter {', '.join(sorted(unknown))}; "
-                f"it takes: {', '.join(self.defaults) or 'none'}"
-            )
-        self.params = {**self.defaults, **params}
+        self.params = with_defaults(f"method {self.name!r}", self.defaults, params)
 
     def mode(self) -> Hashable:
         """Methods whose modes are equal share one forward-backward pass."""

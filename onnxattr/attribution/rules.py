@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from ..errors import OnnxAttrError
 from ..optypes import LINEAR, MULTIPLICATIVE
+from .base import with_defaults
 
 
 @dataclass(frozen=True)
@@ -140,13 +141,7 @@ class Rule(ABC):
     linear_only: ClassVar[bool] = False  # needs weights: only for Conv, ConvTranspose, Gemm, MatMul
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise OnnxAttrError(
-                f"LRP rule {self.name!r} takes no parameter {', '.join(sorted(unknown))}; "
-                f"it takes: {', '.join(self.defaults) or 'none'}"
-            )
-        self.params = {**self.defaults, **params}
+        self.params = with_defaults(f"LRP rule {self.name!r}", self.defaults, params)
 
     def wrap(self, module: nn.Module, site: Site) -> nn.Module | None:
         """The module that applies this rule to `module` (None: keep the op's own gradient)."""
