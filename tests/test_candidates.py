@@ -146,6 +146,22 @@ def test_fpn_detector_backbone_output_before_the_lateral_convolutions():
     assert tensor == "e3" and reason.startswith("bottleneck:")
 
 
+def test_aspp_image_pooling_branch_is_not_a_lower_resolution():
+    """DeepLabV3: the ASPP's image-pooling branch pools the backbone map to 1x1 and resizes it
+    back (a broadcast, not an upsampling of a map); the backbone's output stays the candidate."""
+    n = Net()
+    *_, c3 = backbone(n)
+    near = n.block(c3, 32, "aspp.1x1")
+    far = n.block(c3, 32, "aspp.3x3")
+    pooled = n.block(n.op("GlobalAveragePool", c3, "aspp.pool"), 32, "aspp.pool.conv")
+    scales = n.const("aspp.pool.scales", [1, 1, 16, 16])
+    spread = n._add("Resize", [pooled, "", scales], "aspp.pool.up", 32, mode="nearest")
+    fused = n.block(n.concat([near, far, spread], "aspp.cat"), 32, "aspp.project")
+    out = n.conv(n.up(n.up(fused, "up1"), "up2"), 5, "classes", k=1)
+    tensor, reason = starred(n.model(out))
+    assert tensor == "e3" and reason.startswith("bottleneck: the widest map (64 channels)")
+
+
 def test_multiscale_heads_share_the_deepest_backbone_map():
     """BlazeFace: anchor heads on two backbone levels, each output concatenating both levels;
     the deepest tensor both outputs read is the last backbone map (after its activation)."""

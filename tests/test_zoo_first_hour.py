@@ -61,6 +61,34 @@ def test_nodes_candidate_is_the_documented_encoder(name):
     ), (b.entry.encoder_node, starred[0].outputs[0], starred[0].candidate)
 
 
+#: Recipes beyond the 18 offline models, on random weights (no download), one per architecture
+#: family the heuristic was not developed on: an MLP head with HardSwish, a DenseNet, a vision
+#: transformer (class token), a ConvNeXt (LayerNorm head), a Keras ResNet, a Taskonomy encoder.
+RANDOM_INIT = [
+    ("tv_mobilenet_v3_large", "torchvision"),
+    ("tv_densenet121", "torchvision"),
+    ("timm_vit_small_patch16_224", "timm"),
+    ("timm_convnext_tiny", "timm"),
+    ("keras_resnet50", "tensorflow"),
+    ("taskonomy_rgb2depth", "visualpriors"),
+]
+
+
+@pytest.mark.parametrize(("name", "module"), RANDOM_INIT)
+def test_nodes_candidate_on_random_init_recipes(name, module, tmp_path):
+    pytest.importorskip(module)
+    if model_zoo.get(name).needs_tf:
+        pytest.importorskip("tf2onnx")
+    b = model_zoo.build_one(name, tmp_path, pretrained=False)
+    model = graph.load(b.path)
+    (star,) = [i for i in graph.list_nodes(model) if i.candidate]
+    assert _computed_by(model, star.outputs[0]) == _computed_by(model, b.entry.encoder_node), (
+        b.entry.encoder_node,
+        star.outputs[0],
+        star.candidate,
+    )
+
+
 @pytest.mark.parametrize("name", sorted(TF_ENCODER_CHANNELS))
 def test_tf_encoder_channel_axis(name):
     """NHWC input, channel-first encoder: the graph's channel axis holds the documented channels

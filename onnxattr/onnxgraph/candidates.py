@@ -180,11 +180,13 @@ class _Structure:
             )
 
     def _raises_resolution(self, k: int) -> bool:
+        """An upsampling of a map: not a Resize used to shrink, nor the broadcast of a globally
+        pooled 1x1 vector back over a map (DeepLab's and PSPNet's image-pooling branch)."""
         if self.nodes[k].op_type not in UPSAMPLING:
             return False
         src = next((p for p in self.preds[k] if p != _ROOT), None)
         a_in, a_out = (self.area(src) if src is not None else None), self.area(k)
-        return a_in is None or a_out is None or a_out > a_in
+        return a_in is None or a_out is None or a_out > a_in > 1
 
     def _dominators(self) -> None:
         """Immediate dominators with respect to the graph input (every path from the input to a
@@ -332,7 +334,8 @@ def _bottleneck(g: _Structure) -> tuple[int, str] | None:
     for k in list(main):  # a concatenation only groups its inputs: they are on the path too
         if g.nodes[k].op_type == "Concat":
             main.update(p for p in g.preds[k] if p != _ROOT)
-    maps = [k for k in sorted(main) if not g.gate[k] and g.area(k) and len(g.shape(k) or ()) == 4]
+    # maps only: not gates, not globally pooled 1x1 vectors (a summary is not a resolution)
+    maps = [k for k in sorted(main) if not g.gate[k] and (g.area(k) or 0) > 1]
     if not maps:
         return None
     lowest = min(g.area(k) for k in maps)
