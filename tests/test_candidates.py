@@ -3,12 +3,35 @@ rule (pre-logits, trunk, bottleneck) on the pattern it is meant for, without the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
+import pytest
 from onnx import helper
 
 from onnxattr.onnxgraph import graph
+from onnxattr.optypes import VIEWS
 from tests.onnx_builders import init, make_model
+
+BENCHMARK_ENCODERS = Path(graph.__file__).parents[1] / "benchmark" / "data" / "encoders"
+
+
+def same_encoder(model: onnx.ModelProto, a: str, b: str) -> bool:
+    """Whether truncating at tensor `a` or `b` gives onnxattr the same encoder: equal after
+    stepping both back through pure views (a Transpose/Flatten named `encoder`) and global
+    average pooling (the mean of the output units it attributes, and the per-channel features it
+    stores, are the same for a map and its pooled vector)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def computed_by(t: str) -> str:
+        while t in producer and (
+            producer[t].op_type in VIEWS or producer[t].op_type == "GlobalAveragePool"
+        ):
+            t = producer[t].input[0]
+        return t
+
+    return computed_by(a) == computed_by(b)
 
 
 class Net:
@@ -247,3 +270,30 @@ def test_a_feature_extractor_without_head_or_decoder_stars_its_output():
         "e3",
         "graph output: no classifier, shared trunk or decoder found",
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            p,
+            id=p.stem,
+            marks=[
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="a plain conv chain whose decoder's first conv keeps the encoder's "
+                    "width and resolution: no structural cue tells them apart",
+                )
+            ]
+            if p.stem == "reshading.plain"
+            else [],
+        )
+        for p in sorted(BENCHMARK_ENCODERS.glob("*.onnx"))
+    ],
+)
+def test_benchmark_models_star_their_encoder(path):
+    """The mini-Taskonomy benchmark's 22 committed models (PyTorch and Keras: encoder + task
+    decoder or classifier) name their encoder tensor `encoder`; the ★ was not tuned on them."""
+    model = graph.load(path)
+    tensor, reason = starred(model)
+    assert same_encoder(model, tensor, "encoder"), (tensor, reason)

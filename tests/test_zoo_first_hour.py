@@ -11,8 +11,8 @@ import pytest
 import model_zoo
 from model_zoo._registry import installed_version
 from onnxattr.onnxgraph import graph
-from onnxattr.optypes import VIEWS
 from onnxattr.pipeline import load_encoder
+from tests.test_candidates import same_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -40,25 +40,18 @@ def _built(name: str):
     return model_zoo.build_one(name)  # the shared cache: built once for the whole session
 
 
-def _computed_by(model, tensor: str) -> str:
-    """The tensor whose values `tensor` holds: stepped back through pure views (the zoo names a
-    Transpose/Flatten view `encoder`; `nodes` stars the op computing it)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    while tensor in producer and producer[tensor].op_type in VIEWS:
-        tensor = producer[tensor].input[0]
-    return tensor
-
-
 @pytest.mark.parametrize("name", model_zoo.list_models(offline=True))
 def test_nodes_candidate_is_the_documented_encoder(name):
-    """`nodes` stars exactly one node, and it computes the zoo's documented encoder tensor."""
+    """`nodes` stars exactly one node, and it is the zoo's documented encoder (up to views)."""
     b = _built(name)
     model = graph.load(b.path)
     starred = [i for i in graph.list_nodes(model) if i.candidate]
     assert len(starred) == 1, [(i.name, i.candidate) for i in starred]
-    assert _computed_by(model, starred[0].outputs[0]) == _computed_by(
-        model, b.entry.encoder_node
-    ), (b.entry.encoder_node, starred[0].outputs[0], starred[0].candidate)
+    assert same_encoder(model, starred[0].outputs[0], b.entry.encoder_node), (
+        b.entry.encoder_node,
+        starred[0].outputs[0],
+        starred[0].candidate,
+    )
 
 
 #: Recipes beyond the 18 offline models, on random weights (no download), one per architecture
@@ -82,7 +75,7 @@ def test_nodes_candidate_on_random_init_recipes(name, module, tmp_path):
     b = model_zoo.build_one(name, tmp_path, pretrained=False)
     model = graph.load(b.path)
     (star,) = [i for i in graph.list_nodes(model) if i.candidate]
-    assert _computed_by(model, star.outputs[0]) == _computed_by(model, b.entry.encoder_node), (
+    assert same_encoder(model, star.outputs[0], b.entry.encoder_node), (
         b.entry.encoder_node,
         star.outputs[0],
         star.candidate,

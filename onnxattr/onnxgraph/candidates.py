@@ -181,10 +181,18 @@ class _Structure:
 
     def _raises_resolution(self, k: int) -> bool:
         """An upsampling of a map: not a Resize used to shrink, nor the broadcast of a globally
-        pooled 1x1 vector back over a map (DeepLab's and PSPNet's image-pooling branch)."""
-        if self.nodes[k].op_type not in UPSAMPLING:
-            return False
+        pooled 1x1 vector back over a map (DeepLab's and PSPNet's image-pooling branch). Keras'
+        UpSampling2D reaches ONNX as Unsqueeze/Tile/Reshape: a Tile that repeats a map counts."""
+        op = self.nodes[k].op_type
         src = next((p for p in self.preds[k] if p != _ROOT), None)
+        if op == "Tile" and src is not None:
+            n_in, n_out = self.numel(src), self.numel(k)
+            return (
+                bool(n_in and n_out and n_out > n_in)
+                and (self.area(self.computing_op(src)) or 0) > 1
+            )
+        if op not in UPSAMPLING:
+            return False
         a_in, a_out = (self.area(src) if src is not None else None), self.area(k)
         return a_in is None or a_out is None or a_out > a_in > 1
 
@@ -323,6 +331,19 @@ def _residual_skip(g: _Structure, k: int) -> int | None:
     return a
 
 
+def _block_output(g: _Structure, k: int) -> bool:
+    """A block's merge (Add of branches from one fork, one or both through layers: residual or
+    projection shortcut), or the activation right after it."""
+    if g.nodes[k].op_type in ELRP_NONLINEARITIES and (p := g.data_input(k)) is not None:
+        k = p
+    ps = [p for p in g.preds[k] if p != _ROOT]
+    if g.nodes[k].op_type != "Add" or len(ps) < 2 or any(g.gate[p] for p in ps):
+        return False
+    fork = g.idom[k]
+    base = g.linear_depth[fork] if fork != _ROOT else 0
+    return any(g.linear_depth[p] > base for p in ps)
+
+
 def _bottleneck(g: _Structure) -> tuple[int, str] | None:
     """The backbone's last map at the lowest resolution on the main path into the decoder."""
     first_up = [k for k, u in enumerate(g.upsampling) if u and not g.after_upsampling[k]]
@@ -353,7 +374,11 @@ def _bottleneck(g: _Structure) -> tuple[int, str] | None:
     else:
         widths = [(g.channels(k), k) for k in plateau if g.nodes[k].op_type != "Concat"]
         widest = max(w for w, _ in widths)
-        k = max(j for w, j in widths if w == widest)
+        top = [j for w, j in widths if w == widest]
+        # at equal width, a block ends at its merge (+ activation): a decoder's first conv that
+        # keeps the width is not the encoder
+        ends = [j for j in top if _block_output(g, j)]
+        k = max(ends or top)
         why = f"the widest map ({widest} channels)"
     k = g.computing_op(k)
     return k, (f"bottleneck: {why} at the lowest resolution, before the decoder/neck upsamples")
