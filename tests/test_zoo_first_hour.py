@@ -1,6 +1,7 @@
 """Checks on every zoo model (nox session tests_zoo: needs the zoo's wheels, TensorFlow for some):
-`nodes`' ★ candidate against the manifest's documented encoder, and the channel axis of the
-encoder tensor (decided from the graph) against the architecture the manifest documents."""
+`nodes`' ★ candidate against the manifest's documented encoder (also on random-init recipes of
+other architecture families), and the channel axis of the encoder tensor (decided from the graph)
+against the architecture the manifest documents."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def _built(name: str):
 
 @pytest.mark.parametrize("name", model_zoo.list_models(offline=True))
 def test_nodes_candidate_is_the_documented_encoder(name):
-    """`nodes` stars exactly one node, and it is the zoo's documented encoder (up to views)."""
+    """`nodes` stars exactly one node, and it is the zoo's documented encoder (up to views and
+    global average pooling, which give onnxattr the same encoder: see same_encoder)."""
     b = _built(name)
     model = graph.load(b.path)
     starred = [i for i in graph.list_nodes(model) if i.candidate]
