@@ -204,6 +204,7 @@ def add_many(
             computed.attrs,
             overwrite=overwrite,
             storage=storage,
+            sketches=computed.sketches,
         )
         result.added[name] = computed.result.seconds
 

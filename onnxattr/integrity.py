@@ -3,12 +3,12 @@
 `check` opens the space read-only under its shared lock and verifies, without trusting anything it
 reads: the format and its version, the structure (probe set, per-model groups, shapes against the
 probe), every dataset's checksum (``sha256`` attribute, over the values as read back), finite
-values in maps and features, the per-image probe hashes and the probe digest. A dataset HDF5
-cannot read (a damaged chunk, a broken header) is reported, not raised.
+values in maps, sketches and features, the per-image probe hashes and the probe digest. A dataset
+HDF5 cannot read (a damaged chunk, a broken header) is reported, not raised.
 
 `salvage` copies the probe set and every intact model into a new file (the pairwise cache is left
-behind: it is recomputed on demand), writes it under a temporary name, checks the copy, and only
-then gives it its final name.
+behind: it is recomputed on demand; so is a damaged sketch, derived from the maps), writes it
+under a temporary name, checks the copy, and only then gives it its final name.
 """
 
 from __future__ import annotations
@@ -168,6 +168,12 @@ def _check_model(report: CheckReport, f: h5py.File, name: str) -> bool:
             intact &= _dataset(report, maps, method, ndim=3, rows=n, finite=True) is not None
     if "features" in g:
         intact &= _dataset(report, g, "features", ndim=2, rows=n, finite=True) is not None
+    sketches = g.get("sketch")
+    if isinstance(sketches, h5py.Group):  # derived from the maps: damage here loses no model
+        for method in sketches:
+            if _dataset(report, sketches, method, ndim=2, rows=n, finite=True) is None:
+                report.findings[-1].detail += ("; salvage leaves it out, `onnxattr sketch` "
+                                               "recomputes it from the maps")
     return intact
 
 
@@ -244,6 +250,10 @@ def salvage(src: str | Path, dst: str | Path, overwrite: bool = False) -> CheckR
             models = out.create_group("models")
             for name in keep:
                 f.copy(f["models"][name], models, name)
+            for bad in report.damaged:  # damaged sketches of intact models (recomputable)
+                parts = bad.path.split("/")
+                if len(parts) == 4 and parts[2] == "sketch" and parts[1] in keep:
+                    del models[parts[1]]["sketch"][parts[3]]
         copied = check_space(tmp)
         if not copied.ok:
             raise OnnxAttrError(

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import torch
 
+from .analysis.sketch import sketch_maps
 from .attribution import attribute, get_method
 from .device import resolve_device
 from .errors import OnnxAttrError, OnnxAttrWarning
@@ -159,6 +160,7 @@ class ComputedModel:
     features: np.ndarray
     attrs: dict[str, Any]
     result: AddResult
+    sketches: dict[str, np.ndarray] = field(default_factory=dict)  # analysis.sketch, per method
 
 
 def add_model(
@@ -200,14 +202,14 @@ def add_model(
                    storage, space_obj.probe_digest()) if model_path.is_file() else ""
     kept = space_obj.take_pending(name, key) if key else None
     if kept is not None:
-        encoded, features, attrs = kept
+        encoded, features, attrs, sketches = kept
         say(f"storing the maps an earlier add computed but could not store "
             f"({space_obj.pending_path(name)}); nothing is recomputed")
         probe, had_probe = (None, True) if space_obj.has_probe() else load_or_build_probe(
             space_obj, say)
         result = AddResult(name, attrs["encoder_tensor"], float(attrs["verify_rel_err"]),
                            [Fix(**f) for f in attrs["fixups"]], 0.0, dict(attrs["methods"]))
-        _store(space_obj, name, ComputedModel(encoded, features, attrs, result), key=key,
+        _store(space_obj, name, ComputedModel(encoded, features, attrs, result, sketches), key=key,
                probe=None if had_probe else probe, overwrite=overwrite, storage=storage)
         result.seconds = time.perf_counter() - t0
         return result
@@ -250,9 +252,10 @@ def _store(space: ModelSpace, name: str, computed: ComputedModel, *, key: str,
         if probe is not None:
             space.write_probe(probe)
         space.add_encoded(name, computed.maps, computed.features, computed.attrs,
-                          overwrite=overwrite, storage=storage)
+                          overwrite=overwrite, storage=storage, sketches=computed.sketches)
     except (OnnxAttrError, OSError) as exc:
-        kept = space.keep_pending(name, key, computed.maps, computed.features, computed.attrs)
+        kept = space.keep_pending(name, key, computed.maps, computed.features, computed.attrs,
+                                  computed.sketches)
         if kept is None:
             raise
         raise OnnxAttrError(f"{exc} — the computed maps are kept in {kept}: rerun the same "
@@ -352,6 +355,7 @@ def compute_model(
     n = len(probe)
     maps = {m.name: np.empty((n, side, side), storage.dtype) for m in method_objs}
     scales = {m.name: np.empty(n, np.float32) for m in method_objs}
+    sketches: dict[str, np.ndarray] = {}
     features: list[torch.Tensor] = []
     out_shape: list[int] = []
 
@@ -366,6 +370,8 @@ def compute_model(
         check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
         for m, a in batch.items():
             maps[m][start:stop], scale = storage.encode(a)
+            sk = sketch_maps(a, start)
+            sketches.setdefault(m, np.empty((n, sk.shape[1]), sk.dtype))[start:stop] = sk
             if scale is not None:
                 scales[m][start:stop] = scale
 
@@ -374,7 +380,8 @@ def compute_model(
     with meter.measure():
         run(0, first)
     if memory_mb is not None and first < n:
-        batch_size = _budget_batch(meter, first, n, maps, memory_mb, device, batch_size, say)
+        batch_size = _budget_batch(meter, first, n, [*maps.values(), *sketches.values()],
+                                   memory_mb, device, batch_size, say)
     for start in track(range(first, n, batch_size), f"attributing {name}", progress):
         run(start, min(start + batch_size, n))
     say(f"attributed {n} probe images with {', '.join(maps)} ({clock.lap():.1f} s)")
@@ -395,7 +402,7 @@ def compute_model(
     feats = torch.cat(features).numpy()
     attrs["features_pooling"] = feature_pooling_record(axis, out_shape, feats.shape[1])
     encoded = {m: (a, scales[m] if storage.dtype == "float16" else None) for m, a in maps.items()}
-    return ComputedModel(encoded, feats, attrs, result)
+    return ComputedModel(encoded, feats, attrs, result, sketches)
 
 
 def ort_provider_name(device: torch.device) -> str:
@@ -435,7 +442,7 @@ def check_finite(name: str, images: Sequence[str], features: np.ndarray,
             )
 
 
-def _budget_batch(meter: PeakMeter, first: int, n: int, maps: dict[str, np.ndarray],
+def _budget_batch(meter: PeakMeter, first: int, n: int, arrays: Sequence[np.ndarray],
                   memory_mb: int, device: torch.device, cap: int, say: Callable[[str], None]) -> int:
     """The batch size that keeps the rest of `add` within ``memory_mb``, from the first batch."""
     if meter.growth is None or meter.base is None:
@@ -443,7 +450,7 @@ def _budget_batch(meter: PeakMeter, first: int, n: int, maps: dict[str, np.ndarr
         return cap
     per_image = meter.growth / first
     # maps still to be filled live in host memory; on CUDA the budget is the device's
-    reserve = 0 if meter.cuda else int(sum(a.nbytes for a in maps.values()) * (n - first) / n)
+    reserve = 0 if meter.cuda else int(sum(a.nbytes for a in arrays) * (n - first) / n)
     budget = budget_bytes(memory_mb, device)
     batch = batch_for_budget(per_image, meter.base, reserve, budget, cap)
     where = "GPU memory" if meter.cuda else "memory"

@@ -277,13 +277,14 @@ class ModelSpace:
     def add_encoded(
         self, name: str, encoded: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
         features: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False,
-        storage: MapStorage = DEFAULT_STORAGE,
+        storage: MapStorage = DEFAULT_STORAGE, sketches: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """`add_model` for maps already encoded by ``storage`` (``MapStorage.encode``), as
-        workers return them."""
+        workers return them; ``sketches``: per method, (Np, k) (:mod:`.analysis.sketch`)."""
         check_name(name)
         maps = {method: data for method, (data, _) in encoded.items()}
-        need = np.asarray(features).nbytes + sum(
+        sketches = sketches or {}
+        need = np.asarray(features).nbytes + sum(s.nbytes for s in sketches.values()) + sum(
             d.nbytes + (0 if s is None else s.nbytes) for d, s in encoded.values())
         self.check_free_space(need, name)
         with self._open("a") as f:
@@ -315,6 +316,8 @@ class ModelSpace:
                                       **storage.filter())
                     if scale is not None:
                         g.require_group("map_scale").create_dataset(method, data=scale)
+                for method, sk in sketches.items():
+                    g.require_group("sketch").create_dataset(method, data=sk)
                 g.create_dataset("features", data=np.asarray(features, dtype=np.float32))
                 g.attrs.update({k: _attr(v) for k, v in attrs.items()})
                 g.attrs["uid"] = uuid.uuid4().hex
@@ -382,7 +385,8 @@ class ModelSpace:
 
     def keep_pending(self, name: str, key: str,
                      encoded: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
-                     features: np.ndarray, attrs: Mapping[str, Any]) -> Path | None:
+                     features: np.ndarray, attrs: Mapping[str, Any],
+                     sketches: Mapping[str, np.ndarray] | None = None) -> Path | None:
         """Save what `add` computed (maps as encoded for storage) beside the space, written whole
         and then renamed; None if even that fails (then the caller's error stands)."""
         path = self.pending_path(name)
@@ -393,6 +397,8 @@ class ModelSpace:
                     f.create_dataset(f"maps/{method}", data=data)
                     if scale is not None:
                         f.create_dataset(f"map_scale/{method}", data=scale)
+                for method, sk in (sketches or {}).items():
+                    f.create_dataset(f"sketch/{method}", data=sk)
                 f.create_dataset("features", data=np.asarray(features, dtype=np.float32))
                 f.attrs.update(key=key, attrs=json.dumps(dict(attrs), default=str))
                 seal(f)
@@ -403,9 +409,11 @@ class ModelSpace:
             return None
 
     def take_pending(self, name: str, key: str) -> tuple[
-        dict[str, tuple[np.ndarray, np.ndarray | None]], np.ndarray, dict[str, Any]
+        dict[str, tuple[np.ndarray, np.ndarray | None]], np.ndarray, dict[str, Any],
+        dict[str, np.ndarray],
     ] | None:
-        """Maps kept by an earlier failed write of the same work (same ``key``), if intact."""
+        """Maps (and sketches) kept by an earlier failed write of the same work (same
+        ``key``), if intact."""
         path = self.pending_path(name)
         if not path.is_file():
             return None
@@ -416,7 +424,9 @@ class ModelSpace:
                 scales = f.get("map_scale", {})
                 encoded = {m: (read_verified(ds), read_verified(scales[m]) if m in scales else None)
                            for m, ds in f["maps"].items()}
-                return encoded, read_verified(f["features"]), json.loads(_str(f.attrs["attrs"]))
+                sketches = {m: read_verified(ds) for m, ds in f.get("sketch", {}).items()}
+                return (encoded, read_verified(f["features"]), json.loads(_str(f.attrs["attrs"])),
+                        sketches)
         except (OSError, KeyError, ValueError, OnnxAttrError):
             return None  # unreadable or damaged: compute afresh
 

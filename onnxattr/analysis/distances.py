@@ -386,8 +386,9 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
                 raise OnnxAttrError(f"models without data for {est.name!r}: {', '.join(lacking)}; "
                                     "re-add them with that method or leave them out")
         if len(names) < 2:
+            hint = getattr(est, "missing_hint", "")
             raise OnnxAttrError(f"{est.name!r} needs at least two models with its data in {space}; "
-                                f"found {len(names)}")
+                                f"found {len(names)}" + (f" ({hint})" if hint else ""))
         uids = model_uids(f, names)
         digest = probe_digest(f)
         if not digest:

@@ -9,6 +9,9 @@ Built in:
   ``svcca`` (Raghu et al. 2017, the paper's comparison), ``cka`` (linear CKA, Kornblith et al.
   2019), ``rsa`` (Dwivedi & Roig 2019: Spearman correlation of 1 - Pearson RDMs), ``relation``
   (Spearman correlation of the probe-image relation graphs: cosine of features per image pair);
+* ``sketch:<method>`` (not in the defaults): the cosine estimator on the per-image random-projection
+  sketches that `add` stores (:mod:`onnxattr.analysis.sketch`): an approximation for large spaces
+  that reads ~1,000 numbers per image instead of S²;
 * ``depara`` (Song et al., CVPR 2020): attribution similarity + lam * relation-graph similarity,
   as in the authors' reference implementation (KamalEngine ``graph_similarity``, lam = 1).
   ``depara:<method>`` picks the attribution method (default: grad_input, else elrp, lrp, saliency).
@@ -74,6 +77,7 @@ from .map_compare import (
     describe_correction,
     parse_estimator,
 )
+from .sketch import MapSketch
 
 #: Display order of the paper's attribution methods (others follow, alphabetically).
 METHOD_ORDER = ("saliency", "grad_input", "elrp", "lrp")
@@ -365,6 +369,16 @@ class EstimatorInfo:
                                 "(Song et al. 2019)")
 def cosine(method: str, comparison: MapComparison) -> PairwiseEstimator:
     return MapCosine(method, comparison)
+
+
+@register_estimator("sketch", kind="maps", listed=False,
+                    description="approximate map cosine from per-image random-projection "
+                                "sketches (large spaces; `sketch_dims` of those stored)")
+def sketch(method: str, comparison: MapComparison, sketch_dims: int = 0) -> PairwiseEstimator:
+    if not comparison.is_reference:
+        raise OnnxAttrError(f"sketch:{method}{''.join('+' + t for t in comparison.tokens())}: "
+                            "map options do not apply to sketches; use the exact method name")
+    return MapSketch(method, sketch_dims)
 
 
 @register_estimator("svcca", kind="features",

@@ -406,6 +406,23 @@ def salvage_cmd(
                   highlight=False)
 
 
+@command(name="sketch")
+def sketch_cmd(
+    space: Annotated[Path, typer.Argument(help="Model-space HDF5 file.")],
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated methods (default: all stored).")
+    ] = None,
+) -> None:
+    """Compute the sketches (estimator sketch:METHOD) that models added by older versions lack."""
+    from ..analysis.sketch import add_sketches
+
+    done = add_sketches(space, methods.split(",") if methods else None)
+    for name, ms in done.items():
+        console.print(f"{name}: sketched {', '.join(ms)}", highlight=False)
+    console.print(f"{space}: {len(done)} model(s) sketched"
+                  + ("" if done else " (every model already has its sketches)"), highlight=False)
+
+
 @command(name="methods")
 def methods_cmd() -> None:
     """List the registered attribution methods and their parameters."""
