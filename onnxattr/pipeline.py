@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from .analysis.sketch import sketch_maps
+from .analysis.sketch import sketch_dims_for, sketch_maps
 from .attribution import attribute, get_method
 from .device import resolve_device
 from .errors import OnnxAttrError, OnnxAttrWarning
@@ -356,6 +356,7 @@ def compute_model(
     maps = {m.name: np.empty((n, side, side), storage.dtype) for m in method_objs}
     scales = {m.name: np.empty(n, np.float32) for m in method_objs}
     sketches: dict[str, np.ndarray] = {}
+    sketch_dims = sketch_dims_for(side * side)
     features: list[torch.Tensor] = []
     out_shape: list[int] = []
 
@@ -370,8 +371,9 @@ def compute_model(
         check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
         for m, a in batch.items():
             maps[m][start:stop], scale = storage.encode(a)
-            sk = sketch_maps(a, start)
-            sketches.setdefault(m, np.empty((n, sk.shape[1]), sk.dtype))[start:stop] = sk
+            if sketch_dims:
+                sk = sketch_maps(a, start, sketch_dims)
+                sketches.setdefault(m, np.empty((n, sk.shape[1]), sk.dtype))[start:stop] = sk
             if scale is not None:
                 scales[m][start:stop] = scale
 

@@ -317,7 +317,7 @@ class ModelSpace:
                     if scale is not None:
                         g.require_group("map_scale").create_dataset(method, data=scale)
                 for method, sk in sketches.items():
-                    g.require_group("sketch").create_dataset(method, data=sk)
+                    write_sketch(g, method, sk)
                 g.create_dataset("features", data=np.asarray(features, dtype=np.float32))
                 g.attrs.update({k: _attr(v) for k, v in attrs.items()})
                 g.attrs["uid"] = uuid.uuid4().hex
@@ -432,6 +432,13 @@ class ModelSpace:
 
     def drop_pending(self, name: str) -> None:
         self.pending_path(name).unlink(missing_ok=True)
+
+
+def write_sketch(model: h5py.Group, method: str, sketch: np.ndarray) -> h5py.Dataset:
+    """``/models/<name>/sketch/<method>`` (:mod:`.analysis.sketch`), compressed like maps."""
+    return model.require_group("sketch").create_dataset(
+        method, data=sketch, chunks=(min(len(sketch), 256), sketch.shape[1]),
+        **MapStorage("float16").filter())
 
 
 def _stored_map_size(f: h5py.File) -> int | None:

@@ -15,7 +15,14 @@ coordinates without replacement, below the Johnson–Lindenstrauss bound of a Ga
 over Np images, averages the independent errors down by sqrt(Np). The coefficients are kept in
 a random order, so the first k' of them are a sketch of k' dimensions: ``sketch_dims`` trades
 accuracy for speed without recomputing. With k >= d the sketch is the whole (orthogonal)
-transform and the cosines are exact. Sketches are stored as float16 (2 bytes per dimension).
+transform and the cosines are exact.
+
+Stored like maps (:class:`onnxattr.space.MapStorage`): each row divided by its largest |value|
+(the estimator normalises rows, so no factor is kept), 3 mantissa bits of float16, Blosc2 —
+~1.3 bytes per dimension; the rounding (relative error <= 2^-4 per coordinate, independent across
+coordinates) adds far less than the sketch's own error. `add` stores them where they pay: maps of
+at least ``SKETCH_MIN_RATIO`` · k pixels (128² for k = 1024), where they are >= 16x smaller than
+the maps; for smaller maps `onnxattr sketch SPACE` adds them on demand.
 
 The estimator ``sketch:<method>`` reads k numbers per image instead of S²: for 224² maps and the
 default k = 1024, 49x fewer. Its rank agreement with the exact path and its speed are measured by
@@ -33,6 +40,7 @@ import numpy as np
 from scipy.fft import dctn
 
 from ..errors import OnnxAttrError
+from ..space import MapStorage
 from .distances import normalise_rows, space_models
 
 #: Stored dimensions per image (the estimator may read fewer, see ``sketch_dims``).
@@ -40,6 +48,14 @@ SKETCH_DIM = 1024
 #: Fixed: sketches of different adds and spaces must share their projections.
 SKETCH_SEED = 20191208
 SKETCH_GROUP = "sketch"
+#: `add` stores sketches of maps with at least this many times SKETCH_DIM pixels.
+SKETCH_MIN_RATIO = 16
+SKETCH_STORAGE = MapStorage("float16", 3, "blosc2")
+
+
+def sketch_dims_for(n_pixels: int) -> int:
+    """How many sketch dimensions `add` stores for maps of ``n_pixels`` (0: none)."""
+    return SKETCH_DIM if n_pixels >= SKETCH_MIN_RATIO * SKETCH_DIM else 0
 
 
 def _projection(index: int, d: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,18 +67,18 @@ def _projection(index: int, d: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def sketch_maps(maps: np.ndarray, start: int = 0, k: int = SKETCH_DIM) -> np.ndarray:
     """(n, S, S) maps of probe images start..start+n-1 -> (n, min(k, S²)) float16 sketches of
-    their unit-normalised versions (a zero map gives a zero sketch)."""
+    their unit-normalised versions as stored (rows scaled to [-1, 1], 3 mantissa bits; a zero
+    map gives a zero sketch)."""
     maps = np.asarray(maps, dtype=np.float32)
     n, shape = len(maps), maps.shape[1:]
     d = math.prod(shape)
     k = min(k, d)
     unit = normalise_rows(maps)
-    out = np.empty((n, k), dtype=np.float16)
+    out = np.empty((n, 1, k), dtype=np.float32)
     for i in range(n):
         signs, keep = _projection(start + i, d, k)
-        coef = dctn((unit[i] * signs).reshape(shape), norm="ortho").ravel()
-        out[i] = coef[keep] * np.float32(math.sqrt(d / k))
-    return out
+        out[i, 0] = dctn((unit[i] * signs).reshape(shape), norm="ortho").ravel()[keep]
+    return SKETCH_STORAGE.encode(out)[0][:, 0]
 
 
 class MapSketch:
@@ -79,7 +95,7 @@ class MapSketch:
         self.cache_key = f"sketch.{method}.k{dims or 'all'}"
         self.params = {"method": method, "dims": dims or "all", "seed": SKETCH_SEED}
         self.missing_hint = (
-            "models added before onnxattr stored sketches have none; "
+            "`add` stores sketches of maps from 128x128 up; for smaller maps or older spaces "
             "`onnxattr sketch SPACE` computes them from the stored maps"
         )
 
@@ -127,13 +143,19 @@ class MapSketch:
 
 
 def add_sketches(
-    space: str | Path, methods: Sequence[str] | None = None, chunk: int = 64
+    space: str | Path,
+    methods: Sequence[str] | None = None,
+    dims: int = SKETCH_DIM,
+    chunk: int = 64,
 ) -> dict[str, list[str]]:
-    """Store the sketches that models of ``space`` lack (models added before `add` stored
-    them), computed from their stored maps, ``chunk`` images at a time; returns model -> methods
-    sketched. Each model's maps are verified against their checksum first."""
-    from ..space import CHECKSUM, dataset_checksum, open_space, verify_dataset
+    """Store the sketches (``dims`` dimensions) that models of ``space`` lack: models added
+    before `add` stored them, or with maps too small for `add` to store them by default.
+    Computed from the stored maps (verified against their checksum first), ``chunk`` images at a
+    time; returns model -> methods sketched."""
+    from ..space import CHECKSUM, dataset_checksum, open_space, verify_dataset, write_sketch
 
+    if dims < 1:
+        raise OnnxAttrError(f"sketch dims={dims}: give at least 1 (default {SKETCH_DIM})")
     done: dict[str, list[str]] = {}
     with open_space(space, "r+") as f:
         for name in space_models(f):
@@ -142,10 +164,8 @@ def add_sketches(
                 if (methods and method not in methods) or f"{SKETCH_GROUP}/{method}" in g:
                     continue
                 verify_dataset(ds)  # the scale per image does not matter: sketches are unit
-                parts = [sketch_maps(ds[i : i + chunk], i) for i in range(0, ds.shape[0], chunk)]
-                out = g.require_group(SKETCH_GROUP).create_dataset(
-                    method, data=np.concatenate(parts)
-                )
+                parts = [sketch_maps(ds[i : i + chunk], i, dims) for i in range(0, len(ds), chunk)]
+                out = write_sketch(g, method, np.concatenate(parts))
                 out.attrs[CHECKSUM] = dataset_checksum(out)
                 done.setdefault(name, []).append(method)
     return done

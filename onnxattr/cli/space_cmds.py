@@ -412,11 +412,13 @@ def sketch_cmd(
     methods: Annotated[
         str | None, typer.Option(help="Comma-separated methods (default: all stored).")
     ] = None,
+    dims: Annotated[int, typer.Option(help="Dimensions per probe image.")] = 1024,
 ) -> None:
-    """Compute the sketches (estimator sketch:METHOD) that models added by older versions lack."""
+    """Compute the sketches (estimator sketch:METHOD) that models lack: added by older versions,
+    or with maps under 128x128 (add stores sketches only where they are >= 16x smaller)."""
     from ..analysis.sketch import add_sketches
 
-    done = add_sketches(space, methods.split(",") if methods else None)
+    done = add_sketches(space, methods.split(",") if methods else None, dims)
     for name, ms in done.items():
         console.print(f"{name}: sketched {', '.join(ms)}", highlight=False)
     console.print(f"{space}: {len(done)} model(s) sketched"
