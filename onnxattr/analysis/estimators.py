@@ -39,8 +39,8 @@ Adding an estimator is one decorated function, in any module imported before use
 * It returns a :class:`~.distances.PairwiseEstimator` (signatures per model and data part,
   combined pairwise and cached under its ``cache_key``: put every parameter that changes values
   into the key) or a :class:`Blend` (a weighted sum of such estimators, each cached on its own).
-  Probe-resampling intervals (:mod:`.stability`) support :class:`MapCosine` and
-  :class:`FeatureEstimator` terms.
+  Probe-resampling intervals (:mod:`.stability`) support :class:`MapCosine`,
+  :class:`~.sketch.MapSketch` and :class:`FeatureEstimator` terms.
 * Registration order is listing order (:func:`available_estimators`, hence the defaults of
   ``evaluate`` and ``report``); ``listed=False`` keeps a variant out of the defaults.
   :func:`list_estimators` and ``onnxattr estimators`` list the registry.

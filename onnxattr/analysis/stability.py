@@ -42,6 +42,7 @@ from .estimators import (
 )
 from .evaluation import Oracle, evaluate
 from .map_compare import correct, parse_estimator
+from .sketch import MapSketch
 
 
 def bootstrap_indices(n_images: int, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -65,20 +66,22 @@ def disjoint_halves(
 
 
 def _n_images(f: h5py.File, est: PairwiseEstimator, name: str) -> int:
-    if isinstance(est, MapCosine):
-        return int(f[f"models/{name}/maps/{est.method}"].shape[0])
-    return int(f[f"models/{name}/features"].shape[0])
+    return int(f[est.data_path(name)].shape[0])
 
 
 def _map_resamples(
-    f: h5py.File, est: MapCosine, names: Sequence[str], weights: np.ndarray, memory_bytes: int
+    f: h5py.File, est: MapCosine | MapSketch, names: Sequence[str], weights: np.ndarray,
+    memory_bytes: int,
 ) -> np.ndarray:
-    """(R, N, N): sum_k weights[r, k] · cos_k(i, j) over the images k, streamed in chunks."""
+    """(R, N, N): sum_k weights[r, k] · cos_k(i, j) over the images k, streamed in chunks
+    (MapSketch: one part, all images)."""
     n = len(names)
     n_img = weights.shape[1]
     out = np.zeros((len(weights), n * n))
     for part in est.parts(f, names, memory_bytes):
-        sig = est.stack(f, names, part)  # rows: unit maps / sqrt(Np), image-major
+        sig = est.stack(f, names, part)  # rows: unit maps (sketches) / sqrt(Np), image-major
+        if not isinstance(part, slice):
+            part = slice(0, n_img)
         k = part.stop - part.start
         sig = sig.reshape(n, k, -1).astype(np.float64)
         per_image = np.einsum("ikp,jkp->kij", sig, sig).reshape(k, n * n) * n_img
@@ -129,7 +132,7 @@ def resampled_affinities(
     with open_space(space, "r") as f:
         n_img = _n_images(f, terms[0][0], names[0])
         for est, w in terms:
-            if isinstance(est, MapCosine):
+            if isinstance(est, (MapCosine, MapSketch)):
                 weights = np.array([np.bincount(i, minlength=n_img) / len(i) for i in indices])
                 vals = _map_resamples(f, est, names, weights, memory_bytes)
             else:
