@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxattr.analysis.distances import LabelledMatrix, space_models  # noqa: E402
 from onnxattr.analysis.estimators import compute_affinity  # noqa: E402
 from onnxattr.analysis.evaluation import evaluate, read_oracle, restrict  # noqa: E402
+from onnxattr.analysis.report import markdown_table  # noqa: E402
 from onnxattr.analysis.sketch import SKETCH_DIM, sketch_maps  # noqa: E402
-from onnxattr.demo import markdown_table  # noqa: E402
 from onnxattr.space import DEFAULT_STORAGE, ModelSpace  # noqa: E402
 
 
