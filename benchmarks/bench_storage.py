@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -42,18 +43,69 @@ from onnxattr.analysis.report import markdown_table  # noqa: E402
 from onnxattr.probe import ProbeSet  # noqa: E402
 from onnxattr.space import MapStorage, ModelSpace  # noqa: E402
 
-#: (label, MapStorage arguments, map size: None = as the source, "half" = S/2)
+
+@dataclass(frozen=True)
+class RawFeatures(MapStorage):
+    """The storage of onnxattr before features were compressed (maps as ``MapStorage``)."""
+
+    def write_features(self, group: h5py.Group, name: str, features: np.ndarray) -> h5py.Dataset:
+        return group.create_dataset(name, data=np.asarray(features, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class Level(MapStorage):
+    """Maps through another compressor setting (``codec``: h5py filter keywords)."""
+
+    codec: tuple = ()
+
+    def filter(self, dtype: str | None = None) -> dict:
+        return dict(self.codec) if (dtype or self.dtype) == "float16" else super().filter(dtype)
+
+
+def _blosc2(level: int, shuffle: int) -> tuple:
+    return tuple(hdf5plugin.Blosc2(cname="zstd", clevel=level, filters=shuffle).items())
+
+
+#: (label, storage, map size: None = as the source, "half" = S/2)
 OPTIONS = [
-    ("format 1: float32, no filter", ("float32", 10, "none"), None),
-    ("float32, blosc2-zstd", ("float32", 10, "blosc2"), None),
-    ("float16, no filter", ("float16", 10, "none"), None),
-    ("float16, zstd", ("float16", 10, "zstd"), None),
-    ("float16, blosc2-zstd", ("float16", 10, "blosc2"), None),
-    ("float16 5 bits, blosc2-zstd", ("float16", 5, "blosc2"), None),
-    ("float16 3 bits, blosc2-zstd (default)", ("float16", 3, "blosc2"), None),
-    ("float16 2 bits, blosc2-zstd", ("float16", 2, "blosc2"), None),
-    ("default, --map-size S/2", ("float16", 3, "blosc2"), "half"),
+    ("format 1: float32, no filter", MapStorage("float32", 10, "none", 23), None),
+    ("float32, blosc2-zstd (maps and features)", MapStorage("float32", 10, "blosc2", 23), None),
+    ("float16, blosc2-zstd, features raw", RawFeatures("float16", 10, "blosc2", 23), None),
+    (
+        "float16 3 bits, features raw (default until now)",
+        RawFeatures("float16", 3, "blosc2", 23),
+        None,
+    ),
+    ("float16 3 bits + features blosc2", MapStorage("float16", 3, "blosc2", 23), None),
+    (
+        "  same, maps blosc2 zstd level 5",
+        Level("float16", 3, "blosc2", 23, codec=_blosc2(5, hdf5plugin.Blosc2.BITSHUFFLE)),
+        None,
+    ),
+    (
+        "  same, maps blosc2 zstd 5 byte-shuffle",
+        Level("float16", 3, "blosc2", 23, codec=_blosc2(5, hdf5plugin.Blosc2.SHUFFLE)),
+        None,
+    ),
+    (
+        "  same, maps zstd 9 + shuffle",
+        Level(
+            "float16",
+            3,
+            "blosc2",
+            23,
+            codec=tuple({**hdf5plugin.Zstd(clevel=9), "shuffle": True}.items()),
+        ),
+        None,
+    ),
+    ("float16 2 bits + features blosc2", MapStorage("float16", 2, "blosc2", 23), None),
+    ("float16 1 bit + features blosc2", MapStorage("float16", 1, "blosc2", 23), None),
+    ("float16 3 bits + features 10 bits", MapStorage("float16", 3, "blosc2", 10), None),
+    ("float16 2 bits + features 10 bits (default)", MapStorage("float16", 2, "blosc2", 10), None),
+    ("default, --map-size S/2", MapStorage(), "half"),
 ]
+#: Feature-based estimators, scored too (their input changes only with feature_bits < 23).
+FEATURE_ESTIMATORS = ("cka", "rsa", "relation", "svcca")
 
 
 def read_source(path: Path) -> tuple[ProbeSet, dict[str, dict[str, np.ndarray]], dict]:
@@ -182,10 +234,10 @@ def main() -> None:
     )
     results, ref = [], {}
     workdir = Path(tempfile.mkdtemp(dir=args.dir, prefix="bench_storage_"))
-    for k, (label, storage_args, side_opt) in enumerate(OPTIONS):
+    for k, (label, storage, side_opt) in enumerate(OPTIONS):
         side = full // 2 if side_opt == "half" else None
         path = workdir / f"option{k}.h5"
-        write_s = write(path, probe, models, feats, MapStorage(*storage_args), side)
+        write_s = write(path, probe, models, feats, storage, side)
         row = {
             "option": label,
             "mb": path.stat().st_size / 2**20,
@@ -193,20 +245,22 @@ def main() -> None:
             "distance_s": 0.0,
             "methods": {},
         }
-        for method in methods:
+        for method in [*methods, *FEATURE_ESTIMATORS]:
             times = []
-            for _ in range(args.repeat):
+            for _ in range(args.repeat if method in methods else 1):
                 t0 = time.perf_counter()
                 matrix, _ = compute_affinity(path, method, use_cache=False)
                 times.append(time.perf_counter() - t0)
-            row["distance_s"] += min(times)
+            if method in methods:  # the distance time is that of the map estimators
+                row["distance_s"] += min(times)
             ref.setdefault(method, matrix)
             rho, overlap = agreement(ref[method], matrix, args.top)
             stats = {"rho_vs_format1": rho, f"top{args.top}_overlap_vs_format1": overlap}
             if oracle is not None:
                 keep = [i for i, n in enumerate(matrix.names) if n in oracle.names]
-                sub = LabelledMatrix([matrix.names[i] for i in keep],
-                                     matrix.values[np.ix_(keep, keep)], matrix.kind)
+                sub = LabelledMatrix(
+                    [matrix.names[i] for i in keep], matrix.values[np.ix_(keep, keep)], matrix.kind
+                )
                 ev = evaluate(sub, oracle, top=args.top)
                 stats.update(
                     {f"P@{k}": float(ev.precision[k - 1]) for k in (1, 3, 5)},
@@ -229,8 +283,9 @@ def main() -> None:
         f"min top-{args.top} overlap",
     ]
     if oracle is not None:
-        header += [f"P@{k} ({'/'.join(methods)})" for k in (1, 3, 5)]
-        header.append("Spearman vs oracle")
+        names = [*methods, *FEATURE_ESTIMATORS]
+        header += [f"P@{k} ({'/'.join(names)})" for k in (1, 3, 5)]
+        header += ["Spearman vs oracle", "max abs ΔP@K vs format 1"]
     rows = []
     for r in results:
         ms = r["methods"].values()
@@ -247,6 +302,9 @@ def main() -> None:
         if oracle is not None:
             cells += ["/".join(f"{s[f'P@{k}']:.3f}" for s in ms) for k in (1, 3, 5)]
             cells.append("/".join(f"{s['spearman_oracle']:.3f}" for s in ms))
+            cells.append(
+                f"{max(abs(s[f'P@{k}'] - base['methods'][e][f'P@{k}']) for e, s in r['methods'].items() for k in (1, 3, 5)):.3f}"
+            )
         rows.append(cells)
     print(markdown_table(header, rows))
     if args.json:

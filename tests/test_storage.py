@@ -15,7 +15,7 @@ from onnxattr.analysis.estimators import compute_affinity
 from onnxattr.errors import OnnxAttrError
 from onnxattr.memory import batch_for_budget
 from onnxattr.pipeline import add_model
-from onnxattr.space import FORMAT_VERSION, MapStorage, ModelSpace
+from onnxattr.space import DEFAULT_STORAGE, FORMAT_VERSION, MapStorage, ModelSpace
 
 from .conftest import random_probe
 from .models import TinyVGG, export
@@ -86,7 +86,9 @@ def test_format1_space_stays_readable_and_takes_new_models(tmp_path):
     np.testing.assert_allclose(after.values[:2, :2], before.values, rtol=1e-6)
     a, c = old["a"].reshape(6, -1), new.reshape(6, -1)
     exact = np.mean((a * c).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(c, axis=1))
-    assert after.values[0, 2] == pytest.approx(exact, abs=1e-3)
+    # the default's precision (2 mantissa bits: 1 - cos <= 2^-5 per map; much less on average)
+    tol = 2.0 ** -(2 * DEFAULT_STORAGE.mantissa_bits + 3)
+    assert after.values[0, 2] == pytest.approx(exact, abs=tol)
 
 
 def test_newer_format_is_refused(tmp_path):
@@ -212,3 +214,25 @@ def test_peak_meter_sees_memory_reused_from_an_earlier_model():
     out = subprocess.run([sys.executable, "-c", _REUSED_HEAP], capture_output=True, text=True,
                          check=True)
     assert 190 << 20 <= int(out.stdout) <= 230 << 20
+
+
+def test_features_are_compressed_and_rounded_as_documented(tmp_path):
+    """Default: features through Blosc2, 10 mantissa bits (relative error <= 2^-11); float32 maps
+    keep features lossless; --feature-bits 23 too."""
+    rng = np.random.default_rng(5)
+    feats = np.maximum(rng.normal(size=(6, 300)), 0).astype(np.float32) * 1e3  # ReLU-like
+    path = create_space(tmp_path / "s.h5", 6, 8)
+    space = ModelSpace(path)
+    maps = {"elrp": _maps(rng, n=6, s=8)}
+    space.add_model("d", maps, feats, {})
+    space.add_model("x", maps, feats, {}, storage=MapStorage("float32"))
+    space.add_model("l", maps, feats, {}, storage=MapStorage(feature_bits=23))
+    stored = space.read_features("d")
+    rel = np.abs(stored - feats) / np.where(feats > 0, feats, 1)
+    assert 0 < rel.max() <= 2.0**-11 and np.array_equal(stored == 0, feats == 0)
+    np.testing.assert_array_equal(space.read_features("x"), feats)
+    np.testing.assert_array_equal(space.read_features("l"), feats)
+    with h5py.File(path) as f:
+        assert f["models/d/features"].compression is not None or f["models/d/features"]._filters
+    with pytest.raises(OnnxAttrError, match="feature precision of 0 bits"):
+        MapStorage(feature_bits=0)

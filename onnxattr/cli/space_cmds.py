@@ -159,7 +159,12 @@ def add(
     ] = "float16",
     map_bits: Annotated[
         int, typer.Option(help="float16 mantissa bits kept, 1-10 (relative error 2^-(bits+1)).")
-    ] = 3,
+    ] = 2,
+    feature_bits: Annotated[
+        int | None,
+        typer.Option(help="Mantissa bits of stored features, 1-23 (default: 10; 23 = lossless, "
+                     "the default with --map-dtype float32)."),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(help="Manifest: parallel Ray tasks (default: one per core/GPU; 0: no Ray)."),
@@ -191,7 +196,7 @@ def add(
     from ..preprocess import Preprocessing
     from ..space import MapStorage
 
-    storage = MapStorage(dtype=map_dtype, mantissa_bits=map_bits)
+    storage = MapStorage(dtype=map_dtype, mantissa_bits=map_bits, feature_bits=feature_bits)
 
     if save_preprocessing is not None and (
         save_preprocessing.is_dir() or not save_preprocessing.parent.is_dir()
