@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -174,7 +175,7 @@ def test_signal_during_a_write_acts_after_it(tmp_path, sig):
     try:
         with pytest.raises(KeyboardInterrupt) if sig == signal.SIGINT else nullcontext():
             with open_space(tmp_path / "s.h5", "r+") as f:
-                os.kill(os.getpid(), sig)
+                signal.pthread_kill(threading.main_thread().ident, sig)
                 time.sleep(0.05)  # a handler would have run by now
                 f.attrs["format_version"] = f.attrs["format_version"]
                 done.append(True)
