@@ -210,9 +210,9 @@ def stored_bytes(path: Path, dataset: str) -> list[tuple[int, int]]:
 
 
 def _flip(c: Ctx) -> Path:
-    offset, _ = stored_bytes(c.space, "models/b/maps/saliency")[1]
+    offset, size = stored_bytes(c.space, "models/b/maps/saliency")[-1]
     raw = bytearray(c.space.read_bytes())
-    raw[offset + 100] ^= 0xFF
+    raw[offset + min(100, size // 2)] ^= 0xFF
     return c.file("flipped.h5", bytes(raw))
 
 

@@ -156,7 +156,8 @@ def test_space_layout_and_metadata(tmp_path, probe):
         g = f["models/v"]
         for m in ("saliency", "grad_input", "elrp"):
             assert g[f"maps/{m}"].shape == (6, 32, 32) and g[f"maps/{m}"].dtype == np.float16
-            assert g[f"maps/{m}"].chunks == (1, 32, 32) and g[f"map_scale/{m}"].shape == (6,)
+            # whole images per chunk, ~128 KB: all 6 maps of 32x32 float16 in one
+            assert g[f"maps/{m}"].chunks == (6, 32, 32) and g[f"map_scale/{m}"].shape == (6,)
         assert g["features"].shape == (6, 8 * 8 * 8)
         for key in ("onnx_sha256", "encoder_tensor", "preprocessing", "methods", "versions",
                     "created", "uid", "verify_rel_err"):
