@@ -59,7 +59,7 @@ def demo(
     header, rows = result.neighbour_rows()
     table = Table(title="nearest neighbour (highest affinity) per method")
     for col in header:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # full names, wrapped, never cut
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -145,6 +145,8 @@ def zoo_list(
         typer.echo(json.dumps(rows, indent=1))
         return
     table = Table("name", "task", "framework", "source", "installed", "encoder")
+    for column in table.columns:
+        column.overflow = "fold"  # names and paths wrapped, never cut with an ellipsis
     for e in entries:
         have = installed_version(e.package)
         ok = have is not None and (not e.version or have == e.version)
@@ -187,6 +189,8 @@ def zoo_build(
         if "zoo model" in str(w.message):
             warn(str(w.message))
     table = Table("name", "framework", "MB", "seconds", "check rel err", "path")
+    for column in table.columns:
+        column.overflow = "fold"  # names and paths wrapped, never cut with an ellipsis
     for b in built:
         err = b.check.get("encoder_rel_err", b.check.get("rel_err"))
         table.add_row(
