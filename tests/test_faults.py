@@ -166,6 +166,9 @@ SIGNAL_IN_A_WRITE = """
 import os, signal, sys, time
 from onnxattr.space import open_space
 sig = int(sys.argv[2])
+# as in a terminal: a process inherits an ignored SIGINT, and earlier tests' libraries leave the
+# test process with one
+signal.signal(signal.SIGINT, signal.default_int_handler)
 if sig == signal.SIGTERM:
     signal.signal(sig, lambda *_: print("handled after", done, flush=True))
 done = []
@@ -183,8 +186,8 @@ print("after the block", flush=True)
 def test_signal_during_a_write_acts_after_it(tmp_path, sig):
     """An interrupt inside an HDF5 call can leave the file half-updated (CI saw SIGINT land while
     `add` rewrote the root's format_version): writes finish and close the file first. Run in a
-    fresh process, as a user's `onnxattr add` is: in the test process, libraries that earlier
-    tests loaded may own signal delivery."""
+    fresh process with Ctrl-C's default handler, as a user's `onnxattr add` in a terminal: the
+    test process may hold an ignored SIGINT, left by libraries that earlier tests loaded."""
     maps = _space(tmp_path / "s.h5")
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     r = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_WRITE, str(tmp_path / "s.h5"), str(sig)],
