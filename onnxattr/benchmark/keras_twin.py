@@ -3,8 +3,8 @@
 one process segfault.
 
 Same encoder as :func:`onnxattr.benchmark.models.resnet_encoder` (conv-BN-ReLU stem, two basic
-blocks, widths 16/24/32, 'same' padding); the dense decoder upsamples with a 3×3 convolution after
-nearest upsampling instead of a pixel shuffle (Keras has no PixelShuffle layer).
+blocks, widths 16/24/32, 'same' padding). The decoder is linear like the PyTorch one: a 3×3
+convolution, nearest upsampling and a 3×3 convolution (Keras has no PixelShuffle layer).
 """
 
 from __future__ import annotations
@@ -34,17 +34,13 @@ def build_and_train(job: dict[str, Any]) -> tuple[Any, Any]:
     inp = keras.Input(x.shape[1:])
     enc = block(block(L.ReLU()(conv_bn(inp, a, 2)), b, 2), c, 2)
     kind, ch = job["task_kind"], int(job["channels"])
-    if kind.startswith("dense"):
-        h = L.Conv2D(32, 3, padding="same", activation="relu")(enc)
-        out = L.Conv2D(ch, 3, padding="same")(L.UpSampling2D(2)(h))
-        loss: Any = (
-            "mse"
-            if kind == "dense_reg"
-            else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        )
-    else:
-        out = L.Dense(ch)(L.GlobalAveragePooling2D()(enc))
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    h = L.Conv2D(4 * ch, 3, padding="same")(enc)
+    out = L.Conv2D(ch, 3, padding="same")(L.UpSampling2D(2)(h))
+    loss: Any = (
+        "mse"
+        if kind == "dense_reg"
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model = keras.Model(inp, out)
     bs, epochs = int(job["batch_size"]), int(job["epochs"])
     steps = epochs * -(-len(x) // bs)

@@ -2,19 +2,20 @@
 decoder, trained from scratch on the scenes of one task, exported whole to ONNX.
 
 The encoder output (the representation every estimator and the transfer stage look at) is the
-graph tensor named ``encoder``: (B, 32, S/8, S/8). Decoders: dense tasks apply a 3×3 convolution and a
-sub-pixel convolution to S/4 (the targets' resolution); image-level tasks average-pool it and apply one
-linear layer.
+graph tensor named ``encoder``: (B, 32, S/8, S/8). The decoders are linear and have the form of the
+measured-transfer head (:mod:`onnxattr.transfer.heads`), so an encoder is trained for the readout the
+oracle fits: a 3×3 convolution to 4·C values and a pixel shuffle to S/4 (the targets' resolution). Every network starts from
+its own initialisation (:func:`init_seed`): no two encoders share their starting weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,23 +71,15 @@ class TaskNet(nn.Module):
         super().__init__()
         self.task = task
         self.encoder = ARCHS[arch]()
-        c = WIDTHS[-1]
-        if task.dense:  # S/8 -> S/4 by a sub-pixel convolution
-            self.decoder = nn.Sequential(
-                nn.Conv2d(c, 32, 3, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(32, 4 * task.channels, 3, padding=1),
-                nn.PixelShuffle(2),
-            )
-        else:
-            self.decoder = nn.Sequential(
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, task.channels)
-            )
+        # S/8 -> S/4 by a linear sub-pixel convolution
+        self.decoder = nn.Sequential(
+            nn.Conv2d(WIDTHS[-1], 4 * task.channels, 3, padding=1), nn.PixelShuffle(2)
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encoder(x)
         y = self.decoder(z)
-        if self.task.dense and y.shape[-1] != DENSE:
+        if y.shape[-1] != DENSE:
             y = F.interpolate(y, size=(DENSE, DENSE), mode="bilinear", align_corners=False)
         return y, z
 
@@ -95,6 +88,13 @@ def task_loss(task: Task, pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
     if task.kind == "dense_reg":
         return F.mse_loss(pred, target)
     return F.cross_entropy(pred, target)
+
+
+def init_seed(name: str) -> int:
+    """The seed of a model's initial weights and data order, from its name: models of one
+    training seed do not share a starting point (which, after a short training, every estimator
+    would see before the task)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
 
 
 @dataclass
@@ -157,16 +157,3 @@ def export(net: TaskNet, pre: Preprocessing, path: Path) -> dict[str, Any]:
         dynamic_batch=True,
         producer="onnxattr.benchmark",
     )
-
-
-def count_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-def describe(net: TaskNet) -> dict[str, Any]:
-    return {"params": count_params(net), "encoder_params": count_params(net.encoder)}
-
-
-def seeded_init(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)

@@ -1,4 +1,4 @@
-"""Seeded procedural scenes with ground truth for twelve Taskonomy-like tasks (numpy only).
+"""Seeded procedural scenes with dense ground truth for twelve Taskonomy-like tasks (numpy only).
 
 A scene is a room seen by a pinhole camera one unit above the floor: a textured back wall at depth
 Zw and a floor plane, with 1–4 objects standing on the floor — spheres, boxes, cylinders and cones —
@@ -15,15 +15,19 @@ depth              dense regression        log depth, scaled to [0, 1]
 normals            dense regression (3)    surface normal (x right, y up, z to camera)
 reshading          dense regression        shading under one fixed light, no albedo
 edge_occlusion     dense regression        depth/object discontinuities (0/1)
+keypoints3d        dense regression        Harris corner response of the log depth map
+curvature          dense regression        surface curvature: gradient of the normals within a surface
 edge_texture       dense regression        Sobel magnitude of the image
 keypoints2d        dense regression        Harris corner response of the image
 segment_semantic   dense classes (6)       wall, floor, sphere, box, cylinder, cone
-class_object       image classes (4)       class of the largest visible object
-count              image classes (4)       number of objects (1–4)
 autoencoder        dense regression (3)    the image itself
 denoise            dense regression (3)    the clean image; input: image + heavy noise
 colorization       dense regression (3)    the colour image; input: its gray version
 =================  ======================  ===============================================
+
+Image-level tasks (class of the largest object, object count) were in recipe 1 and are not here:
+tiny networks trained on a few thousand scenes memorised them (validation at chance), so their
+oracle rows were noise (docs/benchmark.md, "Recipe 2").
 """
 
 from __future__ import annotations
@@ -64,11 +68,11 @@ TASKS: dict[str, Task] = {
         Task("normals", "dense_reg", 3),
         Task("reshading", "dense_reg", 1),
         Task("edge_occlusion", "dense_reg", 1),
+        Task("keypoints3d", "dense_reg", 1),
+        Task("curvature", "dense_reg", 1),
         Task("edge_texture", "dense_reg", 1),
         Task("keypoints2d", "dense_reg", 1),
         Task("segment_semantic", "dense_cls", SEG_CLASSES),
-        Task("class_object", "image_cls", N_CLASSES),
-        Task("count", "image_cls", 4),
         Task("autoencoder", "dense_reg", 3),
         Task("denoise", "dense_reg", 3, input="noisy"),
         Task("colorization", "dense_reg", 3, input="gray"),
@@ -81,9 +85,7 @@ class Scenes:
     """N rendered scenes: uint8 RGB images and every task's ground truth."""
 
     images: np.ndarray  # (N, S, S, 3) uint8
-    targets: dict[
-        str, np.ndarray
-    ]  # dense: (N, C, S/4, S/4) float32 or (N, S/4, S/4) int64; image: (N,)
+    targets: dict[str, np.ndarray]  # (N, C, S/4, S/4) float32 or, for classes, (N, S/4, S/4) int64
     seed: int
 
     def __len__(self) -> int:
@@ -233,7 +235,6 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]
         _texture(rng, kinds[rng.integers(4)], rng.uniform(0.2, 0.8, 3)),
     )
     n_obj = int(rng.integers(1, 5))
-    objects = []
     for k in range(n_obj):
         cls = int(rng.integers(N_CLASSES))
         size = rng.uniform(0.25, 0.6)
@@ -245,10 +246,9 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]
         seg[closer], ids[closer] = 2 + cls, 2 + k
         tex = _texture(rng, kinds[rng.integers(4)], rng.uniform(0.2, 1.0, 3))
         albedo[closer] = tex[closer]
-        objects.append(cls)
     areas = np.array([(ids == 2 + k).sum() for k in range(n_obj)])
     if (areas < 12).any():
-        return None  # an object hidden behind another or too small: count would be ambiguous
+        return None  # an object hidden behind another or too small to see
     light = np.array([rng.uniform(-1, 1), rng.uniform(0.3, 1.2), rng.uniform(0.3, 1.0)])
     light /= np.linalg.norm(light)
     ambient = rng.uniform(0.15, 0.4)
@@ -261,8 +261,6 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]
         "ids": ids,
         "segment_semantic": seg,
         "reshading": 0.2 + 0.8 * np.clip(normal @ _FIXED_LIGHT, 0, None),
-        "class_object": np.int64(objects[int(np.argmax(areas))]),
-        "count": np.int64(n_obj - 1),
     }
     return image, truth
 
@@ -283,6 +281,20 @@ def _image_edges(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.hypot(gx, gy) / 4, np.sqrt(harris)
 
 
+def _curvature(normals: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """|∇n| between neighbouring pixels of the same surface (0 across a surface boundary)."""
+    out = np.zeros(ids.shape, np.float32)
+    for ax in (0, 1):
+        d = np.linalg.norm(np.diff(normals, axis=ax), axis=-1) * (np.diff(ids, axis=ax) == 0)
+        if ax == 0:
+            out[1:] += d / 2
+            out[:-1] += d / 2
+        else:
+            out[:, 1:] += d / 2
+            out[:, :-1] += d / 2
+    return out * 4
+
+
 def generate(n: int, seed: int) -> Scenes:
     """n scenes from `seed` (independent streams per seed: train, transfer and probe sets differ)."""
     rng = np.random.default_rng([seed, 2019])
@@ -296,8 +308,8 @@ def generate(n: int, seed: int) -> Scenes:
         "edge_texture": np.empty((n, 1, h, h), np.float32),
         "keypoints2d": np.empty((n, 1, h, h), np.float32),
         "segment_semantic": np.empty((n, h, h), np.int64),
-        "class_object": np.empty(n, np.int64),
-        "count": np.empty(n, np.int64),
+        "keypoints3d": np.empty((n, 1, h, h), np.float32),
+        "curvature": np.empty((n, 1, h, h), np.float32),
     }
     i = 0
     while i < n:
@@ -326,8 +338,8 @@ def generate(n: int, seed: int) -> Scenes:
         t["edge_texture"][i, 0] = _half(sob)
         t["keypoints2d"][i, 0] = _half(har) * 20
         t["segment_semantic"][i] = g["segment_semantic"][2::4, 2::4]
-        t["class_object"][i] = g["class_object"]
-        t["count"][i] = g["count"]
+        t["keypoints3d"][i, 0] = _half(_image_edges(logd)[1]) * 10
+        t["curvature"][i, 0] = _half(_curvature(g["normals"], g["ids"]))
         i += 1
     image_targets = _half(np.moveaxis(images.astype(np.float32) / 255, -1, 1))
     for name in ("autoencoder", "denoise", "colorization"):
