@@ -90,15 +90,23 @@ def test_twin_check_counts_nearest_same_task_model() -> None:
 
 
 def test_default_estimator_joins_the_default_list(tmp_path) -> None:
-    from onnxattr.analysis.estimators import available_estimators, compute_affinity
+    from onnxattr.analysis.estimators import (
+        available_estimators,
+        compute_affinity,
+        parse_combination,
+    )
+    from onnxattr.analysis.map_compare import parse_estimator
     from onnxattr.analysis.selection import DEFAULT_ESTIMATOR, with_default
 
     from .space_factory import random_space
 
-    random_space(tmp_path / "big.h5", n_models=3, size=16, methods=("grad_input",))
-    names = with_default(tmp_path / "big.h5", available_estimators(tmp_path / "big.h5"))
+    parts = [parse_estimator(e) for e, _ in parse_combination(DEFAULT_ESTIMATOR)]
+    method = next(p.base for p in parts if p.base in ("saliency", "grad_input", "elrp"))
+    random_space(tmp_path / "has.h5", n_models=3, size=16, methods=(method,))
+    names = with_default(tmp_path / "has.h5", available_estimators(tmp_path / "has.h5"))
     assert names[-1] == DEFAULT_ESTIMATOR
-    assert compute_affinity(tmp_path / "big.h5", DEFAULT_ESTIMATOR)[0].estimator == names[-1]
-    random_space(tmp_path / "small.h5", n_models=3, size=8, methods=("grad_input",))
-    small = available_estimators(tmp_path / "small.h5")
-    assert with_default(tmp_path / "small.h5", small) == small  # maps coarser than the grid
+    assert compute_affinity(tmp_path / "has.h5", DEFAULT_ESTIMATOR)[0].estimator == names[-1]
+    other = next(m for m in ("saliency", "grad_input") if m != method)
+    random_space(tmp_path / "lacks.h5", n_models=3, size=16, methods=(other,))
+    lacks = available_estimators(tmp_path / "lacks.h5")
+    assert with_default(tmp_path / "lacks.h5", lacks) == lacks  # no maps of the default's method
