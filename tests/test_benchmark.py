@@ -117,9 +117,7 @@ def test_committed_oracle_is_what_the_committed_encoders_give():
 
 @pytest.mark.slow
 def test_committed_oracle_all_targets():
-    _remeasure(
-        ("depth", "segment_semantic.keras", "normals.in32", "reshading.plain"), tuple(TASKS)
-    )
+    _remeasure(("depth", "segment_semantic.keras", "normals.in32", "reshading.plain"), tuple(TASKS))
 
 
 @pytest.mark.tf

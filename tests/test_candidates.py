@@ -272,25 +272,7 @@ def test_a_feature_extractor_without_head_or_decoder_stars_its_output():
     )
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            p,
-            id=p.stem,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="a plain conv chain whose decoder's first conv keeps the encoder's "
-                    "width and resolution: no structural cue tells them apart",
-                )
-            ]
-            if p.stem == "reshading.plain"
-            else [],
-        )
-        for p in sorted(BENCHMARK_ENCODERS.glob("*.onnx"))
-    ],
-)
+@pytest.mark.parametrize("path", sorted(BENCHMARK_ENCODERS.glob("*.onnx")), ids=lambda p: p.stem)
 def test_benchmark_models_star_their_encoder(path):
     """The mini-Taskonomy benchmark's 22 committed models (PyTorch and Keras: encoder + task
     decoder or classifier) name their encoder tensor `encoder`; the ★ was not tuned on them."""
