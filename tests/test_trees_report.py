@@ -97,15 +97,19 @@ def oracle_csv(tmp_path_factory) -> Path:
 
 
 def test_report_is_self_contained(space: Path, oracle_csv: Path, tmp_path: Path) -> None:
+    from onnxattr.analysis.selection import DEFAULT_ESTIMATOR
+
     out = write_report(space, tmp_path / "r.html", oracle=oracle_csv, top=2)
     page = out.read_text()
-    for est in ("saliency", "elrp", "svcca", "cka", "rsa", "relation", "depara:elrp"):
+    # the space's estimators and the default (its parts, saliency and svcca, are in the space)
+    ests = ("saliency", "elrp", "svcca", "cka", "rsa", "relation", "depara:elrp", DEFAULT_ESTIMATOR)
+    for est in ests:
         assert f"id='{est}'" in page
     # heatmap + tree each, + curves, + example maps
-    assert page.count("data:image/png;base64,") == 2 * 7 + 2
+    assert page.count("data:image/png;base64,") == 2 * len(ests) + 2
     assert "Evaluation against the oracle" in page and "P@1" in page
     assert "<h2>Models</h2>" in page and "verify rel. err" in page
-    assert page.count("Probe stability (20 bootstrap draws") == 7
+    assert page.count("Probe stability (20 bootstrap draws") == len(ests)
     assert re.search(r"P@1</th>.*?\d\.\d{3} \[\d\.\d\d, \d\.\d\d\]", page)
     assert not re.search(r"(src|href)=['\"]https?:", page)
     plain = write_report(space, tmp_path / "p.html", estimators=["saliency"])
