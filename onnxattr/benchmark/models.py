@@ -2,10 +2,11 @@
 decoder, trained from scratch on the scenes of one task, exported whole to ONNX.
 
 The encoder output (the representation every estimator and the transfer stage look at) is the
-graph tensor named ``encoder``: (B, 32, S/8, S/8). The decoders are linear and have the form of the
-measured-transfer head (:mod:`onnxattr.transfer.heads`), so an encoder is trained for the readout the
-oracle fits: a 3×3 convolution to 4·C values and a pixel shuffle to S/4 (the targets' resolution). Every network starts from
-its own initialisation (:func:`init_seed`): no two encoders share their starting weights.
+graph tensor named ``encoder``: (B, 32, S/8, S/8). The decoder is linear and has the form of the
+measured-transfer head (:mod:`onnxattr.transfer.heads`), so an encoder is trained for the readout
+the oracle fits: a 3×3 convolution to 4·C values and a pixel shuffle to S/4 (the targets'
+resolution). Every network starts from its own initialisation (:func:`init_seed`): no two encoders
+share their starting weights.
 """
 
 from __future__ import annotations

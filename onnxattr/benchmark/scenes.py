@@ -51,14 +51,9 @@ class Task:
     """One benchmark task: what its target is and what its encoder sees as input."""
 
     name: str
-    kind: str  # "dense_reg" | "dense_cls" | "image_cls"
+    kind: str  # "dense_reg" | "dense_cls" (the target kinds of onnxattr.transfer)
     channels: int  # output channels (regression) or number of classes
     input: str = "clean"  # "clean" | "noisy" | "gray"
-    metric: str = ""
-
-    @property
-    def dense(self) -> bool:
-        return self.kind.startswith("dense")
 
 
 TASKS: dict[str, Task] = {
