@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import resource
@@ -57,12 +58,17 @@ def peak_rss_bytes() -> int:
     return peak if os.uname().sysname == "Darwin" else peak * 1024
 
 
+@functools.cache
+def _libc_name() -> str | None:
+    """The C library's file name; found once (find_library runs ldconfig or a compiler)."""
+    return ctypes.util.find_library("c")
+
+
 def _trim_heap() -> None:
     """Return the C heap's free memory to the OS (glibc; a no-op elsewhere)."""
     gc.collect()
-    name = ctypes.util.find_library("c")
     try:
-        ctypes.CDLL(name).malloc_trim(0)
+        ctypes.CDLL(_libc_name()).malloc_trim(0)
     except (OSError, AttributeError, TypeError):
         pass  # not glibc: musl and macOS return freed memory themselves or have no such call
 
