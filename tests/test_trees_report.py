@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from onnxattr.analysis import trees
 from onnxattr.analysis.distances import LabelledMatrix, read_matrix_csv
 from onnxattr.analysis.estimators import compute_affinity
+from onnxattr.analysis.evaluation import read_oracle
 from onnxattr.analysis.report import write_report
 from onnxattr.cli import app
 from onnxattr.errors import OnnxAttrError
@@ -182,6 +183,25 @@ def test_cli_evaluate_and_report(space: Path, oracle_csv: Path, tmp_path: Path) 
     assert "data:image/png;base64," in (tmp_path / "rep.html").read_text()
     r = run("distance", "--space", tmp_path / "missing.h5", "--method", "saliency")
     assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_evaluate_without_method_is_one_readable_row_per_estimator(
+    space: Path, oracle_csv: Path
+) -> None:
+    """Every estimator of the space (and the default) side by side at 80 columns: one row each
+    with P@1/3/5 and Spearman, no cell cut short; the numbers are the API's."""
+    from onnxattr import api
+
+    r = run("evaluate", "--oracle", oracle_csv, "--space", space, "--top", "2")
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output and max(map(len, r.output.splitlines()[:-1])) <= 80
+    rows = {line.split("│")[1].strip(): line for line in r.output.splitlines() if "│" in line}
+    for est in ("saliency", "elrp", "svcca", "cka", "rsa", "relation", "depara:elrp"):
+        ev = api.evaluate(space, read_oracle(oracle_csv), [est], top=2)[0]
+        cells = [c.strip() for c in rows[est].split("│")[2:6]]
+        p = [f"{ev.precision[k - 1]:.3f}" if k <= len(ev.precision) else "–" for k in (1, 3, 5)]
+        assert cells == [*p, f"{ev.spearman:.3f}"]  # 4 candidate sources: no P@5
+    assert "random (expected)" in rows and "oracle" in rows
 
 
 def test_evaluate_and_report_on_a_subset_of_the_oracle(space: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -277,22 +278,9 @@ def evaluate_cmd(
             stab = ranking_stability(space, m, n_boot=bootstrap, lam=lam)
             cis[e.estimator] = evaluation_ci(stab, orc, top, mapping=names_map)
     ref = evals[0]
-    table = Table(title=f"P@K / R@K against {oracle.name} (relevant = top-{top})")
-    table.add_column("K", justify="right")
-    for e in evals:
-        table.add_column(f"{e.estimator} P", justify="right")
-        table.add_column(f"{e.estimator} R", justify="right")
-    table.add_column("random P", justify="right")
-    table.add_column("oracle P", justify="right")
-    for i, k in enumerate(ref.k):
-        cells = [f"{v:.3f}" for e in evals for v in (e.precision[i], e.recall[i])]
-        table.add_row(str(k), *cells, f"{ref.random_precision[i]:.3f}",
-                      f"{ref.oracle_precision[i]:.3f}")
-    table.add_row("ρ", *[c for e in evals for c in (f"{e.spearman:.3f}", "")], "", "")
-    console.print(table)
-    console.print("ρ = mean per-target Spearman correlation of estimate vs oracle")
-    if cis:
-        console.print(_summary_table(evals, cis, bootstrap))
+    console.print(_summary_table(evals, cis, bootstrap, f"{oracle.name} (relevant = top-{top})"))
+    console.print("ρ = mean per-target Spearman correlation of estimate vs oracle; P@K and R@K for "
+                  "every K: --json, --plot")
     for e in evals:
         if e.ignored:
             console.print(f"{e.estimator}: not in the oracle, ignored: {', '.join(e.ignored)}")
@@ -315,24 +303,38 @@ def evaluate_cmd(
         console.print(f"wrote {plot}")
 
 
-def _summary_table(evals: list, cis: dict, n_boot: int) -> Table:
-    table = Table(title=f"P@K and Spearman with 95% intervals over {n_boot} probe resamples")
-    table.add_column("estimator", justify="left")
+def _summary_table(evals: list, cis: dict, n_boot: int, against: str) -> Table:
+    """One row per estimator (P@1/3/5, Spearman; 95% probe-resample intervals when computed),
+    then the expected random and the oracle's own rows: readable at 80 columns for any number of
+    estimators, where a column per estimator and K is not."""
+    title = f"Against {against}"
+    if cis:
+        title += f"; 95% intervals over {n_boot} probe resamples"
+    table = Table(title=title)
+    table.add_column("estimator", justify="left", overflow="fold")
     for c in ("P@1", "P@3", "P@5", "Spearman"):
-        table.add_column(c, justify="right")
+        table.add_column(c, justify="right", overflow="fold")
+
+    def at(curve: Sequence[float], k: int) -> str:
+        return f"{curve[k - 1]:.3f}" if k <= len(curve) else "–"
+
     for e in evals:
         ci = cis.get(e.estimator)
         cells = []
         for k in (1, 3, 5):
-            v = f"{e.precision[k - 1]:.3f}" if k <= len(e.k) else "–"
+            v = at(e.precision, k)
             if ci is not None and k in ci.precision:
                 lo, hi = ci.precision[k]
-                v += f" [{lo:.2f}, {hi:.2f}]"
+                v += f"\n[{lo:.2f}, {hi:.2f}]"
             cells.append(v)
         rho = f"{e.spearman:.3f}"
         if ci is not None:
-            rho += f" [{ci.spearman[0]:.2f}, {ci.spearman[1]:.2f}]"
+            rho += f"\n[{ci.spearman[0]:.2f}, {ci.spearman[1]:.2f}]"
         table.add_row(e.estimator, *cells, rho)
+    ref = evals[0]
+    table.add_row("random (expected)", *(at(ref.random_precision, k) for k in (1, 3, 5)), "0",
+                  style="dim")
+    table.add_row("oracle", *(at(ref.oracle_precision, k) for k in (1, 3, 5)), "1", style="dim")
     return table
 
 
