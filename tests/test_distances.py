@@ -207,3 +207,8 @@ def test_cli_output_has_no_inf_and_an_exact_diagonal(tmp_path: Path) -> None:
     assert dist.values[0, 1] == DISTANCE_CAP and np.diagonal(dist.values).tolist() == [1.0] * 3
     r = CliRunner().invoke(app, ["rank", "a", "-s", str(path), "-m", "saliency"])
     assert r.exit_code == 0 and "inf" not in r.output and "100" in r.output, r.output
+    # a combination ranks by summed z-scores: no distance column (1/a means nothing there)
+    assert "distance" in r.output
+    combo = "combine:saliency=0.5,saliency+abs=0.5"
+    r = CliRunner().invoke(app, ["rank", "a", "-s", str(path), "-m", combo, "--bootstrap", "0"])
+    assert r.exit_code == 0 and "distance" not in r.output and "affinity" in r.output, r.output

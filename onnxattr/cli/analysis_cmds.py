@@ -184,6 +184,7 @@ def rank(
 ) -> None:
     """Source models for TARGET, closest first, with their distances and how sure each rank is
     (probe bootstrap: 95% interval of the affinity and of the rank; disjoint-halves agreement)."""
+    from ..analysis.estimators import COMBINE_PREFIX
     from ..api import rank as rank_sources
     from ..space import ModelSpace
 
@@ -197,7 +198,9 @@ def rank(
         assert method is not None  # _matrix requires it with --space
         stab = ranking_stability(space, method, n_boot=bootstrap, lam=lam)
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
-    cols = ["rank", "source", "distance", "affinity"]
+    # a combination's affinities are sums of z-scores: the paper's d = 1/a means nothing there
+    with_distance = not mat.estimator.startswith(COMBINE_PREFIX)
+    cols = ["rank", "source", *(["distance"] if with_distance else []), "affinity"]
     if stab is not None:
         cols += ["affinity 95%", "rank 95%"]
     for col in cols:
@@ -205,7 +208,8 @@ def rank(
     i = mat.index(target)
     for r, nb in enumerate(rank_sources(mat, target, top=top), 1):
         j = mat.index(nb.name)
-        cells = [str(r), nb.name, f"{nb.distance:.4g}", f"{nb.affinity:.4g}"]
+        cells = [str(r), nb.name, *([f"{nb.distance:.4g}"] if with_distance else []),
+                 f"{nb.affinity:.4g}"]
         if stab is not None:
             lo, hi = int(stab.rank_low[i, j]), int(math.ceil(stab.rank_high[i, j]))
             cells += [f"{stab.low[i, j]:.4g}..{stab.high[i, j]:.4g}",
