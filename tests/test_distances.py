@@ -212,3 +212,6 @@ def test_cli_output_has_no_inf_and_an_exact_diagonal(tmp_path: Path) -> None:
     combo = "combine:saliency=0.5,saliency+abs=0.5"
     r = CliRunner().invoke(app, ["rank", "a", "-s", str(path), "-m", combo, "--bootstrap", "0"])
     assert r.exit_code == 0 and "distance" not in r.output and "affinity" in r.output, r.output
+    r = CliRunner().invoke(app, ["distance", "-s", str(path), "-m", combo, "-o", str(tmp_path / "c")])
+    assert r.exit_code == 0 and "no distance file" in r.output, r.output
+    assert [p.name.rsplit("_", 1)[1] for p in (tmp_path / "c").iterdir()] == ["affinity.csv"]

@@ -154,7 +154,8 @@ def distance(
                                   memory_bytes=memory_mb << 20, progress=True)
     stem = _file_stem(aff.estimator)
     written = []
-    for kind, mat in (("affinity", aff), ("distance", aff.distance())):
+    kinds = [("affinity", aff)] + ([("distance", aff.distance())] if _has_distance(aff) else [])
+    for kind, mat in kinds:
         for f in formats:
             written.append(write_matrix(mat, out / f"{stem}_{kind}.{f}"))
     if "npy" in formats:  # an .npy has no labels: write them next to it
@@ -165,8 +166,19 @@ def distance(
                   f"computed, {stats['cached_models']} models from the cache")
     if aff.excluded:
         console.print(f"without data for {aff.estimator}: {', '.join(aff.excluded)}")
+    if not _has_distance(aff):
+        console.print("no distance file: a combination's affinities are summed z-scores, and "
+                      "d = 1/a applies to similarities such as cosines")
     for w in written:
         console.print(f"wrote {w}")
+
+
+def _has_distance(mat: LabelledMatrix) -> bool:
+    """Whether the paper's d = 1/a means something for this matrix: not for a combination,
+    whose affinities are sums of z-scores (negative for most pairs)."""
+    from ..analysis.estimators import COMBINE_PREFIX
+
+    return not mat.estimator.startswith(COMBINE_PREFIX)
 
 
 @command()
@@ -184,7 +196,6 @@ def rank(
 ) -> None:
     """Source models for TARGET, closest first, with their distances and how sure each rank is
     (probe bootstrap: 95% interval of the affinity and of the rank; disjoint-halves agreement)."""
-    from ..analysis.estimators import COMBINE_PREFIX
     from ..api import rank as rank_sources
     from ..space import ModelSpace
 
@@ -198,8 +209,7 @@ def rank(
         assert method is not None  # _matrix requires it with --space
         stab = ranking_stability(space, method, n_boot=bootstrap, lam=lam)
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
-    # a combination's affinities are sums of z-scores: the paper's d = 1/a means nothing there
-    with_distance = not mat.estimator.startswith(COMBINE_PREFIX)
+    with_distance = _has_distance(mat)
     cols = ["rank", "source", *(["distance"] if with_distance else []), "affinity"]
     if stab is not None:
         cols += ["affinity 95%", "rank 95%"]
