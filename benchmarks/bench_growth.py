@@ -29,13 +29,8 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def rchar() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    return 0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import rchar  # noqa: E402
 
 
 def write_model(f: h5py.File, name: str, maps: np.ndarray, dims: int) -> None:

@@ -34,6 +34,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _proc import rchar  # noqa: E402
 
 from onnxattr.analysis.distances import LabelledMatrix, space_models  # noqa: E402
 from onnxattr.analysis.estimators import compute_affinity  # noqa: E402
@@ -41,13 +44,6 @@ from onnxattr.analysis.evaluation import evaluate, read_oracle, restrict  # noqa
 from onnxattr.analysis.report import markdown_table  # noqa: E402
 from onnxattr.analysis.sketch import SKETCH_DIM, sketch_maps  # noqa: E402
 from onnxattr.space import DEFAULT_STORAGE, ModelSpace  # noqa: E402
-
-
-def rchar() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    return 0
 
 
 def timed(space: Path, name: str, repeat: int, **params) -> tuple[LabelledMatrix, float, int]:
