@@ -276,17 +276,22 @@ def _image_edges(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.hypot(gx, gy) / 4, np.sqrt(harris)
 
 
+def _add_to_pixels(out: np.ndarray, pairs: np.ndarray, axis: int) -> None:
+    """Add values between neighbours along `axis` (one shorter there) to both pixels of each pair,
+    in place (for booleans: or)."""
+    idx = [slice(None)] * out.ndim
+    idx[axis] = slice(1, None)
+    out[tuple(idx)] += pairs
+    idx[axis] = slice(None, -1)
+    out[tuple(idx)] += pairs
+
+
 def _curvature(normals: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """|∇n| between neighbouring pixels of the same surface (0 across a surface boundary)."""
     out = np.zeros(ids.shape, np.float32)
     for ax in (0, 1):
         d = np.linalg.norm(np.diff(normals, axis=ax), axis=-1) * (np.diff(ids, axis=ax) == 0)
-        if ax == 0:
-            out[1:] += d / 2
-            out[:-1] += d / 2
-        else:
-            out[:, 1:] += d / 2
-            out[:, :-1] += d / 2
+        _add_to_pixels(out, d / 2, ax)
     return out * 4
 
 
@@ -322,12 +327,7 @@ def generate(n: int, seed: int) -> Scenes:
         jump = np.zeros(ld.shape, bool)
         for ax in (0, 1):  # a surface ends in front of another: ids differ and depth jumps
             e = (np.diff(g["ids"], axis=ax) != 0) & (np.abs(np.diff(ld, axis=ax)) > 0.02)
-            if ax == 0:
-                jump[1:] |= e
-                jump[:-1] |= e
-            else:
-                jump[:, 1:] |= e
-                jump[:, :-1] |= e
+            _add_to_pixels(jump, e, ax)
         t["edge_occlusion"][i, 0] = _half(jump.astype(np.float32))
         sob, har = _image_edges(img8.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / 255)
         t["edge_texture"][i, 0] = _half(sob)
