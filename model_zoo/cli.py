@@ -16,16 +16,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from onnxattr.cli import command, console, warn
+from onnxattr.cli import PANEL_ZOO, command, console, warn
 
 zoo_app = typer.Typer(help="Pretrained models from PyPI wheels, as ONNX.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add `demo`, `taskonomy` and `zoo` to `app` (entry point ``onnxattr.commands: zoo``)."""
-    command(target=app, name="demo")(demo)
-    command(target=app, name="taskonomy")(taskonomy)
-    app.add_typer(zoo_app, name="zoo")
+    command(target=app, name="demo", panel=PANEL_ZOO)(demo)
+    command(target=app, name="taskonomy", panel=PANEL_ZOO)(taskonomy)
+    app.add_typer(zoo_app, name="zoo", rich_help_panel=PANEL_ZOO)
 
 
 def demo(

@@ -14,7 +14,17 @@ from . import (  # noqa: F401  (register)
     space_cmds,
     transfer_cmds,
 )
-from ._app import app, command, console, warn
+from ._app import (
+    PANEL_ANALYSE,
+    PANEL_BUILD,
+    PANEL_CHECK,
+    PANEL_ZOO,
+    PANELS,
+    app,
+    command,
+    console,
+    warn,
+)
 
 #: The entry-point group of CLI plugins: ``name = "package.module:function"``, function(app).
 PLUGIN_GROUP = "onnxattr.commands"
@@ -32,4 +42,5 @@ def _load_plugins() -> None:
 
 _load_plugins()
 
-__all__ = ["PLUGIN_GROUP", "app", "command", "console", "warn"]
+__all__ = ["PANELS", "PANEL_ANALYSE", "PANEL_BUILD", "PANEL_CHECK", "PANEL_ZOO", "PLUGIN_GROUP", "app",
+           "command", "console", "warn"]

@@ -26,7 +26,28 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 # onnx2torch's Slice/ScatterND index with lists, which torch deprecates on every call: noise to users.
 warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
 
+#: The panels of ``onnxattr --help``, in the order a user meets them; every command names one.
+PANEL_BUILD = "Build a space"
+PANEL_ANALYSE = "Analyse"
+PANEL_CHECK = "Check and repair"
+PANEL_ZOO = "Zoo and benchmark"
+PANELS = (PANEL_BUILD, PANEL_ANALYSE, PANEL_CHECK, PANEL_ZOO)
+
+
+class _PanelGroup(typer.core.TyperGroup):
+    """Lists commands panel by panel in PANELS order (whatever order modules and plugins
+    registered them in), keeping each panel's registration order."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        def key(name: str) -> int:
+            panel = getattr(self.commands[name], "rich_help_panel", None)
+            return PANELS.index(panel) if panel in PANELS else len(PANELS)
+
+        return sorted(super().list_commands(ctx), key=key)
+
+
 app = typer.Typer(
+    cls=_PanelGroup,
     name="onnxattr",
     help="Label-free model transferability from attribution maps, for any ONNX model.",
     no_args_is_help=True,
@@ -97,8 +118,15 @@ def warn(message: str) -> None:
     err_console.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
 
 
-def command(target: typer.Typer = app, **kwargs: Any) -> Callable:
-    """Register a CLI command whose failures become one `error: ...` line and a non-zero exit."""
+def command(target: typer.Typer = app, panel: str | None = None, **kwargs: Any) -> Callable:
+    """Register a CLI command whose failures become one `error: ...` line and a non-zero exit.
+
+    `panel` (one of PANELS) is the group it is listed under in ``--help``; commands of a
+    sub-application (``probe build``) are grouped by their parent's panel and take none."""
+    if panel is not None and panel not in PANELS:
+        raise ValueError(f"panel {panel!r} is not one of {PANELS}")
+    if panel is not None:
+        kwargs["rich_help_panel"] = panel
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)

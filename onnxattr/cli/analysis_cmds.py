@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from ..errors import OnnxAttrError
-from ._app import command, console, warn
+from ._app import PANEL_ANALYSE, command, console, warn
 
 if TYPE_CHECKING:
     from ..analysis.distances import LabelledMatrix
@@ -96,7 +96,7 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
     return compute_affinity(space, method, use_cache=not no_cache, progress=True, **params)[0]
 
 
-@command(name="estimators")
+@command(name="estimators", panel=PANEL_ANALYSE)
 def estimators_cmd(
     space: Annotated[Path | None, typer.Option(
         "--space", "-s", help="Also say which estimators this space has data for.")] = None,
@@ -125,7 +125,7 @@ def estimators_cmd(
                   highlight=False)
 
 
-@command()
+@command(panel=PANEL_ANALYSE)
 def distance(
     space: Annotated[Path, typer.Option("--space", "-s", help="Model space (HDF5).")],
     method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP)],
@@ -181,7 +181,7 @@ def _has_distance(mat: LabelledMatrix) -> bool:
     return not mat.estimator.startswith(COMBINE_PREFIX)
 
 
-@command()
+@command(panel=PANEL_ANALYSE)
 def rank(
     target: Annotated[str, typer.Argument(help="Target model name.")],
     space: Space = None,
@@ -236,7 +236,7 @@ def rank(
             console.print(note)
 
 
-@command(name="evaluate")
+@command(name="evaluate", panel=PANEL_ANALYSE)
 def evaluate_cmd(
     oracle: Annotated[Path, typer.Option(
         "--oracle", help="Measured transfers CSV: target rows x source columns.")],
@@ -352,7 +352,7 @@ def _summary_table(evals: list, cis: dict, n_boot: int, against: str) -> Table:
     return table
 
 
-@command()
+@command(panel=PANEL_ANALYSE)
 def tree(
     space: Space = None,
     method: Method = None,
@@ -384,7 +384,7 @@ def tree(
     console.print(f"wrote {out} and {nwk}")
 
 
-@command()
+@command(panel=PANEL_ANALYSE)
 def heatmap(
     space: Space = None,
     method: Method = None,
@@ -408,7 +408,7 @@ def heatmap(
     console.print(f"wrote {out}")
 
 
-@command()
+@command(panel=PANEL_ANALYSE)
 def report(
     space: Annotated[Path, typer.Option("--space", "-s", help="Model space (HDF5).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file.")] = Path("report.html"),

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import command, console
+from ._app import PANEL_BUILD, command, console
 
 
-@command(name="rules")
+@command(name="rules", panel=PANEL_BUILD)
 def rules(
     preset: Annotated[
         str, typer.Option(help="Rule preset (the lrp method's `preset`).")

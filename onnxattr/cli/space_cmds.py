@@ -11,10 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..memory import DEFAULT_MEMORY_MB
-from ._app import app, command, console, err_console, warn
+from ._app import PANEL_BUILD, PANEL_CHECK, app, command, console, err_console, warn
 
 probe_app = typer.Typer(help="Build the probe set of a model space.", no_args_is_help=True)
-app.add_typer(probe_app, name="probe")
+app.add_typer(probe_app, name="probe", rich_help_panel=PANEL_BUILD)
 
 SpaceOpt = Annotated[Path, typer.Option("--space", "-s", help="Model-space HDF5 file.")]
 
@@ -48,7 +48,7 @@ def probe_build(
     console.print(f"{len(probe)} probe images of {size}×{size} from {probe.source} -> {space}")
 
 
-@command(name="nodes")
+@command(name="nodes", panel=PANEL_BUILD)
 def nodes(
     model: Annotated[Path, typer.Argument(help="ONNX file.")],
     candidates: Annotated[
@@ -95,7 +95,7 @@ def nodes(
         console.print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip(), crop=False)
 
 
-@command(name="add")
+@command(name="add", panel=PANEL_BUILD)
 def add(
     model: Annotated[
         Path, typer.Argument(help="ONNX file, or a manifest of models (.toml, .json, .csv).")
@@ -327,7 +327,7 @@ def _floats(s: str | None) -> list[float] | None:
     return None if s is None else [float(v) for v in s.split(",")]
 
 
-@command(name="list")
+@command(name="list", panel=PANEL_BUILD)
 def list_models(space: SpaceOpt = Path("space.h5")) -> None:
     """List the models in a space."""
     from ..space import ModelSpace
@@ -355,7 +355,7 @@ def list_models(space: SpaceOpt = Path("space.h5")) -> None:
     console.print(table)
 
 
-@command(name="remove")
+@command(name="remove", panel=PANEL_BUILD)
 def remove(
     name: Annotated[str, typer.Argument(help="Model name.")], space: SpaceOpt = Path("space.h5")
 ) -> None:
@@ -366,7 +366,7 @@ def remove(
     console.print(f"removed {name!r} from {space}")
 
 
-@command(name="check")
+@command(name="check", panel=PANEL_CHECK)
 def check(
     space: Annotated[Path, typer.Argument(help="Model-space HDF5 file.")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list what is ok.")] = False,
@@ -394,7 +394,7 @@ def check(
         )
 
 
-@command(name="salvage")
+@command(name="salvage", panel=PANEL_CHECK)
 def salvage_cmd(
     space: Annotated[Path, typer.Argument(help="Damaged model-space file (read only).")],
     out: Annotated[Path, typer.Argument(help="New space file for the intact models.")],
@@ -411,7 +411,7 @@ def salvage_cmd(
                   highlight=False)
 
 
-@command(name="sketch")
+@command(name="sketch", panel=PANEL_CHECK)
 def sketch_cmd(
     space: Annotated[Path, typer.Argument(help="Model-space HDF5 file.")],
     methods: Annotated[
@@ -430,7 +430,7 @@ def sketch_cmd(
                   + ("" if done else " (every model already has its sketches)"), highlight=False)
 
 
-@command(name="methods")
+@command(name="methods", panel=PANEL_BUILD)
 def methods_cmd() -> None:
     """List the registered attribution methods and their parameters."""
     from ..attribution import METHODS
@@ -439,7 +439,7 @@ def methods_cmd() -> None:
         console.print(f"{name:12s} {cls.defaults or ''}  {(cls.__doc__ or '').splitlines()[0]}")
 
 
-@command(name="features")
+@command(name="features", panel=PANEL_CHECK)
 def features_cmd(
     names: Annotated[
         list[str] | None, typer.Argument(help="Models (default: all in the space).")

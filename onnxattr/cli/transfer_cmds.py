@@ -9,17 +9,17 @@ from typing import Annotated
 import typer
 
 from ..errors import OnnxAttrError
-from ._app import app, command, console
+from ._app import PANEL_ZOO, app, command, console
 
 bench_app = typer.Typer(help="Bundled benchmarks with a measured oracle.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_app, name="bench", rich_help_panel=PANEL_ZOO)
 
 
 def _say(msg: str) -> None:
     console.print(msg, highlight=False, markup=False)
 
 
-@command()
+@command(panel=PANEL_ZOO)
 def transfer(
     data: Annotated[
         Path,
