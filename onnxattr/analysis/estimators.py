@@ -15,11 +15,16 @@ Built in:
 * ``depara`` (Song et al., CVPR 2020): attribution similarity + lam * relation-graph similarity,
   as in the authors' reference implementation (KamalEngine ``graph_similarity``, lam = 1).
   ``depara:<method>`` picks the attribution method (default: grad_input, else elrp, lrp, saliency).
+* directed ones (not in the defaults; :mod:`onnxattr.analysis.directed`), A[target, source] !=
+  A[source, target]: ``predict`` (cross-validated ridge predictivity of the target's encoder
+  outputs from the source's) and ``rankme`` (the source's effective rank, a source-quality term
+  for ``combine:``).
 
 A name as users write it is ``BASE[:METHOD][+map options][+hub|+cslsK]`` (map options and
 corrections: :mod:`onnxattr.analysis.map_compare`) or ``combine:EST=W,EST=W``. All are affinities
-(higher = more similar), symmetric, and computed/cached pairwise by
-:func:`onnxattr.analysis.distances.pairwise_matrix`, so all share incremental updates.
+(higher = more similar) with row = target, column = source. The symmetric ones are
+computed/cached pairwise by :func:`onnxattr.analysis.distances.pairwise_matrix`, so all share
+incremental updates; the directed ones are computed in full each time and take no correction.
 
 Adding an estimator is one decorated function, in any module imported before use::
 
@@ -38,7 +43,8 @@ Adding an estimator is one decorated function, in any module imported before use
   parameters it declares, so one call can carry parameters for several).
 * It returns a :class:`~.distances.PairwiseEstimator` (signatures per model and data part,
   combined pairwise and cached under its ``cache_key``: put every parameter that changes values
-  into the key) or a :class:`Blend` (a weighted sum of such estimators, each cached on its own).
+  into the key), a :class:`Blend` (a weighted sum of such estimators, each cached on its own), or,
+  registered with ``directed=True``, a :class:`~.directed.DirectedEstimator`.
   Probe-resampling intervals (:mod:`.stability`) support :class:`MapCosine`,
   :class:`~.sketch.MapSketch` and :class:`FeatureEstimator` terms.
 * Registration order is listing order (:func:`available_estimators`, hence the defaults of
@@ -62,6 +68,7 @@ from scipy.stats import rankdata
 
 from ..errors import OnnxAttrError
 from ..space import open_space
+from .directed import DirectedEstimator, directed_matrix, effective_rank, predictivity_matrix
 from .distances import (
     DEFAULT_MEMORY_BYTES,
     LabelledMatrix,
@@ -288,7 +295,7 @@ class Blend:
     terms: Sequence[tuple[PairwiseEstimator, float]]
 
 
-Factory = Callable[..., Any]  # returns a PairwiseEstimator or a Blend
+Factory = Callable[..., Any]  # returns a PairwiseEstimator, a Blend or a DirectedEstimator
 
 
 @dataclass(frozen=True)
@@ -301,6 +308,7 @@ class RegisteredEstimator:
     factory: Factory
     params: Mapping[str, Any] = field(default_factory=dict)  # parameter -> default
     listed: bool = True
+    directed: bool = False  # A[target, source] != A[source, target]: no cache, no correction
 
     @property
     def needs_maps(self) -> bool:
@@ -318,8 +326,8 @@ DEFAULT_MAP_ESTIMATOR = "cosine"
 _MAP_ARGS = ("method", "comparison")
 
 
-def register_estimator(name: str, *, kind: str, description: str,
-                       listed: bool = True) -> Callable[[Factory], Factory]:
+def register_estimator(name: str, *, kind: str, description: str, listed: bool = True,
+                       directed: bool = False) -> Callable[[Factory], Factory]:
     """Decorator: register ``factory`` as estimator ``name`` (see the module docstring)."""
     if kind not in KINDS:
         raise ValueError(f"estimator {name!r}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -336,7 +344,8 @@ def register_estimator(name: str, *, kind: str, description: str,
         if missing:
             raise ValueError(f"estimator {name!r}: parameters {', '.join(missing)} need defaults")
         ESTIMATORS[name] = RegisteredEstimator(name, kind, description, factory,
-                                               {p.name: p.default for p in sig}, listed)
+                                               {p.name: p.default for p in sig}, listed,
+                                               directed)
         return factory
 
     return decorate
@@ -417,6 +426,24 @@ def depara(method: str, comparison: MapComparison, lam: float = 1.0) -> Blend:
     node = MapCosine(method, comparison)
     label = f"depara:{node.name}" + ("" if lam == 1.0 else f"@{lam:g}")
     return Blend(label, [(node, 1.0), (relation(), lam)])
+
+
+@register_estimator("predict", kind="features", listed=False, directed=True,
+                    description="directed: out-of-fold R² of the target's encoder outputs "
+                                "predicted from the source's by ridge (GCV penalty)")
+def predict(predict_folds: int = 5) -> DirectedEstimator:
+    return DirectedEstimator("predict", lambda xs: predictivity_matrix(xs, predict_folds),
+                             {"folds": predict_folds})
+
+
+@register_estimator("rankme", kind="features", listed=False, directed=True,
+                    description="directed: the source's effective rank of its encoder outputs "
+                                "(RankMe, Garrido et al. 2023), the same for every target")
+def rankme() -> DirectedEstimator:
+    def quality(xs: list[np.ndarray]) -> np.ndarray:
+        return np.tile([effective_rank(x) for x in xs], (len(xs), 1))
+
+    return DirectedEstimator("rankme", quality)
 
 
 # --------------------------------------------------------------------------- lookup
@@ -560,6 +587,9 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
         from ..features import warn_suspect_features
 
         warn_suspect_features(space, models)
+    if reg is not None and reg.directed and spec.correction:
+        raise OnnxAttrError(f"{name!r}: +hub and +cslsK assume a symmetric similarity and "
+                            f"{reg.name!r} is directed; use {spec.inner!r} (or combine it)")
     mat, stats = _raw_affinity(space, spec, models, **kw)
     if spec.correction:
         label = mat.estimator + spec.name[len(spec.inner):]
@@ -584,8 +614,11 @@ def _raw_affinity(space: str | Path, spec: EstimatorSpec, models: Sequence[str] 
         models = common_models(space, terms)
     total, stats = None, {"computed_pairs": 0, "cached_models": len(all_models)}
     for est, w in terms:
-        mat, st = pairwise_matrix(space, est, models, use_cache=use_cache,
-                                  memory_bytes=memory_bytes, progress=progress)
+        if isinstance(est, DirectedEstimator):
+            mat, st = directed_matrix(space, est, models)
+        else:
+            mat, st = pairwise_matrix(space, est, models, use_cache=use_cache,
+                                      memory_bytes=memory_bytes, progress=progress)
         total = mat.values * w if total is None else total + w * mat.values
         stats["computed_pairs"] += st["computed_pairs"]
         stats["cached_models"] = min(stats["cached_models"], st["cached_models"])
