@@ -13,9 +13,11 @@ from onnxattr.analysis.evaluation import (
     Oracle,
     evaluate,
     evaluations_json,
+    ndcg,
     oracle_matrix,
     parse_mapping,
     read_oracle,
+    weighted_tau,
 )
 from onnxattr.errors import OnnxAttrError
 
@@ -153,3 +155,24 @@ def test_restricted_taskonomy_equals_the_cut_oracle() -> None:
     assert ev.precision == ref.precision and ev.spearman == ref.spearman
     assert ev.left_out == [n for n in oracle.names if n not in keep] and ref.left_out == []
     assert len(ev.k) == len(keep) - 1 and ev.warnings == []
+
+
+def test_ndcg_by_hand() -> None:
+    truth = np.array([3.0, 1.0, 2.0, 0.0])  # gains after min-max: 1, 1/3, 2/3, 0
+    est = np.array([0.5, 0.9, 0.1, 0.0])  # ranks sources 1, 0, 2, 3
+    dcg = (1 / 3) / math.log2(2) + 1 / math.log2(3)
+    ideal = 1 / math.log2(2) + (2 / 3) / math.log2(3)
+    assert ndcg(est, truth, k=2) == pytest.approx(dcg / ideal)
+    assert ndcg(truth, truth, k=3) == pytest.approx(1.0)
+    assert math.isnan(ndcg(est, np.ones(4)))
+
+
+def test_weighted_tau_weights_the_top() -> None:
+    truth = np.arange(8.0)[::-1]
+    assert weighted_tau(truth, truth) == pytest.approx(1.0)
+    assert weighted_tau(-truth, truth) == pytest.approx(-1.0)
+    top_swap, bottom_swap = truth.copy(), truth.copy()
+    top_swap[[0, 1]] = top_swap[[1, 0]]
+    bottom_swap[[6, 7]] = bottom_swap[[7, 6]]
+    assert weighted_tau(top_swap, truth) < weighted_tau(bottom_swap, truth) < 1.0
+    assert math.isnan(weighted_tau(np.zeros(8), truth))

@@ -9,6 +9,7 @@ from onnxattr.analysis.distances import LabelledMatrix
 from onnxattr.analysis.evaluation import Oracle, evaluate
 from onnxattr.analysis.selection import (
     best_of,
+    bootstrap_targets,
     fit_weight,
     leave_one_target_out,
     target_scores,
@@ -110,3 +111,22 @@ def test_default_estimator_joins_the_default_list(tmp_path) -> None:
     random_space(tmp_path / "lacks.h5", n_models=3, size=16, methods=(other,))
     lacks = available_estimators(tmp_path / "lacks.h5")
     assert with_default(tmp_path / "lacks.h5", lacks) == lacks  # no maps of the default's method
+
+
+def test_bootstrap_over_targets_by_hand() -> None:
+    """Per-target P@1 0, 0, 0, 1: a resampled mean is k/4 with k ~ Binomial(4, 1/4), so
+    P(mean = 0) = 0.316 (lower 2.5 % point 0), P(mean >= 0.75) = 0.051 and P(mean = 1) = 0.004
+    (upper 97.5 % point 0.75). A metric equal on every target has a zero-width interval."""
+    ci = bootstrap_targets({"P@1": np.array([0.0, 0, 0, 1]), "rho": np.full(4, 0.3)})
+    assert ci["P@1"] == (0.0, 0.75)
+    assert ci["rho"] == pytest.approx((0.3, 0.3))
+
+
+def test_target_scores_graded_metrics_per_target() -> None:
+    rng = np.random.default_rng(2)
+    oracle, truth = _oracle(rng)
+    m = LabelledMatrix(NAMES, truth, "affinity", "perfect")  # the oracle itself, off-diagonal
+    sc = target_scores(m, oracle, top=3)
+    assert sc.wtau == pytest.approx(np.ones(4)) and sc.ndcg == pytest.approx(np.ones(4))
+    rev = target_scores(LabelledMatrix(NAMES, -truth, "affinity", "rev"), oracle, top=3)
+    assert rev.wtau == pytest.approx(-np.ones(4)) and (rev.ndcg < 0.5).all()

@@ -7,6 +7,8 @@ With hits(K) = sum over targets of |top-K predicted ∩ relevant|:
 P@K = hits(K) / (T·K), R@K = hits(K) / sum_t |relevant_t|, for K = 1..N-1.
 Also reported: the random ranking's expected curve (hypergeometric mean K·r/n per target), the
 oracle's own curve, and the mean per-target Spearman correlation of estimate vs oracle.
+Graded measures per target, which do not cut the oracle at its top-``top`` (:func:`target_rankings`
+gives the pairs they read): :func:`weighted_tau` and :func:`ndcg`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, weightedtau
 
 from ..errors import OnnxAttrError
 from .distances import LabelledMatrix, read_labelled_csv
@@ -145,6 +147,51 @@ def _hits(order: Sequence[int], relevant: set[int], kmax: int) -> np.ndarray:
     return np.array([cum[min(k, len(cum)) - 1] if len(cum) else 0.0 for k in range(1, kmax + 1)])
 
 
+def target_rankings(matrix: LabelledMatrix, oracle: Oracle,
+                    mapping: Mapping[str, str] | None = None
+                    ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str], list[str]]:
+    """Per oracle target with measured candidates: (target, oracle values, matrix scores) over its
+    candidate sources (measured, not the target itself; oracle column order), after renaming and
+    restricting as :func:`evaluate` does; then the ignored and left-out names. Row = target,
+    column = source in both the oracle and the matrix."""
+    matrix = rename(matrix, mapping or {})
+    ignored, left_out = _check_names(matrix, oracle)
+    oracle = restrict(oracle, matrix.names)
+    _check_finite(matrix, oracle)
+    scores = matrix.scores()
+    idx = {n: i for i, n in enumerate(matrix.names)}
+    rows = []
+    for t, target in enumerate(oracle.targets):
+        cand = [j for j, s in enumerate(oracle.sources)
+                if s != target and math.isfinite(oracle.values[t, j])]
+        if cand:
+            est = np.array([scores[idx[target], idx[oracle.sources[j]]] for j in cand])
+            rows.append((target, oracle.values[t, cand], est))
+    return rows, ignored, left_out
+
+
+def weighted_tau(est: np.ndarray, truth: np.ndarray) -> float:
+    """Weighted Kendall tau of the two rankings (Vigna 2015, ``scipy.stats.weightedtau``:
+    hyperbolic weights 1/(r+1), averaged over ranking by either side): swaps among the top
+    sources count most. NaN when either side is constant."""
+    if len(est) < 2 or np.ptp(est) == 0 or np.ptp(truth) == 0:
+        return math.nan
+    return float(weightedtau(truth, est).statistic)
+
+
+def ndcg(est: np.ndarray, truth: np.ndarray, k: int = 5) -> float:
+    """nDCG@k with graded relevance: a candidate's gain is its measured transfer, min-max scaled
+    over the target's candidates (best 1, worst 0), discounted by log2(rank + 1); the estimator's
+    ranking over the oracle's (ties keep candidate order). NaN when all candidates tie."""
+    truth = np.asarray(truth, dtype=np.float64)
+    if np.ptp(truth) == 0:
+        return math.nan
+    gain = (truth - truth.min()) / np.ptp(truth)
+    disc = 1.0 / np.log2(np.arange(2, min(k, len(gain)) + 2))
+    dcg = gain[np.argsort(-np.asarray(est), kind="stable")][: len(disc)] @ disc
+    return float(dcg / (np.sort(gain)[::-1][: len(disc)] @ disc))
+
+
 def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
              mapping: Mapping[str, str] | None = None) -> Evaluation:
     """P@K, R@K, random and oracle curves, and mean Spearman of ``matrix`` against ``oracle``.
@@ -158,30 +205,17 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
     """
     if top < 1:
         raise OnnxAttrError(f"`top` must be at least 1, got {top}")
-    matrix = rename(matrix, mapping or {})
-    ignored, left_out = _check_names(matrix, oracle)
-    oracle = restrict(oracle, matrix.names)
-    _check_finite(matrix, oracle)
-    scores = matrix.scores()
-    idx = {n: i for i, n in enumerate(matrix.names)}
-    rows = []
-    for t, target in enumerate(oracle.targets):
-        cand = [j for j, s in enumerate(oracle.sources)
-                if s != target and math.isfinite(oracle.values[t, j])]
-        if cand:
-            rows.append((t, target, cand))
+    rows, ignored, left_out = target_rankings(matrix, oracle, mapping)
     if not rows:
         raise OnnxAttrError("the oracle has no measured target/source pairs; check the CSV")
-    kmax = max(len(c) for _, _, c in rows)
+    kmax = max(len(truth) for _, truth, _ in rows)
     hits, rand, orac = np.zeros(kmax), np.zeros(kmax), np.zeros(kmax)
     n_rel = 0
     rho: dict[str, float] = {}
-    for t, target, cand in rows:
-        truth = oracle.values[t, cand]
-        est = np.array([scores[idx[target], idx[oracle.sources[j]]] for j in cand])
+    for target, truth, est in rows:
         o_order = np.argsort(-truth, kind="stable")
         relevant = set(o_order[:top].tolist())
-        r, n = len(relevant), len(cand)
+        r, n = len(relevant), len(truth)
         n_rel += r
         hits += _hits(np.argsort(-est, kind="stable").tolist(), relevant, kmax)
         orac += _hits(o_order.tolist(), relevant, kmax)
@@ -193,9 +227,9 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
     ks = np.arange(1, kmax + 1)
     n_t = len(rows)
     notes = []
-    saturated = [target for _, target, cand in rows if len(cand) <= top]
+    saturated = [target for target, truth, _ in rows if len(truth) <= top]
     if saturated:
-        n_min = min(len(c) for _, _, c in rows)
+        n_min = min(len(truth) for _, truth, _ in rows)
         notes.append(
             f"{len(saturated)} of {n_t} targets have at most {top} candidate sources "
             f"(fewest: {n_min}), so with relevant = top-{top} every candidate is relevant and "

@@ -6,7 +6,8 @@ estimator scored on every target is already a held-out figure. What must not see
 whatever is *chosen* with the oracle: which variant becomes the default, and the weights of a
 combined estimator. :func:`leave_one_target_out` chooses both on all targets but one and scores the
 choice on the one left out, for every target in turn; the held-out P@K of the *procedure* is the
-mean of those scores.
+mean of those scores. Every per-target score (P@K, Spearman, weighted Kendall tau, nDCG@top) is
+kept, so :func:`bootstrap_targets` can say how much the mean depends on which targets were drawn.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from .distances import LabelledMatrix
 from .estimators import combine_matrices
-from .evaluation import Oracle, evaluate
+from .evaluation import Oracle, evaluate, ndcg, target_rankings, weighted_tau
 
 KS = (1, 3, 5)
 #: The default estimator: what the procedure fixed in advance for the default (the best attribution
@@ -55,22 +56,31 @@ def with_default(space: str | Path, names: Sequence[str]) -> list[str]:
     return [*names, DEFAULT_ESTIMATOR] if size >= grid else list(names)
 
 
+def _finite_mean(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
 @dataclass
 class TargetScores:
-    """P@K (K in :data:`KS`) and Spearman of one estimator, per oracle target."""
+    """P@K (K in :data:`KS`), Spearman, weighted Kendall tau and nDCG of one estimator, per
+    oracle target."""
 
     estimator: str
     targets: list[str]
     precision: dict[int, np.ndarray]  # K -> (T,)
     spearman: np.ndarray  # (T,), NaN where undefined
+    wtau: np.ndarray  # (T,), NaN where undefined
+    ndcg: np.ndarray  # (T,), nDCG@top with graded relevance
+
+    def per_target(self) -> dict[str, np.ndarray]:
+        """Metric name (as in :meth:`mean`) -> its (T,) per-target values."""
+        out = {f"P@{k}": v for k, v in self.precision.items()}
+        return {**out, "spearman": self.spearman, "wtau": self.wtau, "ndcg": self.ndcg}
 
     def mean(self, idx: Sequence[int] | None = None) -> dict[str, float]:
         sel = np.arange(len(self.targets)) if idx is None else np.asarray(idx, dtype=int)
-        rho = self.spearman[sel]
-        rho = rho[np.isfinite(rho)]
-        out = {f"P@{k}": float(self.precision[k][sel].mean()) for k in self.precision}
-        out["spearman"] = float(rho.mean()) if rho.size else math.nan
-        return out
+        return {k: _finite_mean(v[sel]) for k, v in self.per_target().items()}
 
 
 def target_scores(
@@ -78,18 +88,23 @@ def target_scores(
 ) -> TargetScores:
     """Score ``matrix`` against each oracle target on its own (same protocol as ``evaluate``)."""
     prec: dict[int, list[float]] = {k: [] for k in KS}
-    rho = []
+    rho, tau, gain = [], [], []
     for i, t in enumerate(oracle.targets):
         one = Oracle([t], oracle.sources, oracle.values[i : i + 1])
         ev = evaluate(matrix, one, top=top, mapping=mapping)
         for k in KS:
             prec[k].append(ev.precision[min(k, len(ev.k)) - 1])
         rho.append(ev.spearman)
+        (_, truth, est), = target_rankings(matrix, one, mapping)[0]
+        tau.append(weighted_tau(est, truth))
+        gain.append(ndcg(est, truth, top))
     return TargetScores(
         matrix.estimator,
         list(oracle.targets),
         {k: np.array(v) for k, v in prec.items()},
         np.array(rho, dtype=float),
+        np.array(tau, dtype=float),
+        np.array(gain, dtype=float),
     )
 
 
@@ -137,12 +152,17 @@ class Selection:
     chosen: dict[str, str] = field(default_factory=dict)  # target -> estimator label
     precision: dict[int, list[float]] = field(default_factory=dict)
     spearman: list[float] = field(default_factory=list)
+    wtau: list[float] = field(default_factory=list)
+    ndcg: list[float] = field(default_factory=list)
+
+    def per_target(self) -> dict[str, np.ndarray]:
+        """Metric name -> its held-out value per scored target (in :attr:`chosen`'s order)."""
+        out = {f"P@{k}": np.array(v, dtype=float) for k, v in self.precision.items()}
+        return {**out, **{k: np.array(getattr(self, k), dtype=float)
+                          for k in ("spearman", "wtau", "ndcg")}}
 
     def mean(self) -> dict[str, float]:
-        rho = [r for r in self.spearman if math.isfinite(r)]
-        out = {f"P@{k}": float(np.mean(v)) for k, v in self.precision.items()}
-        out["spearman"] = float(np.mean(rho)) if rho else math.nan
-        return out
+        return {k: _finite_mean(v) for k, v in self.per_target().items()}
 
 
 def leave_one_target_out(
@@ -171,7 +191,27 @@ def leave_one_target_out(
         for k in KS:
             sel.precision[k].append(float(sc.precision[k][0]))
         sel.spearman.append(float(sc.spearman[0]))
+        sel.wtau.append(float(sc.wtau[0]))
+        sel.ndcg.append(float(sc.ndcg[0]))
     return sel
+
+
+def bootstrap_targets(per_target: Mapping[str, np.ndarray], n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of each metric's mean over targets when the targets themselves are
+    resampled with replacement (one draw of target indices shared by all metrics; NaN values
+    left out of each mean): how much a figure depends on which targets the benchmark has."""
+    n = len(next(iter(per_target.values())))
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for name, v in per_target.items():
+        v = np.asarray(v, dtype=float)
+        means = np.array([_finite_mean(v[d]) for d in draws])
+        means = means[np.isfinite(means)]
+        out[name] = ((float(np.percentile(means, lo)), float(np.percentile(means, hi)))
+                     if means.size else (math.nan, math.nan))
+    return out
 
 
 def twin_check(
