@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .encoder import load_encoder
 from .errors import OnnxAttrError
 from .onnxgraph import graph as onnx_graph
 
@@ -205,8 +206,6 @@ def _feature_dim(space: str | Path, name: str) -> int:
 
 def _encoder_of(attrs: dict[str, Any]):
     """The stored model's encoder, rebuilt from its ONNX file (which must be unchanged)."""
-    from .pipeline import load_encoder
-
     path = Path(str(attrs.get("onnx_path", "")))
     if not path.is_file():
         raise OnnxAttrError(f"its ONNX file {str(path)!r} is not there to recompute from")

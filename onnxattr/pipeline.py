@@ -18,18 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 
 from .analysis.sketch import sketch_dims_for, sketch_maps
 from .attribution import attribute, get_method
 from .device import resolve_device
+from .encoder import load_encoder
 from .errors import OnnxAttrError, OnnxAttrWarning
 from .features import feature_pooling_record, pool_features
 from .memory import DEFAULT_MEMORY_MB, MB, PeakMeter, batch_for_budget, budget_bytes
-from .onnxgraph import graph as onnx_graph
 from .onnxgraph.convert import ort_providers, to_torch, verify
-from .onnxgraph.fixups import SINGLE_IMAGE, Fix, fix_up
+from .onnxgraph.fixups import SINGLE_IMAGE, Fix
 from .preprocess import Preprocessing
 from .probe import ProbeSet, build_probe, embedded_mismatch
 from .progress import Stopwatch, track
@@ -53,41 +52,6 @@ class AddResult:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def default_preprocessing(model_input_shape: list[int | None], layout: str | None) -> Preprocessing:
-    """Input size and layout read off the model's static input shape where it has one."""
-    shape = model_input_shape
-    if len(shape) != 4:
-        raise OnnxAttrError(
-            f"the model input has rank {len(shape)}; onnxattr needs an image input (N,C,H,W or N,H,W,C)"
-        )
-    if layout is None:
-        layout = "nhwc" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "nchw"
-    h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
-    c = shape[1] if layout == "nchw" else shape[3]
-    return Preprocessing(
-        input_size=(h or 224, w or 224), layout=layout, color="gray" if c == 1 else "rgb",
-    )
-
-
-def make_preprocessing(
-    model_input_shape: list[int | None], spec: Preprocessing | dict[str, Any] | None
-) -> Preprocessing:
-    """The model's own input size/layout, then a preset, then explicit values (flags or a file)."""
-    if isinstance(spec, Preprocessing):
-        return spec
-    spec = {k: v for k, v in (spec or {}).items() if v is not None}
-    base = default_preprocessing(model_input_shape, spec.get("layout")).to_dict()
-    preset = spec.pop("preset", None)
-    if preset is not None:
-        from .preprocess import PRESETS
-
-        if preset not in PRESETS:
-            raise OnnxAttrError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-        base.update(PRESETS[preset], preset=preset)
-    base.update(spec)
-    return Preprocessing.from_dict(base)
-
-
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for lib in _LIBRARIES:
@@ -100,19 +64,6 @@ def library_versions() -> dict[str, str]:
 
 def default_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.name.removesuffix(".onnx"))
-
-
-@dataclass
-class Encoder:
-    """An ONNX model truncated at its encoder tensor and fixed up, with its preprocessing."""
-
-    model: onnx.ModelProto
-    tensor: str
-    preprocessing: Preprocessing
-    channel_axis: onnx_graph.ChannelAxis
-    fixups: list[Fix]
-    onnx_sha256: str
-    producer: str = ""
 
 
 #: ONNX producer names of the common exporters -> the framework the model came from.
@@ -131,25 +82,6 @@ def normalisation_unspecified(spec: Preprocessing | dict[str, Any] | None) -> bo
     if isinstance(spec, Preprocessing):
         return False
     return not any((spec or {}).get(k) is not None for k in ("preset", "scale", "mean", "std"))
-
-
-def load_encoder(
-    model_path: str | Path,
-    encoder_node: str | None,
-    preprocessing: Preprocessing | dict[str, Any] | None,
-) -> Encoder:
-    """Load, truncate at the encoder, decide its preprocessing and channel axis, apply fix-ups."""
-    full = onnx_graph.load(model_path)
-    onnx_sha, producer = onnx_graph.sha256(full), full.producer_name
-    tensor = onnx_graph.resolve_encoder(full, encoder_node)
-    encoder = onnx_graph.truncate(full, tensor)
-    del full
-    input_shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
-    pre = make_preprocessing(input_shape, preprocessing)
-    _check_input_compatible(input_shape, pre)
-    axis = onnx_graph.channel_axis(encoder, tensor, 1 if pre.layout == "nchw" else 3)
-    encoder, fixups = fix_up(encoder, list(pre.input_shape(1)))
-    return Encoder(encoder, tensor, pre, axis, fixups, onnx_sha, producer)
 
 
 @dataclass
@@ -462,12 +394,3 @@ def _budget_batch(meter: PeakMeter, first: int, n: int, arrays: Sequence[np.ndar
         say(f"warning: even one image at a time needs ~{(meter.base + reserve + per_image) / MB:.0f} MB, "
             f"over --memory-mb {memory_mb}; going on at batch size 1 (use --map-size or fewer probe images)")
     return batch
-
-
-def _check_input_compatible(shape: list[int | None], pre: Preprocessing) -> None:
-    want = pre.input_shape(1)
-    if len(shape) != len(want) or any(s is not None and s != w for s, w in zip(shape[1:], want[1:])):
-        raise OnnxAttrError(
-            f"the model's input shape is {['?' if s is None else s for s in shape]} but the "
-            f"preprocessing gives {list(want)}; set `input_size`, `layout`, `color` to match"
-        )

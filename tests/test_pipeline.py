@@ -172,10 +172,10 @@ def test_space_layout_and_metadata(tmp_path, probe):
 
 
 def test_graph_that_only_runs_one_image_at_a_time_is_attributed_singly(tmp_path, probe, monkeypatch):
-    from onnxattr import pipeline
+    from onnxattr import encoder, pipeline
     from onnxattr.onnxgraph.fixups import SINGLE_IMAGE, Fix
 
-    monkeypatch.setattr(pipeline, "fix_up",
+    monkeypatch.setattr(encoder, "fix_up",
                         lambda m, shape: (m, [Fix(SINGLE_IMAGE, 1, "one image at a time", fixup="batch")]))
     batches = []
     real = pipeline.attribute

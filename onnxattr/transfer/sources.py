@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..encoder import make_preprocessing
 from ..errors import OnnxAttrError
 from ..onnxgraph import graph as onnx_graph
 from ..onnxgraph.fixups import SINGLE_IMAGE, fix_up
@@ -49,8 +50,6 @@ class EncoderRunner:
         encoder: onnx.ModelProto,
         preprocessing: Preprocessing | dict[str, Any] | None,
     ) -> EncoderRunner:
-        from ..pipeline import make_preprocessing
-
         shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
         pre = make_preprocessing(shape, preprocessing)
         fixed, notes = fix_up(encoder, list(pre.input_shape(1)))
