@@ -23,8 +23,6 @@ its own channel axis (TFLite/Keras graphs mix NHWC and NCHW tensors).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx
 
@@ -39,10 +37,7 @@ from ..optypes import (
     UPSAMPLING,
     VIEWS,
 )
-from .graph import static_shape
-
-if TYPE_CHECKING:
-    from .graph import NodeInfo
+from .nodes import NodeInfo, static_shape
 
 _ROOT = -1  # the graph input, as a predecessor
 _BROADCAST = frozenset({"Mul", "Add", "Sub", "Div"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ from onnx import helper, shape_inference
 
 from ..errors import OnnxAttrError
 from ..optypes import CHANNEL_FIRST, REARRANGING
+from .candidates import mark_candidates
+from .nodes import NodeInfo, static_shape
 
 
 def load(path: str | Path) -> onnx.ModelProto:
@@ -53,32 +55,6 @@ def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
         names = ", ".join(i.name for i in inputs)
         raise OnnxAttrError(f"onnxattr needs a model with one image input; this one has: {names}")
     return inputs[0]
-
-
-def static_shape(value: onnx.ValueInfoProto) -> list[int | None]:
-    """Dims of a tensor, None where symbolic or unknown."""
-    dims = value.type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
-
-
-@dataclass
-class NodeInfo:
-    name: str
-    op_type: str
-    outputs: list[str]
-    shapes: list[list[int | None] | None]
-    candidate: str = ""  # why this node is a candidate encoder output, or ""
-    #: False for Constant nodes and nodes computed from initializers only (not from the input):
-    #: they cannot be an encoder output, and `onnxattr nodes` hides them unless asked.
-    on_input_path: bool = True
-    inputs: list[str] = field(default_factory=list)
-
-    @property
-    def numel(self) -> int | None:
-        shape = self.shapes[0] if self.shapes else None
-        if not shape or any(d is None for d in shape[1:]):
-            return None
-        return int(np.prod(shape[1:]))
 
 
 def infer_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
@@ -166,8 +142,6 @@ def list_nodes(model: onnx.ModelProto) -> list[NodeInfo]:
     live = input_dependent(model)
     for k, info in enumerate(infos):
         info.on_input_path = k in live
-    from .candidates import mark_candidates  # it builds on this module's helpers
-
     mark_candidates(model, infos)
     return infos
 

@@ -20,20 +20,19 @@ current at the model's opset, so a model at opset 20 needs e.g. ('', 'ReduceMean
 Each converter is filed with onnx2torch by ``@register_converter(op, *versions)`` at its definition,
 through onnx2torch's public ``add_converter``, when its module is imported; this package imports
 one module per op family (``reduce``, ``resample``, ``pooling``, ``normalization``, ``layout``,
-``activation``) and ``convert`` imports the package. A new converter is one decorated function in
+``activation``), each of which takes the decorator from ``_registry`` (never from this package), and
+``convert`` imports the package. A new converter is one decorated function in
 any module imported before conversion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import onnx
 from onnx import defs
-from onnx2torch.node_converters.registry import add_converter, get_converter
-from onnx2torch.utils.common import OperationConverterResult
+from onnx2torch.node_converters.registry import get_converter
 
 from ...errors import OnnxAttrError
+from ._registry import existing_converter, register_converter
 
 # (op_type, new since_version, onnx2torch's version whose converter it reuses)
 _SAME_SIGNATURE: list[tuple[str, int, int]] = [
@@ -61,32 +60,8 @@ _NEW_ATTRIBUTE_IRRELEVANT: list[tuple[str, int, int]] = [
     ("Cast", 19, 13), ("Cast", 21, 13), ("MaxPool", 1, 8),
 ]
 
-Converter = Callable[..., OperationConverterResult]  # (node, graph) -> result, as onnx2torch's
-
-
-def register_converter(op: str, *versions: int, domain: str = "") -> Callable[[Converter], Converter]:
-    """Decorator: file the converter with onnx2torch (its public ``add_converter``) for each
-    ``version`` (the op's schema since_version) when the defining module is imported. A version
-    onnx2torch already ships keeps onnx2torch's converter."""
-
-    def decorate(converter: Converter) -> Converter:
-        for version in versions:
-            try:
-                add_converter(operation_type=op, version=version, domain=domain)(converter)
-            except ValueError:  # already there (a newer onnx2torch may ship it): keep theirs
-                pass
-        return converter
-
-    return decorate
-
-
-def _existing(op: str, version: int) -> Converter:
-    """onnx2torch's converter of the op's schema current at opset ``version``."""
-    return get_converter(operation_type=op, version=version, domain="")
-
-
 for _op, _new, _old in _SAME_SIGNATURE + _OLD_SAME_SIGNATURE + _NEW_ATTRIBUTE_IRRELEVANT:
-    register_converter(_op, _new)(_existing(_op, _old))
+    register_converter(_op, _new)(existing_converter(_op, _old))
 
 
 # ------------------------------------------------------------------------------ check_convertible

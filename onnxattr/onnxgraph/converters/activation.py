@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import register_converter
 from ._common import _node_mapping, _result
+from ._registry import register_converter
 
 
 @register_converter("Gelu", 20)

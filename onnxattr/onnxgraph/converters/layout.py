@@ -11,8 +11,8 @@ from onnx2torch.utils.common import (
 )
 from torch import nn
 
-from . import register_converter
 from ._common import _const_inputs, _ConstInputs, _node_mapping, _result
+from ._registry import register_converter
 
 
 class OnnxSplit18(_ConstInputs):

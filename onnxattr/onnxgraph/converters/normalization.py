@@ -11,8 +11,8 @@ from onnx2torch.utils.common import (
 )
 from torch import nn
 
-from . import _existing, register_converter
 from ._common import _node_mapping, _result
+from ._registry import existing_converter, register_converter
 
 
 def _batch_norm_7(base: Callable) -> Callable:
@@ -26,7 +26,7 @@ def _batch_norm_7(base: Callable) -> Callable:
     return convert
 
 
-register_converter("BatchNormalization", 7)(_batch_norm_7(_existing("BatchNormalization", 9)))
+register_converter("BatchNormalization", 7)(_batch_norm_7(existing_converter("BatchNormalization", 9)))
 
 
 

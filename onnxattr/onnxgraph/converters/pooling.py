@@ -11,8 +11,8 @@ from onnx2torch.utils.common import (
 )
 from torch import nn
 
-from . import register_converter
 from ._common import _node_mapping, _result
+from ._registry import register_converter
 
 
 class OnnxAveragePool19(nn.Module, OnnxToTorchModule):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from . import register_converter
 from ._common import _const_inputs, _ConstInputs, _result
+from ._registry import register_converter
 
 _REDUCE_OPS = (
     "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",

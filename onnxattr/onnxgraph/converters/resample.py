@@ -11,8 +11,8 @@ from onnx2torch.utils.common import (
     OnnxMapping,
 )
 
-from . import register_converter
 from ._common import _const_inputs, _ConstInputs, _result
+from ._registry import register_converter
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
