@@ -57,6 +57,8 @@ def test_quick_mode_end_to_end(tmp_path):
     full = read_oracle(tmp_path / "oracle_full.csv")
     assert full.sources == [m.name for m in QUICK.models] and np.isfinite(full.values).all()
     res = json.loads((tmp_path / "results.json").read_text())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert res["world"] == manifest["world"] == 0 and manifest["scene_seeds"] == SCENE_SEEDS
     names = [row["estimator"] for row in res["estimators"]["oracle_full"]]
     assert {"saliency", "grad_input", "svcca", "cka", "rsa", "random (expected)"} <= set(names)
     sanity = json.loads((tmp_path / "sanity.json").read_text())

@@ -91,11 +91,13 @@ def task_loss(task: Task, pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return F.cross_entropy(pred, target)
 
 
-def init_seed(name: str) -> int:
-    """The seed of a model's initial weights and data order, from its name: models of one
-    training seed do not share a starting point (which, after a short training, every estimator
-    would see before the task)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+def init_seed(name: str, world: int = 0) -> int:
+    """The seed of a model's initial weights and data order, from its name and world: models of
+    one training seed do not share a starting point (which, after a short training, every
+    estimator would see before the task). World 0 is the committed recipe 2 (the name alone);
+    world N hashes ``NAME@worldN``, so each world's networks start elsewhere."""
+    key = name if world == 0 else f"{name}@world{world}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
 
 
 @dataclass

@@ -3,6 +3,9 @@
 Fixed before any estimator was scored (docs/benchmark.md): the twelve tasks of
 :mod:`.scenes`, the encoders of :data:`MODELS`, the training recipe of :mod:`.models`, the head
 recipe of :mod:`onnxattr.transfer.heads`, the scene sets and their seeds in :class:`Config`.
+``Config.world`` draws a fresh world of the same recipe: every scene set and every network's
+initial weights are seeded from it (:func:`scene_seeds`, :func:`.models.init_seed`); world 0 is
+the committed one.
 """
 
 from __future__ import annotations
@@ -96,6 +99,14 @@ RELATED = (
 SCENE_SEEDS = {"train": 1, "val": 2, "transfer": 3, "probe": 4}
 
 
+def scene_seeds(world: int = 0) -> dict[str, int]:
+    """The scene sets' seeds in world ``world``: world 0 keeps :data:`SCENE_SEEDS` (the committed
+    recipe 2); world N adds 100·N, so no two worlds (nor two sets of one world) share a seed."""
+    if world < 0:
+        raise OnnxAttrError(f"world must be 0 or more, got {world}")
+    return {k: v + 100 * world for k, v in SCENE_SEEDS.items()}
+
+
 @dataclass
 class Config:
     n_train: int = 2000
@@ -108,6 +119,11 @@ class Config:
     methods: tuple[str, ...] = ("saliency", "grad_input", "elrp")
     lrp_presets: tuple[str, ...] = LRP_PRESETS
     quick: bool = False
+    world: int = 0  # seeds every scene set and initial weight; 0 = the committed world
+
+    @property
+    def scene_seeds(self) -> dict[str, int]:
+        return scene_seeds(self.world)
 
     def settings(self) -> dict[str, Any]:
         d = asdict(self)
@@ -145,8 +161,8 @@ def train_models(out: Path, cfg: Config, log: Log) -> list[dict[str, Any]]:
     from .models import TaskNet, export, init_seed, train
 
     t0 = time.perf_counter()
-    train_set = generate(cfg.n_train, SCENE_SEEDS["train"])
-    val_set = generate(cfg.n_val, SCENE_SEEDS["val"])
+    train_set = generate(cfg.n_train, cfg.scene_seeds["train"])
+    val_set = generate(cfg.n_val, cfg.scene_seeds["val"])
     log(f"scenes: {cfg.n_train} train + {cfg.n_val} validation ({time.perf_counter() - t0:.0f} s)")
     entries = []
     for i, spec in enumerate(cfg.models, 1):
@@ -157,7 +173,7 @@ def train_models(out: Path, cfg: Config, log: Log) -> list[dict[str, Any]]:
             check = _train_keras(spec, pre, train_set, cfg, path)
             info: dict[str, Any] = {"tf2onnx_check": check}
         else:
-            seed = init_seed(spec.name)
+            seed = init_seed(spec.name, cfg.world)
             torch.manual_seed(seed)
             net = TaskNet(TASKS[spec.task], spec.arch)
             res = train(net, pre, train_set, val_set, cfg.epochs, seed, cfg.batch_size)
@@ -205,7 +221,7 @@ def _train_keras(
             {
                 "kind": "onnxattr.benchmark.keras_twin:job",
                 "source": str(data),
-                "seed": init_seed(spec.name),
+                "seed": init_seed(spec.name, cfg.world),
                 "task_kind": task.kind,
                 "channels": task.channels,
                 "widths": list(WIDTHS),
@@ -222,12 +238,12 @@ def _train_keras(
 def probe_set(cfg: Config) -> Any:
     from ..probe import ProbeSet
 
-    scenes = generate(cfg.n_probe, SCENE_SEEDS["probe"])
+    scenes = generate(cfg.n_probe, cfg.scene_seeds["probe"])
     return ProbeSet(
         scenes.images,
         [f"scene{i:04d}" for i in range(len(scenes))],
         source="onnxattr.benchmark.scenes",
-        seed=SCENE_SEEDS["probe"],
+        seed=cfg.scene_seeds["probe"],
     )
 
 
@@ -271,14 +287,14 @@ def build_spaces(
 def transfer_targets(cfg: Config, tasks: Sequence[str]) -> list[Any]:
     from ..transfer import TargetTask
 
-    scenes = generate(cfg.n_transfer, SCENE_SEEDS["transfer"])
+    scenes = generate(cfg.n_transfer, cfg.scene_seeds["transfer"])
     return [
         TargetTask(
             t,
             scenes.inputs(t),
             scenes.targets[t],
             TASKS[t].kind,
-            source=f"onnxattr.benchmark.scenes seed {SCENE_SEEDS['transfer']}",
+            source=f"onnxattr.benchmark.scenes seed {cfg.scene_seeds['transfer']}",
         )
         for t in tasks
     ]
@@ -470,6 +486,10 @@ def run_benchmark(
     res = BenchResult(out)
     t_all = time.perf_counter()
     if use_committed:
+        if cfg.world != 0:
+            raise OnnxAttrError(
+                f"--committed reuses world 0's encoders; drop it to train world {cfg.world}"
+            )
         src = committed_dir()
         manifest = json.loads((src / "manifest.json").read_text())["models"]
         if cfg.quick:
@@ -493,7 +513,13 @@ def run_benchmark(
         res.seconds["train"] = time.perf_counter() - t0
     (out / "manifest.json").write_text(
         json.dumps(
-            {"config": cfg.settings(), "scene_seeds": SCENE_SEEDS, "models": manifest}, indent=1
+            {
+                "config": cfg.settings(),
+                "world": cfg.world,
+                "scene_seeds": cfg.scene_seeds,
+                "models": manifest,
+            },
+            indent=1,
         )
     )
     t0 = time.perf_counter()
@@ -511,7 +537,13 @@ def run_benchmark(
     res.seconds["total"] = time.perf_counter() - t_all
     (out / "results.json").write_text(
         json.dumps(
-            {"seconds": res.seconds, "estimators": res.estimators, "sanity": res.sanity}, indent=1
+            {
+                "world": cfg.world,
+                "seconds": res.seconds,
+                "estimators": res.estimators,
+                "sanity": res.sanity,
+            },
+            indent=1,
         )
     )
     (out / "results.md").write_text(

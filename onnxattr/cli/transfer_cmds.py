@@ -150,12 +150,23 @@ def taskonomy_mini(
             help="Start from the committed encoders (no training): space, oracle, evaluation."
         ),
     ] = False,
+    world: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Seeds every scene set and initial weight: a fresh world of the same recipe "
+            "(0: the committed one).",
+        ),
+    ] = 0,
 ) -> None:
     """Regenerate the mini-Taskonomy benchmark: scenes, encoders, space, measured oracle, and
     every estimator's P@K/Spearman against it (docs/benchmark.md)."""
+    from dataclasses import replace
+
     from ..benchmark.run import QUICK, Config, run_benchmark, table
 
-    res = run_benchmark(out, QUICK if quick else Config(), use_committed=committed, log=_say)
+    cfg = replace(QUICK if quick else Config(), world=world)
+    res = run_benchmark(out, cfg, use_committed=committed, log=_say)
     s = res.sanity
     _say(
         f"self-transfer first for {s['self_first']} of {s['n_targets']} targets; "
