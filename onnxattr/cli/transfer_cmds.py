@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import OnnxAttrError
 from ._app import PANEL_ZOO, app, command, console
+
+if TYPE_CHECKING:
+    from ..transfer import TargetTask
+    from ..transfer.sources import SpaceSource
 
 bench_app = typer.Typer(help="Bundled benchmarks with a measured oracle.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench", rich_help_panel=PANEL_ZOO)
@@ -30,14 +34,15 @@ def transfer(
     ],
     space: Annotated[Path, typer.Option("--space", "-s", help="Model space (HDF5): the sources.")],
     out: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--out",
             "-o",
             help="Transfer matrix CSV (targets x sources, higher = better); rows of "
-            "other targets already in it are kept.",
+            "other targets already in it are kept. Default: transfers.csv, or "
+            "estimates.csv with --estimate (rows TARGET:ESTIMATE).",
         ),
-    ] = Path("transfers.csv"),
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Raw scores and settings (default: OUT with .json)."),
@@ -83,8 +88,26 @@ def transfer(
         bool, typer.Option("--no-cache", help="Neither read nor write the cache.")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Images per onnxruntime batch.")] = 64,
+    estimate: Annotated[
+        str | None,
+        typer.Option(
+            "--estimate",
+            help="Instead of fitting the head: score every source with label-based "
+            "estimates (comma-separated: logme, leep, nce, hscore, sfda; "
+            "docs/estimators.md). Seconds per source.",
+        ),
+    ] = None,
+    bins: Annotated[
+        int,
+        typer.Option(help="--estimate: classes that regression targets are quantised into."),
+    ] = 8,
+    max_samples: Annotated[
+        int,
+        typer.Option(help="--estimate: labelled pixels sampled from dense targets, at most."),
+    ] = 4000,
 ) -> None:
-    """Measured transfer of every source in the space to one labelled target task."""
+    """Measured transfer of every source in the space to one labelled target task (or, with
+    --estimate, label-based estimates of it)."""
     from ..space import ModelSpace
     from ..transfer import (
         load_folder,
@@ -114,6 +137,12 @@ def transfer(
         f"(label shape {list(target.y.shape[1:]) or 'scalar'}), metric: "
         f"{METRICS[target.kind]} (higher = better)"
     )
+    if estimate is not None:
+        _estimates(
+            space, target, estimate, sources, out, json_out, bins, max_samples, seed, batch_size
+        )
+        return
+    out = out or Path("transfers.csv")
     res = measure_transfer(
         space,
         [target],
@@ -132,6 +161,39 @@ def transfer(
             f"alpha {sc.alpha:g})"
         )
     for p in write_outputs(res, out, json_out):
+        _say(f"wrote {p}")
+
+
+def _estimates(
+    space: Path,
+    target: TargetTask,
+    names: str,
+    sources: list[SpaceSource],
+    out: Path | None,
+    json_out: Path | None,
+    bins: int,
+    max_samples: int,
+    seed: int,
+    batch_size: int,
+) -> None:
+    from ..transfer.estimates import estimate_transfer, write_estimates
+
+    res = estimate_transfer(
+        space,
+        target,
+        [n.strip() for n in names.split(",") if n.strip()],
+        sources,
+        bins=bins,
+        max_samples=max_samples,
+        seed=seed,
+        batch_size=batch_size,
+        log=_say,
+    )
+    for est in res.estimates:
+        _say(f"{est} (higher = better):")
+        for r, (s, v) in enumerate(res.ranked(est), 1):
+            _say(f"{r:3d}. {s:30s} {v:.4f}")
+    for p in write_estimates(res, out or Path("estimates.csv"), json_out):
         _say(f"wrote {p}")
 
 
