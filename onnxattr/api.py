@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from .analysis.distances import LabelledMatrix
     from .analysis.evaluation import Evaluation, Oracle
+    from .analysis.explorer import ExplorerResult
     from .pipeline import AddResult
     from .preprocess import Preprocessing
     from .probe import ProbeSet
@@ -261,3 +262,21 @@ def report(
 
     return write_report(_path(space), out, oracle, list(estimators) if estimators else None,
                         **kwargs)
+
+
+def explore(
+    space: SpaceLike,
+    out: str | Path = "explorer.html",
+    oracle: str | Path | Oracle | None = None,
+    estimators: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> ExplorerResult:
+    """The interactive explorer: one self-contained HTML page (opens from disk) to pick a
+    target, read its ranked sources per estimator with probe-resampling intervals, compare two
+    models' maps and browse the tree and heatmap; with an ``oracle`` the measured transfers
+    beside each ranking. ``kwargs``: ``mapping``, ``top``, ``top_k``, ``n_images``, ``bootstrap``,
+    ``linkage``, ``use_cache``, ``progress`` and estimator parameters."""
+    from .analysis.explorer import write_explorer
+
+    return write_explorer(_path(space), out, oracle, list(estimators) if estimators else None,
+                          **kwargs)

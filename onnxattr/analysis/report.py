@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -15,15 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OnnxAttrError, OnnxAttrWarning
-from ..space import open_space
+from ..errors import OnnxAttrWarning
 from . import plots, trees
-from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking, space_models
-from .estimators import available_estimators, compute_affinity, describe
-from .evaluation import Evaluation, Oracle, evaluate, read_oracle
-from .map_compare import parse_estimator
-from .selection import with_default
-from .stability import EvaluationCI, Stability, evaluation_ci, ranking_stability
+from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking
+from .evaluation import Evaluation, Oracle, read_oracle
+from .space_view import (
+    ModelInfo,
+    estimator_names,
+    estimator_views,
+    map_method,
+    probe_examples,
+    read_models,
+)
+from .stability import EvaluationCI, Stability
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -101,47 +104,24 @@ def _evaluation_section(evals: Sequence[Evaluation],
             + _table(head, rows) + _img(fig, "P@K and R@K curves"))
 
 
-def _models_section(space_path: Path) -> tuple[str, list[str], list[str]]:
-    """Table of the space's models (what they are and how well the converted encoder matched
-    onnxruntime); also returns the model names and the attribution methods present."""
-    rows, names, methods = [], [], []
-    with open_space(space_path, "r") as f:
-        for name in space_models(f):
-            g = f["models"][name]
-            a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
-            try:
-                size = json.loads(a.get("preprocessing", "{}")).get("input_size")
-            except (json.JSONDecodeError, AttributeError):
-                size = None
-            err = a.get("verify_rel_err")
-            have = sorted(g.get("maps", {}))
-            methods += [m for m in have if m not in methods]
-            names.append(name)
-            rows.append([name, str(a.get("framework", "") or "–"), str(a.get("task", "") or "–"),
-                         str(a.get("encoder_node", "") or "–"),
-                         "x".join(map(str, size)) if size else "–",
-                         "–" if err is None else f"{float(err):.1e}", ", ".join(have) or "–"])
+def _models_section(models: Sequence[ModelInfo]) -> str:
+    """Table of the space's models: what they are and how well the converted encoder matched
+    onnxruntime."""
     head = ["model", "framework", "task", "encoder node", "input size", "verify rel. err",
             "maps"]
-    html_ = (f"<h2>Models</h2><p class='note'>verify rel. err: relative error of the converted "
-             f"encoder against onnxruntime on probe images.</p>{_table(head, rows, left=4)}")
-    return html_, names, methods
+    rows = [[m.name, *m.cells()] for m in models]
+    return (f"<h2>Models</h2><p class='note'>verify rel. err: relative error of the converted "
+            f"encoder against onnxruntime on probe images.</p>{_table(head, rows, left=4)}")
 
 
 def _example_maps(space_path: Path, names: Sequence[str], method: str, n_images: int = 4,
                   max_models: int = 24) -> str:
-    with open_space(space_path, "r") as f:
-        with_maps = [n for n in names if f"models/{n}/maps/{method}" in f]
-        if not with_maps or "probe/images" not in f:
-            return ""
-        n_probe = f["probe/images"].shape[0]
-        idx = sorted(set(np.linspace(0, n_probe - 1, min(n_images, n_probe)).astype(int)))
-        images = f["probe/images"][idx]
-        shown = with_maps[:max_models]
-        maps = {n: f[f"models/{n}/maps/{method}"][idx] for n in shown}
-    fig = plots.save(plots.example_maps_figure(images, maps, method), None)
-    more = (f" (first {max_models} of {len(with_maps)} models)" if len(with_maps) > max_models
-            else "")
+    _, images, maps = probe_examples(space_path, names, method, n_images)
+    if not maps:
+        return ""
+    shown = dict(list(maps.items())[:max_models])
+    fig = plots.save(plots.example_maps_figure(images, shown, method), None)
+    more = (f" (first {max_models} of {len(maps)} models)" if len(maps) > max_models else "")
     return (f"<h2>Example attribution maps</h2><p class='note'>{html.escape(method)} maps at probe "
             f"resolution{more}; red = positive, blue = negative.</p>{_img(fig, 'example maps')}")
 
@@ -156,68 +136,77 @@ def _stability_note(stab: Stability) -> str:
             + (f"<p><b>{html.escape(warn)}</b></p>" if warn else ""))
 
 
+def explorer_path(report_path: str | Path) -> Path:
+    """Where `write_report` puts the interactive explorer: beside the report, ``NAME.explorer.html``."""
+    report_path = Path(report_path)
+    return report_path.with_name(report_path.stem + ".explorer.html")
+
+
 def write_report(space_path: str | Path, out_path: str | Path,
                  oracle: str | Path | Oracle | None = None,
                  estimators: Sequence[str] | None = None, *,
                  mapping: Mapping[str, str] | None = None, top: int = 5,
                  linkage: str = trees.DEFAULT_LINKAGE, lam: float = 1.0, rank_top: int = 5,
                  use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                 bootstrap: int = 20, progress: bool = False, **params: Any) -> Path:
+                 bootstrap: int = 20, progress: bool = False, explorer: bool = True,
+                 **params: Any) -> Path:
     """Write ``out_path`` (one HTML file, images inline) for every estimator of the space
     (or ``estimators``): a models table, example maps, and per estimator a heatmap, a tree, the
     rankings and (``bootstrap`` > 0) how stable they are under probe resampling; with ``oracle``
     (CSV path or Oracle), the evaluation of every estimator (with probe-resampling intervals).
-    ``lam`` and ``params`` are estimator parameters, as for
-    :func:`~onnxattr.analysis.estimators.compute_affinity`."""
+    ``explorer``: also write the interactive explorer of the same results beside it
+    (:func:`explorer_path`) and link to it. ``lam`` and ``params`` are estimator parameters, as
+    for :func:`~onnxattr.analysis.estimators.compute_affinity`."""
+    from .explorer import write_explorer
+
     space_path, out_path = Path(space_path), Path(out_path)
-    names = (list(estimators) if estimators
-             else with_default(space_path, available_estimators(space_path)))
-    if not names:
-        raise OnnxAttrError(f"{space_path} has no estimator with data in two models; add models")
+    names = estimator_names(space_path, estimators)
     orc = read_oracle(oracle) if isinstance(oracle, (str, Path)) else oracle
-    models_html, model_names, methods = _models_section(space_path)
-    map_method = next((parse_estimator(n).base for n in names
-                       if parse_estimator(n).base in methods), methods[0] if methods else None)
-    sections, evals, labels, cis = [], [], [], {}
-    for name in names:
-        matrix, _ = compute_affinity(space_path, name, lam=lam, use_cache=use_cache,
-                                     memory_bytes=memory_bytes, progress=progress, **params)
-        labels.append(matrix.estimator)
-        z = trees.linkage(matrix, linkage)
-        info = describe(name)
-        heat = plots.save(plots.heatmap_figure(matrix, trees.leaf_order(z)), None)
+    models = read_models(space_path)
+    method = map_method(names, models)
+    views = list(estimator_views(space_path, names, orc, mapping=mapping, top=top,
+                                 linkage=linkage, lam=lam, use_cache=use_cache,
+                                 memory_bytes=memory_bytes, bootstrap=bootstrap,
+                                 progress=progress, **params))
+    sections = []
+    for v in views:
+        matrix, z, stab = v.matrix, v.linkage, v.stability
+        heat = plots.save(plots.heatmap_figure(matrix, v.leaf_order), None)
         tree = plots.save(plots.dendrogram_figure(z, matrix.names, f"{matrix.estimator} tree"),
                           None)
         excl = (f"<p class='note'>Without data for this estimator: "
                 f"{html.escape(', '.join(matrix.excluded))}</p>" if matrix.excluded else "")
-        stab = (ranking_stability(space_path, name, n_boot=bootstrap, lam=lam,
-                                  memory_bytes=memory_bytes) if bootstrap > 1 else None)
         sections.append(
             f"<h2 id='{html.escape(matrix.estimator)}'>{html.escape(matrix.estimator)}</h2>"
-            f"<p>{html.escape(info.description)}; {len(matrix.names)} models.</p>{excl}"
+            f"<p>{html.escape(v.description)}; {len(matrix.names)} models.</p>{excl}"
             + (_stability_note(stab) if stab is not None else "") +
             f"<div class='row'>{_img(heat, 'heatmap')}{_img(tree, 'dendrogram')}</div>"
             f"<h3>Closest sources per target</h3>{_rankings(matrix, rank_top)}"
             f"<details><summary>Newick</summary><pre>"
             f"{html.escape(trees.to_newick(z, matrix.names))}</pre></details>")
-        if orc is not None:
-            evals.append(evaluate(matrix, orc, top=top, mapping=mapping))
-            if stab is not None:
-                cis[matrix.estimator] = evaluation_ci(stab, orc, top, mapping=mapping)
+    evals = [v.evaluation for v in views if v.evaluation is not None]
+    cis = {v.matrix.estimator: v.evaluation_ci for v in views if v.evaluation_ci is not None}
     for note in dict.fromkeys(n for e in evals for n in e.warnings):
         warnings.warn(note, OnnxAttrWarning, stacklevel=2)
     if evals and evals[0].left_out:
         warnings.warn(f"oracle restricted to the models present; left out: "
                       f"{', '.join(evals[0].left_out)}", OnnxAttrWarning, stacklevel=2)
+    link = ""
+    if explorer:
+        exp = write_explorer(space_path, explorer_path(out_path), views=views, models=models,
+                             oracle=orc, map_method=method).path
+        link = (f"<p><b>Interactive explorer</b> (pick a target, switch estimators, compare "
+                f"maps): <a href='{html.escape(exp.name)}'>{html.escape(exp.name)}</a></p>")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    toc = " · ".join(f"<a href='#{html.escape(n)}'>{html.escape(n)}</a>" for n in labels)
+    toc = " · ".join(f"<a href='#{html.escape(v.matrix.estimator)}'>"
+                     f"{html.escape(v.matrix.estimator)}</a>" for v in views)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>onnxattr report: "
             f"{html.escape(space_path.name)}</title><style>{_CSS}</style></head><body>"
             f"<h1>Model space {html.escape(space_path.name)}</h1>"
             f"<p class='note'>Generated {stamp}. Affinity: higher = more similar; trees: "
-            f"{html.escape(linkage)} linkage on affinity rows. Estimators: {toc}</p>"
-            + models_html
-            + (_example_maps(space_path, model_names, map_method) if map_method else "")
+            f"{html.escape(linkage)} linkage on affinity rows. Estimators: {toc}</p>" + link
+            + _models_section(models)
+            + (_example_maps(space_path, [m.name for m in models], method) if method else "")
             + (_evaluation_section(evals, cis) if evals else "") + "".join(sections)
             + "</body></html>")
     out_path.parent.mkdir(parents=True, exist_ok=True)

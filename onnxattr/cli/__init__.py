@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 
 from . import (  # noqa: F401  (register)
     analysis_cmds,
+    explore_cmds,
     rules_cmds,
     space_cmds,
     transfer_cmds,
