@@ -255,6 +255,9 @@ def test_quantise():
     y = np.arange(80.0)
     np.testing.assert_array_equal(np.bincount(E.quantise(y, 8)), [10] * 8)  # equal frequency
     assert E.quantise(np.c_[y, -y], 4).max() == 3
+    edges = np.r_[np.zeros(90), np.linspace(0.1, 1, 10)]  # mostly zeros: zeros one bin, rest others
+    q = E.quantise(edges, 8)
+    assert (q[:90] == 0).all() and (q[90:] > 0).all()
     with pytest.raises(OnnxAttrError, match="constant"):
         E.quantise(np.ones(10))
 

@@ -160,7 +160,9 @@ def quantise(y: np.ndarray, bins: int = BINS, seed: int = 0) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     if y.shape[1] == 1:
         edges = np.unique(np.quantile(y[:, 0], np.arange(1, bins) / bins))
-        ids = np.searchsorted(edges, y[:, 0], side="right")
+        ids = np.searchsorted(
+            edges, y[:, 0], side="left"
+        )  # ties (e.g. many zeros) to the lower bin
     else:
         sd = y.std(0)
         ids = kmeans((y - y.mean(0)) / np.where(sd > 0, sd, 1.0), bins, seed)
