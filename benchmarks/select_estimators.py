@@ -3,6 +3,7 @@
     python benchmarks/select_estimators.py --space bench/space.h5 --oracle bench/oracle_full.csv \\
         --out bench/selection
     python benchmarks/select_estimators.py --synthetic --out /tmp/sel   # planted-structure dry run
+    python benchmarks/select_estimators.py --regenerate --out benchmarks/selection  # tables only
 
 The candidate list below is fixed in this file before any score is looked at; nothing in it is
 tuned to the benchmark. Protocol:
@@ -18,8 +19,15 @@ tuned to the benchmark. Protocol:
 5. probe-bootstrap 95% intervals for the paper's comparisons, the baselines and the default;
 6. the twin check: for each model that has a same-task model of another framework, architecture,
    input size or seed, is a same-task model its nearest neighbour?
+7. (added with the directed estimators, before they were scored) the directed estimators
+   ``predict`` and ``rankme`` as fixed candidates, three more procedures (the best attribution
+   variant + predict; + rankme; procedure (b) with predict and rankme in its representation
+   pool), per-target weighted Kendall tau and nDCG@top beside P@K and Spearman, 95% intervals from
+   resampling the targets for every row, and the shipped default scored as a fixed estimator
+   (in-sample: it was chosen on these targets).
 
-Writes ``selection.md`` (the table for docs/benchmark.md), ``selection.json``. Not part of the tests.
+Writes ``selection.md`` (the table for docs/estimators.md), ``selection.json`` (every per-target
+score) and ``selection.csv`` (estimator, oracle, metric, mean, interval). Not part of the tests.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -36,10 +45,12 @@ import numpy as np
 
 from onnxattr.analysis.distances import LabelledMatrix, space_models
 from onnxattr.analysis.estimators import available_estimators, compute_affinity
-from onnxattr.analysis.evaluation import evaluate, read_oracle
+from onnxattr.analysis.evaluation import Oracle, evaluate, read_oracle, target_rankings
 from onnxattr.analysis.selection import (
+    DEFAULT_ESTIMATOR,
     KS,
     best_of,
+    bootstrap_targets,
     fit_weight,
     leave_one_target_out,
     target_scores,
@@ -68,6 +79,8 @@ COMPARISONS = (
 CORRECTIONS = ("", "+hub", "+csls3")
 FEATURES = ("svcca", "cka", "rsa", "relation")
 FEATURE_CORRECTIONS = ("", "+hub")
+DIRECTED = ("predict", "rankme")  # row = target, column = source; no correction applies
+METRICS = ("P@1", "P@3", "P@5", "spearman", "wtau", "ndcg")
 WEIGHTS = tuple(np.round(np.linspace(0, 1, 11), 2))
 BY = "P@3"
 
@@ -169,6 +182,17 @@ def fmt(v: float) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
+def random_ndcg(orc: Oracle, matrix: LabelledMatrix, top: int) -> float:
+    """Expected nDCG@top of a uniformly random ranking: every position's expected gain is the
+    mean gain of the target's candidates (mean over targets)."""
+    out = []
+    for _, truth, _ in target_rankings(matrix, orc)[0]:
+        gain = (truth - truth.min()) / np.ptp(truth)
+        disc = 1.0 / np.log2(np.arange(2, min(top, len(gain)) + 2))
+        out.append(gain.mean() * disc.sum() / (np.sort(gain)[::-1][: len(disc)] @ disc))
+    return float(np.mean(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--space", type=Path)
@@ -182,9 +206,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--top", type=int, default=5)
-    ap.add_argument("--bootstrap", type=int, default=30)
+    ap.add_argument("--bootstrap", type=int, default=30, help="probe resamples")
+    ap.add_argument("--target-bootstrap", type=int, default=2000, help="target resamples")
     ap.add_argument("--synthetic", action="store_true")
+    ap.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="rewrite OUT/selection.md and .csv from OUT/selection.json (nothing computed)",
+    )
     args = ap.parse_args(argv)
+    if args.regenerate:
+        result = json.loads((args.out / "selection.json").read_text())
+        (args.out / "selection.md").write_text(markdown(result))
+        (args.out / "selection.csv").write_text(csv_table(result))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     if args.synthetic:
@@ -200,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in avail if m not in FEATURES and not m.startswith("depara")]
     attr_names = [m + c + k for m in methods for c in COMPARISONS for k in CORRECTIONS]
     feat_names = [m + k for m in FEATURES for k in FEATURE_CORRECTIONS]
-    other = ["depara"]
+    other = ["depara", *DIRECTED, DEFAULT_ESTIMATOR]
 
     mats: dict[str, LabelledMatrix] = {}
     secs: dict[str, float] = {}
@@ -212,11 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     scores = {n: target_scores(m, oracle, args.top) for n, m in mats.items()}
     attr_scores = {n: scores[n] for n in attr_names}
     feat_scores = {n: scores[n] for n in feat_names}
+    wide_scores = {**feat_scores, **{n: scores[n] for n in DIRECTED}}
 
-    def choose(idx: list[int]) -> LabelledMatrix:
-        a, f = best_of(attr_scores, idx, BY), best_of(feat_scores, idx, BY)
-        w, m = fit_weight(mats[a], mats[f], oracle, idx, WEIGHTS, BY, args.top)
-        return m
+    def with_best(pool: dict) -> Callable[[list[int]], LabelledMatrix]:
+        """Best attribution variant + the best of ``pool``, weight fitted, all on ``idx``."""
+
+        def choose(idx: list[int]) -> LabelledMatrix:
+            a, f = best_of(attr_scores, idx, BY), best_of(pool, idx, BY)
+            return fit_weight(mats[a], mats[f], oracle, idx, WEIGHTS, BY, args.top)[1]
+
+        return choose
 
     def choose_attr(idx: list[int]) -> LabelledMatrix:
         return mats[best_of(attr_scores, idx, BY)]
@@ -227,24 +267,49 @@ def main(argv: list[str] | None = None) -> int:
     # procedures: chosen on the selection oracle's other targets, scored on the left-out one
     procs = {
         "LOTO: best attribution variant": choose_attr,
-        "LOTO: attribution variant + representation, fitted weight": choose,
+        "LOTO: attribution variant + representation, fitted weight": with_best(feat_scores),
+        "LOTO: attribution variant + predict, fitted weight": with_best(
+            {"predict": scores["predict"]}
+        ),
+        "LOTO: attribution variant + rankme, fitted weight": with_best(
+            {"rankme": scores["rankme"]}
+        ),
+        "LOTO: attribution variant + representation or directed, fitted weight": with_best(
+            wide_scores
+        ),
     }
     table: dict[str, dict[str, dict[str, float]]] = {}  # estimator -> oracle -> scores
+    per_target: dict[str, dict[str, dict[str, list[float]]]] = {}  # estimator -> oracle -> metric
     chosen: dict[str, dict[str, str]] = {}
+
+    def record(name: str, oname: str, values: dict[str, np.ndarray]) -> None:
+        per_target.setdefault(name, {})[oname] = {k: v.tolist() for k, v in values.items()}
+        ci = bootstrap_targets(values, args.target_bootstrap)
+        table.setdefault(name, {})[oname] = {
+            **{
+                k: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+                for k, v in values.items()
+            },
+            **{f"{k}_ci": ci[k] for k in values},
+        }
+
     for label, fn in procs.items():
         for oname, orc in oracles.items():
             sel = leave_one_target_out(oracle, fn, args.top, score_on=orc)
-            table.setdefault(label, {})[oname] = sel.mean()
+            record(label, oname, sel.per_target())
             chosen[label] = sel.chosen
+        log(f"{label}: {table[label][args.oracle.name]['P@3']:.3f}")
     for n, m in mats.items():
         for oname, orc in oracles.items():
             sc = scores[n] if orc is oracle else target_scores(m, orc, args.top)
-            table.setdefault(n, {})[oname] = sc.mean()
+            record(n, oname, sc.per_target())
     for oname, orc in oracles.items():
         ev = evaluate(mats[methods[0]], orc, args.top)
         table.setdefault("random (expected)", {})[oname] = {
             **{f"P@{k}": ev.random_precision[k - 1] for k in KS},
             "spearman": 0.0,
+            "wtau": 0.0,
+            "ndcg": random_ndcg(orc, mats[methods[0]], args.top),
         }
     final = {label: fn(list(range(len(oracle.targets)))) for label, fn in procs.items()}
     defaults = {label: m.estimator for label, m in final.items()}
@@ -255,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     cis = {}
     if args.bootstrap > 1:
         for n in dict.fromkeys([*methods, *FEATURES, "depara", *defaults.values()]):
+            if any(d in n for d in DIRECTED):  # probe resampling supports symmetric terms only
+                continue
             t0 = time.perf_counter()
             stab = ranking_stability(args.space, n, names, n_boot=args.bootstrap)
             cis[n] = {o: evaluation_ci(stab, orc, args.top).to_dict() for o, orc in oracles.items()}
@@ -269,9 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         "by": BY,
         "methods": methods,
         "features": list(FEATURES),
+        "directed": list(DIRECTED),
+        "default": DEFAULT_ESTIMATOR,
         "chosen_on_all_targets": defaults,
         "loto_chosen": chosen,
         "table": table,
+        "per_target": per_target,
         "twins": twins,
         "probe_bootstrap": cis,
         "seconds": time.perf_counter() - t_start,
@@ -279,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "selection.json").write_text(json.dumps(result, indent=1, default=str))
     (args.out / "selection.md").write_text(markdown(result))
+    (args.out / "selection.csv").write_text(csv_table(result))
     log(markdown(result))
     return 0
 
@@ -296,27 +367,78 @@ def _row(r: dict, name: str, kind: str) -> str:
     return f"| {name} | {kind} | " + " | ".join(cells) + f" | {f'{tw[0]}/{tw[1]}' if tw else '–'} |"
 
 
+def _kind(r: dict, name: str) -> str:
+    if name == r["default"]:
+        return "shipped default (in-sample)"
+    if name.startswith("LOTO"):
+        return "selection procedure"
+    if name.startswith("random"):
+        return "reference"
+    if name in r["directed"]:
+        return "directed"
+    return "paper's comparison" if name in r["methods"] else "baseline"
+
+
+def _graded_row(r: dict, o: str, name: str) -> str:
+    sc = r["table"][name][o]
+    tw = r["twins"].get(name, {}).get("all")
+    cells = " | ".join(fmt(sc.get(k, math.nan)) for k in METRICS)
+    return f"| {name} | {_kind(r, name)} | {cells} | {f'{tw[0]}/{tw[1]}' if tw else '–'} |"
+
+
+def _interval_row(r: dict, o: str, name: str) -> str:
+    sc = r["table"][name][o]
+    cells = " | ".join(
+        f"{sc[k + '_ci'][0]:.2f}–{sc[k + '_ci'][1]:.2f}" if k + "_ci" in sc else "–"
+        for k in METRICS
+    )
+    return f"| {name} | {cells} |"
+
+
+def csv_table(r: dict) -> str:
+    """One line per estimator, oracle and metric: mean over targets and its target-bootstrap
+    95% interval (what the docs tables are made from)."""
+    lines = ["estimator,oracle,metric,mean,ci_low,ci_high"]
+    for name, by_oracle in r["table"].items():
+        for o, sc in by_oracle.items():
+            for k in METRICS:
+                lo, hi = sc.get(k + "_ci", (math.nan, math.nan))
+                lines.append(f'"{name}",{o},{k},{sc.get(k, math.nan)!r},{lo!r},{hi!r}')
+    return "\n".join(lines) + "\n"
+
+
 def markdown(r: dict) -> str:
     heads = " | ".join(f"{o} P@1 | P@3 | P@5 | ρ" for o in r["oracles"])
     sep = "|---|---|" + "---|" * (4 * len(r["oracles"]) + 1)
     head = [f"| estimator | kind | {heads} | twin first |", sep]
+    main = [
+        *r["methods"],
+        *r["features"],
+        "depara",
+        *r["directed"],
+        r["default"],
+        *[k for k in r["table"] if k.startswith("LOTO")],
+        "random (expected)",
+    ]
     lines = [
         f"Selection oracle `{r['oracles'][0]}`; {len(r['targets'])} targets, "
         f"{len(r['models'])} models in the space; relevant = oracle top-5; variants chosen by "
-        f"mean {r['by']} over the other targets (leave one target out). Every row is on held-out "
-        "targets: fixed estimators have nothing fitted; the LOTO rows choose on 11 targets and "
-        "score the 12th. Twin first: models of another framework, architecture/input size or "
-        "seed whose nearest neighbour is a model of the same task.",
-        "",
-        *head,
+        f"mean {r['by']} over the other targets (leave one target out). Every row but the "
+        "shipped default's is on held-out targets: fixed estimators have nothing fitted; the LOTO "
+        "rows choose on 11 targets and score the 12th. The shipped default was chosen on these "
+        "same targets (in-sample). wτ: weighted Kendall τ; nDCG@5: graded relevance (measured "
+        "transfer, min-max scaled per target). Twin first: models of another framework, "
+        "architecture/input size or seed whose nearest neighbour is a model of the same task.",
     ]
-    for n in r["methods"]:
-        lines.append(_row(r, n, "paper's comparison"))
-    for n in [*r["features"], "depara"]:
-        lines.append(_row(r, n, "baseline"))
-    for n in [k for k in r["table"] if k.startswith("LOTO")]:
-        lines.append(_row(r, n, "selection procedure"))
-    lines.append(_row(r, "random (expected)", "reference"))
+    for o in r["oracles"]:
+        lines += [
+            "",
+            f"Against `{o}`:",
+            "",
+            "| estimator | kind | P@1 | P@3 | P@5 | ρ | wτ | nDCG@5 | twin first |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *[_graded_row(r, o, n) for n in main],
+        ]
     lines += [
         "",
         "Chosen on all targets (what a user gets): "
@@ -328,9 +450,19 @@ def markdown(r: dict) -> str:
         for v in ch.values():
             counts[v] = counts.get(v, 0) + 1
         lines.append(
-            f"{label}, choices in the 12 folds: "
+            f"{label}, choices in the {len(ch)} folds: "
             + "; ".join(f"`{k}` ×{v}" for k, v in sorted(counts.items(), key=lambda x: -x[1]))
         )
+    for o in r["oracles"]:
+        lines += [
+            "",
+            f"Target-bootstrap 95% intervals against `{o}` (the targets resampled with "
+            "replacement; how much each mean depends on which 12 targets the benchmark has):",
+            "",
+            "| estimator | P@1 | P@3 | P@5 | ρ | wτ | nDCG@5 |",
+            "|---|---|---|---|---|---|---|",
+            *[_interval_row(r, o, n) for n in main if n != "random (expected)"],
+        ]
     if r["probe_bootstrap"]:
         o = r["oracles"]
         lines += [
@@ -353,11 +485,8 @@ def markdown(r: dict) -> str:
     lines += ["", "<details><summary>Every candidate</summary>", "", *head]
     for n in r["table"]:
         if not n.startswith("LOTO") and n != "random (expected)":
-            lines.append(
-                _row(
-                    r, n, "feature" if n.split("+")[0] in r["features"] or n == "depara" else "maps"
-                )
-            )
+            kind = "feature" if n.split("+")[0] in r["features"] or n == "depara" else "maps"
+            lines.append(_row(r, n, kind if _kind(r, n) == "baseline" else _kind(r, n)))
     lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
