@@ -8,7 +8,8 @@ The recipe-2 oracle has a strong source effect (one encoder is the best source f
 which no similarity between two models can express. This script tests the obvious next step:
 RankMe (Garrido et al., ICML 2023), the effective rank of a source's encoder outputs on the probe
 images, a published label-free predictor of downstream quality. As a matrix, A[t, s] = RankMe(s),
-the same for every target. Procedure (c): the best attribution variant of
+the same for every target: the registered directed estimator ``rankme``
+(:mod:`onnxattr.analysis.directed`; divided by min(Np, D), which ranks sources alike here). Procedure (c): the best attribution variant of
 ``select_estimators.py`` plus that term, the weight fitted on training targets, scored leave one
 target out. The idea came from looking at this oracle. Its held-out figure is therefore weaker
 evidence than ``select_estimators.py``'s fixed protocol, and nothing here changes the default.
@@ -20,9 +21,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import h5py
-import hdf5plugin  # noqa: F401  (Blosc2 filter for the stored features)
-import numpy as np
 from scipy.stats import spearmanr
 
 from onnxattr.analysis.distances import LabelledMatrix
@@ -39,14 +37,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from select_estimators import BY, COMPARISONS, CORRECTIONS, FEATURES, WEIGHTS  # noqa: E402
 
 
-def rankme(features: np.ndarray) -> float:
-    """exp(entropy) of the normalised singular values of the centred (Np, D) encoder outputs."""
-    x = features.astype(np.float64)
-    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
-    p = s / s.sum() + 1e-12
-    return float(np.exp(-(p * np.log(p)).sum()))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--space", type=Path, required=True)
@@ -56,9 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     oracle = read_oracle(args.oracle)
     names = list(oracle.sources)
-    with h5py.File(args.space, "r") as f:
-        quality = np.array([rankme(f["models"][n]["features"][()]) for n in names])
-    qmat = LabelledMatrix(names, np.tile(quality, (len(names), 1)), estimator="rankme")
+    qmat = compute_affinity(args.space, "rankme", names)[0]
+    quality = qmat.values[0]
     z = (oracle.values - oracle.values.mean(1, keepdims=True)) / oracle.values.std(1, keepdims=True)
     cols = [names.index(s) for s in oracle.sources]
     rho = spearmanr(quality[cols], z.mean(0)).statistic
