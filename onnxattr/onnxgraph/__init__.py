@@ -1,3 +1,4 @@
-"""The ONNX stage: load and truncate an ONNX graph at an encoder node (``graph``), rewrite what
-onnx2torch cannot convert (``fixups``), extra opset converters for onnx2torch (``converters``) and
-the conversion to a torch module verified against onnxruntime (``convert``)."""
+"""The ONNX stage: load and truncate an ONNX graph at an encoder node (``graph``, which lists nodes
+and marks encoder candidates with ``candidates``; both build on ``nodes``), rewrite what onnx2torch
+cannot convert (``fixups``, one module per pass), extra opset converters for onnx2torch
+(``converters``) and the conversion to a torch module verified against onnxruntime (``convert``)."""
