@@ -354,6 +354,7 @@ def test_tree_and_heatmap_show_metadata_on_hover(browser, page) -> None:
 
 def test_500_models_load_and_stay_usable(browser, explorer_500) -> None:
     """The page size and in-browser load time at 500 models (written to the artefacts)."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     res = explorer_500
@@ -362,6 +363,9 @@ def test_500_models_load_and_stay_usable(browser, explorer_500) -> None:
     browser.find_element(By.ID, "search").send_keys("m499")
     browser.find_element(By.CSS_SELECTOR, "#models .mrow[data-model='m499']").click()
     assert len(_ranked(browser)) == 50 and browser.find_element(By.ID, "target").text == "m499"
+    heat = browser.find_element(By.ID, "heat")
+    ActionChains(browser).move_to_element(heat).perform()
+    assert "affinity ≈" in browser.find_element(By.ID, "tip").text
     in_page = browser.execute_script("return window.explorerLoadMs")
     _shot(browser, "500-models")
     ARTIFACTS.joinpath("explorer").mkdir(parents=True, exist_ok=True)
