@@ -372,3 +372,18 @@ def test_500_models_load_and_stay_usable(browser, explorer_500) -> None:
     (ARTIFACTS / "explorer" / "500-models.json").write_text(json.dumps(
         {"bytes": res.size_bytes, "load_s": secs, "script_ms": in_page}))
     assert secs < 20, secs
+
+
+def test_a_space_without_maps_or_oracle_still_opens(browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    path = tmp_path / "features.h5"
+    random_space(path, n_models=4, n_probe=8, methods=())
+    res = write_explorer(path, tmp_path / "f.html", bootstrap=0)
+    assert "cka" in res.estimators and '"maps":null' in res.path.read_text()
+    _open(browser, res.path)
+    assert not browser.find_element(By.ID, "mapsec").is_displayed()
+    assert len(_ranked(browser)) == 3 and "measured" not in browser.find_element(
+        By.CSS_SELECTOR, "#ranking thead").text
+    browser.find_element(By.CSS_SELECTOR, ".tabs button[data-tab='eval']").click()
+    assert "--oracle" in browser.find_element(By.ID, "tab-eval").text
