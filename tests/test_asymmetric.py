@@ -90,3 +90,23 @@ def test_effective_rank_by_hand(tmp_path: Path) -> None:
     # column = source: the same quality of `a` for every target
     assert m.values[:, 0] == pytest.approx([effective_rank(x)] * 2)
     assert m.values[:, 1] == pytest.approx([0.5, 0.5])
+
+
+def test_repeated_probe_images_count_once(tmp_path: Path) -> None:
+    """A bootstrap resample repeats images: predict then equals predict on the distinct images
+    (a repeat would otherwise sit in both training and held-out folds), and probe-bootstrap
+    intervals run for both directed estimators."""
+    from onnxattr.analysis.stability import ranking_stability
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(40, 12)), rng.normal(size=(40, 12))
+    b[:, :6] += a[:, :6]
+    twice = np.r_[np.arange(40), np.arange(40)]
+    np.testing.assert_allclose(predictivity_matrix([a[twice], b[twice]]),
+                               predictivity_matrix([a, b]))
+    space = create_space(tmp_path / "s.h5", 40, 4)
+    for name, x in (("a", a), ("b", b), ("c", rng.normal(size=(40, 12)))):
+        add_model(space, name, features=x)
+    for est in ("predict", "rankme"):
+        stab = ranking_stability(space, est, n_boot=3)
+        assert stab.boot.shape == (3, 3, 3) and np.isfinite(stab.boot).all()

@@ -18,7 +18,9 @@ analysis layer's convention (:func:`onnxattr.analysis.evaluation.evaluate`,
   same for every target (A[t, s] = q(s)); useful inside ``combine:``.
 
 Neither is cached in the space (the pairwise cache assumes symmetry) and neither takes ``+hub`` or
-``+cslsK`` (both corrections assume a symmetric Gram matrix).
+``+cslsK`` (both corrections assume a symmetric Gram matrix). Probe-bootstrap intervals
+(:mod:`.stability`) work; ``predict`` counts a repeated probe image once, so a bootstrap
+resample is a subsample (about 63 % of the images).
 """
 
 from __future__ import annotations
@@ -87,9 +89,13 @@ def predictivity_matrix(features: Sequence[np.ndarray], folds: int = 5, seed: in
     if len(n) != 1:
         raise OnnxAttrError("features have different numbers of probe images; all models must "
                             "use the same probe set")
-    ids = fold_ids(n.pop(), folds, seed)
+    # a row repeated in every model (a probe image drawn twice by a bootstrap) counts once: a
+    # repeat in the training folds would make GCV choose to memorise, one across folds would leak
+    rows = np.hstack([np.asarray(x).reshape(len(x), -1) for x in features])
+    keep = np.sort(np.unique(rows, axis=0, return_index=True)[1])
+    xs = [np.asarray(x, dtype=np.float64)[keep] for x in features]
+    ids = fold_ids(len(keep), folds, seed)
     splits = [(np.flatnonzero(ids != k), np.flatnonzero(ids == k)) for k in range(folds)]
-    xs = [np.asarray(x, dtype=np.float64) for x in features]
     kernels = [[_FoldKernel(x, tr, te) for tr, te in splits] for x in xs]
     out = np.eye(len(xs))
     for t, y in enumerate(xs):
@@ -139,6 +145,16 @@ class DirectedEstimator:
 
     def matrix(self, f: h5py.File, names: Sequence[str]) -> np.ndarray:
         return self._fn([f[self.data_path(m)][()] for m in names])
+
+    # what probe resampling (:mod:`.stability`) calls on a feature estimator: the signature is
+    # the (resampled) features themselves, and the whole matrix comes from one call
+    def signature(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(features, dtype=np.float64)
+
+    def combine(self, a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
+        if b is not a:
+            raise OnnxAttrError(f"{self.name!r} is computed over all models at once")
+        return self._fn(list(a))
 
 
 def directed_matrix(space: str | Path, est: DirectedEstimator,
