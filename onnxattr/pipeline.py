@@ -22,6 +22,7 @@ import torch
 
 from .analysis.sketch import sketch_dims_for, sketch_maps
 from .attribution import attribute, get_method
+from .attribution.fast import ExecutionPath, choose_path
 from .device import resolve_device
 from .encoder import load_encoder
 from .errors import OnnxAttrError, OnnxAttrWarning
@@ -113,6 +114,7 @@ def add_model(
     map_size: int | None = None,
     storage: MapStorage = DEFAULT_STORAGE,
     memory_mb: int | None = DEFAULT_MEMORY_MB,
+    fast: bool = True,
 ) -> AddResult:
     """Attribute one ONNX model on the space's probe set and store its maps (see README).
 
@@ -120,6 +122,8 @@ def add_model(
     maps store and compare faster, and every model of a space must use the same size.
     ``memory_mb``: the process's memory budget; the batch size (at most ``batch_size``) is chosen
     from the per-image cost measured on a first batch of two images. None: ``batch_size`` as is.
+    ``fast``: run on the rewritten encoder (`attribution.fast`) where its maps equal the exact
+    path's on the first batch, else (and with False) on the converted net as is.
     """
     t0 = time.perf_counter()
     say = log or (lambda *_: None)
@@ -155,7 +159,7 @@ def add_model(
         model_path, probe_once, name=name, encoder_node=encoder_node, preprocessing=preprocessing,
         methods=methods, method_params=method_params, batch_size=batch_size, device=device,
         rtol=rtol, metadata=metadata, progress=progress, log=log,
-        map_size=map_size, storage=storage, memory_mb=memory_mb,
+        map_size=map_size, storage=storage, memory_mb=memory_mb, fast=fast,
     )
     probe, had_probe = loaded[0]
     _store(space_obj, name, computed, key=key, probe=None if had_probe else probe,
@@ -241,6 +245,7 @@ def compute_model(
     map_size: int | None = None,
     storage: MapStorage = DEFAULT_STORAGE,
     memory_mb: int | None = DEFAULT_MEMORY_MB,
+    fast: bool = True,
 ) -> ComputedModel:
     """Everything `add_model` does except touching the space: what a worker runs. ``probe`` may
     be a callable, called once the model has loaded (a bad model fails before any probe work)."""
@@ -296,9 +301,12 @@ def compute_model(
         out_shape[:] = o.shape[1:]
         features.append(pool_features(o, axis.axis).cpu())
 
-    def run(start: int, stop: int) -> None:
+    execution = ExecutionPath(net, "exact", reason="asked for (exact)" if not fast else
+                              "all probe images fit in the first batch, which runs exact")
+
+    def run(start: int, stop: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = pre.apply(probe.images[start:stop]).to(device)
-        out = attribute(net, x, method_objs, on_output=keep_features)
+        out = attribute(execution.net, x, method_objs, on_output=keep_features)
         batch = {m: pre.invert_map(a.float(), side).cpu().numpy() for m, a in out.items()}
         check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
         for m, a in batch.items():
@@ -308,11 +316,15 @@ def compute_model(
                 sketches.setdefault(m, np.empty((n, sk.shape[1]), sk.dtype))[start:stop] = sk
             if scale is not None:
                 scales[m][start:stop] = scale
+        return x, out
 
     first = min(PROBE_BATCH, batch_size, n)
     meter = PeakMeter(device)
     with meter.measure():
-        run(0, first)
+        x0, maps0 = run(0, first)
+    if fast and first < n:  # the first batch ran exact: the fast path must reproduce its maps
+        execution = choose_path(net, x0, method_objs, maps0)
+    say(execution.describe())
     if memory_mb is not None and first < n:
         batch_size = _budget_batch(meter, first, n, [*maps.values(), *sketches.values()],
                                    memory_mb, device, batch_size, say)
@@ -330,6 +342,7 @@ def compute_model(
         "preprocessing": pre.to_dict(), "methods": result.methods,
         "fixups": [f.to_dict() for f in fixups],
         "verify_rel_err": err, "versions": library_versions(), "device": str(device),
+        "execution": execution.record(),
         "framework": framework_from_producer(enc.producer), "task": "", "meta": {},
         **{k: v for k, v in (metadata or {}).items() if v not in (None, "")},
     }

@@ -1,0 +1,131 @@
+"""The fast execution path of a converted encoder: BatchNormalization folded into the linear op before
+it, channels-last memory; chosen per model only where its maps equal the exact path's.
+
+Folding uses the same merge as the LRP canonizer (`canonize.merge_batchnorms`: a BN right after a
+Conv/ConvTranspose/Gemm with no other consumer), so every method keeps its semantics: gradient
+methods and elrp see the same affine map, and LRP rules would merge exactly these BNs anyway. The
+folded BN node is removed from the graph, so the LRP canonizer finds nothing left to merge. What a
+rewrite cannot guarantee (float reassociation, an op that needs contiguous memory) the per-model
+check catches: the first batch runs on both paths and the fast one is kept only if every map of
+every image has cosine >= `MIN_COSINE` with the exact one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..onnxgraph.convert import TorchNet
+from .base import AttributionMethod, attribute
+from .canonize import merge_batchnorms
+
+MIN_COSINE = 0.9999
+
+
+def fold_batchnorms(net: TorchNet) -> tuple[TorchNet, int]:
+    """A copy of `net` with every mergeable BatchNormalization folded into its linear op (the BN
+    node erased); `net` is unchanged. Returns the copy and the number of BNs folded."""
+    module = copy.deepcopy(net.module)
+    onnx_nodes = dict(net.onnx_nodes)
+    replacements, merged = merge_batchnorms(net)
+    for node in list(module.graph.nodes):
+        if node.op != "call_module" or node.target not in merged:
+            continue
+        prev = node.args[0]
+        node.replace_all_uses_with(prev)
+        module.graph.erase_node(node)
+        module.delete_submodule(node.target)
+        del onnx_nodes[node.target]
+        parent, _, attr = prev.target.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, attr, replacements[prev.target])
+    module.graph.lint()
+    module.recompile()
+    return TorchNet(module=module, onnx_nodes=onnx_nodes), len(merged)
+
+
+class _ChannelsLast(TorchNet):
+    """A TorchNet whose 4-D input is handed over in channels-last memory (same values)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().__call__(x)
+
+
+def optimize(net: TorchNet, *, channels_last: bool = True) -> tuple[TorchNet, list[str]]:
+    """The rewritten net and what was done to it (for the log and the stored metadata)."""
+    fast, n_folded = fold_batchnorms(net)
+    done = [f"{n_folded} BatchNormalization folded into Conv/Gemm"] if n_folded else []
+    if channels_last:
+        fast.module.to(memory_format=torch.channels_last)
+        fast = _ChannelsLast(module=fast.module, onnx_nodes=fast.onnx_nodes)
+        done.append("channels-last memory")
+    return fast, done
+
+
+def per_image_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each image's map (two all-zero maps count as equal)."""
+    a, b = a.detach().flatten(1).double(), b.detach().flatten(1).double()
+    num = (a * b).sum(1)
+    den = a.norm(dim=1) * b.norm(dim=1)
+    both_zero = (a.abs().amax(1) == 0) & (b.abs().amax(1) == 0)
+    return torch.where(both_zero, torch.ones_like(num), num / den.clamp_min(1e-300))
+
+
+@dataclass
+class ExecutionPath:
+    """Which net runs the attribution, and why: recorded in the model's metadata as `execution`."""
+
+    net: TorchNet
+    path: str  # "fast" or "exact"
+    rewrites: list[str] = field(default_factory=list)
+    min_cosine: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {"path": self.path, "rewrites": list(self.rewrites),
+                "min_cosine": dict(self.min_cosine), "reason": self.reason}
+
+    def describe(self) -> str:
+        if self.path == "fast":
+            worst = min(self.min_cosine.values(), default=1.0)
+            return (f"fast path ({', '.join(self.rewrites) or 'no rewrite applied'}): maps equal "
+                    f"the exact path's on the first batch (min per-image cosine {worst:.6f})")
+        return f"exact path: {self.reason}"
+
+
+def choose_path(
+    net: TorchNet,
+    x: torch.Tensor,
+    methods: Sequence[AttributionMethod],
+    exact_maps: dict[str, torch.Tensor],
+    *,
+    rewrite: Callable[[TorchNet], tuple[TorchNet, list[str]]] | None = None,
+) -> ExecutionPath:
+    """Rewrite `net` (`rewrite`, default `optimize`), run the batch `x` on it and keep it only if
+    every method's map of every image has cosine >= MIN_COSINE with `exact_maps` (the exact path's
+    maps of `x`); else the exact net."""
+    try:
+        fast, rewrites = (rewrite or optimize)(net)
+        if not rewrites:
+            return ExecutionPath(net, "exact", reason="nothing to rewrite in this encoder")
+        maps = attribute(fast, x, methods)
+    except Exception as exc:  # any failure of a rewrite means: not for this model
+        return ExecutionPath(net, "exact", reason=f"the rewritten net fails ({type(exc).__name__}: "
+                                                  f"{str(exc)[:200]}); fell back")
+    cosines = {m: float(per_image_cosine(exact_maps[m], maps[m]).min()) for m in exact_maps}
+    bad = {m: c for m, c in cosines.items() if not c >= MIN_COSINE}
+    if bad:
+        worst = ", ".join(f"{m} {c:.6f}" for m, c in bad.items())
+        return ExecutionPath(net, "exact", rewrites, cosines,
+                             reason=f"the fast path's maps differ from the exact path's (per-image "
+                                    f"cosine {worst} < {MIN_COSINE}); fell back")
+    return ExecutionPath(fast, "fast", rewrites, cosines)
+
+
+__all__ = ["MIN_COSINE", "ExecutionPath", "choose_path", "fold_batchnorms", "optimize",
+           "per_image_cosine"]

@@ -1,0 +1,146 @@
+"""The fast execution path (BN folded, channels-last): maps equal the exact path's for every method,
+the fallback is taken and reported when they do not, and `exact` runs the unmodified net."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from onnxattr.attribution import attribute, get_method
+from onnxattr.attribution import fast as fast_mod
+from onnxattr.attribution.fast import MIN_COSINE, choose_path, optimize, per_image_cosine
+from onnxattr.onnxgraph import graph as onnx_graph
+from onnxattr.onnxgraph.convert import to_torch
+from onnxattr.pipeline import add_model
+from onnxattr.space import ModelSpace
+
+from .conftest import random_probe
+from .models import export, randomize_bn
+
+METHODS = [("saliency", {}), ("grad_input", {}), ("elrp", {}), ("lrp", {"preset": "epsilon"}),
+           ("lrp", {"preset": "epsilon_plus_flat"}),
+           ("lrp", {"preset": "epsilon_alpha2_beta1_flat"})]
+
+
+class BNNet(nn.Module):
+    """Conv+BN stem, a residual block, a depthwise Conv+BN, a BN after a ReLU (not foldable), a
+    ConvTranspose+BN; `nhwc`: the input comes channels-last and is transposed inside the graph."""
+
+    def __init__(self, nhwc: bool = False) -> None:
+        super().__init__()
+        self.nhwc = nhwc
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.dw, self.bdw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.after_relu = nn.BatchNorm2d(8)
+        self.up, self.bup = nn.ConvTranspose2d(8, 4, 2, stride=2), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.nhwc:
+            x = x.permute(0, 3, 1, 2)
+        x = self.stem(x)
+        x = torch.relu(self.b1(self.c1(x)) + x)
+        x = self.after_relu(torch.relu(self.bdw(self.dw(x))))
+        return torch.relu(self.bup(self.up(x)))
+
+
+def converted(tmp_path, nhwc: bool):
+    shape = (1, 16, 16, 3) if nhwc else (1, 3, 16, 16)
+    model = randomize_bn(BNNet(nhwc), seed=1)
+    path = export(model, tmp_path / "bn.onnx", shape, keep_bn=True)
+    return model, to_torch(onnx_graph.load(path)), shape
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_fast_maps_equal_exact_for_every_method(tmp_path, nhwc):
+    model, net, shape = converted(tmp_path, nhwc)
+    fast, done = optimize(net)
+    assert done[0] == "4 BatchNormalization folded into Conv/Gemm"  # not the one after a ReLU
+    assert sum(net.op_type(t) == "BatchNormalization" for t in fast.onnx_nodes) == 1
+    x = torch.randn(3, *shape[1:], generator=torch.Generator().manual_seed(0))
+    for name, params in METHODS:
+        m = [get_method(name, **params)]
+        exact, got = attribute(net, x, m)[name], attribute(fast, x, m)[name]
+        assert got.shape == x.shape
+        assert per_image_cosine(exact, got).min() >= MIN_COSINE, (name, params)
+    # independent reference: eager autograd on the torch original
+    xi = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xi).flatten(1).mean(1).sum(), xi)
+    got = attribute(fast, x, [get_method("grad_input")])["grad_input"]
+    assert per_image_cosine(xi.detach() * g, got).min() >= MIN_COSINE
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.module.modules())  # net untouched
+
+
+def test_fallback_when_the_rewrite_breaks_equality_or_fails(tmp_path):
+    _, net, shape = converted(tmp_path, False)
+    x = torch.randn(2, *shape[1:])
+    methods = [get_method("grad_input"), get_method("elrp")]
+    exact = attribute(net, x, methods)
+
+    def broken(n):
+        fast, done = optimize(n)
+        conv = next(m for m in fast.module.modules() if isinstance(m, nn.Conv2d))
+        conv.weight.data.mul_(-1.0)
+        return fast, done
+
+    path = choose_path(net, x, methods, exact, rewrite=broken)
+    assert path.path == "exact" and path.net is net and "fell back" in path.reason
+    assert min(path.min_cosine.values()) < MIN_COSINE
+    path = choose_path(net, x, methods, exact, rewrite=lambda n: 1 / 0)
+    assert path.path == "exact" and "ZeroDivisionError" in path.reason
+    path = choose_path(net, x, methods, exact)
+    assert path.path == "fast" and path.net is not net
+    assert min(path.min_cosine.values()) >= MIN_COSINE
+
+
+def stored_execution(space, name: str) -> dict:
+    with h5py.File(space) as f:
+        return json.loads(f[f"models/{name}"].attrs["execution"])
+
+
+def test_add_uses_fast_path_reports_fallback_and_exact(tmp_path, monkeypatch):
+    path = export(randomize_bn(BNNet(), seed=1), tmp_path / "bn.onnx", (1, 3, 16, 16), keep_bn=True)
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(random_probe(n=5, size=16))
+    kw = dict(preprocessing={"preset": "imagenet"}, batch_size=2, progress=False,
+              methods=["grad_input", "elrp"])
+    logs: list[str] = []
+    add_model(space, path, name="fast", log=logs.append, **kw)
+    assert any(line.startswith("fast path (4 BatchNormalization folded") for line in logs)
+    rec = stored_execution(space, "fast")
+    assert rec["path"] == "fast" and min(rec["min_cosine"].values()) >= MIN_COSINE
+
+    nets = []
+    real_attribute = fast_mod.attribute
+
+    def spy(net, x, methods, on_output=None):
+        nets.append(net)
+        return real_attribute(net, x, methods, on_output)
+
+    monkeypatch.setattr("onnxattr.pipeline.attribute", spy)
+    add_model(space, path, name="exact", fast=False, **kw)
+    assert stored_execution(space, "exact")["path"] == "exact"
+    assert nets and all(any(isinstance(m, nn.BatchNorm2d) for m in n.module.modules()) for n in nets)
+    s = ModelSpace(space)
+    for m in ("grad_input", "elrp"):
+        a, b = s.read_maps("fast", m), s.read_maps("exact", m)
+        cos = (a * b).reshape(5, -1).sum(1) / (np.linalg.norm(a.reshape(5, -1), axis=1)
+                                               * np.linalg.norm(b.reshape(5, -1), axis=1))
+        assert cos.min() >= 0.999  # float16 storage
+
+    def broken(n):
+        fast, done = optimize(n)
+        next(m for m in fast.module.modules() if isinstance(m, nn.Conv2d)).weight.data.mul_(-1.0)
+        return fast, done
+
+    monkeypatch.setattr(fast_mod, "optimize", broken)
+    logs.clear()
+    add_model(space, path, name="fallback", log=logs.append, **kw)
+    assert any(line.startswith("exact path: the fast path's maps differ") for line in logs)
+    rec = stored_execution(space, "fallback")
+    assert rec["path"] == "exact" and "fell back" in rec["reason"]
