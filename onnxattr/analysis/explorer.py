@@ -161,7 +161,8 @@ def _estimator_data(view: EstimatorView, index: Mapping[str, int], top_k: int,
         iv = np.array([rank_intervals(st, i, order[i]) for i in range(n)]).reshape(n, k, 2)
         tied = np.array([cannot_tell_apart(iv[i]) for i in range(n)]).reshape(n, k)
         out["stab"] = {
-            "n_boot": st.n_boot, "n_images": st.n_images, "note": st.note(),
+            "n_boot": st.n_boot, "n_images": st.n_images, "resampling": st.resampling,
+            "note": st.note(),
             "agreement": finite_or_none(st.agreement, 3),
             "top1": [finite_or_none(v, 3) for v in st.top1_kept],
             "rho": [finite_or_none(v, 3) for v in st.halves_rho],

@@ -92,7 +92,7 @@ def _evaluation_section(evals: Sequence[Evaluation],
                  *(_fmt(ref.oracle_recall[k - 1]) for k in ks), "1.000"])
     head = ["estimator", *(f"P@{k}" for k in ks), *(f"R@{k}" for k in ks), "Spearman"]
     fig = plots.save(plots.curves_figure(evals), None)
-    ci_note = (" Brackets: 95% interval over bootstrap resamples of the probe set."
+    ci_note = (" Brackets: 95% interval over resamples of the probe set."
                if cis else "")
     notes = "".join(f"<p class='note'><b>Note:</b> {html.escape(n)}</p>"
                     for n in dict.fromkeys(n for e in evals for n in e.warnings))
@@ -127,7 +127,7 @@ def _example_maps(space_path: Path, names: Sequence[str], method: str, n_images:
 
 
 def _stability_note(stab: Stability) -> str:
-    line = (f"Probe stability ({stab.n_boot} bootstrap draws of {stab.n_images} images): two "
+    line = (f"Probe stability ({stab.resampling}): two "
             f"disjoint halves of the probe set rank sources alike at ρ = {stab.agreement:.2f} "
             f"(mean over targets); the top source stays first in "
             f"{float(np.median(stab.top1_kept)):.0%} of draws (median over targets).")

@@ -4,7 +4,14 @@ A ranking measured on Np probe images is itself an estimate. Two resampling sche
 it depends on which images were drawn:
 
 * **bootstrap** — B resamples of the Np images with replacement: percentile intervals of each
-  affinity, of each source's rank, and (against an oracle) of P@K and Spearman;
+  affinity, of each source's rank, and (against an oracle) of P@K and Spearman. For attribution-map
+  estimators (means of per-image cosines) this is the textbook bootstrap. Feature estimators
+  (CKA, SVCCA, RSA, ...) are not means: a resample with repeated images looks more alike to them
+  (on a random space, CKA's full-probe value fell outside its own 95% interval for every pair,
+  SVCCA's for 93%). An estimator with any feature term is therefore resampled by **half-sampling**
+  instead — B random halves without replacement, each matrix recentred on the full-probe one. A
+  half-sample's mean varies around the full mean as much as a bootstrap mean does (σ²/Np), and
+  the recentring removes what the smaller sample shifts;
 * **disjoint halves** — the images split in two random halves, the estimator computed on each:
   the Spearman correlation of a target's two rankings is the agreement one would see between two
   independent probe draws of Np/2 images.
@@ -49,6 +56,23 @@ def bootstrap_indices(n_images: int, n: int, seed: int = 0) -> list[np.ndarray]:
     """``n`` resamples of the probe images with replacement (seeded)."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, n_images, n_images) for _ in range(n)]
+
+
+def half_samples(n_images: int, n: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` random halves of the probe images, without replacement (seeded)."""
+    if n_images < 4:
+        raise OnnxAttrError(f"half-sampling {n_images} probe images needs at least 4")
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.permutation(n_images)[: n_images // 2]) for _ in range(n)]
+
+
+def has_feature_terms(space: str | Path, name: str, lam: float = 1.0) -> bool:
+    """Whether ``name`` (or a part of its combination) is recomputed from stored features, so
+    that repeated images in a resample would bias it (see the module docstring)."""
+    if name.startswith(COMBINE_PREFIX):
+        return any(has_feature_terms(space, p, lam) for p, _ in parse_combination(name))
+    terms, _ = resolve_terms(space, parse_estimator(name), lam=lam)
+    return not all(isinstance(est, (MapCosine, MapSketch)) for est, _ in terms)
 
 
 def disjoint_halves(
@@ -183,6 +207,15 @@ class Stability:
     n_boot: int
     n_images: int
     boot: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    scheme: str = "bootstrap"  # bootstrap | halves (recentred half-samples: feature estimators)
+
+    @property
+    def resampling(self) -> str:
+        """How the intervals were drawn, for a person: '30 bootstrap draws of 64 images'."""
+        if self.scheme == "halves":
+            return (f"{self.n_boot} recentred half-samples of {self.n_images} images "
+                    "(feature estimators are biased by repeated images)")
+        return f"{self.n_boot} bootstrap draws of {self.n_images} images"
 
     @property
     def agreement(self) -> float:
@@ -208,6 +241,7 @@ class Stability:
             "estimator": self.estimator,
             "n_boot": self.n_boot,
             "n_images": self.n_images,
+            "resampling": self.scheme,
             "halves_spearman": self.agreement,
             "top1_kept": dict(zip(self.names, self.top1_kept.tolist(), strict=True)),
             "note": self.note(),
@@ -225,7 +259,8 @@ def ranking_stability(
     lam: float = 1.0,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> Stability:
-    """Bootstrap intervals and disjoint-halves agreement of ``name``'s rankings."""
+    """Probe-resampling intervals (bootstrap, or recentred half-samples for an estimator with
+    a feature term) and disjoint-halves agreement of ``name``'s rankings."""
     if n_boot < 2:
         raise OnnxAttrError(f"`bootstrap` needs at least 2 resamples, not {n_boot}")
     full, _ = compute_affinity(space, name, models, lam=lam, memory_bytes=memory_bytes)
@@ -237,13 +272,16 @@ def ranking_stability(
             if "features" in g
             else int(next(iter(g["maps"].values())).shape[0])
         )
-    boots = bootstrap_indices(n_img, n_boot, seed)
+    scheme = "halves" if has_feature_terms(space, name, lam) else "bootstrap"
+    boots = (half_samples if scheme == "halves" else bootstrap_indices)(n_img, n_boot, seed)
     halves = disjoint_halves(n_img, n_splits, seed + 1)
     flat = [i for pair in halves for i in pair]
     _, vals = resampled_affinities(
         space, name, boots + flat, names, lam=lam, memory_bytes=memory_bytes
     )
     boot, half = vals[:n_boot], vals[n_boot:]
+    if scheme == "halves":
+        boot = boot - boot.mean(axis=0) + full.values
     ranks = np.array([_rank_of(b) for b in boot])
     top1 = np.argmax(np.where(np.eye(len(names), dtype=bool), -np.inf, full.values), axis=1)
     kept = np.array([np.mean(ranks[:, i, top1[i]] == 1) for i in range(len(names))])
@@ -265,6 +303,7 @@ def ranking_stability(
         n_boot,
         n_img,
         boot,
+        scheme,
     )
 
 
