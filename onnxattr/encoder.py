@@ -1,5 +1,6 @@
-"""ONNX file -> encoder: truncated at the encoder tensor, its preprocessing and channel axis decided,
-fixed up. The stage that `add` (pipeline) and feature recompute (features) both build on."""
+"""ONNX file -> encoder: truncated at the encoder tensor, its preprocessing and channel axis decided
+(by `onnxgraph.layout`), fixed up. The one path that `add` (pipeline), feature recompute (features)
+and measured transfer (`transfer.sources`) all build on, so they read a model with one layout."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import onnx
 from .errors import OnnxAttrError
 from .onnxgraph import graph as onnx_graph
 from .onnxgraph.fixups import Fix, fix_up
+from .onnxgraph.layout import ChannelAxis, channel_axis, input_layout
 from .preprocess import PRESETS, Preprocessing
 
 
@@ -22,7 +24,7 @@ class Encoder:
     model: onnx.ModelProto
     tensor: str
     preprocessing: Preprocessing
-    channel_axis: onnx_graph.ChannelAxis
+    channel_axis: ChannelAxis
     fixups: list[Fix]
     onnx_sha256: str
     producer: str = ""
@@ -36,7 +38,7 @@ def default_preprocessing(model_input_shape: list[int | None], layout: str | Non
             f"the model input has rank {len(shape)}; onnxattr needs an image input (N,C,H,W or N,H,W,C)"
         )
     if layout is None:
-        layout = "nhwc" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "nchw"
+        layout = input_layout(shape)
     h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
     c = shape[1] if layout == "nchw" else shape[3]
     return Preprocessing(
@@ -62,12 +64,13 @@ def make_preprocessing(
 
 
 def load_encoder(
-    model_path: str | Path,
+    model_path: str | Path | onnx.ModelProto,
     encoder_node: str | None,
     preprocessing: Preprocessing | dict[str, Any] | None,
 ) -> Encoder:
-    """Load, truncate at the encoder, decide its preprocessing and channel axis, apply fix-ups."""
-    full = onnx_graph.load(model_path)
+    """Load, truncate at the encoder, decide its preprocessing and channel axis, apply fix-ups.
+    A model already loaded (to check its sha256 first) is taken as it is."""
+    full = model_path if isinstance(model_path, onnx.ModelProto) else onnx_graph.load(model_path)
     onnx_sha, producer = onnx_graph.sha256(full), full.producer_name
     tensor = onnx_graph.resolve_encoder(full, encoder_node)
     encoder = onnx_graph.truncate(full, tensor)
@@ -75,7 +78,7 @@ def load_encoder(
     input_shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
     pre = make_preprocessing(input_shape, preprocessing)
     _check_input_compatible(input_shape, pre)
-    axis = onnx_graph.channel_axis(encoder, tensor, 1 if pre.layout == "nchw" else 3)
+    axis = channel_axis(encoder, tensor, 1 if pre.layout == "nchw" else 3)
     encoder, fixups = fix_up(encoder, list(pre.input_shape(1)))
     return Encoder(encoder, tensor, pre, axis, fixups, onnx_sha, producer)
 

@@ -27,16 +27,15 @@ import numpy as np
 import onnx
 
 from ..optypes import (
-    CHANNEL_FIRST,
     ELRP_NONLINEARITIES,
     GLOBAL_POOLING,
     LINEAR,
     METADATA,
     NO_DEPTH,
-    REARRANGING,
     UPSAMPLING,
     VIEWS,
 )
+from .layout import channel_axes, input_layout
 from .nodes import NodeInfo, static_shape
 
 _ROOT = -1  # the graph input, as a predecessor
@@ -51,11 +50,6 @@ class _Structure:
         inits = {i.name for i in model.graph.initializer}
         source = {i.name for i in model.graph.input if i.name not in inits}
         outputs = {o.name for o in model.graph.output}
-        perms = {
-            id(i): next((list(a.ints) for a in n.attribute if a.name == "perm"), None)
-            for i, n in zip(infos, model.graph.node)
-            if n.op_type == "Transpose"
-        }
         on_path = [i for i in infos if i.on_input_path]
         producer = {o: k for k, n in enumerate(on_path) for o in n.outputs if o}
         # shape computations (Shape/Size and what is computed from them only) carry no features
@@ -80,7 +74,6 @@ class _Structure:
         keep = sorted(used)
         index = {old: new for new, old in enumerate(keep)}
         self.nodes = [on_path[k] for k in keep]
-        self.perm = [perms.get(id(n)) for n in self.nodes]
         self.preds: list[list[int]] = []
         for n in self.nodes:
             ps = [
@@ -98,7 +91,7 @@ class _Structure:
         self.input_shape = next(
             (static_shape(i) for i in model.graph.input if i.name in source), None
         )
-        self._layout()
+        self._layout(model)
         self._ancestors()
         self._dominators()
 
@@ -120,28 +113,14 @@ class _Structure:
         c, n = self.channels(k), self.numel(k)
         return n // c if c and n is not None else None
 
-    def _layout(self) -> None:
-        """Channel axis of every 4-D output, propagated forward from channel-first ops, through
-        transposes and element-wise ops (the graph-wide version of graph.channel_axis)."""
-        s = self.input_shape
-        guess = 1
-        if s and len(s) == 4 and s[1] not in (1, 3, 4) and s[3] in (1, 3, 4):
-            guess = 3
+    def _layout(self, model: onnx.ModelProto) -> None:
+        """Channel axis of every 4-D output, by the one layout rule (`layout.channel_axes`)."""
+        axes = channel_axes(model, 3 if input_layout(self.input_shape) == "nhwc" else 1)
         self.axis: list[int | None] = []
         for k, n in enumerate(self.nodes):
             shape = self.shape(k)
-            ax: int | None = None
-            if shape and len(shape) == 4:
-                data = [guess if p == _ROOT else self.axis[p] for p in self.preds[k]]
-                first = next((a for a in data if a is not None), None)
-                if n.op_type in CHANNEL_FIRST or n.op_type in REARRANGING:
-                    ax = 1
-                elif n.op_type == "Transpose":
-                    perm = self.perm[k] or [3, 2, 1, 0]
-                    ax = perm.index(first) if first is not None and first in perm else 1
-                else:
-                    ax = first if first is not None else 1
-            self.axis.append(ax)
+            found = axes.get(n.outputs[0]) if n.outputs else None
+            self.axis.append((found.axis if found else 1) if shape and len(shape) == 4 else None)
 
     def _ancestors(self) -> None:
         self.anc: list[int] = []  # bitsets of node indices

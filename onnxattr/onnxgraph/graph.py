@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ import onnx
 from onnx import helper, shape_inference
 
 from ..errors import OnnxAttrError
-from ..optypes import CHANNEL_FIRST, REARRANGING
 from .candidates import mark_candidates
+from .layout import channel_axis as channel_axis  # its home before the layout module
 from .nodes import NodeInfo, static_shape
 
 
@@ -157,64 +156,6 @@ def input_dependent(model: onnx.ModelProto) -> set[int]:
             nodes.add(k)
             live.update(o for o in n.output if o)
     return nodes
-
-
-@dataclass(frozen=True)
-class ChannelAxis:
-    """Which axis of a 4-D tensor holds the channels, and the graph evidence for it."""
-
-    axis: int
-    reason: str
-
-
-def channel_axis(model: onnx.ModelProto, tensor: str, input_axis: int) -> ChannelAxis:
-    """The channel axis of `tensor`, decided from the graph rather than from the input's layout.
-
-    Walks back from `tensor` through layout-preserving ops (activations, element-wise arithmetic,
-    Concat, Pad, Resize, ...) composing every Transpose on the way, until it reaches an op whose
-    output is channel-first by the ONNX specification (Conv, pooling, BatchNormalization, ...) or
-    the graph input (whose channel axis is `input_axis`, from the preprocessing layout). A TFLite
-    or Keras model converted by tf2onnx takes NHWC input, transposes it, and runs its convolutions
-    channel-first, so its encoder tensor is usually NCHW although its input is NHWC. When the walk
-    meets an op that rearranges axes (Reshape, Squeeze, MatMul, reductions, ...) nothing can be
-    concluded and the ONNX convention (axis 1) is assumed, and said so in `reason`.
-    """
-    producers = {o: n for n in model.graph.node for o in n.output if o}
-    consts = {i.name for i in model.graph.initializer}
-    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    source = graph_input(model).name
-    perms: list[list[int]] = []  # Transposes met, from `tensor` back towards the input
-    t = tensor
-    for _ in range(len(model.graph.node) + 1):
-        if t == source:
-            axis, reason = input_axis, f"graph input {source!r} (preprocessing layout)"
-            break
-        node = producers.get(t)
-        if node is None:
-            return ChannelAxis(1, f"tensor {t!r} has no producer: ONNX's channel-first convention")
-        if node.op_type in CHANNEL_FIRST:
-            axis, reason = 1, f"{node.op_type} {node.name or node.output[0]!r} (channel-first)"
-            break
-        if node.op_type in REARRANGING:
-            return ChannelAxis(
-                1, f"{node.op_type} {node.name or node.output[0]!r} rearranges axes: "
-                "ONNX's channel-first convention assumed"
-            )
-        if node.op_type == "Transpose":
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [3, 2, 1, 0])
-            perms.append(perm)
-        data = [i for i in node.input if i and i not in consts]
-        if not data:
-            return ChannelAxis(1, f"{node.op_type} {node.name!r} has only constant inputs")
-        t = data[0]
-    else:  # a cycle would be a malformed graph
-        return ChannelAxis(1, "no producer chain to the input: ONNX's channel-first convention")
-    for perm in reversed(perms):  # forward from the determining op to `tensor`
-        if len(perm) != 4 or axis not in perm:
-            return ChannelAxis(1, f"a non 4-D Transpose {perm}: ONNX's channel-first convention")
-        axis = perm.index(axis)
-    via = f" and {len(perms)} Transpose(s)" if perms else ""
-    return ChannelAxis(axis, f"from {reason}{via}")
 
 
 def resolve_encoder(model: onnx.ModelProto, name: str | None) -> str:

@@ -1,8 +1,9 @@
 """Source encoders as the space stores them, run batched on onnxruntime.
 
 A source is rebuilt from its record in the space: the ONNX file at ``onnx_path`` (its sha256 must
-still be ``onnx_sha256``), truncated at ``encoder_tensor``, fixed up as at `add` time, fed through
-its recorded preprocessing. Nothing is converted to torch: measured transfer needs only forwards.
+still be ``onnx_sha256``) through `encoder.load_encoder` with its recorded encoder tensor and
+preprocessing, exactly as `add` built it (truncation, layout, fix-ups). Nothing is converted to
+torch: measured transfer needs only forwards.
 """
 
 from __future__ import annotations
@@ -15,22 +16,20 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..encoder import make_preprocessing
+from ..encoder import Encoder, load_encoder
 from ..errors import OnnxAttrError
 from ..onnxgraph import graph as onnx_graph
-from ..onnxgraph.fixups import SINGLE_IMAGE, fix_up
+from ..onnxgraph.fixups import SINGLE_IMAGE
 from ..preprocess import Preprocessing
 from ..space import ModelSpace
 
 
 @dataclass
 class EncoderRunner:
-    """A truncated, fixed-up encoder on onnxruntime with its preprocessing."""
+    """An encoder as `add` builds it (`encoder.load_encoder`), run on onnxruntime."""
 
     name: str
-    model: onnx.ModelProto
-    pre: Preprocessing
-    single_image: bool = False
+    encoder: Encoder
 
     @classmethod
     def from_file(
@@ -39,24 +38,19 @@ class EncoderRunner:
         node: str | None,
         preprocessing: Preprocessing | dict[str, Any] | None = None,
     ) -> EncoderRunner:
-        full = onnx_graph.load(path)
-        tensor = onnx_graph.resolve_encoder(full, node)
-        return cls._build(Path(path).stem, onnx_graph.truncate(full, tensor), preprocessing)
+        return cls(Path(path).stem, load_encoder(path, node, preprocessing))
 
-    @classmethod
-    def _build(
-        cls,
-        name: str,
-        encoder: onnx.ModelProto,
-        preprocessing: Preprocessing | dict[str, Any] | None,
-    ) -> EncoderRunner:
-        shape = onnx_graph.static_shape(onnx_graph.graph_input(encoder))
-        pre = make_preprocessing(shape, preprocessing)
-        fixed, notes = fix_up(encoder, list(pre.input_shape(1)))
-        return cls(name, fixed, pre, any(f.code == SINGLE_IMAGE for f in notes))
+    @property
+    def model(self) -> onnx.ModelProto:
+        return self.encoder.model
+
+    @property
+    def pre(self) -> Preprocessing:
+        return self.encoder.preprocessing
 
     def run(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Encoder outputs for (N, S, S, 3) uint8 images; 4-D outputs as (N, C, H, W)."""
+        """Encoder outputs for (N, S, S, 3) uint8 images; 4-D outputs channel-first (N, C, H, W),
+        their channels found where the graph puts them (`encoder.channel_axis`, as features do)."""
         import onnxruntime as ort
 
         from ..onnxgraph.convert import quiet_session_options
@@ -73,27 +67,16 @@ class EncoderRunner:
                 f"{' '.join(str(exc).split())[:300]}"
             ) from None
         inp = sess.get_inputs()[0].name
-        bs = 1 if self.single_image else batch_size
+        single = any(f.code == SINGLE_IMAGE for f in self.encoder.fixups)
+        bs = 1 if single else batch_size
         outs = []
         for k in range(0, len(images), bs):
             x = self.pre.apply(images[k : k + bs]).numpy()
             outs.append(sess.run(None, {inp: x})[0])
         out = np.concatenate(outs).astype(np.float32)
-        if out.ndim == 4 and channels_last(out.shape, self.pre):
-            out = out.transpose(0, 3, 1, 2)
+        if out.ndim == 4:
+            out = np.moveaxis(out, self.encoder.channel_axis.axis, 1)
         return np.ascontiguousarray(out)
-
-
-def channels_last(shape: tuple[int, ...], pre: Preprocessing) -> bool:
-    """Whether a 4-D encoder output is (N, H, W, C): the two spatial dims are the equal pair for a
-    square input (tf2onnx may move an NHWC model's inner tensors to NCHW); else the input layout."""
-    _, a, b, c = shape
-    if pre.input_size[0] == pre.input_size[1]:
-        if a == b != c:
-            return True
-        if b == c != a:
-            return False
-    return pre.layout == "nhwc"
 
 
 @dataclass
@@ -139,8 +122,8 @@ def load_sources(space: str | Path, names: list[str] | None = None) -> list[Spac
             if isinstance(attrs.get("preprocessing"), str)
             else attrs.get("preprocessing")
         )
-        encoder = onnx_graph.truncate(full, str(attrs["encoder_tensor"]))
-        runner = EncoderRunner._build(name, encoder, Preprocessing.from_dict(pre))
+        encoder = load_encoder(full, str(attrs["encoder_tensor"]), Preprocessing.from_dict(pre))
+        runner = EncoderRunner(name, encoder)
         out.append(SpaceSource(name, str(attrs["uid"]), path, runner))
     return out
 
