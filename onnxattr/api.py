@@ -103,6 +103,7 @@ def add(
     memory_mb: int | None = DEFAULT_MEMORY_MB,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    fast: bool = True,
 ) -> AddResult:
     """Truncate the ONNX ``model`` at ``encoder_node``, fix it up, convert and verify it against
     onnxruntime, attribute every probe image with ``methods`` and store the maps in ``space``.
@@ -112,7 +113,8 @@ def add(
     unset fields come from the model's input shape. ``method_params`` (per method) override
     ``epsilon``/``lrp_preset``/``lrp_rules``. ``map_size``/``storage``: how maps are stored (side,
     dtype); ``memory_mb``: the budget the batch size (at most ``batch_size``) is chosen to fit
-    (``None``: ``batch_size`` as given).
+    (``None``: ``batch_size`` as given). ``fast``: BN folded and channels-last where the maps equal
+    the exact path's on the first batch (else it falls back and says so); False: the net as converted.
     """
     from .pipeline import DEFAULT_METHODS, add_model
 
@@ -127,7 +129,7 @@ def add(
         preprocessing=dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing,
         methods=methods, method_params=params, batch_size=batch_size, device=device, rtol=rtol,
         overwrite=overwrite, metadata=dict(metadata or {}), progress=progress, log=log,
-        map_size=map_size, memory_mb=memory_mb,
+        map_size=map_size, memory_mb=memory_mb, fast=fast,
         **({"storage": storage} if storage is not None else {}),
     )
 

@@ -301,7 +301,7 @@ def compute_model(
         out_shape[:] = o.shape[1:]
         features.append(pool_features(o, axis.axis).cpu())
 
-    execution = ExecutionPath(net, "exact", reason="asked for (exact)" if not fast else
+    execution = ExecutionPath(net, "exact", reason="asked for (--exact, fast=False)" if not fast else
                               "all probe images fit in the first batch, which runs exact")
 
     def run(start: int, stop: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

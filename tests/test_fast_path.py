@@ -144,3 +144,22 @@ def test_add_uses_fast_path_reports_fallback_and_exact(tmp_path, monkeypatch):
     assert any(line.startswith("exact path: the fast path's maps differ") for line in logs)
     rec = stored_execution(space, "fallback")
     assert rec["path"] == "exact" and "fell back" in rec["reason"]
+
+
+def test_cli_exact_and_fast(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    path = export(randomize_bn(BNNet(), seed=1), tmp_path / "bn.onnx", (1, 3, 16, 16), keep_bn=True)
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(random_probe(n=3, size=16))
+    common = ["add", str(path), "--space", str(space), "--preset", "imagenet", "--batch-size", "2",
+              "--methods", "grad_input"]
+    r = CliRunner().invoke(app, [*common, "--name", "e", "--exact"])
+    assert r.exit_code == 0, r.output
+    assert "exact path: asked for (--exact, fast=False)" in r.output
+    assert stored_execution(space, "e")["path"] == "exact"
+    r = CliRunner().invoke(app, [*common, "--name", "f"])
+    assert r.exit_code == 0, r.output
+    assert "fast path (" in r.output and stored_execution(space, "f")["path"] == "fast"

@@ -154,6 +154,12 @@ def add(
         int,
         typer.Option(help="Memory budget; the batch size (≤ --batch-size) is chosen to fit it."),
     ] = DEFAULT_MEMORY_MB,
+    fast: Annotated[
+        bool,
+        typer.Option("--fast/--exact", help="--fast: BN folded into convs, channels-last, kept "
+                     "only where its maps equal the exact path's on the first batch (else it "
+                     "falls back and says so); --exact: the converted net as is."),
+    ] = True,
     map_dtype: Annotated[
         str, typer.Option(help="float16 (maps scaled per image) | float32 (lossless).")
     ] = "float16",
@@ -238,7 +244,7 @@ def add(
             )
         _add_manifest(model, space, workers, address, overwrite, storage, dict(
             methods=method_list, method_params=params, batch_size=batch_size, device=device,
-            rtol=rtol, map_size=map_size, memory_mb=memory_mb))
+            rtol=rtol, map_size=map_size, memory_mb=memory_mb, fast=fast))
         return
     if workers is not None or address is not None:
         raise OnnxAttrError("--workers and --address apply to a manifest of models, not one model")
@@ -260,6 +266,7 @@ def add(
         map_size=map_size,
         memory_mb=memory_mb,
         storage=storage,
+        fast=fast,
     )
     if save_preprocessing:
         from ..space import ModelSpace
