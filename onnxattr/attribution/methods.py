@@ -12,7 +12,7 @@ from torch import nn
 from ..onnxgraph.convert import TorchNet
 from ..optypes import ELRP_NONLINEARITIES
 from .base import AttributionMethod, register_method
-from .patching import swapped, with_gradient
+from .patching import swapped
 
 
 @register_method
@@ -35,6 +35,22 @@ class GradientInput(AttributionMethod):
         return x * grad
 
 
+class _Ratio(torch.autograd.Function):
+    """Forward y; backward sends grad · y / (z + ε·sign z) to z, computed only then (as four
+    element-wise ops at forward time it made elrp 1.5× grad_input on ResNet-50)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.eps = eps
+        ctx.save_for_backward(z, y)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        z, y = ctx.saved_tensors
+        return grad * (y / (z + torch.where(z >= 0, ctx.eps, -ctx.eps))), None, None
+
+
 class _RatioGradient(nn.Module):
     """f(z) forward; backward uses f(z) / (z + ε·sign(z)) in place of f'(z), sign(0) = +1."""
 
@@ -44,9 +60,9 @@ class _RatioGradient(nn.Module):
         self.eps = eps
 
     def forward(self, z: torch.Tensor, *rest: Any) -> torch.Tensor:
-        y = self.inner(z, *rest)
-        sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-        return with_gradient(y, z, y / (z + self.eps * sign))
+        with torch.no_grad():
+            y = self.inner(z, *rest)
+        return _Ratio.apply(z, y, self.eps) if z.requires_grad else y
 
 
 @register_method

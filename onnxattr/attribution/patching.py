@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
-import torch
 from torch import nn
 
 
@@ -26,8 +25,3 @@ def swapped(root: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator[
             parent_name, _, attr = target.rpartition(".")
             parent = root.get_submodule(parent_name) if parent_name else root
             setattr(parent, attr, old)
-
-
-def with_gradient(value: torch.Tensor, z: torch.Tensor, local_grad: torch.Tensor) -> torch.Tensor:
-    """Forward `value` exactly; backward multiplies the incoming gradient by `local_grad` into `z`."""
-    return value.detach() + (z - z.detach()) * local_grad.detach()
