@@ -2,7 +2,9 @@
 
 Each manifest row becomes one task that converts, verifies and attributes its model on the probe
 set (sent once to the object store) and returns the encoded maps; the calling process is the only
-writer of the space and commits each model as it arrives, all or nothing, exactly as `add` does.
+writer of the space and commits each model as it arrives through `store.store_model`, exactly as
+`add` does: all or nothing, its maps kept in a pending file when the space cannot take them now,
+and stored from there without recomputing on a rerun.
 A model that fails is reported with its error and the others go on; models already in the space
 are skipped, so a rerun after a failure or an interruption does only what is missing.
 
@@ -24,6 +26,7 @@ from typing import Any
 from ._compat import tomllib
 from .errors import OnnxAttrError
 from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, check_name
+from .store import check_map_size, load_or_build_probe, store_model, store_pending, work_key
 
 MANIFEST_SUFFIXES = (".toml", ".json", ".csv")
 _FIELDS = ("path", "encoder_node", "name", "preset", "preprocessing", "framework", "task")
@@ -173,7 +176,7 @@ def add_many(
     how many tasks run at once.
     """
     from .device import resolve_device
-    from .pipeline import _check_map_size, load_or_build_probe
+    from .pipeline import DEFAULT_METHODS
 
     t0 = time.perf_counter()
     options["device"] = str(resolve_device(options.get("device", "cpu")))
@@ -189,23 +192,23 @@ def add_many(
     if not todo:
         result.seconds = time.perf_counter() - t0
         return result
-    options["map_size"] = _check_map_size(sp, options.get("map_size"))
+    options["map_size"] = check_map_size(sp, options.get("map_size"))
     probe, had_probe = load_or_build_probe(sp, log)
     options["map_size"] = options["map_size"] or probe.size
     options["storage"] = storage
     if not had_probe:
         sp.write_probe(probe)
 
+    keys = {
+        e.name: work_key(e.path, e.encoder_node, e.spec(), options.get("methods", DEFAULT_METHODS),
+                         options.get("method_params"), options["map_size"], storage,
+                         sp.probe_digest()) if e.path.is_file() else ""
+        for e in todo
+    }
+
     def commit(name: str, computed: Any) -> None:
-        sp.add_encoded(
-            name,
-            computed.maps,
-            computed.features,
-            computed.attrs,
-            overwrite=overwrite,
-            storage=storage,
-            sketches=computed.sketches,
-        )
+        store_model(sp, name, computed, key=keys[name], probe=None, overwrite=overwrite,
+                    storage=storage)
         result.added[name] = computed.result.seconds
 
     def fail(name: str, exc: BaseException) -> None:
@@ -219,16 +222,28 @@ def add_many(
             f"{len(todo) - len(result.added) - len(result.failed) - running} waiting]"
         )
 
+    run = []
+    for e in todo:  # maps an earlier run computed but could not store are stored, not recomputed
+        try:
+            kept = store_pending(sp, e.name, keys[e.name], overwrite=overwrite, storage=storage,
+                                 say=log)
+        except OnnxAttrError as exc:
+            fail(e.name, exc)
+            continue
+        if kept is None:
+            run.append(e)
+        else:
+            result.added[e.name] = 0.0
     use_ray = workers != 0 and _ray_available(address)
     if not use_ray:
         result.workers = 1
-        for i, e in enumerate(todo):
+        for i, e in enumerate(run):
             log(f"{status(1)} adding {e.name}")
             try:
                 commit(e.name, _compute(e, probe, options))
             except Exception as exc:  # noqa: BLE001  (reported; the other models go on)
                 fail(e.name, exc)
-            if i == len(todo) - 1:
+            if i == len(run) - 1:
                 log(status(0))
         result.seconds = time.perf_counter() - t0
         return result
@@ -245,7 +260,7 @@ def add_many(
         log(f"Ray: {result.nodes} node(s), {result.workers} parallel task(s)")
         remote = ray.remote(max_retries=0, **per_task)(_compute)
         probe_ref = ray.put(probe)
-        pending = {remote.remote(e, probe_ref, options): e.name for e in todo}
+        pending = {remote.remote(e, probe_ref, options): e.name for e in run}
         log(status(min(len(pending), result.workers)))
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -1,19 +1,19 @@
 """The `add` pipeline: ONNX file -> truncated, fixed-up, converted, verified encoder -> maps in the space.
 
-Everything is computed before the space is touched, so a failure leaves it as it was.
+`add` in three parts: compute (here: `compute_model`, encoder -> maps and features, the space
+untouched, what a worker runs), store (`store.store_model`, the one way a model is committed) and
+many models (`cluster.add_many`). `add_model` is compute then store, so a failure leaves the space
+as it was.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
-import json
 import platform
 import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +29,25 @@ from .errors import OnnxAttrError, OnnxAttrWarning
 from .features import feature_pooling_record, pool_features
 from .memory import DEFAULT_MEMORY_MB, MB, PeakMeter, batch_for_budget, budget_bytes
 from .onnxgraph.convert import ort_providers, to_torch, verify
-from .onnxgraph.fixups import SINGLE_IMAGE, Fix
+from .onnxgraph.fixups import SINGLE_IMAGE
 from .preprocess import Preprocessing
-from .probe import ProbeSet, build_probe, embedded_mismatch
+from .probe import ProbeSet
 from .progress import Stopwatch, track
 from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, check_name
+from .store import (
+    AddResult,
+    ComputedModel,
+    check_map_size,
+    load_or_build_probe,
+    store_model,
+    store_pending,
+    work_key,
+)
 
 DEFAULT_METHODS = ("saliency", "grad_input", "elrp")
 #: images in the first batch, on which the per-image memory cost is measured
 PROBE_BATCH = 2
 _LIBRARIES = ("onnxattr", "onnx", "onnxruntime", "onnx2torch", "torch", "numpy", "h5py")
-
-
-@dataclass
-class AddResult:
-    """What `add` did: shown to the user and stored with the model."""
-
-    name: str
-    encoder_tensor: str
-    verify_rel_err: float
-    fixups: list[Fix]
-    seconds: float
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def library_versions() -> dict[str, str]:
@@ -83,17 +80,6 @@ def normalisation_unspecified(spec: Preprocessing | dict[str, Any] | None) -> bo
     if isinstance(spec, Preprocessing):
         return False
     return not any((spec or {}).get(k) is not None for k in ("preset", "scale", "mean", "std"))
-
-
-@dataclass
-class ComputedModel:
-    """One model's encoded maps, features and metadata, ready for `ModelSpace.add_encoded`."""
-
-    maps: dict[str, tuple[np.ndarray, np.ndarray | None]]
-    features: np.ndarray
-    attrs: dict[str, Any]
-    result: AddResult
-    sketches: dict[str, np.ndarray] = field(default_factory=dict)  # analysis.sketch, per method
 
 
 def add_model(
@@ -133,22 +119,13 @@ def add_model(
     if not overwrite and space_obj.has_model(name):
         raise OnnxAttrError(f"model {name!r} is already in {space}; pass `overwrite=True` or another `name`")
     device = resolve_device(device)
-    map_size = _check_map_size(space_obj, map_size)
+    map_size = check_map_size(space_obj, map_size)
     key = work_key(model_path, encoder_node, preprocessing, methods, method_params, map_size,
                    storage, space_obj.probe_digest()) if model_path.is_file() else ""
-    kept = space_obj.take_pending(name, key) if key else None
+    kept = store_pending(space_obj, name, key, overwrite=overwrite, storage=storage, say=say)
     if kept is not None:
-        encoded, features, attrs, sketches = kept
-        say(f"storing the maps an earlier add computed but could not store "
-            f"({space_obj.pending_path(name)}); nothing is recomputed")
-        probe, had_probe = (None, True) if space_obj.has_probe() else load_or_build_probe(
-            space_obj, say)
-        result = AddResult(name, attrs["encoder_tensor"], float(attrs["verify_rel_err"]),
-                           [Fix(**f) for f in attrs["fixups"]], 0.0, dict(attrs["methods"]))
-        _store(space_obj, name, ComputedModel(encoded, features, attrs, result, sketches), key=key,
-               probe=None if had_probe else probe, overwrite=overwrite, storage=storage)
-        result.seconds = time.perf_counter() - t0
-        return result
+        kept.seconds = time.perf_counter() - t0
+        return kept
     loaded: list[tuple[ProbeSet, bool]] = []
 
     def probe_once() -> ProbeSet:  # read (or built) once the model has loaded and been fixed up
@@ -162,69 +139,10 @@ def add_model(
         map_size=map_size, storage=storage, memory_mb=memory_mb, fast=fast,
     )
     probe, had_probe = loaded[0]
-    _store(space_obj, name, computed, key=key, probe=None if had_probe else probe,
-           overwrite=overwrite, storage=storage)
+    store_model(space_obj, name, computed, key=key, probe=None if had_probe else probe,
+                overwrite=overwrite, storage=storage)
     computed.result.seconds = time.perf_counter() - t0
     return computed.result
-
-
-def work_key(model_path: Path, *inputs: Any) -> str:
-    """What the maps depend on (the model file's bytes, every option, the probe digest): maps
-    kept by a failed write are reused only for the same work."""
-    h = hashlib.sha256()
-    with model_path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    spec = [h.hexdigest(), *(i.to_dict() if isinstance(i, Preprocessing) else i for i in inputs)]
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=repr).encode()).hexdigest()
-
-
-def _store(space: ModelSpace, name: str, computed: ComputedModel, *, key: str,
-           probe: ProbeSet | None, overwrite: bool, storage: MapStorage) -> None:
-    """Write the model (and the probe set of a new space); when the space cannot take it now
-    (busy past the lock timeout, read-only, a failing disk), keep the computed maps beside it so
-    that rerunning the same command stores them without recomputing."""
-    try:
-        if probe is not None:
-            space.write_probe(probe)
-        space.add_encoded(name, computed.maps, computed.features, computed.attrs,
-                          overwrite=overwrite, storage=storage, sketches=computed.sketches)
-    except (OnnxAttrError, OSError) as exc:
-        kept = space.keep_pending(name, key, computed.maps, computed.features, computed.attrs,
-                                  computed.sketches)
-        if kept is None:
-            raise
-        raise OnnxAttrError(f"{exc} — the computed maps are kept in {kept}: rerun the same "
-                            "command to store them without recomputing") from None
-    space.drop_pending(name)
-
-
-def _check_map_size(space: ModelSpace, map_size: int | None) -> int | None:
-    """The map size to use: the one asked for, which must match the space's, else the space's."""
-    if map_size is not None and map_size < 1:
-        raise OnnxAttrError("`map_size` must be at least 1 pixel")
-    stored = space.map_size()
-    if map_size is not None and stored is not None and map_size != stored:
-        raise OnnxAttrError(
-            f"{space.path} stores maps of {stored}x{stored}; maps of another size do not "
-            f"compare: pass `map_size={stored}` or use a new `space`"
-        )
-    return map_size or stored
-
-
-def load_or_build_probe(space: ModelSpace, say: Callable[[str], None]) -> tuple[ProbeSet, bool]:
-    """The space's probe set, or the embedded default for an empty space (written with the
-    first model); the flag says whether the space had one."""
-    if space.has_probe():
-        probe = space.read_probe()
-        if note := embedded_mismatch(probe):
-            warnings.warn(note, OnnxAttrWarning, stacklevel=2)
-        return probe, True
-    if space.path.exists() and space.models():
-        raise OnnxAttrError(f"{space.path} holds models but no probe set (damaged or edited); "
-                            f"`onnxattr check {space.path}`")
-    say("no probe set in the space: building the embedded default")
-    return build_probe(None, size=224, seed=0), False
 
 
 def compute_model(

@@ -115,6 +115,29 @@ def test_sequential_manifest_add_reports_failure_and_rerun_skips(shelf, tmp_path
     assert sorted(again.skipped) == ["second", "vgg0", "vgg2"] and list(again.failed) == ["broken"]
 
 
+def test_manifest_add_commits_through_the_pending_file_path(shelf, tmp_path, monkeypatch):
+    """A busy space keeps each computed model in its pending file (as `add` does); the rerun
+    stores them from there without computing anything."""
+    space = _space(tmp_path)
+    entries = [e for e in read_manifest(shelf / "models.toml") if e.name != "broken"]
+    real = ModelSpace.add_encoded
+
+    def busy(self, *a, **k):
+        raise OnnxAttrError(f"{self.path} is still in use by another onnxattr process after 1 s")
+
+    monkeypatch.setattr(ModelSpace, "add_encoded", busy)
+    res = add_many(space, entries, workers=0, methods=["saliency"], log=lambda _: None,
+                   storage=EXACT)
+    assert not res.added and all("computed maps are kept" in m for m in res.failed.values())
+    assert all(ModelSpace(space).pending_path(e.name).exists() for e in entries)
+    monkeypatch.setattr(ModelSpace, "add_encoded", real)
+    monkeypatch.setattr("onnxattr.cluster._compute", lambda *a: pytest.fail("recomputed"))
+    again = add_many(space, entries, workers=0, methods=["saliency"], log=lambda _: None,
+                     storage=EXACT)
+    assert sorted(again.added) == ["second", "vgg0", "vgg2"] and not again.failed
+    assert not any(ModelSpace(space).pending_path(e.name).exists() for e in entries)
+
+
 def test_cli_manifest(shelf, tmp_path):
     space = _space(tmp_path)
     r = CliRunner().invoke(
