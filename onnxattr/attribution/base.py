@@ -17,26 +17,23 @@ import torch
 
 from ..errors import OnnxAttrError
 from ..onnxgraph.convert import TorchNet
+from ..registry import Registry
 
-METHODS: dict[str, type[AttributionMethod]] = {}
+#: Every attribution method by name.
+METHODS: Registry[type[AttributionMethod]] = Registry("attribution method")
 
 
 def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
     """Class decorator: make a method available by its `name` everywhere a method is accepted."""
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.register(cls)
 
 
 def list_methods() -> list[str]:
-    return sorted(METHODS)
+    return METHODS.list()
 
 
 def get_method(name: str, **params: Any) -> AttributionMethod:
-    if name not in METHODS:
-        raise OnnxAttrError(
-            f"unknown attribution method {name!r}; available: {', '.join(list_methods())}"
-        )
-    return METHODS[name](**params)
+    return METHODS.get(name)(**params)
 
 
 def with_defaults(what: str, defaults: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 from .._compat import tomllib
 from ..errors import OnnxAttrError
 from ..optypes import BY_POSITION, LINEAR_OPS, LRP_PASS
+from ..registry import Registry
 from .rules import Rule, make_rule
 
 SPECIAL = ("first", "input", "default")
@@ -38,7 +39,7 @@ class Preset:
 
 
 #: Every rule preset by name (`--lrp-preset`), in registration order.
-PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("LRP preset")
 
 
 def register_preset(name: str, *, epsilon: float, summary: str
@@ -48,7 +49,7 @@ def register_preset(name: str, *, epsilon: float, summary: str
     built-in preset shares)."""
 
     def decorate(build: Callable[[float], dict[str, Any]]) -> Callable[[float], dict[str, Any]]:
-        PRESETS[name] = Preset(build, epsilon, summary)
+        PRESETS.add(name, Preset(build, epsilon, summary))
         return build
 
     return decorate
@@ -196,9 +197,7 @@ def build_table(
     overrides: str | Path | Mapping[str, Any] | None = None,
 ) -> RuleTable:
     """The table of a named preset (ε defaulting to the preset's), with optional overrides."""
-    if preset not in PRESETS:
-        raise OnnxAttrError(f"unknown LRP preset {preset!r}; presets: {', '.join(PRESETS)}")
-    p = PRESETS[preset]
+    p = PRESETS.get(preset)
     table = RuleTable.from_mapping(
         p.build(p.epsilon if epsilon is None else float(epsilon)), preset
     )

@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from ..errors import OnnxAttrError
 from ..optypes import LINEAR, MULTIPLICATIVE
+from ..registry import Registry
 from .base import with_defaults
 
 
@@ -180,14 +181,13 @@ class RuleModule(nn.Module):
 
 
 #: Every LRP rule by name; rule tables and overrides name them.
-RULES: dict[str, type[Rule]] = {}
+RULES: Registry[type[Rule]] = Registry("LRP rule")
 
 
 def register_rule(cls: type[Rule]) -> type[Rule]:
     """Class decorator: make a :class:`Rule` subclass available by its ``name`` in rule tables,
     presets and overrides (``Conv = "myrule"``)."""
-    RULES[cls.name] = cls
-    return cls
+    return RULES.register(cls)
 
 
 def epsilon_forward(
@@ -501,8 +501,6 @@ def make_rule(spec: Rule | str | dict[str, Any]) -> Rule:
     else:
         raise OnnxAttrError(
             f"cannot read LRP rule {spec!r}: give a rule name or a table with key 'rule' "
-            f"(rules: {', '.join(sorted(RULES))})"
+            f"(rules: {', '.join(RULES.list())})"
         )
-    if name not in RULES:
-        raise OnnxAttrError(f"unknown LRP rule {name!r}; rules: {', '.join(sorted(RULES))}")
-    return RULES[name](**params)
+    return RULES.get(name)(**params)

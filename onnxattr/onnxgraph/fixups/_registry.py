@@ -10,6 +10,7 @@ import onnx
 from onnx import helper
 
 from ...errors import OnnxAttrError
+from ...registry import Registry
 from ..graph import real_inputs
 
 #: The code of a graph that only runs one image at a time; the pipeline then uses batch size 1.
@@ -48,14 +49,14 @@ class FixupPass:
 
 
 #: Every registered pass by name; :func:`fix_up` runs them sorted by ``order``.
-FIXUPS: dict[str, FixupPass] = {}
+FIXUPS: Registry[FixupPass] = Registry("fix-up")
 
 
 def register_fixup(name: str, *, order: float, description: str) -> Callable[[FixupFn], FixupFn]:
     """Decorator: run ``fn(model, dims)`` in :func:`fix_up` at position ``order`` (see above)."""
 
     def decorate(fn: FixupFn) -> FixupFn:
-        FIXUPS[name] = FixupPass(name, order, description, fn)
+        FIXUPS.add(name, FixupPass(name, order, description, fn))
         return fn
 
     return decorate
