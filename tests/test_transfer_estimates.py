@@ -262,9 +262,13 @@ def test_quantise():
         E.quantise(np.ones(10))
 
 
-def test_unknown_estimate():
+def test_unknown_estimate_and_one_class():
     with pytest.raises(OnnxAttrError, match="unknown estimate 'logmee'; estimates: logme"):
         E.get_estimate("logmee")
+    x = np.random.default_rng(8).normal(size=(20, 3))
+    for name in E.ESTIMATES:
+        with pytest.raises(OnnxAttrError, match="single class"):
+            E.score(name, x, np.zeros(20, dtype=np.int64), "image_cls")
 
 
 # ------------------------------------------------------------------------------------ CLI

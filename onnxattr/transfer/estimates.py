@@ -177,11 +177,10 @@ def quantise(y: np.ndarray, bins: int = BINS, seed: int = 0) -> np.ndarray:
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
     """Cluster ids of k-means (k-means++ start, Lloyd iterations), seeded."""
     centres = _kmeanspp(x, k, np.random.default_rng(seed))
-    ids = np.zeros(len(x), dtype=int)
+    ids = None
     for _ in range(iters):
-        d = ((x[:, None, :] - centres[None]) ** 2).sum(2)
-        new = d.argmin(1)
-        if _ and (new == ids).all():
+        new = ((x[:, None, :] - centres[None]) ** 2).sum(2).argmin(1)
+        if ids is not None and (new == ids).all():
             break
         ids = new
         for c in range(len(centres)):
