@@ -48,7 +48,7 @@ __version__: str = _version()
 #: Public name -> the module that defines it (imported on first access).
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
-        ("build_probe", "add", "models", "methods", "estimators", "affinity",
+        ("build_probe", "add", "models", "methods", "estimators", "default_estimator", "affinity",
          "distances", "rank", "Neighbour", "evaluate", "report", "method_parameters"),
         "onnxattr.api",
     ),

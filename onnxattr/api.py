@@ -157,9 +157,26 @@ def estimators(space: SpaceLike | None = None) -> list[str]:
     return with_default(_path(space), available_estimators(_path(space)))
 
 
+def default_estimator(space: SpaceLike) -> str:
+    """The estimator used where none is named: :data:`~onnxattr.analysis.selection.DEFAULT_ESTIMATOR`
+    when ``space`` has what its parts read, else an error naming the space's estimators."""
+    from .analysis.estimators import available_estimators
+    from .analysis.selection import DEFAULT_ESTIMATOR, with_default
+    from .errors import OnnxAttrError
+
+    names = available_estimators(_path(space))
+    if DEFAULT_ESTIMATOR in with_default(_path(space), names):
+        return DEFAULT_ESTIMATOR
+    raise OnnxAttrError(
+        f"{_path(space)} lacks what the default estimator {DEFAULT_ESTIMATOR} reads (saliency maps "
+        f"and features in at least two models); name one with `estimator=NAME`, available: "
+        f"{', '.join(names) or '(none: add models)'}"
+    )
+
+
 def affinity(
     space: SpaceLike,
-    estimator: str,
+    estimator: str | None = None,
     models: Sequence[str] | None = None,
     *,
     use_cache: bool = True,
@@ -168,51 +185,50 @@ def affinity(
     **params: Any,
 ) -> LabelledMatrix:
     """Model × model affinity (higher = more similar) of ``estimator`` ("elrp", "cka",
-    "depara:saliency", ...; :func:`estimators` lists them); ``params`` are estimator parameters
+    "depara:saliency", ...; :func:`estimators` lists them; ``None``: :func:`default_estimator`);
+    ``params`` are estimator parameters
     (``lam``, ``svcca_keep``, ...). Pairs already computed are read from the space's cache."""
     from .analysis.distances import DEFAULT_MEMORY_BYTES
     from .analysis.estimators import compute_affinity
 
+    estimator = estimator or default_estimator(space)
     matrix, _ = compute_affinity(_path(space), estimator, models, use_cache=use_cache,
                                  memory_bytes=memory_bytes or DEFAULT_MEMORY_BYTES,
                                  progress=progress, **params)
     return matrix
 
 
-def distances(space: SpaceLike, estimator: str, models: Sequence[str] | None = None,
+def distances(space: SpaceLike, estimator: str | None = None, models: Sequence[str] | None = None,
               **kwargs: Any) -> LabelledMatrix:
-    """The paper's distance d = Np / Σk cos (for map estimators; max - affinity for others)."""
+    """The paper's distance d = Np / Σk cos, capped at 100; an estimator without one (a
+    combination, a ``+hub``/``+csls`` affinity: :func:`~onnxattr.analysis.distances.has_distance`)
+    is an error: use :func:`affinity`."""
     return affinity(space, estimator, models, **kwargs).distance()
 
 
 @dataclass(frozen=True)
 class Neighbour:
-    """A source model in a ranking: its name, distance and affinity to the target."""
+    """A source model in a ranking: its name, distance (None where the estimator has none) and
+    affinity to the target."""
 
     name: str
-    distance: float
+    distance: float | None
     affinity: float
 
 
 def rank(source: SpaceLike | LabelledMatrix, target: str, estimator: str | None = None, *,
          top: int = 0, **params: Any) -> list[Neighbour]:
     """Source models for ``target``, closest first (``top`` > 0: only the first ``top``), from a
-    matrix or from ``estimator`` on a space."""
+    matrix or from ``estimator`` on a space (``None``: :func:`default_estimator`)."""
     from .analysis.distances import LabelledMatrix, ranking
-    from .errors import OnnxAttrError
 
-    if isinstance(source, LabelledMatrix):
-        matrix = source
-    elif estimator is None:
-        raise OnnxAttrError(f"rank on a space needs an estimator; available: "
-                            f"{', '.join(estimators(source)) or '(none)'}")
-    else:
-        matrix = affinity(source, estimator, **params)
-    aff, dist = matrix.affinity(), matrix.distance()
+    matrix = source if isinstance(source, LabelledMatrix) else affinity(source, estimator, **params)
+    aff = matrix.affinity()
+    dist = matrix.distance() if matrix.has_distance else None
     i = matrix.index(target)
     rows = ranking(matrix, target)
     rows = rows[:top] if top > 0 else rows
-    return [Neighbour(n, float(dist.values[i, matrix.index(n)]),
+    return [Neighbour(n, None if dist is None else float(dist.values[i, matrix.index(n)]),
                       float(aff.values[i, matrix.index(n)])) for n, _ in rows]
 
 
@@ -258,12 +274,17 @@ def report(
     **kwargs: Any,
 ) -> Path:
     """One self-contained HTML page: per estimator a heatmap, a similarity tree and the rankings;
-    with an ``oracle`` the evaluation of every estimator. ``kwargs``: ``mapping``, ``top``,
-    ``linkage``, ``use_cache``, ``progress`` and estimator parameters."""
+    with an ``oracle`` the evaluation of every estimator. ``estimators`` default to every one of
+    the space, the default estimator first. ``kwargs``: ``mapping``, ``top``, ``linkage``,
+    ``use_cache``, ``progress`` and estimator parameters."""
+    from .analysis.estimators import available_estimators
     from .analysis.report import write_report
+    from .analysis.selection import DEFAULT_ESTIMATOR, with_default
 
-    return write_report(_path(space), out, oracle, list(estimators) if estimators else None,
-                        **kwargs)
+    names = (list(estimators) if estimators
+             else with_default(_path(space), available_estimators(_path(space))))
+    names.sort(key=lambda n: n != DEFAULT_ESTIMATOR)  # stable: the default leads, the rest as listed
+    return write_report(_path(space), out, oracle, names, **kwargs)
 
 
 def explore(

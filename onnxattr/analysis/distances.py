@@ -76,15 +76,42 @@ class LabelledMatrix:
         return LabelledMatrix(self.names, distance_to_affinity(self.values), "affinity",
                               self.estimator, list(self.excluded))
 
+    @property
+    def has_distance(self) -> bool:
+        """Whether this matrix has a distance (:func:`has_distance` of its estimator)."""
+        return self.kind == "distance" or has_distance(self.estimator)
+
     def distance(self) -> LabelledMatrix:
         if self.kind == "distance":
             return self
+        if not self.has_distance:
+            raise OnnxAttrError(
+                f"{self.estimator} has no distance (d = 1/a applies to similarities such as "
+                "cosines, not to z-scores or centred affinities); use its affinities, where "
+                "higher means more similar"
+            )
         return LabelledMatrix(self.names, affinity_to_distance(self.values), "distance",
                               self.estimator, list(self.excluded))
 
     def scores(self) -> np.ndarray:
         """Higher = more similar, whatever the kind (ranks are what matter downstream)."""
         return self.values if self.kind == "affinity" else -self.values
+
+
+def has_distance(estimator: str) -> bool:
+    """Whether the paper's d = 1/a means something for ``estimator``'s affinities: it does for
+    similarities such as cosines, not for a combination (sums of z-scores) or a centred affinity
+    (``+hub``, ``+cslsK``), which are negative for most pairs (d = 1/a gave 0.83 for the top
+    source and the cap for every other). The one rule the API and the CLI both follow."""
+    from .estimators import COMBINE_PREFIX
+    from .map_compare import parse_estimator
+
+    if estimator.startswith(COMBINE_PREFIX):
+        return False
+    try:
+        return not parse_estimator(estimator).correction
+    except OnnxAttrError:  # a label parse_estimator does not read (a CSV's, "depara:x@lam1")
+        return True
 
 
 #: Affinities at or below this floor carry no measurable similarity; their distance is the cap.
@@ -241,7 +268,9 @@ def model_uids(f: h5py.File, names: Sequence[str]) -> list[str]:
 
 def space_models(f: h5py.File) -> list[str]:
     """Model names, without groups still being written by `add` (their names start with '.')."""
-    return sorted(m for m in f.get("models", {}) if not m.startswith("."))
+    from ..space import model_groups
+
+    return sorted(model_groups(f))
 
 
 def probe_digest(f: h5py.File) -> str:

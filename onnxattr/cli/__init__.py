@@ -21,6 +21,7 @@ from ._app import (
     PANEL_CHECK,
     PANEL_ZOO,
     PANELS,
+    Table,
     app,
     command,
     console,
@@ -43,5 +44,5 @@ def _load_plugins() -> None:
 
 _load_plugins()
 
-__all__ = ["PANELS", "PANEL_ANALYSE", "PANEL_BUILD", "PANEL_CHECK", "PANEL_ZOO", "PLUGIN_GROUP", "app",
+__all__ = ["PANELS", "PANEL_ANALYSE", "PANEL_BUILD", "PANEL_CHECK", "PANEL_ZOO", "PLUGIN_GROUP", "Table", "app",
            "command", "console", "warn"]

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import rich.table
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -60,6 +61,15 @@ app = typer.Typer(
 console = Console(markup=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 _debug = {"on": False}
+
+
+class Table(rich.table.Table):
+    """A rich table whose cells wrap (fold) instead of ending in '…': piped output, 80 columns
+    wide, keeps every name, number and path whole. Every command's tables are these."""
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)
 
 
 @app.callback()

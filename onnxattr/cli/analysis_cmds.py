@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ..errors import OnnxAttrError
-from ._app import PANEL_ANALYSE, command, console, warn
+from ._app import PANEL_ANALYSE, Table, command, console, warn
 
 if TYPE_CHECKING:
     from ..analysis.distances import LabelledMatrix
@@ -27,7 +26,8 @@ METHOD_HELP = ("Estimator: an attribution method stored in the space (the cosine
                "`onnxattr estimators` lists them.")
 
 Space = Annotated[Path | None, typer.Option("--space", "-s", help="Model space (HDF5).")]
-Method = Annotated[str | None, typer.Option("--method", "-m", help=METHOD_HELP)]
+Method = Annotated[str | None, typer.Option(
+    "--method", "-m", help=METHOD_HELP + " Default: the default estimator (with --space).")]
 Methods = Annotated[list[str] | None, typer.Option(
     "--method", "-m", help=METHOD_HELP + " Repeat; default: every estimator of the space.")]
 AffCsv = Annotated[Path | None, typer.Option("--affinity", help="Labelled affinity CSV.")]
@@ -81,19 +81,26 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
             ) -> LabelledMatrix:
     """The one matrix a command works on: from the space, or from a labelled CSV."""
     from ..analysis.distances import read_matrix_csv
-    from ..analysis.estimators import available_estimators, compute_affinity
+    from ..analysis.estimators import compute_affinity
 
     if sum(x is not None for x in (space, affinity, distance)) != 1:
-        raise OnnxAttrError("give exactly one of --space (with --method), --affinity or --distance")
+        raise OnnxAttrError("give exactly one of --space (with --method, or none for the default "
+                            "estimator), --affinity or --distance")
     if affinity is not None:
         return read_matrix_csv(affinity, "affinity")
     if distance is not None:
         return read_matrix_csv(distance, "distance")
     assert space is not None
-    if method is None:
-        raise OnnxAttrError(f"--method is required with --space; available: "
-                            f"{', '.join(available_estimators(space))}")
-    return compute_affinity(space, method, use_cache=not no_cache, progress=True, **params)[0]
+    return compute_affinity(space, _method(space, method), use_cache=not no_cache, progress=True,
+                            **params)[0]
+
+
+def _method(space: Path, method: str | None) -> str:
+    """-m as given, else the default estimator (an error naming the space's estimators where
+    the space lacks what it reads)."""
+    from ..api import default_estimator
+
+    return method or default_estimator(space)
 
 
 @command(name="estimators", panel=PANEL_ANALYSE)
@@ -128,7 +135,7 @@ def estimators_cmd(
 @command(panel=PANEL_ANALYSE)
 def distance(
     space: Annotated[Path, typer.Option("--space", "-s", help="Model space (HDF5).")],
-    method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP)],
+    method: Method = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("."),
     fmt: Annotated[list[str] | None, typer.Option(
         "--format", "-f", help="csv (default), npy, json; repeat for several.")] = None,
@@ -150,11 +157,11 @@ def distance(
         if f not in ("csv", "npy", "json"):
             raise OnnxAttrError(f"unknown format {f!r}; use csv, npy or json")
     subset = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    aff, stats = compute_affinity(space, method, subset, use_cache=not no_cache, **_params(param, lam),
+    aff, stats = compute_affinity(space, _method(space, method), subset, use_cache=not no_cache, **_params(param, lam),
                                   memory_bytes=memory_mb << 20, progress=True)
     stem = _file_stem(aff.estimator)
     written = []
-    kinds = [("affinity", aff)] + ([("distance", aff.distance())] if _has_distance(aff) else [])
+    kinds = [("affinity", aff)] + ([("distance", aff.distance())] if aff.has_distance else [])
     for kind, mat in kinds:
         for f in formats:
             written.append(write_matrix(mat, out / f"{stem}_{kind}.{f}"))
@@ -166,19 +173,11 @@ def distance(
                   f"computed, {stats['cached_models']} models from the cache")
     if aff.excluded:
         console.print(f"without data for {aff.estimator}: {', '.join(aff.excluded)}")
-    if not _has_distance(aff):
-        console.print("no distance file: a combination's affinities are summed z-scores, and "
-                      "d = 1/a applies to similarities such as cosines")
+    if not aff.has_distance:
+        console.print(f"no distance file: {aff.estimator}'s affinities are z-scores or centred, "
+                      "and d = 1/a applies to similarities such as cosines")
     for w in written:
         console.print(f"wrote {w}")
-
-
-def _has_distance(mat: LabelledMatrix) -> bool:
-    """Whether the paper's d = 1/a means something for this matrix: not for a combination,
-    whose affinities are sums of z-scores (negative for most pairs)."""
-    from ..analysis.estimators import COMBINE_PREFIX
-
-    return not mat.estimator.startswith(COMBINE_PREFIX)
 
 
 @command(panel=PANEL_ANALYSE)
@@ -201,15 +200,16 @@ def rank(
 
     if space is not None and target not in (names := [m.name for m in ModelSpace(space).models()]):
         raise OnnxAttrError(f"no model {target!r} in {space}; models: {', '.join(names) or 'none'}")
+    method = _method(space, method) if space is not None else method
     mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache)
     stab = None
     if space is not None and bootstrap > 0:
         from ..analysis.stability import ranking_stability
 
-        assert method is not None  # _matrix requires it with --space
+        assert method is not None
         stab = ranking_stability(space, method, n_boot=bootstrap, lam=lam)
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
-    with_distance = _has_distance(mat)
+    with_distance = mat.has_distance
     cols = ["rank", "source", *(["distance"] if with_distance else []), "affinity"]
     if stab is not None:
         cols += ["affinity 95%", "rank 95%"]
@@ -227,7 +227,7 @@ def rank(
         table.add_row(*cells)
     console.print(table)
     if stab is not None:
-        console.print(f"probe resampling ({stab.n_boot} bootstrap draws of {stab.n_images} images): "
+        console.print(f"probe resampling ({stab.resampling}): "
                       f"the top source stays first in {stab.top1_kept[i]:.0%} of draws; two "
                       f"disjoint halves of the probe set rank the sources alike at ρ = "
                       f"{stab.halves_rho[i]:.2f}")

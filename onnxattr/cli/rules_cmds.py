@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ._app import PANEL_BUILD, command, console
+from ._app import PANEL_BUILD, Table, command, console
 
 
 @command(name="rules", panel=PANEL_BUILD)

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from ..memory import DEFAULT_MEMORY_MB
-from ._app import PANEL_BUILD, PANEL_CHECK, app, command, console, err_console, warn
+from ._app import PANEL_BUILD, PANEL_CHECK, Table, app, command, console, err_console, warn
 
 probe_app = typer.Typer(help="Build the probe set of a model space.", no_args_is_help=True)
 app.add_typer(probe_app, name="probe", rich_help_panel=PANEL_BUILD)
@@ -112,7 +111,7 @@ def add(
         str | None, typer.Option(help="imagenet | caffe | minus1to1 | unit | raw255")
     ] = None,
     preprocessing: Annotated[
-        Path | None, typer.Option(help="Preprocessing JSON file (see --save-preprocessing).")
+        Path | None, typer.Option(help="Preprocessing JSON file, e.g. one an earlier add saved.")
     ] = None,
     input_size: Annotated[
         str | None, typer.Option(help="HxW (default: the model's static input shape).")
@@ -128,7 +127,8 @@ def add(
         Path | None, typer.Option(help="Write the preprocessing used to this JSON file.")
     ] = None,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated attribution methods (`onnxattr methods`).")
+        str, typer.Option(help="Comma-separated attribution methods (`onnxattr methods`).",
+                          show_default="saliency, grad_input, elrp")
     ] = "saliency,grad_input,elrp",
     epsilon: Annotated[
         float | None, typer.Option(help="ε of elrp and lrp (default: 1e-4; lrp: its preset's).")
