@@ -195,6 +195,9 @@ def _check_file(report: CheckReport, f: h5py.File) -> None:
     report.add("/", "ok", f"{FORMAT} format {version} (this onnxattr reads 1-{FORMAT_VERSION})")
     _check_probe(report, f)
     models = f.get("models", {})
+    if not isinstance(models, (h5py.Group, dict)):
+        report.add("models", "damaged", "not a group: no model can be read")
+        models = {}
     for name in models:
         if name.startswith("."):
             report.add(

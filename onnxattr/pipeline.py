@@ -116,6 +116,9 @@ def add_model(
     space_obj = ModelSpace(space)
     model_path = Path(model_path)
     name = check_name(default_name(model_path) if name is None else name)
+    if not methods:
+        raise OnnxAttrError("no attribution method given; name at least one, e.g. "
+                            "`methods=saliency` (`onnxattr methods` lists them)")
     if not overwrite and space_obj.has_model(name):
         raise OnnxAttrError(f"model {name!r} is already in {space}; pass `overwrite=True` or another `name`")
     device = resolve_device(device)

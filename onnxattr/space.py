@@ -259,13 +259,12 @@ class ModelSpace:
     # -- models --------------------------------------------------------------------------
     def models(self) -> list[ModelRecord]:
         with self._open() as f:
-            models = f.get("models", {})
             return [
                 ModelRecord(
                     name=name, attrs=dict(g.attrs), methods=sorted(g.get("maps", {}).keys()),
                     n_images=int(next(iter(g["maps"].values())).shape[0]) if len(g.get("maps", {})) else 0,
                 )
-                for name, g in models.items() if not name.startswith(".")
+                for name, g in model_groups(f).items()
             ]
 
     def has_model(self, name: str) -> bool:
@@ -416,13 +415,13 @@ class ModelSpace:
     def remove_model(self, name: str) -> None:
         """Remove one stored model; only a model name can be given (no other path in the file)."""
         with self._open("r+") as f:
-            models = f.get("models", {})
-            if not _NAME.match(name) or name.startswith(".") or name not in models:
-                known = ", ".join(k for k in models if not k.startswith(".")) or "none"
+            models = model_groups(f)
+            if not _NAME.match(name) or name not in models:
+                known = ", ".join(models) or "none"
                 raise OnnxAttrError(
                     f"no model {name!r} in {self.path}; models: {known} (`onnxattr list`)"
                 )
-            del models[name]
+            del f["models"][name]
 
     # -- maps computed but not stored (kept for a retry) ----------------------------------
     def pending_path(self, name: str) -> Path:
@@ -487,8 +486,8 @@ def write_sketch(model: h5py.Group, method: str, sketch: np.ndarray) -> h5py.Dat
 
 
 def _stored_map_size(f: h5py.File) -> int | None:
-    for name, g in f.get("models", {}).items():
-        for ds in g.get("maps", {}).values() if not name.startswith(".") else ():
+    for g in model_groups(f).values():
+        for ds in g.get("maps", {}).values():
             return int(ds.shape[-1])
     return None
 
@@ -642,6 +641,26 @@ def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
             yield f
         finally:
             f.close()
+
+
+def model_groups(f: h5py.File) -> dict[str, h5py.Group]:
+    """The space's model groups by name; anything else where models live is damage, refused with
+    the commands that say what is wrong and keep what is intact."""
+    models = f.get("models", {})
+    fix = (f"`onnxattr check {f.filename}` says what is damaged, `onnxattr salvage {f.filename} "
+           "OUT.h5` copies the intact models")
+    if not isinstance(models, (h5py.Group, dict)):
+        raise OnnxAttrError(f"{f.filename}: /models is not a group, the file was edited or "
+                            f"damaged; {fix}")
+    out = {}
+    for name, g in models.items():
+        if name.startswith("."):
+            continue
+        if not isinstance(g, h5py.Group):
+            raise OnnxAttrError(f"{f.filename}: /models/{name} is a dataset, not a model, the file "
+                                f"was edited or damaged; {fix}")
+        out[name] = g
+    return out
 
 
 # -- checksums ---------------------------------------------------------------------------

@@ -241,6 +241,9 @@ SPACES: dict[str, Callable[[Ctx], Path]] = {
     "models is a dataset": lambda c: _edit(
         c.space, lambda f: (f.__delitem__("models"), f.create_dataset("models", data=[1, 2]))
     ),
+    "a dataset under models": lambda c: _edit(
+        c.space, lambda f: f["models"].create_dataset("stray", data=[1, 2])
+    ),
     "model without maps": lambda c: _edit(c.space, lambda f: f.__delitem__("models/b/maps")),
     "map of wrong rank": lambda c: _edit(
         c.space,
@@ -264,6 +267,7 @@ STRUCTURE = {
     "format version 99",
     "format version 'abc'",
     "models is a dataset",
+    "a dataset under models",
 }
 READ_DAMAGE = {"no probe", "map of wrong rank", "missing uid", "flipped bytes in a map"}
 MUST_FAIL = {  # the others may succeed where the command does not touch the damage
@@ -677,6 +681,12 @@ CASES += [
         lambda c: ["salvage", c.space, c.file("e.h5", "x")],
         "fail",
     ),
+    (
+        "arguments",
+        "transfer -o a folder",
+        lambda c: ["transfer", c.photos, "-s", c.space, "-o", c.root],
+        "fail",
+    ),
     ("arguments", "unknown command", lambda c: ["nope"], "usage"),
     ("arguments", "missing required option", lambda c: ["distance"], "usage"),
 ]
@@ -728,6 +738,8 @@ def test_hostile(ctx, category, case, make, kind):
     elif kind == "fail" or code != 0:
         assert code != 0, f"{case}: accepted\n{out}"
         assert clear, f"{case}: not one clear error line\n{out}"
+        # hostile input is the user's: the line says what was wrong, not which exception fired
+        assert "(unexpected;" not in out, f"{case}: an internal error, not a sentence\n{out}"
 
 
 # --------------------------------------------------------------------------- property-based

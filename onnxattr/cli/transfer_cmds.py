@@ -122,6 +122,10 @@ def transfer(
         raise OnnxAttrError("--teacher-node needs --teacher MODEL.onnx")
     if batch_size < 1:
         raise OnnxAttrError("--batch-size must be at least 1")
+    for path, flag in ((out, "--out"), (json_out, "--json")):
+        if path is not None and path.is_dir():  # refused before any transfer is trained
+            raise OnnxAttrError(f"{flag} {path} is a folder; give a file in it, e.g. "
+                                f"{path / ('transfers.json' if flag == '--json' else 'transfers.csv')}")
     subset = [m.strip() for m in models.split(",") if m.strip()] if models else None
     sources = load_sources(space, subset)  # every source checked before any image is read
     if size is None:

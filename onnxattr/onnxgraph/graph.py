@@ -161,6 +161,10 @@ def input_dependent(model: onnx.ModelProto) -> set[int]:
 def resolve_encoder(model: onnx.ModelProto, name: str | None) -> str:
     """The tensor name for an encoder given as a node name or tensor name (default: graph output)."""
     if name is None:
+        if not model.graph.output:
+            raise OnnxAttrError("the model declares no graph outputs, so there is no default "
+                                "encoder; name one with `encoder_node=NAME` (`onnxattr nodes "
+                                "MODEL` lists the tensors)")
         return model.graph.output[0].name
     tensors = {o for n in model.graph.node for o in n.output if o}
     if name in tensors:
@@ -214,7 +218,18 @@ def truncate(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
     out.ir_version = model.ir_version
     if not out.graph.output[0].type.HasField("tensor_type"):
         _type_output(out)
+    elem = out.graph.output[0].type.tensor_type.elem_type
+    if elem in _NOT_DIFFERENTIABLE:
+        raise OnnxAttrError(
+            f"encoder tensor {tensor!r} is {onnx.TensorProto.DataType.Name(elem)} (indices or "
+            "flags, e.g. an ArgMax's), which has no gradient to attribute; pick a float tensor "
+            "before it with `encoder_node=NAME` (`onnxattr nodes MODEL` lists them)")
     return out
+
+
+#: Tensor types without a gradient: an encoder ending in one cannot be attributed.
+_NOT_DIFFERENTIABLE = {getattr(onnx.TensorProto, t) for t in (
+    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "STRING")}
 
 
 def _type_output(model: onnx.ModelProto) -> None:
