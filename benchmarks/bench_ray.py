@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onnxattr.benchmark.run import committed_dir  # noqa: E402
+from onnxattr.benchmark.world import committed_dir  # noqa: E402
 from onnxattr.cluster import add_many, read_manifest  # noqa: E402
 from onnxattr.probe import ProbeSet  # noqa: E402
 from onnxattr.space import ModelSpace  # noqa: E402

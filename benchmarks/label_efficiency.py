@@ -26,8 +26,8 @@ import numpy as np
 
 from onnxattr.analysis.distances import LabelledMatrix
 from onnxattr.analysis.evaluation import Oracle, evaluate, read_oracle
-from onnxattr.benchmark.run import committed_dir
 from onnxattr.benchmark.scenes import TASKS, generate
+from onnxattr.benchmark.world import committed_dir
 from onnxattr.transfer import estimates as E
 from onnxattr.transfer.sources import EncoderRunner
 

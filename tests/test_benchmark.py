@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxattr.analysis.evaluation import read_oracle
-from onnxattr.benchmark.run import MODELS, QUICK, SCENE_SEEDS, Config, committed_dir, run_benchmark
+from onnxattr.benchmark.run import run_benchmark
 from onnxattr.benchmark.scenes import DENSE, TASKS, generate
+from onnxattr.benchmark.world import MODELS, QUICK, SCENE_SEEDS, Config, committed_dir
 from onnxattr.cli import app
 from onnxattr.transfer import EncoderRunner, fit_score
 

@@ -13,8 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from onnxattr.benchmark.models import TaskNet, init_seed
-from onnxattr.benchmark.run import QUICK, Config, committed_dir, run_benchmark, scene_seeds
+from onnxattr.benchmark.run import run_benchmark
 from onnxattr.benchmark.scenes import TASKS, generate
+from onnxattr.benchmark.world import QUICK, Config, committed_dir, scene_seeds
 from onnxattr.cli import app
 from onnxattr.errors import OnnxAttrError
 

@@ -229,7 +229,9 @@ def taskonomy_mini(
     every estimator's P@K/Spearman against it (docs/benchmark.md)."""
     from dataclasses import replace
 
-    from ..benchmark.run import QUICK, Config, run_benchmark, table
+    from ..benchmark.run import run_benchmark
+    from ..benchmark.scoring import table
+    from ..benchmark.world import QUICK, Config
 
     cfg = replace(QUICK if quick else Config(), world=world)
     res = run_benchmark(out, cfg, use_committed=committed, log=_say)
