@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from .errors import OnnxAttrError
@@ -58,9 +58,10 @@ class Registry(MutableMapping[str, T], Generic[T]):
                 return default
             raise self.unknown(name) from None
 
-    def unknown(self, name: object) -> OnnxAttrError:
-        """The one error for a name this registry does not hold."""
-        names = self.list()
+    def unknown(self, name: object, available: Sequence[str] | None = None) -> OnnxAttrError:
+        """The one error for a name this registry does not hold (``available``: the names that
+        apply where it was asked for, e.g. the estimators a space has data for; default: all)."""
+        names = self.list() if available is None else list(available)
         close = difflib.get_close_matches(str(name), names, n=1)
         hint = f" did you mean {close[0]!r}?" if close else ""
         return OnnxAttrError(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from onnxattr.analysis.estimators import ESTIMATORS, available_estimators, compute_affinity
 from onnxattr.attribution import METHODS, PRESETS, RULES, get_method
 from onnxattr.attribution.rule_table import build_table
 from onnxattr.attribution.rules import make_rule
@@ -22,6 +23,7 @@ CASES = [
     pytest.param(RULES, "LRP rule", "zplsu", make_rule, id="rule"),
     pytest.param(PRESETS, "LRP preset", "epsilom", build_table, id="preset"),
     pytest.param(FIXUPS, "fix-up", "reshap", None, id="fixup"),
+    pytest.param(ESTIMATORS, "estimator", "svca", None, id="estimator"),
 ]
 
 
@@ -61,3 +63,16 @@ def test_registration_at_the_definition_site() -> None:
     assert reg.get("knob") is Knob and reg.list() == ["knob"]
     with pytest.raises(OnnxAttrError, match=r"^unknown widget 'nob'; did you mean 'knob'\? available: knob$"):
         reg.get("nob")
+
+
+def test_unknown_estimator_lists_what_the_space_has(tmp_path) -> None:
+    """Through compute_affinity the same error shape, offering what this space can compute."""
+    from .space_factory import random_space
+
+    random_space(tmp_path / "s.h5", n_models=3, n_probe=6)
+    with pytest.raises(OnnxAttrError) as err:
+        compute_affinity(tmp_path / "s.h5", "svca")
+    msg = str(err.value)
+    assert re.match(SHAPE.format(kind="estimator", name="svca"), msg), msg
+    assert "did you mean 'svcca'?" in msg
+    assert msg.endswith(", ".join(available_estimators(tmp_path / "s.h5")))

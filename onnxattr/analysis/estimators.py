@@ -66,6 +66,7 @@ import h5py
 import numpy as np
 
 from ..errors import OnnxAttrError
+from ..registry import Registry
 from ..space import open_space
 from .directed import DirectedEstimator, directed_matrix, effective_rank, predictivity_matrix
 from .distances import (
@@ -224,7 +225,7 @@ class RegisteredEstimator:
 
 
 #: Every registered estimator by name, in registration (= listing) order.
-ESTIMATORS: dict[str, RegisteredEstimator] = {}
+ESTIMATORS: Registry[RegisteredEstimator] = Registry("estimator")
 #: The map estimator that a bare attribution-method name ("elrp") stands for.
 DEFAULT_MAP_ESTIMATOR = "cosine"
 _MAP_ARGS = ("method", "comparison")
@@ -247,9 +248,9 @@ def register_estimator(name: str, *, kind: str, description: str, listed: bool =
         missing = [p.name for p in sig if p.default is inspect.Parameter.empty]
         if missing:
             raise ValueError(f"estimator {name!r}: parameters {', '.join(missing)} need defaults")
-        ESTIMATORS[name] = RegisteredEstimator(name, kind, description, factory,
-                                               {p.name: p.default for p in sig}, listed,
-                                               directed)
+        ESTIMATORS.add(name, RegisteredEstimator(name, kind, description, factory,
+                                                 {p.name: p.default for p in sig}, listed,
+                                                 directed))
         return factory
 
     return decorate
@@ -449,9 +450,7 @@ def resolve_terms(space: str | Path, spec: EstimatorSpec, **params: Any
     try:
         reg, method = _lookup(spec.base, counts)
     except KeyError:
-        avail = available_estimators(space)
-        raise OnnxAttrError(f"unknown estimator {spec.base!r} for {space}; "
-                            f"available: {', '.join(avail) or '(none)'}") from None
+        raise ESTIMATORS.unknown(spec.base, available_estimators(space)) from None
     mine = {k: v for k, v in params.items() if k in reg.params}
     if reg.needs_maps:
         made = reg.factory(method, spec.comparison, **mine)
@@ -487,7 +486,7 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
         return combine_matrices(mats, [w for _, w in parts]), {"computed_pairs": computed,
                                                                "cached_models": 0}
     spec = parse_estimator(name)
-    if (reg := ESTIMATORS.get(spec.base.split(":")[0])) is not None and reg.needs_features:
+    if (reg := ESTIMATORS.get(spec.base.split(":")[0], None)) is not None and reg.needs_features:
         from ..features import warn_suspect_features
 
         warn_suspect_features(space, models)
