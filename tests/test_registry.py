@@ -15,6 +15,7 @@ from onnxattr.attribution.rules import make_rule
 from onnxattr.errors import OnnxAttrError
 from onnxattr.onnxgraph.fixups import FIXUPS
 from onnxattr.registry import Registry
+from onnxattr.transfer.estimates import ESTIMATES, get_estimate
 
 SHAPE = r"unknown {kind} '{name}';( did you mean '[^']+'\?)? available: [\w, -]+$"
 
@@ -24,6 +25,7 @@ CASES = [
     pytest.param(PRESETS, "LRP preset", "epsilom", build_table, id="preset"),
     pytest.param(FIXUPS, "fix-up", "reshap", None, id="fixup"),
     pytest.param(ESTIMATORS, "estimator", "svca", None, id="estimator"),
+    pytest.param(ESTIMATES, "estimate", "hscor", get_estimate, id="label-based estimate"),
 ]
 
 

@@ -263,7 +263,7 @@ def test_quantise():
 
 
 def test_unknown_estimate_and_one_class():
-    with pytest.raises(OnnxAttrError, match="unknown estimate 'logmee'; estimates: logme"):
+    with pytest.raises(OnnxAttrError, match="unknown estimate 'logmee'; did you mean 'logme'"):
         E.get_estimate("logmee")
     x = np.random.default_rng(8).normal(size=(20, 3))
     for name in E.ESTIMATES:

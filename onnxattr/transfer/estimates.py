@@ -55,6 +55,7 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 
 from ..errors import OnnxAttrError
+from ..registry import Registry
 from .data import TargetTask
 from .sources import SpaceSource, load_sources
 
@@ -78,7 +79,7 @@ class Estimate:
 
 
 #: Every label-based estimate by name, in registration order.
-ESTIMATES: dict[str, Estimate] = {}
+ESTIMATES: Registry[Estimate] = Registry("estimate")
 
 
 def register_estimate(
@@ -88,16 +89,14 @@ def register_estimate(
     as they are (otherwise they are quantised into classes first)."""
 
     def decorate(fn: EstimateFn) -> EstimateFn:
-        ESTIMATES[name] = Estimate(name, fn, regression, description)
+        ESTIMATES.add(name, Estimate(name, fn, regression, description))
         return fn
 
     return decorate
 
 
 def get_estimate(name: str) -> Estimate:
-    if name not in ESTIMATES:
-        raise OnnxAttrError(f"unknown estimate {name!r}; estimates: {', '.join(ESTIMATES)}")
-    return ESTIMATES[name]
+    return ESTIMATES.get(name)
 
 
 # ------------------------------------------------------------------------------------ samples
