@@ -197,11 +197,11 @@ def _check_known(records: dict, names: Sequence[str] | None) -> None:
 
 
 def _feature_dim(space: str | Path, name: str) -> int:
-    import h5py
+    from .space_reader import read_space
 
-    with h5py.File(space, "r") as f:
-        ds = f[f"models/{name}"].get("features")
-        return int(ds.shape[1]) if ds is not None and ds.ndim == 2 else 0
+    with read_space(space) as r:
+        shape = r.feature_shape(name)
+        return int(shape[1]) if len(shape) == 2 else 0
 
 
 def _encoder_of(attrs: dict[str, Any]):

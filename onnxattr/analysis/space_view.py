@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import OnnxAttrError
-from ..space import open_space
+from ..space_reader import read_space
 from . import trees
-from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, space_models
+from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix
 from .estimators import COMBINE_PREFIX, available_estimators, compute_affinity, describe
 from .evaluation import Evaluation, Oracle, evaluate
 from .map_compare import parse_estimator
@@ -46,10 +46,9 @@ class ModelInfo:
 def read_models(space: str | Path) -> list[ModelInfo]:
     """Every model of ``space`` with its metadata, in storage order."""
     out = []
-    with open_space(space, "r") as f:
-        for name in space_models(f):
-            g = f["models"][name]
-            a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+    with read_space(space) as r:
+        for name in r.names():
+            a = r.attrs(name)
             try:
                 size = json.loads(a.get("preprocessing", "{}")).get("input_size")
             except (json.JSONDecodeError, AttributeError):
@@ -59,7 +58,7 @@ def read_models(space: str | Path) -> list[ModelInfo]:
                                  str(a.get("encoder_node", "") or ""),
                                  tuple(int(s) for s in size) if size else None,
                                  None if err is None else float(err),
-                                 tuple(sorted(g.get("maps", {})))))
+                                 tuple(r.methods(name))))
     return out
 
 
@@ -82,14 +81,14 @@ def probe_examples(space: str | Path, names: Sequence[str], method: str, n_image
                    ) -> tuple[list[int], np.ndarray, dict[str, np.ndarray]]:
     """``n_images`` probe images spread over the probe set (their indices, the images) and the
     ``method`` maps of them of every model in ``names`` that has them."""
-    with open_space(space, "r") as f:
-        if "probe/images" not in f:
+    with read_space(space) as r:
+        if not r.has_probe():
             return [], np.zeros((0, 1, 1, 3), np.uint8), {}
-        n_probe = f["probe/images"].shape[0]
+        n_probe = r.n_probe()
         idx = sorted(set(np.linspace(0, n_probe - 1, min(n_images, n_probe)).astype(int).tolist()))
-        images = f["probe/images"][idx]
-        maps = {n: f[f"models/{n}/maps/{method}"][idx] for n in names
-                if f"models/{n}/maps/{method}" in f}
+        images = r.probe_images(idx)
+        maps = {n: r.maps(n, method, idx) for n in names
+                if r.has_model(n) and r.has_maps(n, method)}
     return idx, images, maps
 
 
