@@ -220,7 +220,6 @@ LAYOUT_ALLOWED = {
     "onnxattr/analysis/sketch.py": "MapSketch implements the same protocol",
     "onnxattr/analysis/directed.py": "directed estimators implement the same protocol",
     "onnxattr/analysis/stability.py": "bootstrap resamples through the same protocol",
-    "onnxattr/analysis/selection.py": "reads the probe size through pairwise_matrix's file handle",
 }
 
 

@@ -36,7 +36,7 @@ def with_default(space: str | Path, names: Sequence[str]) -> list[str]:
     """``names`` (a space's available estimators) plus :data:`DEFAULT_ESTIMATOR` when the space
     has what each of its parts reads (their base estimator, and maps at least as fine as any
     common grid) — what ``evaluate``/``report`` compare by default."""
-    from ..space import open_space
+    from ..space_reader import read_space
     from .estimators import COMBINE_PREFIX, parse_combination
     from .map_compare import parse_estimator
 
@@ -51,8 +51,8 @@ def with_default(space: str | Path, names: Sequence[str]) -> list[str]:
     if any(spec.base not in names for spec in specs):
         return list(names)
     grid = max((spec.comparison.grid for spec in specs), default=0)
-    with open_space(space, "r") as f:
-        size = int(f["probe"].attrs.get("size", 0)) if "probe" in f else 0
+    with read_space(space) as r:
+        size = int(r.probe_attrs().get("size", 0))
     return [*names, DEFAULT_ESTIMATOR] if size >= grid else list(names)
 
 

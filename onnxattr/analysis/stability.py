@@ -36,6 +36,7 @@ from scipy.stats import spearmanr
 
 from ..errors import OnnxAttrError
 from ..space import open_space
+from ..space_reader import read_space
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, PairwiseEstimator
 from .estimators import (
     COMBINE_PREFIX,
@@ -265,12 +266,11 @@ def ranking_stability(
         raise OnnxAttrError(f"`bootstrap` needs at least 2 resamples, not {n_boot}")
     full, _ = compute_affinity(space, name, models, lam=lam, memory_bytes=memory_bytes)
     names = full.names
-    with open_space(space, "r") as f:
-        g = f[f"models/{names[0]}"]
+    with read_space(space) as r:
         n_img = (
-            int(g["features"].shape[0])
-            if "features" in g
-            else int(next(iter(g["maps"].values())).shape[0])
+            r.feature_shape(names[0])[0]
+            if r.has_features(names[0])
+            else r.map_shape(names[0], r.methods(names[0])[0])[0]
         )
     scheme = "halves" if has_feature_terms(space, name, lam) else "bootstrap"
     boots = (half_samples if scheme == "halves" else bootstrap_indices)(n_img, n_boot, seed)
