@@ -236,3 +236,23 @@ def test_evaluate_and_report_on_a_subset_of_the_oracle(space: Path, tmp_path: Pa
     assert "warning:" in r.output and "absent_a" in r.output
     page = (tmp_path / "rep.html").read_text()
     assert "left out" in page and "absent_b" in page and "random included" in page
+
+
+def test_report_template_is_package_data_and_autoescaped():
+    """The page comes from a template shipped with the package; names from the space are escaped."""
+    import fnmatch
+
+    from onnxattr._compat import tomllib
+    from onnxattr.analysis import report
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["onnxattr.analysis"]
+    assert any(fnmatch.fnmatch("templates/report.html.j2", g) for g in globs)
+    assert (Path(report.__file__).parent / "templates" / "report.html.j2").is_file()
+    evil = "<script>x</script>"
+    page = report.render_report({
+        "title": evil, "stamp": "now", "linkage": "average", "explorer": None,
+        "models": report._table(["model"], [[evil]]), "examples": None, "evaluation": None,
+        "sections": []})
+    assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page

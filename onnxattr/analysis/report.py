@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from ..errors import OnnxAttrWarning
@@ -19,6 +19,7 @@ from . import plots, trees
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking
 from .evaluation import Evaluation, Oracle, read_oracle
 from .space_view import (
+    EstimatorView,
     ModelInfo,
     estimator_names,
     estimator_views,
@@ -45,24 +46,20 @@ img{max-width:100%} .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-st
 """
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode()
 
 
 def _fmt(v: float) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
-    h = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(c)}</th>'
-                for i, c in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{html.escape(c)}</td>'
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> dict[str, Any]:
+    """A table of the view-model: the template aligns the first ``left`` columns left."""
+    return {"header": list(header), "rows": [list(r) for r in rows], "left": left}
 
 
-def _rankings(matrix: LabelledMatrix, top: int) -> str:
+def _rankings(matrix: LabelledMatrix, top: int) -> dict[str, Any]:
     rows = []
     for t in matrix.names:
         best = ranking(matrix, t)[:top]
@@ -75,8 +72,8 @@ def _with_ci(v: float, ci: tuple[float, float] | None) -> str:
     return _fmt(v) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci is not None else "")
 
 
-def _evaluation_section(evals: Sequence[Evaluation],
-                        cis: Mapping[str, EvaluationCI] | None = None) -> str:
+def _evaluation_view(evals: Sequence[Evaluation],
+                     cis: Mapping[str, EvaluationCI] | None = None) -> dict[str, Any]:
     ref = evals[0]
     cis = cis or {}
     ks = [k for k in (1, 2, 3, 5, 10) if k <= len(ref.k)]
@@ -91,49 +88,59 @@ def _evaluation_section(evals: Sequence[Evaluation],
     rows.append(["oracle", *(_fmt(ref.oracle_precision[k - 1]) for k in ks),
                  *(_fmt(ref.oracle_recall[k - 1]) for k in ks), "1.000"])
     head = ["estimator", *(f"P@{k}" for k in ks), *(f"R@{k}" for k in ks), "Spearman"]
-    fig = plots.save(plots.curves_figure(evals), None)
-    ci_note = (" Brackets: 95% interval over resamples of the probe set."
-               if cis else "")
-    notes = "".join(f"<p class='note'><b>Note:</b> {html.escape(n)}</p>"
-                    for n in dict.fromkeys(n for e in evals for n in e.warnings))
-    if ref.left_out:
-        notes += (f"<p class='note'>Oracle restricted to the models present; left out (not in "
-                  f"the space): {html.escape(', '.join(ref.left_out))}</p>")
-    return (f"<h2>Evaluation against the oracle</h2><p class='note'>Relevant = oracle top-{ref.top}"
-            f" sources per target; the target is excluded from its own ranking.{ci_note}</p>" + notes
-            + _table(head, rows) + _img(fig, "P@K and R@K curves"))
+    return {"top": ref.top,
+            "ci_note": " Brackets: 95% interval over resamples of the probe set." if cis else "",
+            "notes": list(dict.fromkeys(n for e in evals for n in e.warnings)),
+            "left_out": ", ".join(ref.left_out),
+            "table": _table(head, rows),
+            "png": _b64(plots.save(plots.curves_figure(evals), None))}
 
 
-def _models_section(models: Sequence[ModelInfo]) -> str:
-    """Table of the space's models: what they are and how well the converted encoder matched
+def _models_table(models: Sequence[ModelInfo]) -> dict[str, Any]:
+    """The space's models: what they are and how well the converted encoder matched
     onnxruntime."""
     head = ["model", "framework", "task", "encoder node", "input size", "verify rel. err",
             "maps"]
-    rows = [[m.name, *m.cells()] for m in models]
-    return (f"<h2>Models</h2><p class='note'>verify rel. err: relative error of the converted "
-            f"encoder against onnxruntime on probe images.</p>{_table(head, rows, left=4)}")
+    return _table(head, [[m.name, *m.cells()] for m in models], left=4)
 
 
 def _example_maps(space_path: Path, names: Sequence[str], method: str, n_images: int = 4,
-                  max_models: int = 24) -> str:
+                  max_models: int = 24) -> dict[str, str] | None:
     _, images, maps = probe_examples(space_path, names, method, n_images)
     if not maps:
-        return ""
+        return None
     shown = dict(list(maps.items())[:max_models])
     fig = plots.save(plots.example_maps_figure(images, shown, method), None)
     more = (f" (first {max_models} of {len(maps)} models)" if len(maps) > max_models else "")
-    return (f"<h2>Example attribution maps</h2><p class='note'>{html.escape(method)} maps at probe "
-            f"resolution{more}; red = positive, blue = negative.</p>{_img(fig, 'example maps')}")
+    return {"method": method, "more": more, "png": _b64(fig)}
 
 
-def _stability_note(stab: Stability) -> str:
+def _stability_view(stab: Stability) -> dict[str, str | None]:
     line = (f"Probe stability ({stab.resampling}): two "
             f"disjoint halves of the probe set rank sources alike at ρ = {stab.agreement:.2f} "
             f"(mean over targets); the top source stays first in "
             f"{float(np.median(stab.top1_kept)):.0%} of draws (median over targets).")
-    warn = stab.note()
-    return (f"<p class='note'>{html.escape(line)}</p>"
-            + (f"<p><b>{html.escape(warn)}</b></p>" if warn else ""))
+    return {"line": line, "warning": stab.note()}
+
+
+def _section_view(v: EstimatorView, rank_top: int) -> dict[str, Any]:
+    """One estimator's section: heatmap, tree, rankings, stability, Newick."""
+    matrix, z = v.matrix, v.linkage
+    heat = plots.save(plots.heatmap_figure(matrix, v.leaf_order), None)
+    tree = plots.save(plots.dendrogram_figure(z, matrix.names, f"{matrix.estimator} tree"), None)
+    return {"name": matrix.estimator, "description": v.description,
+            "n_models": len(matrix.names), "excluded": ", ".join(matrix.excluded),
+            "stability": _stability_view(v.stability) if v.stability is not None else None,
+            "heatmap": _b64(heat), "tree": _b64(tree),
+            "rankings": _rankings(matrix, rank_top),
+            "newick": trees.to_newick(z, matrix.names)}
+
+
+def render_report(view: Mapping[str, Any]) -> str:
+    """The page of a report view-model (``templates/report.html.j2``, autoescaped)."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("onnxattr.analysis", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html.j2").render(css=_CSS, **view)
 
 
 def explorer_path(report_path: str | Path) -> Path:
@@ -168,22 +175,7 @@ def write_report(space_path: str | Path, out_path: str | Path,
                                  linkage=linkage, lam=lam, use_cache=use_cache,
                                  memory_bytes=memory_bytes, bootstrap=bootstrap,
                                  progress=progress, **params))
-    sections = []
-    for v in views:
-        matrix, z, stab = v.matrix, v.linkage, v.stability
-        heat = plots.save(plots.heatmap_figure(matrix, v.leaf_order), None)
-        tree = plots.save(plots.dendrogram_figure(z, matrix.names, f"{matrix.estimator} tree"),
-                          None)
-        excl = (f"<p class='note'>Without data for this estimator: "
-                f"{html.escape(', '.join(matrix.excluded))}</p>" if matrix.excluded else "")
-        sections.append(
-            f"<h2 id='{html.escape(matrix.estimator)}'>{html.escape(matrix.estimator)}</h2>"
-            f"<p>{html.escape(v.description)}; {len(matrix.names)} models.</p>{excl}"
-            + (_stability_note(stab) if stab is not None else "") +
-            f"<div class='row'>{_img(heat, 'heatmap')}{_img(tree, 'dendrogram')}</div>"
-            f"<h3>Closest sources per target</h3>{_rankings(matrix, rank_top)}"
-            f"<details><summary>Newick</summary><pre>"
-            f"{html.escape(trees.to_newick(z, matrix.names))}</pre></details>")
+    sections = [_section_view(v, rank_top) for v in views]
     evals = [v.evaluation for v in views if v.evaluation is not None]
     cis = {v.matrix.estimator: v.evaluation_ci for v in views if v.evaluation_ci is not None}
     for note in dict.fromkeys(n for e in evals for n in e.warnings):
@@ -191,24 +183,18 @@ def write_report(space_path: str | Path, out_path: str | Path,
     if evals and evals[0].left_out:
         warnings.warn(f"oracle restricted to the models present; left out: "
                       f"{', '.join(evals[0].left_out)}", OnnxAttrWarning, stacklevel=2)
-    link = ""
+    exp = None
     if explorer:
         exp = write_explorer(space_path, explorer_path(out_path), views=views, models=models,
-                             oracle=orc, map_method=method).path
-        link = (f"<p><b>Interactive explorer</b> (pick a target, switch estimators, compare "
-                f"maps): <a href='{html.escape(exp.name)}'>{html.escape(exp.name)}</a></p>")
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    toc = " · ".join(f"<a href='#{html.escape(v.matrix.estimator)}'>"
-                     f"{html.escape(v.matrix.estimator)}</a>" for v in views)
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>onnxattr report: "
-            f"{html.escape(space_path.name)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>Model space {html.escape(space_path.name)}</h1>"
-            f"<p class='note'>Generated {stamp}. Affinity: higher = more similar; trees: "
-            f"{html.escape(linkage)} linkage on affinity rows. Estimators: {toc}</p>" + link
-            + _models_section(models)
-            + (_example_maps(space_path, [m.name for m in models], method) if method else "")
-            + (_evaluation_section(evals, cis) if evals else "") + "".join(sections)
-            + "</body></html>")
+                             oracle=orc, map_method=method).path.name
+    page = render_report({
+        "title": space_path.name,
+        "stamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "linkage": linkage, "explorer": exp, "models": _models_table(models),
+        "examples": (_example_maps(space_path, [m.name for m in models], method)
+                     if method else None),
+        "evaluation": _evaluation_view(evals, cis) if evals else None,
+        "sections": sections})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(page, encoding="utf-8")
     return out_path
