@@ -144,3 +144,19 @@ def test_map_estimators_keep_the_bootstrap(tmp_path: Path) -> None:
     assert ranking_stability(tmp_path / "s.h5", "grad_input", n_boot=5).scheme == "bootstrap"
     s = ranking_stability(tmp_path / "s.h5", "combine:grad_input=1,cka=1", n_boot=5)
     assert s.scheme == "halves" and "half-samples" in s.resampling
+
+
+def test_intervals_take_every_estimator_parameter(tmp_path: Path) -> None:
+    """Intervals of a matrix computed with a non-default parameter are centred on that matrix,
+    not on the default one (``--param`` reaches the resamples)."""
+    space = tmp_path / "s.h5"
+    random_space(space, n_models=4, n_probe=12)
+    default, _ = compute_affinity(space, "svcca", use_cache=False)
+    two, _ = compute_affinity(space, "svcca", use_cache=False, svcca_max_dims=2)
+    assert not np.allclose(default.values, two.values, atol=1e-3)
+    _, ident = resampled_affinities(space, "svcca", [np.arange(12)], svcca_max_dims=2)
+    np.testing.assert_allclose(ident[0], two.values, atol=1e-5)
+    s = ranking_stability(space, "svcca", n_boot=6, n_splits=0, svcca_max_dims=2)
+    np.testing.assert_allclose(s.affinity, two.values, atol=1e-6)
+    np.testing.assert_allclose(s.boot.mean(axis=0), two.values, atol=1e-6)  # recentred on it
+    assert np.all(s.low <= two.values + 1e-9) and np.all(two.values <= s.high + 1e-9)

@@ -122,7 +122,7 @@ def estimator_views(space: str | Path, names: Sequence[str], oracle: Oracle | No
         view = EstimatorView(matrix, describe(name).description, trees.linkage(matrix, linkage))
         if bootstrap > 1:
             view.stability = ranking_stability(space, name, n_boot=bootstrap, lam=lam,
-                                               memory_bytes=memory_bytes)
+                                               memory_bytes=memory_bytes, **params)
         if oracle is not None:
             view.evaluation = evaluate(matrix, oracle, top=top, mapping=mapping)
             if view.stability is not None:

@@ -67,12 +67,13 @@ def half_samples(n_images: int, n: int, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(rng.permutation(n_images)[: n_images // 2]) for _ in range(n)]
 
 
-def has_feature_terms(space: str | Path, name: str, lam: float = 1.0) -> bool:
+def has_feature_terms(space: str | Path, name: str, **params: Any) -> bool:
     """Whether ``name`` (or a part of its combination) is recomputed from stored features, so
-    that repeated images in a resample would bias it (see the module docstring)."""
+    that repeated images in a resample would bias it (see the module docstring). ``params``:
+    estimator parameters, as for :func:`~onnxattr.analysis.estimators.compute_affinity`."""
     if name.startswith(COMBINE_PREFIX):
-        return any(has_feature_terms(space, p, lam) for p, _ in parse_combination(name))
-    terms, _ = resolve_terms(space, parse_estimator(name), lam=lam)
+        return any(has_feature_terms(space, p, **params) for p, _ in parse_combination(name))
+    terms, _ = resolve_terms(space, parse_estimator(name), **params)
     return not all(isinstance(est, (MapCosine, MapSketch)) for est, _ in terms)
 
 
@@ -131,15 +132,17 @@ def resampled_affinities(
     indices: Sequence[np.ndarray],
     models: Sequence[str] | None = None,
     *,
-    lam: float = 1.0,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    **params: Any,
 ) -> tuple[list[str], np.ndarray]:
     """Estimator ``name`` recomputed on each probe resample (arrays of image indices, repeats
-    allowed): (names, values (R, N, N)). Nothing is cached (each resample is a new probe set)."""
+    allowed): (names, values (R, N, N)). Nothing is cached (each resample is a new probe set).
+    ``params``: estimator parameters, as for :func:`~onnxattr.analysis.estimators.compute_affinity`
+    (the intervals of a matrix computed with them must be computed with them too)."""
     if name.startswith(COMBINE_PREFIX):
         parts = parse_combination(name)
         comps = [
-            resampled_affinities(space, p, indices, models, lam=lam, memory_bytes=memory_bytes)
+            resampled_affinities(space, p, indices, models, memory_bytes=memory_bytes, **params)
             for p, _ in parts
         ]
         names = [n for n in comps[0][0] if all(n in c[0] for c in comps[1:])]
@@ -149,7 +152,7 @@ def resampled_affinities(
             vals.append(combine_matrices(mats, [w for _, w in parts]).values)
         return names, np.array(vals)
     spec = parse_estimator(name)
-    terms, _ = resolve_terms(space, spec, lam=lam)
+    terms, _ = resolve_terms(space, spec, **params)
     names = list(models) if models is not None else common_models(space, terms)
     if len(names) < 2:
         raise OnnxAttrError(f"{name!r} needs at least two models with its data")
@@ -257,14 +260,15 @@ def ranking_stability(
     n_boot: int = 30,
     n_splits: int = 5,
     seed: int = 0,
-    lam: float = 1.0,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    **params: Any,
 ) -> Stability:
     """Probe-resampling intervals (bootstrap, or recentred half-samples for an estimator with
-    a feature term) and disjoint-halves agreement of ``name``'s rankings."""
+    a feature term) and disjoint-halves agreement of ``name``'s rankings. ``params``: estimator
+    parameters, as for :func:`~onnxattr.analysis.estimators.compute_affinity`."""
     if n_boot < 2:
         raise OnnxAttrError(f"`bootstrap` needs at least 2 resamples, not {n_boot}")
-    full, _ = compute_affinity(space, name, models, lam=lam, memory_bytes=memory_bytes)
+    full, _ = compute_affinity(space, name, models, memory_bytes=memory_bytes, **params)
     names = full.names
     with read_space(space) as r:
         n_img = (
@@ -272,12 +276,12 @@ def ranking_stability(
             if r.has_features(names[0])
             else r.map_shape(names[0], r.methods(names[0])[0])[0]
         )
-    scheme = "halves" if has_feature_terms(space, name, lam) else "bootstrap"
+    scheme = "halves" if has_feature_terms(space, name, **params) else "bootstrap"
     boots = (half_samples if scheme == "halves" else bootstrap_indices)(n_img, n_boot, seed)
     halves = disjoint_halves(n_img, n_splits, seed + 1)
     flat = [i for pair in halves for i in pair]
     _, vals = resampled_affinities(
-        space, name, boots + flat, names, lam=lam, memory_bytes=memory_bytes
+        space, name, boots + flat, names, memory_bytes=memory_bytes, **params
     )
     boot, half = vals[:n_boot], vals[n_boot:]
     if scheme == "halves":

@@ -207,7 +207,7 @@ def rank(
         from ..analysis.stability import ranking_stability
 
         assert method is not None
-        stab = ranking_stability(space, method, n_boot=bootstrap, lam=lam)
+        stab = ranking_stability(space, method, n_boot=bootstrap, **_params(param, lam))
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
     with_distance = mat.has_distance
     cols = ["rank", "source", *(["distance"] if with_distance else []), "affinity"]
@@ -289,7 +289,7 @@ def evaluate_cmd(
         from ..analysis.stability import evaluation_ci, ranking_stability
 
         for m, e in zip(space_names, evals[len(evals) - len(space_names):], strict=True):
-            stab = ranking_stability(space, m, n_boot=bootstrap, lam=lam)
+            stab = ranking_stability(space, m, n_boot=bootstrap, **_params(param, lam))
             cis[e.estimator] = evaluation_ci(stab, orc, top, mapping=names_map)
     ref = evals[0]
     console.print(_summary_table(evals, cis, bootstrap, f"{oracle.name} (relevant = top-{top})"))
