@@ -1,4 +1,6 @@
 """Stage 4: the model space — one HDF5 file readable with plain h5py (layout in the README).
+Longer than 600 lines because the writer, its lock, the format checks and the layout contract
+they share change together: split apart, a layout change could reach one side and not the other.
 
 Writes are all-or-nothing at the level of a model: `add` computes everything first, writes the new
 group under a hidden name, and only then links it at /models/<name>; a failure or interrupt on the
