@@ -83,7 +83,7 @@ def test_default_estimator_on_a_space_without_its_parts_names_the_way_out(tmp_pa
 # --------------------------------------------------------------------------- distance, decided once
 @pytest.mark.parametrize("estimator,expected", [
     ("saliency", True), ("svcca", True), ("saliency+hub", False), ("svcca+csls2", False),
-    (DEFAULT_ESTIMATOR, False)])
+    (DEFAULT_ESTIMATOR, False), ("predict", False), ("rankme", False)])
 def test_api_and_cli_agree_on_which_estimators_have_a_distance(space, tmp_path, estimator,
                                                                   expected):
     aff = onnxattr.affinity(space, estimator)

@@ -102,16 +102,20 @@ def has_distance(estimator: str) -> bool:
     """Whether the paper's d = 1/a means something for ``estimator``'s affinities: it does for
     similarities such as cosines, not for a combination (sums of z-scores) or a centred affinity
     (``+hub``, ``+cslsK``), which are negative for most pairs (d = 1/a gave 0.83 for the top
-    source and the cap for every other). The one rule the API and the CLI both follow."""
-    from .estimators import COMBINE_PREFIX
+    source and the cap for every other), nor for a directed estimator (``predict``'s R² is
+    negative where a source predicts worse than the mean; ``rankme`` scores sources, not pairs).
+    The one rule the API and the CLI both follow."""
+    from .estimators import COMBINE_PREFIX, ESTIMATORS
     from .map_compare import parse_estimator
 
     if estimator.startswith(COMBINE_PREFIX):
         return False
     try:
-        return not parse_estimator(estimator).correction
+        spec = parse_estimator(estimator)
     except OnnxAttrError:  # a label parse_estimator does not read (a CSV's, "depara:x@lam1")
         return True
+    reg = ESTIMATORS.get(spec.base.split(":")[0], None)
+    return not spec.correction and not (reg is not None and reg.directed)
 
 
 #: Affinities at or below this floor carry no measurable similarity; their distance is the cap.
