@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from ..errors import OnnxAttrError
-from .distances import LabelledMatrix, space_models
+from .distances import LabelledMatrix, select_models, space_models
 
 #: Ridge penalties tried by GCV, as multiples of the mean eigenvalue of the training kernel.
 ALPHAS = tuple(10.0 ** np.arange(-3.0, 3.5, 0.5))
@@ -164,23 +164,9 @@ def directed_matrix(space: str | Path, est: DirectedEstimator,
     from ..space import open_space, verify_dataset
 
     with open_space(Path(space), "r") as f:
-        all_models = space_models(f)
-        have = est.models_with_data(f)
-        names = have if models is None else list(models)
-        unknown = [m for m in names if m not in all_models]
-        if unknown:
-            raise OnnxAttrError(f"models not in {space}: {', '.join(unknown)}; "
-                                f"available: {', '.join(all_models) or '(none)'}")
-        lacking = [m for m in names if m not in have]
-        if lacking:
-            raise OnnxAttrError(f"models without features for {est.name!r}: {', '.join(lacking)}; "
-                                "re-add them or leave them out")
-        if len(names) < 2:
-            raise OnnxAttrError(f"{est.name!r} needs at least two models with features in "
-                                f"{space}; found {len(names)}")
+        names, excluded = select_models(f, Path(space), est, models)
         for n in names:
             verify_dataset(f[est.data_path(n)])
         values = est.matrix(f, names)
-    excluded = [m for m in all_models if m not in names] if models is None else []
     return (LabelledMatrix(names, values, "affinity", est.name, excluded),
             {"computed_pairs": len(names) ** 2, "cached_models": 0})

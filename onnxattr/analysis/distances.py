@@ -388,6 +388,31 @@ def compute_pairs(f: h5py.File, est: PairwiseEstimator, new: Sequence[str], name
     return out
 
 
+def select_models(f: h5py.File, space: Path, est: Any, models: Sequence[str] | None
+                  ) -> tuple[list[str], list[str]]:
+    """The models ``est`` compares (``models``, else every one with its data) and those left out
+    for lack of data; unknown names, named models without the data, or fewer than two are errors."""
+    all_models = space_models(f)
+    have = est.models_with_data(f)
+    if models is None:
+        names, excluded = have, [m for m in all_models if m not in have]
+    else:
+        names, excluded = list(models), []
+        unknown = [m for m in names if m not in all_models]
+        if unknown:
+            raise OnnxAttrError(f"models not in {space}: {', '.join(unknown)}; "
+                                f"available: {', '.join(all_models) or '(none)'}")
+        lacking = [m for m in names if m not in have]
+        if lacking:
+            raise OnnxAttrError(f"models without data for {est.name!r}: {', '.join(lacking)}; "
+                                "re-add them with that method or leave them out")
+    if len(names) < 2:
+        hint = getattr(est, "missing_hint", "")
+        raise OnnxAttrError(f"{est.name!r} needs at least two models with its data in {space}; "
+                            f"found {len(names)}" + (f" ({hint})" if hint else ""))
+    return names, excluded
+
+
 def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[str] | None = None,
                     *, use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                     progress: bool = False) -> tuple[LabelledMatrix, dict[str, int]]:
@@ -404,24 +429,7 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
         raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
     # Read under the shared lock; the cache is written afterwards under the exclusive one.
     with open_space(space, "r") as f:
-        all_models = space_models(f)
-        have = est.models_with_data(f)
-        if models is None:
-            names, excluded = have, [m for m in all_models if m not in have]
-        else:
-            names, excluded = list(models), []
-            unknown = [m for m in names if m not in all_models]
-            if unknown:
-                raise OnnxAttrError(f"models not in {space}: {', '.join(unknown)}; "
-                                    f"available: {', '.join(all_models) or '(none)'}")
-            lacking = [m for m in names if m not in have]
-            if lacking:
-                raise OnnxAttrError(f"models without data for {est.name!r}: {', '.join(lacking)}; "
-                                    "re-add them with that method or leave them out")
-        if len(names) < 2:
-            hint = getattr(est, "missing_hint", "")
-            raise OnnxAttrError(f"{est.name!r} needs at least two models with its data in {space}; "
-                                f"found {len(names)}" + (f" ({hint})" if hint else ""))
+        names, excluded = select_models(f, space, est, models)
         uids = model_uids(f, names)
         digest = probe_digest(f)
         if not digest:
