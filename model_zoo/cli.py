@@ -33,7 +33,7 @@ def demo(
         "onnxattr-demo-full).")] = None,
     full: Annotated[bool, typer.Option(
         "--full", help="Every installed zoo model, 64 probe images, every estimator in the "
-        "report (an hour on 2 cores).")] = False,
+        "report (about 6 min on 2 idle cores).")] = False,
     models: Annotated[
         str | None, typer.Option(help="Comma-separated zoo names (default: 6 quick models spanning "
                                  "the four frameworks; --full: all installed).")
