@@ -57,6 +57,7 @@ from scipy.special import logsumexp, softmax
 from ..errors import OnnxAttrError
 from ..registry import Registry
 from .data import TargetTask
+from .measure import merge_labelled_csv
 from .sources import SpaceSource, load_sources
 
 MAX_DIMS = 1024
@@ -510,23 +511,11 @@ def write_estimates(
     """A labelled CSV, one row ``TARGET:ESTIMATE`` per estimate and one column per source
     (rows of other targets or estimates already in the file are kept), and the settings as
     JSON beside it."""
-    from ..analysis.distances import read_labelled_csv
-
     csv_path = Path(csv_path)
-    rows: dict[str, dict[str, float]] = {}
-    if csv_path.is_file():
-        old_t, old_s, old_v = read_labelled_csv(csv_path)
-        rows = {t: {s: float(v) for s, v in zip(old_s, r)} for t, r in zip(old_t, old_v)}
+    new: dict[str, dict[str, float]] = {}
     for (e, s), v in result.scores.items():
-        rows.setdefault(f"{result.target.name}:{e}", {})[s] = v
-    cols = list(dict.fromkeys(c for r in rows.values() for c in r))
-    lines = [",".join(["target:estimate", *cols])]
-    for t, r in rows.items():
-        lines.append(
-            ",".join([t, *(repr(r[c]) if c in r and math.isfinite(r[c]) else "" for c in cols)])
-        )
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    csv_path.write_text("\n".join(lines) + "\n")
+        new.setdefault(f"{result.target.name}:{e}", {})[s] = v
+    merge_labelled_csv(csv_path, new, corner="target:estimate")
     json_path = Path(json_path) if json_path else csv_path.with_suffix(".json")
     json_path.write_text(
         json.dumps(

@@ -170,6 +170,25 @@ def measure_transfer(
     return TransferResult(list(targets), [s.name for s in srcs], scores, settings)
 
 
+def merge_labelled_csv(csv_path: Path, new: dict[str, dict[str, float]],
+                       corner: str = "target") -> None:
+    """Write ``new`` (row -> column -> value) into the labelled CSV at ``csv_path``: its cells
+    replace those already there, other rows and columns are kept; NaN is an empty cell."""
+    rows: dict[str, dict[str, float]] = {}
+    if csv_path.is_file():
+        old_t, old_s, old_v = read_labelled_csv(csv_path)
+        rows = {t: {s: float(v) for s, v in zip(old_s, r)} for t, r in zip(old_t, old_v)}
+    for t, r in new.items():
+        rows.setdefault(t, {}).update(r)
+    cols = list(dict.fromkeys(c for r in rows.values() for c in r))
+    lines = [",".join([corner, *cols])]
+    for t, r in rows.items():
+        cells = [repr(r[c]) if c in r and math.isfinite(r[c]) else "" for c in cols]
+        lines.append(",".join([t, *cells]))
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path.write_text("\n".join(lines) + "\n")
+
+
 def write_outputs(
     result: TransferResult, csv_path: str | Path, json_path: str | Path | None = None
 ) -> list[Path]:
@@ -177,19 +196,10 @@ def write_outputs(
     reads, merged into an existing one (rows/columns of this run replace theirs), and the raw
     scores and settings as JSON (merged likewise)."""
     csv_path = Path(csv_path)
-    rows: dict[str, dict[str, float]] = {}
-    if csv_path.is_file():
-        old_t, old_s, old_v = read_labelled_csv(csv_path)
-        rows = {t: {s: float(v) for s, v in zip(old_s, r)} for t, r in zip(old_t, old_v)}
+    new: dict[str, dict[str, float]] = {}
     for (t, s), sc in result.scores.items():
-        rows.setdefault(t, {})[s] = sc.score
-    cols = list(dict.fromkeys([c for r in rows.values() for c in r]))
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(["target", *cols])]
-    for t, r in rows.items():
-        cells = [repr(r[c]) if c in r and math.isfinite(r[c]) else "" for c in cols]
-        lines.append(",".join([t, *cells]))
-    csv_path.write_text("\n".join(lines) + "\n")
+        new.setdefault(t, {})[s] = sc.score
+    merge_labelled_csv(csv_path, new)
     json_path = Path(json_path) if json_path else csv_path.with_suffix(".json")
     data: dict[str, Any] = {"targets": {}, "scores": {}}
     if json_path.is_file():
