@@ -52,11 +52,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
 
 from ..errors import OnnxAttrError
 from ..registry import Registry
 from .data import TargetTask
+from .heads import feature_maps, group_mean
 from .measure import merge_labelled_csv
 from .sources import SpaceSource, load_sources
 
@@ -101,15 +104,6 @@ def get_estimate(name: str) -> Estimate:
 
 
 # ------------------------------------------------------------------------------------ samples
-def _group_mean(x: np.ndarray, max_dim: int) -> np.ndarray:
-    """(M, D) -> (M, <= max_dim) by averaging consecutive groups of channels (zero-padded)."""
-    if x.shape[1] <= max_dim:
-        return x
-    groups = -(-x.shape[1] // max_dim)
-    x = np.pad(x, ((0, 0), (0, groups * max_dim - x.shape[1])))
-    return x.reshape(len(x), max_dim, groups).mean(2)
-
-
 def samples(
     features: np.ndarray,
     y: np.ndarray,
@@ -123,18 +117,9 @@ def samples(
         raise OnnxAttrError(f"{len(features)} feature rows but {len(y)} labels")
     if not dense:
         f = features.mean((2, 3)) if features.ndim == 4 else features.reshape(len(features), -1)
-        return _group_mean(f.astype(np.float64), MAX_DIMS), y
-    import torch
-    import torch.nn.functional as F
-
+        return group_mean(torch.as_tensor(f, dtype=torch.float64), MAX_DIMS).numpy(), y
     r = y.shape[-1]
-    f = torch.as_tensor(features, dtype=torch.float32)
-    if f.dim() == 2:
-        f = f[:, :, None, None]
-    elif f.dim() == 3:
-        f = f[:, None]
-    elif f.dim() != 4:
-        raise OnnxAttrError(f"encoder output of rank {f.dim()} has no per-pixel features")
+    f = feature_maps(features)
     n = len(f)
     per = max(1, min(r * r, max_samples // n))
     rng = np.random.default_rng(seed)
@@ -151,7 +136,7 @@ def samples(
     else:
         lab = np.take_along_axis(flat, pos[:, None, :], 2).transpose(0, 2, 1)
         lab = lab.reshape(n * per, -1)
-    return _group_mean(x, MAX_DIMS), lab
+    return group_mean(torch.from_numpy(x), MAX_DIMS).numpy(), lab
 
 
 def quantise(y: np.ndarray, bins: int = BINS, seed: int = 0) -> np.ndarray:

@@ -72,7 +72,7 @@ def split(n: int, seed: int, classes: np.ndarray | None = None) -> tuple[np.ndar
     return tr, va, te
 
 
-def _group_mean(x: torch.Tensor, max_dim: int) -> torch.Tensor:
+def group_mean(x: torch.Tensor, max_dim: int) -> torch.Tensor:
     """(N, D) -> (N, <= max_dim) by averaging consecutive groups (zero-padded)."""
     if x.shape[1] <= max_dim:
         return x
@@ -86,25 +86,32 @@ def image_design(features: np.ndarray) -> np.ndarray:
     f = torch.as_tensor(features, dtype=torch.float32)
     if f.dim() == 4:
         f = F.adaptive_avg_pool2d(f, (min(2, f.shape[2]), min(2, f.shape[3])))
-    return _group_mean(f.flatten(1), MAX_IMAGE_DIMS).numpy()
+    return group_mean(f.flatten(1), MAX_IMAGE_DIMS).numpy()
+
+
+def feature_maps(features: np.ndarray) -> torch.Tensor:
+    """Encoder outputs as (N, C, H, W) float32: vectors as 1×1 maps, (N, H, W) as one channel."""
+    f = torch.as_tensor(features, dtype=torch.float32)
+    if f.dim() == 2:
+        return f[:, :, None, None]
+    if f.dim() == 3:
+        return f[:, None]
+    if f.dim() != 4:
+        raise OnnxAttrError(f"encoder output of rank {f.dim()} has no per-pixel features; "
+                            "dense targets need a feature map or vector")
+    return f
 
 
 def dense_design(features: np.ndarray, side: int) -> np.ndarray:
     """Encoder outputs -> (N, m·m, D) per-position inputs of the sub-pixel decoder, m = ⌈side/2⌉."""
-    f = torch.as_tensor(features, dtype=torch.float32)
-    if f.dim() == 2:
-        f = f[:, :, None, None]
-    elif f.dim() == 3:
-        f = f[:, None]
-    elif f.dim() != 4:
-        raise OnnxAttrError(f"encoder output of rank {f.dim()} cannot feed a dense decoder")
+    f = feature_maps(features)
     m = -(-side // 2)
     f = F.interpolate(f, size=(m, m), mode="bilinear", align_corners=False)
     n, c = f.shape[:2]
     if 9 * c <= MAX_DENSE_DIMS:
         cols = F.unfold(f, 3, padding=1)  # (N, 9C, m·m)
     else:
-        cols = _group_mean(f.permute(0, 2, 3, 1).reshape(-1, c), MAX_DENSE_DIMS)
+        cols = group_mean(f.permute(0, 2, 3, 1).reshape(-1, c), MAX_DENSE_DIMS)
         cols = cols.view(n, m * m, -1).transpose(1, 2)
     return cols.transpose(1, 2).contiguous().numpy()
 
