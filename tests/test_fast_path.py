@@ -3,6 +3,7 @@ the fallback is taken and reported when they do not, and `exact` runs the unmodi
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import h5py
@@ -14,6 +15,7 @@ from torch import nn
 from onnxattr.attribution import attribute, get_method
 from onnxattr.attribution import fast as fast_mod
 from onnxattr.attribution.fast import MIN_COSINE, choose_path, optimize, per_image_cosine
+from onnxattr.attribution.patching import swapped
 from onnxattr.onnxgraph import graph as onnx_graph
 from onnxattr.onnxgraph.convert import to_torch
 from onnxattr.pipeline import add_model
@@ -163,3 +165,56 @@ def test_cli_exact_and_fast(tmp_path):
     r = CliRunner().invoke(app, [*common, "--name", "f"])
     assert r.exit_code == 0, r.output
     assert "fast path (" in r.output and stored_execution(space, "f")["path"] == "fast"
+
+
+def forward_counter(net) -> list[int]:
+    calls: list[int] = []
+    net.module.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("rewritten", [False, True])
+def test_gradient_modes_and_elrp_share_one_forward_with_equal_maps(tmp_path, rewritten):
+    """saliency and grad_input from one gradient, elrp's backward over the same forward; lrp
+    (its own forward) apart. Maps equal those of a pass per mode and of each method alone."""
+    _, net, shape = converted(tmp_path, False)
+    if rewritten:
+        net, _ = optimize(net)
+    x = torch.randn(3, *shape[1:], generator=torch.Generator().manual_seed(2))
+    methods = [get_method(n, **p) for n, p in METHODS[:4]]
+    calls = forward_counter(net)
+    outputs: list[torch.Tensor] = []
+    shared = attribute(net, x, methods, on_output=outputs.append)
+    assert len(calls) == 2 and len(outputs) == 1  # saliency+grad_input+elrp, then lrp
+    separate = attribute(net, x, methods, share_forward=False)
+    assert len(calls) == 2 + 3
+    assert torch.equal(outputs[0], net(x))
+    for m in methods:
+        alone = attribute(net, x, [m])[m.name]
+        assert torch.equal(shared[m.name], separate[m.name]), m.name
+        assert torch.equal(shared[m.name], alone), m.name
+
+
+def test_a_method_with_its_own_backward_context_keeps_its_own_pass(tmp_path):
+    """A method that overrides `backward_context` without `backward_rules` may change the forward,
+    so it never joins the shared one."""
+    from onnxattr.attribution.methods import GradientInput
+
+    class Clipped(GradientInput):
+        name = "clipped"
+
+        def mode(self):
+            return "clipped"
+
+        @contextlib.contextmanager
+        def backward_context(self, net):
+            relu = {t: nn.Sequential(m, nn.Hardtanh(0.0, 1e9)) for t, m in net.modules_of_type({"Relu"})}
+            with swapped(net.module, relu):
+                yield
+
+    _, net, shape = converted(tmp_path, False)
+    x = torch.randn(2, *shape[1:])
+    calls = forward_counter(net)
+    maps = attribute(net, x, [get_method("grad_input"), Clipped()])
+    assert len(calls) == 2
+    assert torch.equal(maps["clipped"], maps["grad_input"])  # relu then clip at 0: same gradient
