@@ -17,9 +17,11 @@ import h5py
 import numpy as np
 
 from .errors import OnnxAttrError
-from .space import model_groups, open_space, read_verified
+from .space import model_groups, open_space, read_verified, verify_dataset
 
 Images = slice | Sequence[int] | np.ndarray
+#: Where the pairwise estimators' cache lives (written by :mod:`.analysis.distances`).
+CACHE_GROUP = "analysis/estimators"
 
 
 class SpaceReader:
@@ -121,6 +123,75 @@ class SpaceReader:
         if "probe/names" not in self._f:
             return []
         return [v.decode() if isinstance(v, bytes) else str(v) for v in self._f["probe/names"][()]]
+
+    # -- what the estimators need: identity, sketches, stored values, checksums, the cache --
+    def uid(self, name: str) -> str:
+        """The model's uid (new on every ``add``), which the pairwise cache is keyed by."""
+        uid = self._group(name).attrs.get("uid")
+        if uid is None:
+            raise OnnxAttrError(f"model {name!r} has no uid attribute; re-add it with `onnxattr add`")
+        return uid.decode() if isinstance(uid, bytes) else str(uid)
+
+    def probe_digest(self) -> str:
+        """The probe set's digest (on /probe, or on /probe/sha256 in older files); '' if none."""
+        for path in ("probe", "probe/sha256"):
+            if path in self._f and "digest" in self._f[path].attrs:
+                d = self._f[path].attrs["digest"]
+                return d.decode() if isinstance(d, bytes) else str(d)
+        return ""
+
+    def stored_maps(self, name: str, method: str, images: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """The maps of ``images`` as stored: no per-image scale applied, which only per-image
+        normalised uses (cosines) may ignore; float32 maps are read straight into ``out``."""
+        ds = self._maps_ds(name, method)
+        if out is None:
+            return ds[images]
+        if ds.dtype == np.float32:
+            ds.read_direct(out, source_sel=np.s_[images])
+        else:
+            out[...] = ds[images]
+        return out
+
+    def _sketch_ds(self, name: str, method: str) -> h5py.Dataset:
+        g = self._group(name)
+        if method not in g.get("sketch", {}):
+            raise OnnxAttrError(f"model {name!r} has no {method!r} sketch; "
+                                f"`onnxattr sketch {self.path}` computes it from the stored maps")
+        return g["sketch"][method]
+
+    def has_sketch(self, name: str, method: str) -> bool:
+        return method in self._group(name).get("sketch", {})
+
+    def sketch_shape(self, name: str, method: str) -> tuple[int, ...]:
+        """(N, k) of the model's stored map sketches (:mod:`.analysis.sketch`), without reading."""
+        return tuple(self._sketch_ds(name, method).shape)
+
+    def sketch(self, name: str, method: str, dims: int | None = None) -> np.ndarray:
+        """The first ``dims`` (default all) stored sketch dimensions of every probe image."""
+        return self._sketch_ds(name, method)[:, :dims]
+
+    def verify_maps(self, name: str, method: str) -> None:
+        """Raise if the model's maps no longer match their checksum (without keeping them)."""
+        verify_dataset(self._maps_ds(name, method))
+
+    def verify_features(self, name: str) -> None:
+        if not self.has_features(name):
+            raise OnnxAttrError(f"model {name!r} has no stored features")
+        verify_dataset(self._group(name)["features"])
+
+    def verify_sketch(self, name: str, method: str) -> None:
+        verify_dataset(self._sketch_ds(name, method))
+
+    def cached_pairs(self, key: str) -> tuple[dict[str, Any], list[str], np.ndarray] | None:
+        """The pairwise cache entry ``key`` (:mod:`.analysis.distances`): its attributes, the
+        model uids of its rows and its values; None if there is none."""
+        path = f"{CACHE_GROUP}/{key}"
+        if path not in self._f:
+            return None
+        g = self._f[path]
+        uids = [u.decode() if isinstance(u, bytes) else u for u in g["uids"][()]]
+        return dict(g.attrs), uids, g["values"][()]
 
 
 def _selection(images: Images) -> slice | np.ndarray:
