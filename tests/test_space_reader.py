@@ -104,7 +104,11 @@ def test_what_the_estimators_read_uids_digest_sketches_and_the_cache(tmp_path):
         assert attrs["probe_digest"] == "d0"
         assert uids == [r.uid(n) for n in matrix.names]
         np.testing.assert_allclose(values, matrix.values, atol=1e-6)
-    with h5py.File(path, "a") as f:  # a flipped sketch value is damage
-        f["models/m1/sketch/saliency"][0, 0] += 1
+    with h5py.File(path, "r") as f:  # the file that holds the sketch (the space, or a segment)
+        ds = f["models/m1/sketch/saliency"]
+        where, inside = ds.file.filename, ds.name
+        del ds, r  # objects of a closed space can still hold a segment file open
+    with h5py.File(where, "a") as f:  # a flipped sketch value is damage
+        f[inside][0, 0] += 1
     with read_space(path) as r, pytest.raises(OnnxAttrError, match="checksum"):
         r.verify_sketch("m1", "saliency")

@@ -29,11 +29,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ..errors import OnnxAttrError
-from .distances import LabelledMatrix, select_models, space_models
+from ..space_reader import SpaceReader, read_space
+from .distances import LabelledMatrix, select_models
 
 #: Ridge penalties tried by GCV, as multiples of the mean eigenvalue of the training kernel.
 ALPHAS = tuple(10.0 ** np.arange(-3.0, 3.5, 0.5))
@@ -137,14 +137,15 @@ class DirectedEstimator:
         self.name, self._fn = name, fn
         self.params = {"estimator": name, **(params or {})}
 
-    def data_path(self, name: str) -> str:
-        return f"models/{name}/features"
+    def n_images(self, reader: SpaceReader, name: str) -> int:
+        return reader.feature_shape(name)[0]
 
-    def models_with_data(self, f: h5py.File) -> list[str]:
-        return [m for m in space_models(f) if "features" in f["models"][m]]
+    def models_with_data(self, reader: SpaceReader) -> list[str]:
+        return [m for m in reader.names() if reader.has_features(m)]
 
-    def matrix(self, f: h5py.File, names: Sequence[str]) -> np.ndarray:
-        return self._fn([f[self.data_path(m)][()] for m in names])
+    def matrix(self, reader: SpaceReader, names: Sequence[str]) -> np.ndarray:
+        """The (target, source) matrix of ``names``' features, each checked against its checksum."""
+        return self._fn([reader.features(m) for m in names])
 
     # what probe resampling (:mod:`.stability`) calls on a feature estimator: the signature is
     # the (resampled) features themselves, and the whole matrix comes from one call
@@ -161,12 +162,8 @@ def directed_matrix(space: str | Path, est: DirectedEstimator,
                     models: Sequence[str] | None = None) -> tuple[LabelledMatrix, dict[str, int]]:
     """The estimator's (target, source) matrix over ``models`` (default: every model with its
     data; the others go to ``matrix.excluded``), computed in full: nothing is cached."""
-    from ..space import open_space, verify_dataset
-
-    with open_space(Path(space), "r") as f:
-        names, excluded = select_models(f, Path(space), est, models)
-        for n in names:
-            verify_dataset(f[est.data_path(n)])
-        values = est.matrix(f, names)
+    with read_space(Path(space)) as reader:
+        names, excluded = select_models(reader, est, models)
+        values = est.matrix(reader, names)
     return (LabelledMatrix(names, values, "affinity", est.name, excluded),
             {"computed_pairs": len(names) ** 2, "cached_models": 0})

@@ -31,8 +31,9 @@ import hdf5plugin  # noqa: F401  (registers the HDF5 filters of compressed maps)
 import numpy as np
 
 from ..errors import OnnxAttrError
+from ..space_reader import CACHE_GROUP, SpaceReader, read_space
 
-CACHE_ROOT = "analysis/estimators"
+CACHE_ROOT = CACHE_GROUP
 CACHE_FORMAT = 1
 DEFAULT_MEMORY_BYTES = 1 << 30
 CACHE_LOCK_WAIT = 10.0  # seconds a distance command waits to store its new pairs
@@ -239,21 +240,25 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the pairwise engine
 class PairwiseEstimator(Protocol):
-    """What the engine needs from an estimator (see :mod:`onnxattr.analysis.estimators`)."""
+    """What the engine needs from an estimator (see :mod:`onnxattr.analysis.estimators`); it
+    reads the space only through the :class:`~onnxattr.space_reader.SpaceReader` it is given."""
 
     name: str
     cache_key: str  # also says how results were made: params are stored with the cache
 
-    def models_with_data(self, f: h5py.File) -> list[str]: ...
+    def models_with_data(self, reader: SpaceReader) -> list[str]: ...
 
-    def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[Any]: ...
+    def parts(self, reader: SpaceReader, names: Sequence[str], memory_bytes: int) -> list[Any]: ...
 
-    def signature_bytes(self, f: h5py.File, name: str, part: Any) -> int: ...
+    def signature_bytes(self, reader: SpaceReader, name: str, part: Any) -> int: ...
 
-    def data_path(self, name: str) -> str:
-        """The dataset of model ``name`` that its signatures are built from."""
+    def n_images(self, reader: SpaceReader, name: str) -> int:
+        """How many probe images model ``name``'s data covers."""
 
-    def stack(self, f: h5py.File, names: Sequence[str], part: Any) -> Any:
+    def verify(self, reader: SpaceReader, name: str) -> None:
+        """Raise if the data of model ``name`` that its signatures are built from is damaged."""
+
+    def stack(self, reader: SpaceReader, names: Sequence[str], part: Any) -> Any:
         """The signatures of ``names`` for ``part``, as one block."""
 
     def combine(self, a: Any, b: Any) -> np.ndarray:
@@ -261,6 +266,7 @@ class PairwiseEstimator(Protocol):
 
 
 def model_uids(f: h5py.File, names: Sequence[str]) -> list[str]:
+    """The models' uids in a file the cache writer holds open (readers: SpaceReader.uid)."""
     out = []
     for n in names:
         uid = f["models"][n].attrs.get("uid")
@@ -286,14 +292,14 @@ def probe_digest(f: h5py.File) -> str:
     return ""
 
 
-def _read_cache(f: h5py.File, key: str, digest: str) -> tuple[list[str], np.ndarray]:
-    path = f"{CACHE_ROOT}/{key}"
-    if path not in f:
+def _read_cache(reader: SpaceReader, key: str, digest: str) -> tuple[list[str], np.ndarray]:
+    entry = reader.cached_pairs(key)
+    if entry is None:
         return [], np.zeros((0, 0))
-    g = f[path]
-    if g.attrs.get("format") != CACHE_FORMAT or g.attrs.get("probe_digest", "") != digest:
+    attrs, uids, values = entry
+    if attrs.get("format") != CACHE_FORMAT or attrs.get("probe_digest", "") != digest:
         return [], np.zeros((0, 0))  # stale: another probe set or layout -> recompute everything
-    return [u.decode() if isinstance(u, bytes) else u for u in g["uids"][()]], g["values"][()]
+    return uids, values
 
 
 def _write_cache(f: h5py.File, key: str, est_name: str, digest: str, uids: list[str],
@@ -339,13 +345,13 @@ def _update_cache(space: Path, est: PairwiseEstimator, digest: str, uids: list[s
         print(f"note: pairwise cache not updated ({exc})", file=sys.stderr)
 
 
-def _blocks(f: h5py.File, est: PairwiseEstimator, names: Sequence[str], part: Any,
+def _blocks(reader: SpaceReader, est: PairwiseEstimator, names: Sequence[str], part: Any,
             budget: int) -> Iterator[list[str]]:
     """Split names into groups whose signatures for ``part`` fit in ``budget`` bytes."""
     block: list[str] = []
     used = 0
     for n in names:
-        size = est.signature_bytes(f, n, part)
+        size = est.signature_bytes(reader, n, part)
         if block and used + size > budget:
             yield block
             block, used = [], 0
@@ -355,7 +361,7 @@ def _blocks(f: h5py.File, est: PairwiseEstimator, names: Sequence[str], part: An
         yield block
 
 
-def compute_pairs(f: h5py.File, est: PairwiseEstimator, new: Sequence[str], names: Sequence[str],
+def compute_pairs(reader: SpaceReader, est: PairwiseEstimator, new: Sequence[str], names: Sequence[str],
                   memory_bytes: int = DEFAULT_MEMORY_BYTES, progress: bool = False) -> np.ndarray:
     """Values for every (new, names) pair, summed over the estimator's parts.
 
@@ -367,33 +373,34 @@ def compute_pairs(f: h5py.File, est: PairwiseEstimator, new: Sequence[str], name
     out = np.zeros((len(new), len(names)))
     col = {n: j for j, n in enumerate(names)}
     row = {n: i for i, n in enumerate(new)}
-    parts = est.parts(f, names, memory_bytes)
+    parts = est.parts(reader, names, memory_bytes)
     # the held block and one streamed block stay within memory_bytes / 2 each
     half = max(1, memory_bytes // 2)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{est.name}: {len(new)} x {len(names)} pairs", total=len(parts))
         for part in parts:
-            for held in _blocks(f, est, new, part, half):
-                block_a = est.stack(f, held, part)
+            for held in _blocks(reader, est, new, part, half):
+                block_a = est.stack(reader, held, part)
                 a_rows = [row[n] for n in held]
                 # the held block against itself (symmetric product), then the others streamed
                 out[np.ix_(a_rows, [col[n] for n in held])] += est.combine(block_a, block_a)
                 held_set = set(held)
                 others = [n for n in names if n not in held_set]
-                for blk in _blocks(f, est, others, part, half):
+                for blk in _blocks(reader, est, others, part, half):
                     out[np.ix_(a_rows, [col[n] for n in blk])] += est.combine(
-                        block_a, est.stack(f, blk, part))
+                        block_a, est.stack(reader, blk, part))
                 del block_a
             bar.advance(task)
     return out
 
 
-def select_models(f: h5py.File, space: Path, est: Any, models: Sequence[str] | None
+def select_models(reader: SpaceReader, est: Any, models: Sequence[str] | None
                   ) -> tuple[list[str], list[str]]:
     """The models ``est`` compares (``models``, else every one with its data) and those left out
     for lack of data; unknown names, named models without the data, or fewer than two are errors."""
-    all_models = space_models(f)
-    have = est.models_with_data(f)
+    space = reader.path
+    all_models = reader.names()
+    have = est.models_with_data(reader)
     if models is None:
         names, excluded = have, [m for m in all_models if m not in have]
     else:
@@ -422,20 +429,19 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
     ``models=None`` means every model that has the estimator's data; the others are listed in
     ``matrix.excluded``.
     """
-    from ..space import open_space, verify_dataset
-
     space = Path(space)
     if not space.is_file():
         raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
     # Read under the shared lock; the cache is written afterwards under the exclusive one.
-    with open_space(space, "r") as f:
-        names, excluded = select_models(f, space, est, models)
-        uids = model_uids(f, names)
-        digest = probe_digest(f)
+    with read_space(space) as reader:
+        names, excluded = select_models(reader, est, models)
+        uids = [reader.uid(n) for n in names]
+        digest = reader.probe_digest()
         if not digest:
             raise OnnxAttrError(f"{space} has no probe set (damaged or edited), so its maps "
                                 f"cannot be compared safely; `onnxattr check {space}`")
-        cached_uids, cached = _read_cache(f, est.cache_key, digest) if use_cache else ([], None)
+        cached_uids, cached = (_read_cache(reader, est.cache_key, digest) if use_cache
+                               else ([], None))
         pos = {u: i for i, u in enumerate(cached_uids)}
         known = [i for i, u in enumerate(uids) if u in pos]
         new = [names[i] for i, u in enumerate(uids) if u not in pos]
@@ -445,8 +451,8 @@ def pairwise_matrix(space: str | Path, est: PairwiseEstimator, models: Sequence[
             values[np.ix_(known, known)] = cached[np.ix_(idx, idx)]
         if new:
             for n in names:  # every model's data enters the new pairs: check it is intact
-                verify_dataset(f[est.data_path(n)])
-            block = compute_pairs(f, est, new, names, memory_bytes, progress)
+                est.verify(reader, n)
+            block = compute_pairs(reader, est, new, names, memory_bytes, progress)
             rows = [names.index(n) for n in new]
             values[rows, :] = block
             values[:, rows] = block.T

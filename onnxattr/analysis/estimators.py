@@ -62,12 +62,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ..errors import OnnxAttrError
 from ..registry import Registry
-from ..space import open_space
+from ..space_reader import SpaceReader, read_space
 from .directed import DirectedEstimator, directed_matrix, effective_rank, predictivity_matrix
 from .distances import (
     DEFAULT_MEMORY_BYTES,
@@ -75,7 +74,6 @@ from .distances import (
     PairwiseEstimator,
     normalise_rows,
     pairwise_matrix,
-    space_models,
 )
 from .map_compare import (
     EstimatorSpec,
@@ -118,17 +116,17 @@ class MapCosine:
         self.cache_key = f"maps.{self.name}"
         self.params = {"method": method, **self.comparison.params()}
 
-    def data_path(self, name: str) -> str:
-        return f"models/{name}/maps/{self.method}"
+    def n_images(self, reader: SpaceReader, name: str) -> int:
+        return reader.map_shape(name, self.method)[0]
 
-    def _ds(self, f: h5py.File, name: str) -> h5py.Dataset:
-        return f[self.data_path(name)]
+    def verify(self, reader: SpaceReader, name: str) -> None:
+        reader.verify_maps(name, self.method)
 
-    def models_with_data(self, f: h5py.File) -> list[str]:
-        return [m for m in space_models(f) if f"maps/{self.method}" in f["models"][m]]
+    def models_with_data(self, reader: SpaceReader) -> list[str]:
+        return [m for m in reader.names() if reader.has_maps(m, self.method)]
 
-    def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[slice]:
-        shapes = {n: self._ds(f, n).shape for n in names}
+    def parts(self, reader: SpaceReader, names: Sequence[str], memory_bytes: int) -> list[slice]:
+        shapes = {n: reader.map_shape(n, self.method) for n in names}
         if len(set(shapes.values())) != 1:
             detail = ", ".join(f"{n}: {s}" for n, s in shapes.items())
             raise OnnxAttrError(f"maps {self.method!r} differ in shape ({detail}); "
@@ -139,25 +137,22 @@ class MapCosine:
         chunk = max(1, min(n_img, memory_bytes // 4 // max(1, per_img * len(names))))
         return [slice(k, min(k + chunk, n_img)) for k in range(0, n_img, chunk)]
 
-    def signature_bytes(self, f: h5py.File, name: str, part: slice) -> int:
-        shape = self._ds(f, name).shape
+    def signature_bytes(self, reader: SpaceReader, name: str, part: slice) -> int:
+        shape = reader.map_shape(name, self.method)
         return (part.stop - part.start) * math.prod(shape[1:]) * 4
 
-    def stack(self, f: h5py.File, names: Sequence[str], part: slice) -> np.ndarray:
+    def stack(self, reader: SpaceReader, names: Sequence[str], part: slice) -> np.ndarray:
         """(models, chunk·S·S) float32: each image's map divided by its norm · sqrt(Np), read and
-        scaled in place in one preallocated block (no per-model copies)."""
-        shape = self._ds(f, names[0]).shape
+        scaled in place in one preallocated block (no per-model copies). The maps are read as
+        stored: a low-precision map's per-image scale cancels in its norm."""
+        shape = reader.map_shape(names[0], self.method)
         if not self.comparison.is_reference:
-            return self._stack_transformed(f, names, part, shape[0])
+            return self._stack_transformed(reader, names, part, shape[0])
         n_img, n_pix = part.stop - part.start, math.prod(shape[1:])
         block = np.empty((len(names), n_img * n_pix), dtype=np.float32)
         for i, name in enumerate(names):
-            ds = self._ds(f, name)
             x = block[i].reshape(n_img, *shape[1:])
-            if ds.dtype == np.float32:
-                ds.read_direct(x, source_sel=np.s_[part])
-            else:
-                x[...] = ds[part]
+            reader.stored_maps(name, self.method, part, out=x)
             x = x.reshape(n_img, n_pix)
             norm = np.linalg.norm(x, axis=1, keepdims=True) * np.float32(math.sqrt(shape[0]))
             ok = norm > 0
@@ -165,11 +160,12 @@ class MapCosine:
             x[~ok[:, 0]] = 0.0  # zero (or non-finite) map: cosine 0
         return block
 
-    def _stack_transformed(self, f: h5py.File, names: Sequence[str], part: slice,
+    def _stack_transformed(self, reader: SpaceReader, names: Sequence[str], part: slice,
                            n_total: int) -> np.ndarray:
         rows = []
         for name in names:
-            x = self.comparison.transform(self._ds(f, name)[part], _input_size(f, name))
+            x = self.comparison.transform(reader.stored_maps(name, self.method, part),
+                                          _input_size(reader, name))
             rows.append((normalise_rows(x) / np.float32(math.sqrt(n_total))).ravel())
         return np.stack(rows)
 
@@ -177,11 +173,11 @@ class MapCosine:
         return gram(a, b)
 
 
-def _input_size(f: h5py.File, name: str) -> tuple[int, int] | None:
+def _input_size(reader: SpaceReader, name: str) -> tuple[int, int] | None:
     """The model's input (H, W) as its stored preprocessing records it (None if not recorded)."""
-    raw = f["models"][name].attrs.get("preprocessing", "{}")
+    raw = reader.attrs(name).get("preprocessing", "{}")
     try:
-        size = json.loads(raw.decode() if isinstance(raw, bytes) else raw).get("input_size")
+        size = json.loads(raw).get("input_size")
     except (json.JSONDecodeError, AttributeError):
         return None
     return (int(size[0]), int(size[1])) if size else None
@@ -357,15 +353,14 @@ def _space_info(space: str | Path) -> tuple[list[str], dict[str, int], int]:
     space = Path(space)
     if not space.is_file():
         raise OnnxAttrError(f"model space {space} does not exist; create it with `onnxattr add`")
-    with open_space(space, "r") as f:
-        models = space_models(f)
+    with read_space(space) as r:
+        models = r.names()
         counts: dict[str, int] = {}
         n_feat = 0
         for m in models:
-            g = f["models"][m]
-            for meth in g.get("maps", {}):
+            for meth in r.methods(m):
                 counts[meth] = counts.get(meth, 0) + 1
-            n_feat += "features" in g
+            n_feat += r.has_features(m)
     return models, counts, n_feat
 
 
@@ -502,8 +497,8 @@ def compute_affinity(space: str | Path, name: str, models: Sequence[str] | None 
 
 def common_models(space: str | Path, terms: Sequence[tuple[PairwiseEstimator, float]]) -> list[str]:
     """Models having the data of every term."""
-    with open_space(space, "r") as f:
-        have = [set(est.models_with_data(f)) for est, _ in terms]
+    with read_space(space) as r:
+        have = [set(est.models_with_data(r)) for est, _ in terms]
     return sorted(set.intersection(*have))
 
 

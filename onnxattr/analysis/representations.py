@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import h5py
 import numpy as np
 from scipy.stats import rankdata
 
 from ..errors import OnnxAttrError
-from .distances import normalise_rows, space_models
+from ..space_reader import SpaceReader
+from .distances import normalise_rows
 
 
 def gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,28 +89,31 @@ class FeatureEstimator:
         self.cache_key = f"features.{name}{key_params}"
         self.params = {"estimator": name, **(params or {})}
 
-    def data_path(self, name: str) -> str:
-        return f"models/{name}/features"
+    def n_images(self, reader: SpaceReader, name: str) -> int:
+        return reader.feature_shape(name)[0]
 
-    def models_with_data(self, f: h5py.File) -> list[str]:
-        return [m for m in space_models(f) if "features" in f["models"][m]]
+    def verify(self, reader: SpaceReader, name: str) -> None:
+        reader.verify_features(name)
 
-    def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[None]:
-        n = {f[f"models/{m}/features"].shape[0] for m in names}
+    def models_with_data(self, reader: SpaceReader) -> list[str]:
+        return [m for m in reader.names() if reader.has_features(m)]
+
+    def parts(self, reader: SpaceReader, names: Sequence[str], memory_bytes: int) -> list[None]:
+        n = {self.n_images(reader, m) for m in names}
         if len(n) != 1:
             raise OnnxAttrError(f"features of {', '.join(names)} have different numbers of probe "
                                 "images; all models must use the same probe set")
         return [None]
 
-    def signature_bytes(self, f: h5py.File, name: str, part: None) -> int:
-        n = f[f"models/{name}/features"].shape[0]
+    def signature_bytes(self, reader: SpaceReader, name: str, part: None) -> int:
+        n = self.n_images(reader, name)
         return n * n * 8
 
     def signature(self, features: np.ndarray) -> np.ndarray:
         return self._fn(np.asarray(features, dtype=np.float64))
 
-    def stack(self, f: h5py.File, names: Sequence[str], part: None) -> list[np.ndarray]:
-        return [self.signature(f[f"models/{m}/features"][()]) for m in names]
+    def stack(self, reader: SpaceReader, names: Sequence[str], part: None) -> list[np.ndarray]:
+        return [self.signature(reader.features(m)) for m in names]
 
     def combine(self, a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
         if self._pair is None:

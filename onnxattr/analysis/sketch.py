@@ -35,12 +35,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.fft import dctn
 
 from ..errors import OnnxAttrError
 from ..space import MapStorage
+from ..space_reader import SpaceReader
 from .distances import normalise_rows, space_models
 
 #: Stored dimensions per image (the estimator may read fewer, see ``sketch_dims``).
@@ -99,17 +99,17 @@ class MapSketch:
             "`onnxattr sketch SPACE` computes them from the stored maps"
         )
 
-    def data_path(self, name: str) -> str:
-        return f"models/{name}/{SKETCH_GROUP}/{self.method}"
+    def n_images(self, reader: SpaceReader, name: str) -> int:
+        return reader.sketch_shape(name, self.method)[0]
 
-    def _ds(self, f: h5py.File, name: str) -> h5py.Dataset:
-        return f[self.data_path(name)]
+    def verify(self, reader: SpaceReader, name: str) -> None:
+        reader.verify_sketch(name, self.method)
 
-    def models_with_data(self, f: h5py.File) -> list[str]:
-        return [m for m in space_models(f) if f"{SKETCH_GROUP}/{self.method}" in f["models"][m]]
+    def models_with_data(self, reader: SpaceReader) -> list[str]:
+        return [m for m in reader.names() if reader.has_sketch(m, self.method)]
 
-    def _k(self, f: h5py.File, names: Sequence[str]) -> int:
-        shapes = {self._ds(f, n).shape for n in names}
+    def _k(self, reader: SpaceReader, names: Sequence[str]) -> int:
+        shapes = {reader.sketch_shape(n, self.method) for n in names}
         if len(shapes) != 1:
             raise OnnxAttrError(
                 f"sketches of {self.method!r} differ in shape ({shapes}); all "
@@ -123,18 +123,18 @@ class MapSketch:
             )
         return self.dims or stored
 
-    def parts(self, f: h5py.File, names: Sequence[str], memory_bytes: int) -> list[int]:
-        return [self._k(f, names)]
+    def parts(self, reader: SpaceReader, names: Sequence[str], memory_bytes: int) -> list[int]:
+        return [self._k(reader, names)]
 
-    def signature_bytes(self, f: h5py.File, name: str, part: int) -> int:
-        return self._ds(f, name).shape[0] * part * 4
+    def signature_bytes(self, reader: SpaceReader, name: str, part: int) -> int:
+        return self.n_images(reader, name) * part * 4
 
-    def stack(self, f: h5py.File, names: Sequence[str], part: int) -> np.ndarray:
+    def stack(self, reader: SpaceReader, names: Sequence[str], part: int) -> np.ndarray:
         """(models, Np·k) float32: each image's sketch over its own norm (less variance than
         the map's norm it estimates) / sqrt(Np)."""
         rows = []
         for name in names:
-            y = normalise_rows(self._ds(f, name)[:, :part])
+            y = normalise_rows(reader.sketch(name, self.method, part))
             rows.append((y / np.float32(math.sqrt(len(y)))).ravel())
         return np.stack(rows)
 

@@ -30,14 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from scipy.stats import spearmanr
 
 from ..errors import OnnxAttrError
-from ..space import open_space
-from ..space_reader import read_space
-from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, PairwiseEstimator
+from ..space_reader import SpaceReader, read_space
+from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix
 from .estimators import (
     COMBINE_PREFIX,
     FeatureEstimator,
@@ -91,12 +89,8 @@ def disjoint_halves(
     return out
 
 
-def _n_images(f: h5py.File, est: PairwiseEstimator, name: str) -> int:
-    return int(f[est.data_path(name)].shape[0])
-
-
 def _map_resamples(
-    f: h5py.File, est: MapCosine | MapSketch, names: Sequence[str], weights: np.ndarray,
+    reader: SpaceReader, est: MapCosine | MapSketch, names: Sequence[str], weights: np.ndarray,
     memory_bytes: int,
 ) -> np.ndarray:
     """(R, N, N): sum_k weights[r, k] · cos_k(i, j) over the images k, streamed in chunks
@@ -104,8 +98,8 @@ def _map_resamples(
     n = len(names)
     n_img = weights.shape[1]
     out = np.zeros((len(weights), n * n))
-    for part in est.parts(f, names, memory_bytes):
-        sig = est.stack(f, names, part)  # rows: unit maps (sketches) / sqrt(Np), image-major
+    for part in est.parts(reader, names, memory_bytes):
+        sig = est.stack(reader, names, part)  # rows: unit maps (sketches) / sqrt(Np), image-major
         if not isinstance(part, slice):
             part = slice(0, n_img)
         k = part.stop - part.start
@@ -116,9 +110,10 @@ def _map_resamples(
 
 
 def _feature_resamples(
-    f: h5py.File, est: FeatureEstimator, names: Sequence[str], indices: Sequence[np.ndarray]
+    reader: SpaceReader, est: FeatureEstimator, names: Sequence[str],
+    indices: Sequence[np.ndarray],
 ) -> np.ndarray:
-    feats = [f[f"models/{m}/features"][()].astype(np.float64) for m in names]
+    feats = [reader.features(m).astype(np.float64) for m in names]
     out = []
     for idx in indices:
         sigs = [est.signature(x[idx]) for x in feats]
@@ -157,14 +152,14 @@ def resampled_affinities(
     if len(names) < 2:
         raise OnnxAttrError(f"{name!r} needs at least two models with its data")
     total = None
-    with open_space(space, "r") as f:
-        n_img = _n_images(f, terms[0][0], names[0])
+    with read_space(space) as reader:
+        n_img = terms[0][0].n_images(reader, names[0])
         for est, w in terms:
             if isinstance(est, (MapCosine, MapSketch)):
                 weights = np.array([np.bincount(i, minlength=n_img) / len(i) for i in indices])
-                vals = _map_resamples(f, est, names, weights, memory_bytes)
+                vals = _map_resamples(reader, est, names, weights, memory_bytes)
             else:
-                vals = _feature_resamples(f, est, names, indices)
+                vals = _feature_resamples(reader, est, names, indices)
             total = w * vals if total is None else total + w * vals
     assert total is not None
     if spec.correction:
