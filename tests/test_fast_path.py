@@ -218,3 +218,15 @@ def test_a_method_with_its_own_backward_context_keeps_its_own_pass(tmp_path):
     maps = attribute(net, x, [get_method("grad_input"), Clipped()])
     assert len(calls) == 2
     assert torch.equal(maps["clipped"], maps["grad_input"])  # relu then clip at 0: same gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elrp_ratio_in_one_buffer_equals_the_formula(dtype):
+    from onnxattr.attribution.methods import _ratio
+
+    z = torch.cat([torch.tensor([0.0, -0.0, 1e-30, -1e-30, -1e-4, 1e-4, float("nan")]),
+                   torch.randn(1000)]).to(dtype)
+    y, grad = torch.sigmoid(z), torch.randn_like(z)
+    for eps in (1e-4, 1e-7, 0.25):
+        want = grad * (y / (z + torch.where(z >= 0, eps, -eps)))
+        torch.testing.assert_close(_ratio(z, y, grad, eps), want, rtol=0, atol=0, equal_nan=True)
