@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .analysis.distances import LabelledMatrix
     from .analysis.evaluation import Evaluation, Oracle
     from .analysis.explorer import ExplorerResult
+    from .analysis.stability import Stability
     from .pipeline import AddResult
     from .preprocess import Preprocessing
     from .probe import ProbeSet
@@ -66,9 +67,13 @@ def method_parameters(
     lrp_preset: str | None = None,
     lrp_rules: str | Path | Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per-method parameters from the common ones: ``epsilon`` goes to every method that takes
-    one (elrp, lrp), ``lrp_preset``/``lrp_rules`` to lrp."""
+    """Per-method parameters from the common ones: ``epsilon`` (>= 0) goes to every method that
+    takes one (elrp, lrp), ``lrp_preset``/``lrp_rules`` to lrp."""
     from .attribution import METHODS
+    from .errors import OnnxAttrError
+
+    if epsilon is not None and not epsilon >= 0:  # NaN too
+        raise OnnxAttrError(f"`epsilon={epsilon}` must be a number >= 0 (default 1e-4)")
 
     out: dict[str, dict[str, Any]] = {}
     for m in methods:
@@ -206,6 +211,19 @@ def distances(space: SpaceLike, estimator: str | None = None, models: Sequence[s
     return affinity(space, estimator, models, **kwargs).distance()
 
 
+def stability(space: SpaceLike, estimator: str | None = None,
+              models: Sequence[str] | None = None, *, bootstrap: int = 20, seed: int = 0,
+              **params: Any) -> Stability:
+    """How sure ``estimator``'s rankings are (``None``: :func:`default_estimator`): 95%
+    intervals of every affinity and rank over ``bootstrap`` (at least 2) probe resamples, and how
+    alike two disjoint halves of the probe set rank the sources. ``params``: estimator
+    parameters, as for :func:`affinity`."""
+    from .analysis.stability import ranking_stability
+
+    return ranking_stability(_path(space), estimator or default_estimator(space), models,
+                             n_boot=bootstrap, seed=seed, **params)
+
+
 @dataclass(frozen=True)
 class Neighbour:
     """A source model in a ranking: its name, distance (None where the estimator has none) and
@@ -280,7 +298,9 @@ def report(
     from .analysis.estimators import available_estimators
     from .analysis.report import write_report
     from .analysis.selection import DEFAULT_ESTIMATOR, with_default
+    from .analysis.stability import check_bootstrap
 
+    check_bootstrap(kwargs.get("bootstrap", 0))
     names = (list(estimators) if estimators
              else with_default(_path(space), available_estimators(_path(space))))
     names.sort(key=lambda n: n != DEFAULT_ESTIMATOR)  # stable: the default leads, the rest as listed
@@ -300,6 +320,8 @@ def explore(
     beside each ranking. ``kwargs``: ``mapping``, ``top``, ``top_k``, ``n_images``, ``bootstrap``,
     ``linkage``, ``use_cache``, ``progress`` and estimator parameters."""
     from .analysis.explorer import write_explorer
+    from .analysis.stability import check_bootstrap
 
+    check_bootstrap(kwargs.get("bootstrap", 0))
     return write_explorer(_path(space), out, oracle, list(estimators) if estimators else None,
                           **kwargs)

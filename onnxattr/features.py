@@ -236,7 +236,8 @@ def warn_suspect_features(space: str | Path, names: Sequence[str] | None = None)
         warnings.warn(
             f"features of {', '.join(suspects)} were stored by an older onnxattr that pooled them "
             "by the input layout (NHWC) and may be wrong; `onnxattr features -s "
-            f"{space}` checks them and `--recompute` fixes them",
+            f"{space}` checks them, with --recompute it fixes them (in Python: "
+            "`onnxattr.features.check_features`, `recompute_features`)",
             OnnxAttrWarning,
             stacklevel=2,
         )

@@ -188,7 +188,7 @@ def compute_model(
     say(f"preprocessing: {pre.describe()}")
     if normalisation_unspecified(preprocessing):
         warnings.warn(
-            "no --preset, --preprocessing or --scale/--mean/--std given: assuming x = pixel/255 "
+            "no `preset`, `preprocessing` or `scale`/`mean`/`std` given: assuming x = pixel/255 "
             "(mean 0, std 1); a model trained with other input scaling gets wrong maps, so give "
             "its own values (presets: imagenet, caffe, minus1to1, unit, raw255)",
             OnnxAttrWarning, stacklevel=2,
@@ -326,5 +326,6 @@ def _budget_batch(meter: PeakMeter, first: int, n: int, arrays: Sequence[np.ndar
         f"batch size {batch} keeps add within {budget / MB:.0f} MB")
     if meter.base + reserve + per_image > budget:
         say(f"warning: even one image at a time needs ~{(meter.base + reserve + per_image) / MB:.0f} MB, "
-            f"over --memory-mb {memory_mb}; going on at batch size 1 (use --map-size or fewer probe images)")
+            f"over `memory_mb={memory_mb}`; going on at batch size 1 (use a smaller `map_size` or "
+            "fewer probe images)")
     return batch

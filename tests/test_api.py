@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import onnxattr
+from onnxattr.analysis.distances import write_matrix
 
 
 def test_version_matches_pyproject() -> None:
@@ -107,3 +108,66 @@ def test_errors_in_api_terms_and_cli_flags(tmp_path) -> None:
                                  "--methods", "saliency"])
     assert r.exit_code == 1 and "pass --overwrite or another --name" in r.output
     assert "`" not in r.output.split("error:")[1].split("(")[0]
+
+
+def _cli_error(args: list[str]) -> str:
+    """The one `error:` line the CLI prints for ``args``, whitespace folded."""
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    return " ".join(r.output.split("error:", 1)[1].split())
+
+
+def test_the_api_and_the_cli_refuse_the_same_inputs_alike(tmp_path) -> None:
+    """Rules live in the library (issue 22): the CLI shows the API's message with its flags."""
+    import pytest
+
+    from onnxattr.cli._app import cli_terms
+
+    from .space_factory import random_space
+
+    space = tmp_path / "s.h5"
+    random_space(space, n_models=3, n_probe=6, size=4, dim=5)
+    cases = [  # (API call, CLI arguments)
+        (lambda: onnxattr.add(space, tmp_path / "m.onnx", epsilon=-1.0),
+         ["add", str(tmp_path / "m.onnx"), "--space", str(space), "--epsilon", "-1"]),
+        (lambda: onnxattr.stability(space, "saliency", bootstrap=1),
+         ["rank", "m0", "--space", str(space), "--method", "saliency", "--bootstrap", "1"]),
+        (lambda: onnxattr.stability(space, "saliency", bootstrap=-3),
+         ["rank", "m0", "--space", str(space), "--method", "saliency", "--bootstrap", "-3"]),
+        (lambda: onnxattr.report(space, tmp_path / "r.html", bootstrap=1),
+         ["report", "--space", str(space), "--out", str(tmp_path / "r.html"), "--bootstrap", "1"]),
+    ]
+    for api_call, args in cases:
+        with pytest.raises(onnxattr.OnnxAttrError) as exc:
+            api_call()
+        api_message = " ".join(str(exc.value).split())
+        assert "--" not in api_message, api_message  # API terms: parameter names, not flags
+        assert _cli_error(args) == cli_terms(api_message), args
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_library_warnings_name_parameters_and_the_cli_shows_flags(tmp_path) -> None:
+    """A note of the library (here: every source relevant at top-5 of 3 models) names the API
+    parameter; the CLI shows the same note with its flag."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+    from onnxattr.cli._app import cli_terms
+
+    names = ["a", "b", "c"]
+    aff = onnxattr.LabelledMatrix(names, np.array([[1, .5, .2], [.5, 1, .3], [.2, .3, 1]]))
+    write_matrix(aff, tmp_path / "aff.csv")
+    write_matrix(onnxattr.LabelledMatrix(names, aff.values[::-1, ::-1].copy()), tmp_path / "o.csv")
+    (ev,) = onnxattr.evaluate(aff, tmp_path / "o.csv", top=5)
+    (note,) = [w for w in ev.warnings if "below" in w]
+    assert "--" not in note
+    r = CliRunner().invoke(app, ["evaluate", "--oracle", str(tmp_path / "o.csv"),
+                                 "--affinity", str(tmp_path / "aff.csv"), "--top", "5"])
+    assert r.exit_code == 0, r.output
+    assert " ".join(cli_terms(note).split()) in " ".join(r.output.split())
+    assert cli_terms(note) != note

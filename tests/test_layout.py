@@ -281,3 +281,69 @@ def test_long_modules_say_why_at_the_top():
         if not any(line.startswith(LONG_REASON) for line in first.splitlines()):
             unexplained.append(str(path.relative_to(ROOT)))
     assert not unexplained, f"over {LONG_MODULE_LINES} lines without a reason: {unexplained}"
+
+
+#: What the CLI may import from the library: the public API and package names, and the errors
+#: it formats (issue 22: the API is the boundary).
+CLI_PUBLIC = {"onnxattr", "onnxattr.api", "onnxattr.errors"}
+#: Internal modules the CLI still imports, each with why; moved one at a time behind the API.
+CLI_INTERNAL_ALLOWED = {
+    "onnxattr.analysis.distances": "matrix CSV read/write of distance, rank and evaluate",
+    "onnxattr.analysis.estimators": "estimators' listing, parameters and stats of distance",
+    "onnxattr.analysis.evaluation": "oracle and --map parsing, the evaluation JSON",
+    "onnxattr.analysis.plots": "heatmap and curve figures",
+    "onnxattr.analysis.selection": "the default estimator among a space's",
+    "onnxattr.analysis.sketch": "`onnxattr sketch` (add_sketches, a writer of issue 20)",
+    "onnxattr.analysis.stability": "evaluate's intervals of P@K (evaluation_ci)",
+    "onnxattr.analysis.trees": "tree and linkage commands",
+    "onnxattr.attribution": "the methods' table of `onnxattr methods`",
+    "onnxattr.attribution.rule_table": "`onnxattr rules`",
+    "onnxattr.attribution.rules": "`onnxattr rules`",
+    "onnxattr.benchmark.run": "the benchmark command",
+    "onnxattr.benchmark.scoring": "the benchmark command",
+    "onnxattr.benchmark.world": "the benchmark command",
+    "onnxattr.cluster": "add of a manifest (add_many)",
+    "onnxattr.features": "`onnxattr features` (check, recompute)",
+    "onnxattr.integrity": "check and salvage",
+    "onnxattr.memory": "the --memory-mb default shown in --help",
+    "onnxattr.onnxgraph.graph": "`onnxattr nodes` lists an ONNX graph's nodes",
+    "onnxattr.progress": "progress bars of add",
+    "onnxattr.transfer": "the transfer command",
+    "onnxattr.transfer.estimates": "the transfer estimates command",
+    "onnxattr.transfer.heads": "the transfer command's metrics",
+    "onnxattr.transfer.sources": "the transfer command's sources",
+}
+
+
+def cli_imports(root: Path) -> dict[str, list[str]]:
+    """Library module -> where the CLI imports it ("file:line"), the CLI's own modules left out."""
+    found: dict[str, list[str]] = {}
+    for module, edges in import_graph(root, "onnxattr").items():
+        if module == "onnxattr.cli" or module.startswith("onnxattr.cli."):
+            for target, line in edges.items():
+                if not target.startswith("onnxattr.cli"):
+                    found.setdefault(target, []).append(f"{module}:{line}")
+    return found
+
+
+def test_the_cli_imports_the_public_api_not_internals():
+    used = cli_imports(ROOT)
+    assert "onnxattr.api" in used
+    bad = {m: where for m, where in used.items()
+           if m not in CLI_PUBLIC and m not in CLI_INTERNAL_ALLOWED}
+    assert not bad, f"the CLI imports internals; go through onnxattr.api: {bad}"
+    stale = sorted(set(CLI_INTERNAL_ALLOWED) - set(used))
+    assert not stale, f"no longer imported by the CLI: take {stale} off CLI_INTERNAL_ALLOWED"
+
+
+def test_the_cli_import_scan_sees_internal_imports(tmp_path):
+    """Not vacuous: module-level, function-level and package-name imports are each classed."""
+    pkg = tmp_path / "onnxattr"
+    (pkg / "cli").mkdir(parents=True)
+    for name in ("__init__", "api", "space", "cli/__init__"):
+        (pkg / f"{name}.py").write_text("")
+    (pkg / "cli" / "cmds.py").write_text(
+        "from .. import api\nfrom .. import ModelSpace\n\n\ndef f():\n    from ..space import x\n")
+    assert cli_imports(tmp_path) == {"onnxattr.api": ["onnxattr.cli.cmds:1"],
+                                     "onnxattr": ["onnxattr.cli.cmds:2"],
+                                     "onnxattr.space": ["onnxattr.cli.cmds:6"]}

@@ -233,7 +233,7 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
         notes.append(
             f"{len(saturated)} of {n_t} targets have at most {top} candidate sources "
             f"(fewest: {n_min}), so with relevant = top-{top} every candidate is relevant and "
-            f"their P@K is 1 for any ranking, random included; use --top below {n_min} or "
+            f"their P@K is 1 for any ranking, random included; use `top` below {n_min} or "
             "evaluate more models"
         )
     valid = [v for v in rho.values() if not math.isnan(v)]

@@ -50,6 +50,16 @@ from .evaluation import Oracle, evaluate
 from .map_compare import correct, parse_estimator
 from .sketch import MapSketch
 
+_BOOTSTRAP_RULE = "`bootstrap` needs at least 2 probe resamples (0: no intervals), not {}"
+
+
+def check_bootstrap(bootstrap: int) -> int:
+    """``bootstrap`` as the number of probe resamples for intervals: 0 (none) or at least 2. The
+    one rule of the API, the report and the CLI (a single resample has no spread)."""
+    if bootstrap != 0 and not bootstrap >= 2:
+        raise OnnxAttrError(_BOOTSTRAP_RULE.format(bootstrap))
+    return bootstrap
+
 
 def bootstrap_indices(n_images: int, n: int, seed: int = 0) -> list[np.ndarray]:
     """``n`` resamples of the probe images with replacement (seeded)."""
@@ -262,7 +272,7 @@ def ranking_stability(
     a feature term) and disjoint-halves agreement of ``name``'s rankings. ``params``: estimator
     parameters, as for :func:`~onnxattr.analysis.estimators.compute_affinity`."""
     if n_boot < 2:
-        raise OnnxAttrError(f"`bootstrap` needs at least 2 resamples, not {n_boot}")
+        raise OnnxAttrError(_BOOTSTRAP_RULE.format(n_boot))
     full, _ = compute_affinity(space, name, models, memory_bytes=memory_bytes, **params)
     names = full.names
     with read_space(space) as r:

@@ -124,8 +124,8 @@ def _error(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    """A one-line warning on stderr, printed literally."""
-    err_console.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
+    """A one-line warning on stderr, printed literally, a library's in the CLI's terms."""
+    err_console.print(Text("warning: ", style="yellow") + Text(cli_terms(message)), soft_wrap=True)
 
 
 def command(target: typer.Typer = app, panel: str | None = None, **kwargs: Any) -> Callable:

@@ -195,19 +195,18 @@ def rank(
 ) -> None:
     """Source models for TARGET, closest first, with their distances and how sure each rank is
     (probe bootstrap: 95% interval of the affinity and of the rank; disjoint-halves agreement)."""
+    from ..api import models
     from ..api import rank as rank_sources
-    from ..space import ModelSpace
 
-    if space is not None and target not in (names := [m.name for m in ModelSpace(space).models()]):
+    if space is not None and target not in (names := models(space)):
         raise OnnxAttrError(f"no model {target!r} in {space}; models: {', '.join(names) or 'none'}")
     method = _method(space, method) if space is not None else method
     mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache)
     stab = None
-    if space is not None and bootstrap > 0:
-        from ..analysis.stability import ranking_stability
+    if space is not None and bootstrap != 0:
+        from ..api import stability
 
-        assert method is not None
-        stab = ranking_stability(space, method, n_boot=bootstrap, **_params(param, lam))
+        stab = stability(space, method, bootstrap=bootstrap, **_params(param, lam))
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
     with_distance = mat.has_distance
     cols = ["rank", "source", *(["distance"] if with_distance else []), "affinity"]
@@ -286,10 +285,10 @@ def evaluate_cmd(
                               use_cache=not no_cache, progress=True, **_params(param, lam))
     cis = {}
     if bootstrap:
-        from ..analysis.stability import evaluation_ci, ranking_stability
+        from ..analysis.stability import evaluation_ci
 
         for m, e in zip(space_names, evals[len(evals) - len(space_names):], strict=True):
-            stab = ranking_stability(space, m, n_boot=bootstrap, **_params(param, lam))
+            stab = api.stability(space, m, bootstrap=bootstrap, **_params(param, lam))
             cis[e.estimator] = evaluation_ci(stab, orc, top, mapping=names_map)
     ref = evals[0]
     console.print(_summary_table(evals, cis, bootstrap, f"{oracle.name} (relevant = top-{top})"))

@@ -10,7 +10,17 @@ import typer
 from rich.text import Text
 
 from ..memory import DEFAULT_MEMORY_MB
-from ._app import PANEL_BUILD, PANEL_CHECK, Table, app, command, console, err_console, warn
+from ._app import (
+    PANEL_BUILD,
+    PANEL_CHECK,
+    Table,
+    app,
+    cli_terms,
+    command,
+    console,
+    err_console,
+    warn,
+)
 
 probe_app = typer.Typer(help="Build the probe set of a model space.", no_args_is_help=True)
 app.add_typer(probe_app, name="probe", rich_help_panel=PANEL_BUILD)
@@ -195,12 +205,11 @@ def add(
     task): each model runs as a Ray task, one writer commits each; failures are reported and the
     others go on; models already in the space are skipped.
     """
+    from .. import MapStorage, Preprocessing
     from ..api import add as add_model
     from ..api import method_parameters
     from ..cluster import is_manifest
     from ..errors import OnnxAttrError
-    from ..preprocess import Preprocessing
-    from ..space import MapStorage
 
     storage = MapStorage(dtype=map_dtype, mantissa_bits=map_bits, feature_bits=feature_bits)
 
@@ -229,8 +238,6 @@ def add(
     except ValueError as exc:
         raise OnnxAttrError(f"bad preprocessing flag: {exc}") from exc
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    if epsilon is not None and not epsilon >= 0:
-        raise OnnxAttrError(f"--epsilon {epsilon} must be a number >= 0 (default 1e-4)")
     params = method_parameters(method_list, epsilon, lrp_preset, lrp_rules)
     if is_manifest(model):
         per_model = {"--encoder-node": encoder_node, "--name": name, "--preprocessing": preprocessing,
@@ -262,14 +269,14 @@ def add(
         overwrite=overwrite,
         metadata={"framework": framework, "task": task, "meta": _meta(meta or [])},
         progress=True,
-        log=lambda msg: console.print(msg, highlight=False),
+        log=lambda msg: console.print(cli_terms(msg), highlight=False),
         map_size=map_size,
         memory_mb=memory_mb,
         storage=storage,
         fast=fast,
     )
     if save_preprocessing:
-        from ..space import ModelSpace
+        from .. import ModelSpace
 
         attrs = next(r.attrs for r in ModelSpace(space).models() if r.name == result.name)
         Preprocessing.from_dict(json.loads(attrs["preprocessing"])).save(save_preprocessing)
@@ -286,7 +293,7 @@ def _add_manifest(manifest: Path, space: Path, workers: int | None, address: str
 
     entries = read_manifest(manifest)
     result = add_many(space, entries, workers=workers, address=address, overwrite=overwrite,
-                      storage=storage, log=lambda msg: console.print(msg, highlight=False),
+                      storage=storage, log=lambda msg: console.print(cli_terms(msg), highlight=False),
                       **options)
     console.print(
         f"{len(result.added)} added, {len(result.skipped)} already in the space, "
@@ -337,7 +344,7 @@ def _floats(s: str | None) -> list[float] | None:
 @command(name="list", panel=PANEL_BUILD)
 def list_models(space: SpaceOpt = Path("space.h5")) -> None:
     """List the models in a space."""
-    from ..space import ModelSpace
+    from .. import ModelSpace
 
     records = ModelSpace(space).models()
     table = Table(title=f"{space}: {len(records)} models")
@@ -367,7 +374,7 @@ def remove(
     name: Annotated[str, typer.Argument(help="Model name.")], space: SpaceOpt = Path("space.h5")
 ) -> None:
     """Remove one model from a space."""
-    from ..space import ModelSpace
+    from .. import ModelSpace
 
     ModelSpace(space).remove_model(name)
     console.print(f"removed {name!r} from {space}")

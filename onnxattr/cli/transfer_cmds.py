@@ -108,7 +108,7 @@ def transfer(
 ) -> None:
     """Measured transfer of every source in the space to one labelled target task (or, with
     --estimate, label-based estimates of it)."""
-    from ..space import ModelSpace
+    from .. import ModelSpace
     from ..transfer import (
         load_folder,
         load_sources,
