@@ -33,8 +33,8 @@ import sqlite3
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,11 +45,13 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from . import segments
 from .errors import OnnxAttrError
 from .probe import ProbeSet
 
 FORMAT = "onnxattr-space"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+SEGMENTED_VERSION = 3  # formats 1-2: one HDF5 file; 3: segments named by an index (segments.py)
 MAP_DTYPES = ("float16", "float32")
 COMPRESSIONS = ("blosc2", "zstd", "gzip", "none")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -183,8 +185,8 @@ class ModelSpace:
         self.path = Path(path)
 
     # -- opening -------------------------------------------------------------------------
-    def _open(self, mode: str = "r") -> AbstractContextManager[h5py.File]:
-        return open_space(self.path, mode)
+    def _open(self) -> AbstractContextManager[h5py.File]:
+        return open_space(self.path)
 
     # -- probe ---------------------------------------------------------------------------
     def has_probe(self) -> bool:
@@ -194,48 +196,83 @@ class ModelSpace:
             return "probe" in f
 
     def write_probe(self, probe: ProbeSet, replace: bool = False) -> None:
-        """Store the probe set; written under a hidden name and linked only when complete."""
+        """Store the probe set (a segment of its own, linked when complete)."""
         self.check_free_space(probe.images.nbytes, "the probe set")
-        with self._open("a") as f:
+        if self.probe_digest() == probe.digest:
+            return
+
+        def fill(f: h5py.File, group: str) -> None:
+            g = f.create_group(group)
+            g.create_dataset("images", data=probe.images, chunks=(1, *probe.images.shape[1:]),
+                             compression="gzip", compression_opts=4)
+            str_t = h5py.string_dtype("utf-8")
+            g.create_dataset("names", data=np.array(probe.names, dtype=object), dtype=str_t)
+            g.create_dataset("sha256", data=np.array(probe.hashes, dtype=object), dtype=str_t)
+            g.attrs.update(size=probe.size, seed=probe.seed, source=probe.source,
+                           digest=probe.digest, created=_now())
+            seal(g)
+
+        def check(f: h5py.File | None) -> bool:
+            if f is None:
+                return True
+            has_models = bool(len(f.get("models", {})))
             if "probe" in f:
                 if f["probe"].attrs.get("digest") == probe.digest:
-                    return
-                if len(f.get("models", {})):
+                    return False  # written meanwhile by another process
+                if has_models:
                     raise OnnxAttrError(
                         f"{self.path} already holds models computed on another probe set; "
-                        "use a new `space` file (maps on different probes do not compare)"
-                    )
+                        "use a new `space` file (maps on different probes do not compare)")
                 if not replace:
                     raise OnnxAttrError(
-                        f"{self.path} already has a probe set; pass `replace=True` to rebuild it"
-                    )
-            elif len(f.get("models", {})):
+                        f"{self.path} already has a probe set; pass `replace=True` to rebuild it")
+            elif has_models:
                 raise OnnxAttrError(
                     f"{self.path} holds models but no probe set (damaged or edited): their maps "
-                    f"belong to another probe; `onnxattr check {self.path}`"
-                )
-            tmp = ".probe-new"
-            if tmp in f:
-                del f[tmp]
-            try:
-                g = f.create_group(tmp)
-                g.create_dataset("images", data=probe.images,
-                                 chunks=(1, *probe.images.shape[1:]),
-                                 compression="gzip", compression_opts=4)
-                str_t = h5py.string_dtype("utf-8")
-                g.create_dataset("names", data=np.array(probe.names, dtype=object), dtype=str_t)
-                g.create_dataset("sha256", data=np.array(probe.hashes, dtype=object), dtype=str_t)
-                g.attrs.update(size=probe.size, seed=probe.seed, source=probe.source,
-                               digest=probe.digest, created=_now())
-                seal(g)
-                f.flush()
-                if "probe" in f:
-                    del f["probe"]
-                f.move(tmp, "probe")
-            except BaseException:
-                if tmp in f:
-                    del f[tmp]
-                raise
+                    f"belong to another probe; `onnxattr check {self.path}`")
+            return True
+
+        self.commit_segment("probe", "", fill, check)
+
+    def commit_segment(self, kind: str, name: str, fill: Callable[[h5py.File, str], None] | None,
+                       check: Callable[[h5py.File | None], bool] = lambda f: True,
+                       lock_wait: float | None = None,
+                       also: Callable[[dict[str, Any]], list[segments.Change]] | None = None) -> None:
+        """The one write path: write a segment (``fill(file, group)`` builds ``group``; None
+        unlinks ``kind``/``name``) outside the lock, then, under the exclusive lock, run
+        ``check`` on the space as it is now (None for a new space; False: nothing to do) and
+        commit the change plus ``also``'s, if any. Tools that build segments by hand (tests'
+        synthetic spaces) use it too, so they follow the same layout and commit."""
+        check_writable_path(self.path)
+        what = {"probe": "the probe set", "model": f"model {name!r}",
+                "cache": f"the pairwise cache {name!r}"}[kind]
+        try:
+            seg = segments.write_segment(self.path, kind, name, fill) if fill else None
+        except segments.WriteFailed as exc:
+            raise OnnxAttrError(f"{self.path}: could not write {what} ({segments.describe(exc)}); "
+                                "the space is unchanged: free disk space or fix the file system "
+                                "and retry") from None
+        try:
+            with space_lock(self.path, write=True, timeout=lock_wait), signals_deferred():
+                with open_index(self.path) as f:
+                    if not check(f):
+                        segments.discard([seg] if seg else [])
+                        return
+                    manifest = segments.read_manifest(f) if f else segments.empty_manifest(self.path)
+                    attrs = {k: f.attrs[k] for k in ("created",) if f and k in f.attrs}
+                changes = [segments.Change(kind, name, seg), *(also(manifest) if also else [])]
+                segments.commit_changes(self.path, manifest, changes, {
+                    "format": FORMAT, "format_version": FORMAT_VERSION, "layout": segments.LAYOUT,
+                    "created": attrs.get("created", _now())})
+        except segments.WriteFailed as exc:
+            segments.discard([seg] if seg else [])
+            verb = "remove" if seg is None else "commit"
+            raise OnnxAttrError(f"{self.path}: could not {verb} {what} ({segments.describe(exc)}); "
+                                "the space is unchanged: free disk space or fix the file system "
+                                "and retry") from None
+        except BaseException:
+            segments.discard([seg] if seg else [])
+            raise
 
     def read_probe(self) -> ProbeSet:
         with self._open() as f:
@@ -268,6 +305,11 @@ class ModelSpace:
                 )
                 for name, g in model_groups(f).items()
             ]
+
+    def model_names(self) -> list[str]:
+        """The stored models' names, sorted, without opening their segments."""
+        with self._open() as f:
+            return sorted(n for n in f.get("models", {}) if not n.startswith("."))
 
     def has_model(self, name: str) -> bool:
         if not self.path.exists():
@@ -325,15 +367,17 @@ class ModelSpace:
         storage: MapStorage = DEFAULT_STORAGE, sketches: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """`add_model` for maps already encoded by ``storage`` (``MapStorage.encode``), as
-        workers return them; ``sketches``: per method, (Np, k) (:mod:`.analysis.sketch`)."""
+        workers return them; ``sketches``: per method, (Np, k) (:mod:`.analysis.sketch`).
+        The model is written to a segment of its own, then linked in one index commit."""
         check_name(name)
         maps = {method: data for method, (data, _) in encoded.items()}
         sketches = sketches or {}
         need = np.asarray(features).nbytes + sum(s.nbytes for s in sketches.values()) + sum(
             d.nbytes + (0 if s is None else s.nbytes) for d, s in encoded.values())
         self.check_free_space(need, name)
-        with self._open("a") as f:
-            if "probe" not in f:
+
+        def check(f: h5py.File | None) -> bool:
+            if f is None or "probe" not in f:
                 raise OnnxAttrError(f"{self.path} has no probe set")
             n = f["probe/images"].shape[0]
             for method, m in maps.items():
@@ -343,67 +387,86 @@ class ModelSpace:
             if have is not None and any(m.shape[-1] != have for m in maps.values()):
                 raise OnnxAttrError(
                     f"{self.path} stores maps of {have}x{have}; maps of another size do not "
-                    f"compare: pass `map_size={have}` or use a new `space`"
-                )
-            models = f.require_group("models")
-            if name in models and not overwrite:
-                raise OnnxAttrError(
-                    f"model {name!r} is already in {self.path}; pass `overwrite=True` or another `name`"
-                )
-            for stale in [k for k in models if k.startswith(_PENDING)]:
-                del models[stale]  # left by a writer killed mid-write (SIGKILL): never linked
-            tmp = f"{_PENDING}{name}"
-            try:
-                g = models.create_group(tmp)
-                mg = g.create_group("maps")
-                for method, (data, scale) in encoded.items():
-                    mg.create_dataset(method, data=data,
-                                      chunks=map_chunks(data.shape, data.dtype.itemsize),
-                                      **storage.filter())
-                    if scale is not None:
-                        g.require_group("map_scale").create_dataset(method, data=scale)
-                for method, sk in sketches.items():
-                    write_sketch(g, method, sk)
-                storage.write_features(g, "features", features)
-                g.attrs.update({k: _attr(v) for k, v in attrs.items()})
-                g.attrs["uid"] = uuid.uuid4().hex
-                g.attrs["created"] = _now()
-                if f.attrs.get("format_version") != FORMAT_VERSION:
-                    f.attrs["format_version"] = FORMAT_VERSION  # a format-1 file now holds format 2
-                seal(g)
-                f.flush()
-                if name in models:
-                    del models[name]
-                models.move(tmp, name)
-            except BaseException:
-                if tmp in models:
-                    del models[tmp]
-                raise
+                    f"compare: pass `map_size={have}` or use a new `space`")
+            if f"models/{name}" in f and not overwrite:
+                raise OnnxAttrError(f"model {name!r} is already in {self.path}; pass "
+                                    "`overwrite=True` or another `name`")
+            return True
+
+        if self.path.exists():  # refuse before writing the segment; checked again at commit
+            with self._open() as f:
+                check(f)
+
+        def fill(f: h5py.File, group: str) -> None:
+            g = f.create_group(group)
+            mg = g.create_group("maps")
+            for method, (data, scale) in encoded.items():
+                mg.create_dataset(method, data=data, chunks=map_chunks(data.shape, data.dtype.itemsize),
+                                  **storage.filter())
+                if scale is not None:
+                    g.require_group("map_scale").create_dataset(method, data=scale)
+            for method, sk in sketches.items():
+                write_sketch(g, method, sk)
+            storage.write_features(g, "features", features)
+            g.attrs.update({k: _attr(v) for k, v in attrs.items()})
+            g.attrs["uid"] = uuid.uuid4().hex
+            g.attrs["created"] = _now()
+            seal(g)
+
+        self.commit_segment("model", name, fill, check)
+
+    def rewrite_model(self, name: str, edit: Callable[[h5py.Group], None],
+                      drop_cache: Callable[[str], bool] = lambda key: False) -> None:
+        """Commit a new segment for model ``name``: a copy of the stored one changed by ``edit``
+        (its datasets re-sealed), dropping the pairwise-cache entries ``drop_cache`` names. The
+        old segment is deleted; a model replaced meanwhile by another writer is an error."""
+        with self._open() as f:
+            uid = _str(self._model_group(f, name).attrs.get("uid", ""))
+
+        def fill(out: h5py.File, group: str) -> None:
+            with self._open() as f:
+                f.copy(self._model_group(f, name), out, group)
+            g = out[group]
+            edit(g)
+            seal(g)
+
+        def check(f: h5py.File | None) -> bool:
+            if f is None or f"models/{name}" not in f or _str(f[f"models/{name}"].attrs.get("uid", "")) != uid:
+                raise OnnxAttrError(f"model {name!r} in {self.path} was changed or removed by "
+                                    "another process meanwhile; retry")
+            return True
+
+        self.commit_segment("model", name, fill, check, also=lambda manifest: [
+            segments.Change("cache", key, None) for key in manifest["cache"] if drop_cache(key)])
 
     def replace_features(self, name: str, features: np.ndarray, pooling: Mapping[str, Any]) -> None:
         """Swap in recomputed features (and how they were pooled); drop the cached feature-based
         affinities, which were computed from the old ones."""
-        with self._open("r+") as f:
-            g = self._model_group(f, name)
+        def edit(g: h5py.Group) -> None:
             if "features" in g and g["features"].shape[0] != features.shape[0]:
                 raise OnnxAttrError(
-                    f"{len(features)} feature rows for {name!r}, the space has {g['features'].shape[0]}"
-                )
-            if "features.new" in g:
-                del g["features.new"]
-            ds = DEFAULT_STORAGE.write_features(g, "features.new", features)
-            ds.attrs[CHECKSUM] = dataset_checksum(ds)
+                    f"{len(features)} feature rows for {name!r}, the space has {g['features'].shape[0]}")
             if "features" in g:
                 del g["features"]
-            g.move("features.new", "features")
+            DEFAULT_STORAGE.write_features(g, "features", features)
             g.attrs["features_pooling"] = _attr(dict(pooling))
-            cache = f.get("analysis/estimators", {})
-            for key in [k for k in cache if k.startswith("features.")]:
-                del cache[key]
+
+        self.rewrite_model(name, edit, drop_cache=lambda key: key.startswith("features."))
+
+    def write_cache(self, key: str, fill: Callable[[h5py.Group], None],
+                    check: Callable[[h5py.File], bool], lock_wait: float | None = None) -> None:
+        """Replace the pairwise-cache entry ``key`` by the group ``fill`` writes, if ``check``
+        (run on the space under the exclusive lock) still holds."""
+        def fill_segment(f: h5py.File, group: str) -> None:
+            fill(f.create_group(group))
+            seal(f[group])
+
+        self.commit_segment("cache", key, fill_segment, lambda f: f is not None and check(f),
+                     lock_wait=lock_wait)
 
     def check_free_space(self, need: int, what: str) -> None:
-        """Refuse a write the disk cannot hold before it starts: HDF5 is not journaled, and a
-        write that runs out of space midway can leave the whole file unreadable."""
+        """Refuse a write the disk cannot hold before it starts (a write that fails midway
+        costs only its own segment, but wastes the work that computed it)."""
         folder = self.path.parent if self.path.parent.is_dir() else Path(".")
         free = shutil.disk_usage(folder).free
         margin = need + (4 << 20)  # uncompressed size (the upper bound) + metadata
@@ -415,15 +478,15 @@ class ModelSpace:
             )
 
     def remove_model(self, name: str) -> None:
-        """Remove one stored model; only a model name can be given (no other path in the file)."""
-        with self._open("r+") as f:
-            models = model_groups(f)
+        """Unlink one stored model and delete its segment (the disk space is freed at once)."""
+        def check(f: h5py.File | None) -> bool:
+            models = model_groups(f) if f is not None else {}
             if not _NAME.match(name) or name not in models:
-                known = ", ".join(models) or "none"
-                raise OnnxAttrError(
-                    f"no model {name!r} in {self.path}; models: {known} (`onnxattr list`)"
-                )
-            del f["models"][name]
+                raise OnnxAttrError(f"no model {name!r} in {self.path}; models: "
+                                    f"{', '.join(models) or 'none'} (`onnxattr list`)")
+            return True
+
+        self.commit_segment("model", name, None, check)
 
     # -- maps computed but not stored (kept for a retry) ----------------------------------
     def pending_path(self, name: str) -> Path:
@@ -595,54 +658,79 @@ def signals_deferred() -> Iterator[None]:
 @contextmanager
 def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
                ) -> Iterator[h5py.File]:
-    """Open a model space under its lock, refusing foreign files and unknown format versions.
-
-    ``mode`` "r" reads (shared lock); "r+" writes an existing space, "a" creates it if needed
-    (both under the exclusive lock)."""
+    """Open a model space to read, under its shared lock, refusing foreign files and unknown
+    format versions. Writes go through :class:`ModelSpace`, which commits segments."""
+    if mode != "r":
+        raise ValueError(f"open_space reads only (mode {mode!r}); write through ModelSpace")
     path = Path(path)
-    if mode in ("r", "r+") and not path.exists():
+    if not path.exists():
         raise OnnxAttrError(
             f"{path}: no model space here; create one with `onnxattr probe build --space {path}`"
         )
     if path.is_dir():
         raise OnnxAttrError(f"{path} is a folder; give the model-space file (e.g. {path}/space.h5)")
-    if mode != "r" and not path.parent.is_dir():
+    with space_lock(path, write=False, timeout=lock_wait), _opened(path) as f:
+        yield f
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[h5py.File]:
+    """The space file opened read-only and format-checked (the caller holds the lock)."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise OnnxAttrError(_open_error(path, exc)) from None
+    try:
+        if _str(f.attrs.get("format", "")) != FORMAT:
+            raise OnnxAttrError(f"{path} was not written by onnxattr (no format attribute "
+                                f"'{FORMAT}'); choose another `space` path")
+        version = format_version(f)
+        if version > FORMAT_VERSION:
+            raise OnnxAttrError(f"{path} has space format {version}; this onnxattr reads up to "
+                                f"{FORMAT_VERSION}: upgrade onnxattr")
+        if version < 1:
+            raise OnnxAttrError(
+                f"{path} has no valid format_version attribute "
+                f"({f.attrs.get('format_version')!r}); it was edited or damaged: "
+                f"`onnxattr check {path}`")
+        yield f
+    finally:
+        f.close()
+
+
+def format_version(f: h5py.File) -> int:
+    try:
+        return int(f.attrs.get("format_version", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def is_segmented(f: h5py.File) -> bool:
+    """Whether an open space is the segmented layout (format 3) rather than one file (1-2)."""
+    return format_version(f) >= SEGMENTED_VERSION
+
+
+def check_writable_path(path: Path) -> None:
+    if path.is_dir():
+        raise OnnxAttrError(f"{path} is a folder; give the model-space file (e.g. {path}/space.h5)")
+    if not path.parent.is_dir():
         raise OnnxAttrError(f"folder {path.parent} does not exist; create it first")
-    with space_lock(path, write=mode != "r", timeout=lock_wait), \
-            (signals_deferred() if mode != "r" else nullcontext()):
-        try:
-            f = h5py.File(path, mode)
-        except OSError as exc:
-            raise OnnxAttrError(_open_error(path, exc)) from None
-        try:
-            if _str(f.attrs.get("format", "")) != FORMAT and (
-                mode == "r" or len(f.keys()) or len(f.attrs)
-            ):
-                raise OnnxAttrError(
-                    f"{path} was not written by onnxattr (no format attribute "
-                    f"'{FORMAT}'); choose another `space` path"
-                )
-            if mode != "r" and "format" not in f.attrs:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-            try:
-                version = int(f.attrs.get("format_version", 0))
-            except (TypeError, ValueError):
-                version = 0
-            if version > FORMAT_VERSION:
-                raise OnnxAttrError(
-                    f"{path} has space format {version}; this onnxattr reads up to "
-                    f"{FORMAT_VERSION}: upgrade onnxattr"
-                )
-            if version < 1:
-                raise OnnxAttrError(
-                    f"{path} has no valid format_version attribute "
-                    f"({f.attrs.get('format_version')!r}); it was edited or damaged: "
-                    f"`onnxattr check {path}`"
-                )
-            yield f
-        finally:
-            f.close()
+
+
+@contextmanager
+def open_index(path: Path) -> Iterator[h5py.File | None]:
+    """The current index of a segmented space to commit against, None for a new space; a
+    single-file space (format 1-2) is read-only to this onnxattr. The caller holds the lock."""
+    if not path.exists():
+        yield None
+        return
+    with _opened(path) as f:
+        if not is_segmented(f):
+            raise OnnxAttrError(
+                f"{path} is a single-file space (format {format_version(f)}), which this onnxattr "
+                f"reads but no longer writes; `onnxattr migrate {path}` converts it in place "
+                f"(the old file is kept as {path}.single)")
+        yield f
 
 
 def model_groups(f: h5py.File) -> dict[str, h5py.Group]:
@@ -713,10 +801,24 @@ def seal(group: h5py.Group) -> None:
     group.visititems(visit)
 
 
+def located(ds: h5py.Dataset) -> tuple[Path, str]:
+    """(space file, path in the space) of a dataset, also when it lives in a segment (whose
+    group is /model, /probe or /cache in its own file)."""
+    path, name = Path(ds.file.filename), ds.name.strip("/")
+    root = ds.file.attrs
+    if _str(root.get("format", "")) == segments.SEGMENT_FORMAT and path.parent.name.endswith(".d"):
+        kind, seg_name = _str(root.get("kind", "")), _str(root.get("name", ""))
+        if kind in segments.KINDS:
+            inner = name.split("/", 1)[1] if "/" in name else ""
+            name = f"{segments.link_path(kind, seg_name)}/{inner}".rstrip("/")
+            path = path.parent.with_name(path.parent.name[:-2])
+    return path, name
+
+
 def damaged_error(ds: h5py.Dataset, detail: str) -> OnnxAttrError:
-    path = Path(ds.file.filename)
+    path, name = located(ds)
     return OnnxAttrError(
-        f"{path}: dataset {ds.name} is damaged ({detail}); `onnxattr check {path}` lists the "
+        f"{path}: dataset {name} is damaged ({detail}); `onnxattr check {path}` lists the "
         f"damage, `onnxattr salvage {path} NEW.h5` copies the intact models"
     )
 

@@ -1,4 +1,5 @@
-"""Build synthetic model spaces with plain h5py, following the layout contract (common.md)."""
+"""Build synthetic model spaces: each part written with plain h5py into a segment, committed
+through the space's one write path (`ModelSpace.commit_segment`), following the layout contract."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from onnxattr.space import ModelSpace
+
 
 def create_space(path: Path, n_probe: int, size: int, digest: str = "d0") -> Path:
     rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        f.attrs.update(format="onnxattr-space", format_version=1)
-        p = f.create_group("probe")
+
+    def fill(f: h5py.File, group: str) -> None:
+        p = f.create_group(group)
         p.create_dataset("images", data=rng.integers(0, 255, (n_probe, size, size, 3), np.uint8))
         s = h5py.string_dtype()
         p.create_dataset("names", data=[f"img{i}.png" for i in range(n_probe)], dtype=s)
         p.create_dataset("sha256", data=[f"{i:064x}" for i in range(n_probe)], dtype=s)
         p.attrs.update(size=size, seed=0, source="synthetic", digest=digest)
-        f.create_group("models")
+
+    ModelSpace(path).commit_segment("probe", "", fill)
     return path
 
 
@@ -31,10 +35,9 @@ def add_model(path: Path, name: str, maps: Mapping[str, np.ndarray] | None = Non
     """Add (or replace) a model group with a fresh uid, like `onnxattr add` (``compress``: the
     per-image gzip chunks that onnxattr.space writes)."""
     uid = uuid.uuid4().hex
-    with h5py.File(path, "a") as f:
-        if name in f["models"]:
-            del f["models"][name]
-        g = f["models"].create_group(name)
+
+    def fill(f: h5py.File, group: str) -> None:
+        g = f.create_group(group)
         g.attrs.update(uid=uid, onnx_sha256="0" * 64, encoder_node="enc", encoder_tensor="enc",
                        preprocessing="{}", methods=json.dumps({m: {} for m in (maps or {})}),
                        versions="{}", created="2026-01-01T00:00:00Z", verify_rel_err=0.0,
@@ -47,12 +50,13 @@ def add_model(path: Path, name: str, maps: Mapping[str, np.ndarray] | None = Non
             m.create_dataset(method, data=arr, **opts)
         if features is not None:
             g.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+
+    ModelSpace(path).commit_segment("model", name, fill)
     return uid
 
 
 def remove_model(path: Path, name: str) -> None:
-    with h5py.File(path, "a") as f:
-        del f["models"][name]
+    ModelSpace(path).commit_segment("model", name, None)
 
 
 def random_space(path: Path, n_models: int = 5, n_probe: int = 12, size: int = 8, dim: int = 16,

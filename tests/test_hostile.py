@@ -31,6 +31,7 @@ from onnxattr.analysis.distances import read_labelled_csv
 from onnxattr.cli import app
 from onnxattr.errors import OnnxAttrError
 from onnxattr.integrity import check_space
+from onnxattr.segments import segment_dir
 from onnxattr.space import ModelSpace
 
 from .conftest import random_probe
@@ -78,8 +79,19 @@ def base(tmp_path_factory) -> Ctx:
 @pytest.fixture
 def ctx(base, tmp_path) -> Ctx:
     space = tmp_path / "space.h5"
-    shutil.copy(base.space, space)
+    copy_space(base.space, space)
     return Ctx(tmp_path, space, base.model, base.photos)
+
+
+def copy_space(src: Path, dst: Path) -> None:
+    """A space is its index file and its folder of segments (named in the index)."""
+    shutil.copy(src, dst)
+    shutil.copytree(segment_dir(src), dst.with_name(segment_dir(src).name))
+
+
+def segment_of(space: Path, model: str) -> Path:
+    with h5py.File(space, "r") as f:
+        return Path(f[f"models/{model}"].file.filename)
 
 
 def _sha(p: Path) -> str:
@@ -210,10 +222,12 @@ def stored_bytes(path: Path, dataset: str) -> list[tuple[int, int]]:
 
 
 def _flip(c: Ctx) -> Path:
-    offset, size = stored_bytes(c.space, "models/b/maps/saliency")[-1]
-    raw = bytearray(c.space.read_bytes())
+    segment = segment_of(c.space, "b")
+    offset, size = stored_bytes(segment, "model/maps/saliency")[-1]
+    raw = bytearray(segment.read_bytes())
     raw[offset + min(100, size // 2)] ^= 0xFF
-    return c.file("flipped.h5", bytes(raw))
+    segment.write_bytes(bytes(raw))
+    return c.space
 
 
 def _nan_features(f: h5py.File) -> None:  # hand-edited, checksum recomputed to match
@@ -750,7 +764,7 @@ def test_hostile(ctx, category, case, make, kind):
 def test_remove_any_name(base, tmp_path_factory, name):
     """`remove NAME` for any text removes exactly that model or nothing."""
     path = tmp_path_factory.mktemp("rm") / "s.h5"
-    shutil.copy(base.space, path)
+    copy_space(base.space, path)
     before = _sha(path)
     try:
         ModelSpace(path).remove_model(name)
@@ -785,12 +799,13 @@ def test_any_flipped_bit_in_stored_values_is_detected(base, tmp_path_factory, of
     well, or `check` names exactly that dataset, reading it refuses, and the other models salvage
     intact."""
     path = tmp_path_factory.mktemp("flip") / "s.h5"
-    shutil.copy(base.space, path)
-    chunks = stored_bytes(path, "models/b/maps/saliency")
+    copy_space(base.space, path)
+    segment = segment_of(path, "b")
+    chunks = stored_bytes(segment, "model/maps/saliency")
     start, size = chunks[offset % len(chunks)]
-    raw = bytearray(path.read_bytes())
+    raw = bytearray(segment.read_bytes())
     raw[start + (offset // len(chunks)) % size] ^= 1 << bit
-    path.write_bytes(bytes(raw))
+    segment.write_bytes(bytes(raw))
     with h5py.File(base.space, "r") as f:
         want = f["models/b/maps/saliency"][()]
     try:
@@ -799,10 +814,11 @@ def test_any_flipped_bit_in_stored_values_is_detected(base, tmp_path_factory, of
     except OSError:  # the decompressor rejects the chunk
         changed = True
     report = check_space(path)
+    # the segment's bytes changed either way (its committed sha256 says so)
     if not changed:
-        assert report.ok
+        assert [d.path for d in report.damaged] == ["models/b"]
         return
-    assert [d.path for d in report.damaged] == ["models/b/maps/saliency"]
+    assert [d.path for d in report.damaged] == ["models/b", "models/b/maps/saliency"]
     with pytest.raises(OnnxAttrError, match="damaged"):
         ModelSpace(path).read_maps("b", "saliency")
     from onnxattr.integrity import salvage

@@ -151,7 +151,7 @@ def test_space_layout_and_metadata(tmp_path, probe):
     add_model(space, path, preprocessing=Preprocessing.from_preset("imagenet", input_size=(32, 32)),
               progress=False)
     with h5py.File(space) as f:
-        assert f.attrs["format"] == "onnxattr-space" and f.attrs["format_version"] == 2
+        assert f.attrs["format"] == "onnxattr-space" and f.attrs["format_version"] == 3
         assert f["probe/images"].shape == (6, 32, 32, 3) and f["probe/images"].dtype == np.uint8
         g = f["models/v"]
         for m in ("saliency", "grad_input", "elrp"):

@@ -1,10 +1,12 @@
-"""Compact map storage (format 2): precision, format-1 spaces, --map-size, memory budget."""
+"""Compact map storage: precision, single-file (format 1-2) spaces, --map-size, memory budget."""
 
 from __future__ import annotations
 
 import ctypes.util
+import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,13 +15,13 @@ import pytest
 from onnxattr import memory
 from onnxattr.analysis.estimators import compute_affinity
 from onnxattr.errors import OnnxAttrError
+from onnxattr.integrity import check_space, migrate
 from onnxattr.memory import batch_for_budget
 from onnxattr.pipeline import add_model
 from onnxattr.space import DEFAULT_STORAGE, FORMAT_VERSION, MapStorage, ModelSpace
 
 from .conftest import random_probe
 from .models import TinyVGG, export
-from .space_factory import add_model as add_raw
 from .space_factory import create_space
 
 
@@ -64,24 +66,48 @@ def test_mantissa_bits_bound_the_error_and_the_cosine(tmp_path, bits):
     assert np.all(1 - cos <= 2.0 ** -(2 * bits + 1))
 
 
-def test_format1_space_stays_readable_and_takes_new_models(tmp_path):
-    """A space written in format 1 (float32, no filter, version 1) by plain h5py, as today."""
+def _single_file_space(path: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A format-1 space (one HDF5 file, float32 maps, no filter) written by plain h5py."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format="onnxattr-space", format_version=1)
+        p = f.create_group("probe")
+        images = rng.integers(0, 255, (6, 12, 12, 3), np.uint8)
+        hashes = [hashlib.sha256(np.ascontiguousarray(i).tobytes()).hexdigest() for i in images]
+        p.create_dataset("images", data=images)
+        p.create_dataset("names", data=[f"img{i}.png" for i in range(6)], dtype=h5py.string_dtype())
+        p.create_dataset("sha256", data=hashes, dtype=h5py.string_dtype())
+        p.attrs.update(size=12, seed=0, source="synthetic",
+                       digest=hashlib.sha256("".join(hashes).encode()).hexdigest())
+        maps = {}
+        for n in ("a", "b"):
+            maps[n] = _maps(rng, n=6, s=12)
+            g = f.create_group(f"models/{n}")
+            g.attrs.update(uid=n * 8, task="")
+            g.create_dataset("maps/elrp", data=maps[n])
+            g.create_dataset("features", data=rng.normal(size=(6, 4)).astype(np.float32))
+    return maps
+
+
+def test_format1_space_stays_readable_and_migrates(tmp_path):
+    """A single-file space reads as before, refuses writes with the command that converts it,
+    and `migrate` converts it in place: maps bit for bit, old maps not re-encoded, a backup."""
     rng = np.random.default_rng(2)
-    path = create_space(tmp_path / "old.h5", 6, 12)
-    with h5py.File(path) as f:
-        assert f.attrs["format_version"] == 1
-    old = {n: _maps(rng, n=6, s=12) for n in ("a", "b")}
-    for n, m in old.items():
-        add_raw(path, n, {"elrp": m}, rng.normal(size=(6, 4)))
+    path = tmp_path / "old.h5"
+    old = _single_file_space(path, rng)
     space = ModelSpace(path)
     np.testing.assert_array_equal(space.read_maps("a", "elrp"), old["a"])
     before, _ = compute_affinity(path, "elrp", use_cache=False)
     new = old["a"] + 0.5 * _maps(rng, n=6, s=12)
+    with pytest.raises(OnnxAttrError, match=f"onnxattr migrate {path}"):
+        space.add_model("c", {"elrp": new}, np.zeros((6, 4)), {})
+    n, backup = migrate(path)
+    assert n == 2 and backup == tmp_path / "old.h5.single" and backup.is_file()
     space.add_model("c", {"elrp": new}, np.zeros((6, 4)), {})
     with h5py.File(path) as f:
         assert f.attrs["format_version"] == FORMAT_VERSION
         assert f["models/a/maps/elrp"].dtype == np.float32  # old maps are not rewritten
         assert f["models/c/maps/elrp"].dtype == np.float16
+    assert check_space(path).ok
     after, _ = compute_affinity(path, "elrp")
     np.testing.assert_allclose(after.values[:2, :2], before.values, rtol=1e-6)
     a, c = old["a"].reshape(6, -1), new.reshape(6, -1)
@@ -89,6 +115,8 @@ def test_format1_space_stays_readable_and_takes_new_models(tmp_path):
     # the default's precision (2 mantissa bits: 1 - cos <= 2^-5 per map; much less on average)
     tol = 2.0 ** -(2 * DEFAULT_STORAGE.mantissa_bits + 3)
     assert after.values[0, 2] == pytest.approx(exact, abs=tol)
+    with pytest.raises(OnnxAttrError, match="already a segmented space"):
+        migrate(path)
 
 
 def test_newer_format_is_refused(tmp_path):

@@ -302,45 +302,27 @@ def _read_cache(reader: SpaceReader, key: str, digest: str) -> tuple[list[str], 
     return uids, values
 
 
-def _write_cache(f: h5py.File, key: str, est_name: str, digest: str, uids: list[str],
-                 names: list[str], values: np.ndarray,
-                 params: dict[str, Any] | None = None) -> None:
-    """Write the new group completely, then swap it in with a link move: an error midway leaves
-    the old cache (plus a stray '.new' group that the next write removes), never a half one."""
-    root = f.require_group(CACHE_ROOT)
-    tmp, old = f"{key}.new", f"{key}.old"
-    for stale in (tmp, old):
-        if stale in root:
-            del root[stale]
-    g = root.create_group(tmp)
-    str_t = h5py.string_dtype()
-    g.create_dataset("uids", data=np.array(uids, dtype=object), dtype=str_t)
-    g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_t)
-    g.create_dataset("values", data=values)
-    g.attrs.update(format=CACHE_FORMAT, estimator=est_name, probe_digest=digest,
-                   params=json.dumps(params or {}, sort_keys=True))
-    if key in root:
-        root.move(key, old)
-    root.move(tmp, key)
-    if old in root:
-        del root[old]
-    f.flush()
-
-
 def _update_cache(space: Path, est: PairwiseEstimator, digest: str, uids: list[str],
                   names: list[str], values: np.ndarray) -> None:
-    """Store new pairs in the cache; a space busy for long is left alone (the cache only saves
-    time), and a space that changed meanwhile keeps its cache for its own models."""
-    from ..space import open_space
+    """Store the matrix as the estimator's cache entry (a segment of its own, replaced whole); a
+    space busy for long is left alone (the cache only saves time), and a space that changed
+    meanwhile keeps its cache for its own models."""
+    from ..space import ModelSpace
+
+    def fill(g: h5py.Group) -> None:
+        str_t = h5py.string_dtype()
+        g.create_dataset("uids", data=np.array(uids, dtype=object), dtype=str_t)
+        g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_t)
+        g.create_dataset("values", data=values)
+        g.attrs.update(format=CACHE_FORMAT, estimator=est.name, probe_digest=digest,
+                       params=json.dumps(getattr(est, "params", None) or {}, sort_keys=True))
+
+    def unchanged(f: h5py.File) -> bool:
+        return probe_digest(f) == digest and all(
+            n in f.get("models", {}) and model_uids(f, [n]) == [u] for n, u in zip(names, uids))
 
     try:
-        with open_space(space, "r+", lock_wait=CACHE_LOCK_WAIT) as f:
-            if probe_digest(f) == digest and all(
-                n in f.get("models", {}) and model_uids(f, [n]) == [u]
-                for n, u in zip(names, uids)
-            ):
-                _write_cache(f, est.cache_key, est.name, digest, uids, names, values,
-                             getattr(est, "params", None))
+        ModelSpace(space).write_cache(est.cache_key, fill, unchanged, lock_wait=CACHE_LOCK_WAIT)
     except (OnnxAttrError, OSError) as exc:  # busy, read-only, a failing disk: serve anyway
         print(f"note: pairwise cache not updated ({exc})", file=sys.stderr)
 

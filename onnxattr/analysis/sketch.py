@@ -35,13 +35,14 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import h5py
 import numpy as np
 from scipy.fft import dctn
 
 from ..errors import OnnxAttrError
 from ..space import MapStorage
 from ..space_reader import SpaceReader
-from .distances import normalise_rows, space_models
+from .distances import normalise_rows
 
 #: Stored dimensions per image (the estimator may read fewer, see ``sketch_dims``).
 SKETCH_DIM = 1024
@@ -152,20 +153,26 @@ def add_sketches(
     before `add` stored them, or with maps too small for `add` to store them by default.
     Computed from the stored maps (verified against their checksum first), ``chunk`` images at a
     time; returns model -> methods sketched."""
-    from ..space import CHECKSUM, dataset_checksum, open_space, verify_dataset, write_sketch
+    from ..space import ModelSpace, open_space, verify_dataset, write_sketch
 
     if dims < 1:
         raise OnnxAttrError(f"sketch dims={dims}: give at least 1 (default {SKETCH_DIM})")
     done: dict[str, list[str]] = {}
-    with open_space(space, "r+") as f:
-        for name in space_models(f):
+    for name in ModelSpace(space).model_names():
+        sketches = {}
+        with open_space(space) as f:
             g = f["models"][name]
             for method, ds in g.get("maps", {}).items():
                 if (methods and method not in methods) or f"{SKETCH_GROUP}/{method}" in g:
                     continue
                 verify_dataset(ds)  # the scale per image does not matter: sketches are unit
-                parts = [sketch_maps(ds[i : i + chunk], i, dims) for i in range(0, len(ds), chunk)]
-                out = write_sketch(g, method, np.concatenate(parts))
-                out.attrs[CHECKSUM] = dataset_checksum(out)
-                done.setdefault(name, []).append(method)
+                sketches[method] = np.concatenate(
+                    [sketch_maps(ds[i : i + chunk], i, dims) for i in range(0, len(ds), chunk)])
+        if sketches:  # a new segment for the model, with its sketches added
+            def edit(g: h5py.Group, sketches: dict[str, np.ndarray] = sketches) -> None:
+                for method, sk in sketches.items():
+                    write_sketch(g, method, sk)
+
+            ModelSpace(space).rewrite_model(name, edit)
+            done[name] = list(sketches)
     return done
