@@ -42,8 +42,9 @@ class Site:
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """z + ε·sign(z) with sign(+0) = +1 as Zennit's `Stabilizer` (and sign(−0) = −1: two passes
-    over z instead of four; relevance reaching an exact −0 output is 0 in practice)."""
-    return z + torch.copysign(z.new_tensor(eps), z)
+    over z instead of four; relevance reaching an exact −0 output is 0 in practice). A fresh
+    tensor, which callers may overwrite."""
+    return torch.copysign(z.new_tensor(eps), z).add_(z)
 
 
 class _Feed(torch.autograd.Function):
@@ -87,9 +88,10 @@ class _Route(torch.autograd.Function):
         for coef, signs, dsign in ctx.groups:
             group = terms[i : i + len(signs)]
             denom = group[0] if signs == (1,) else sum(s * t for s, t in zip(signs, group))
-            q = grad / (denom + dsign * ctx.eps if dsign else stabilize(denom, ctx.eps))
+            stable = denom + dsign * ctx.eps if dsign else stabilize(denom, ctx.eps)
+            q = torch.div(grad, stable, out=stable)  # its buffer: these passes are memory-bound
             if coef != 1.0:
-                q = q * coef
+                q.mul_(coef)
             out += [q if s == 1 else s * q for s in signs]
             i += len(signs)
         return (None, None, None, *out)
