@@ -13,7 +13,10 @@ timed function runs once untimed (its maps give the fast-vs-exact cosine), then 
 functions interleaved, best of ``--repeats``: CPU time of one thread (`time.process_time`, what
 the ratios are read from on a shared machine) and wall clock with ``--threads``. The baseline is
 native eager autograd grad×input on the torch original where there is one (ResNet-50), else the
-exact path's grad×input. One JSON per model goes to ``--json-dir``; ``--table`` writes markdown.
+exact path's grad×input. Also timed: saliency, grad_input and elrp in one call on the fast path,
+sharing one forward or with a forward per mode (`attribute(share_forward=...)`). One JSON per
+model goes to ``--json-dir``; ``--table`` writes markdown. The demo's whole attribution time:
+`bench_demo_attribution.py`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ METHODS: list[tuple[str, str, dict]] = [
     ("lrp ε+flat", "lrp", {"preset": "epsilon_plus_flat"}),
     ("lrp αβ-flat", "lrp", {"preset": "epsilon_alpha2_beta1_flat"}),
 ]
+#: the default `add`'s methods in one call: one forward shared (`share_forward`) or one per mode
+SHARED = ("saliency", "grad_input", "elrp")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -123,8 +128,14 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         m = [get_method(method, **params)]
         fns[f"exact|{label}"] = lambda m=m: attribute(net, x, m)[m[0].name]
         fns[f"fast|{label}"] = lambda m=m: attribute(fast, x, m)[m[0].name]
+    together = [get_method(m) for m in SHARED]
+    for share in (True, False):
+        fns[f"fast|{'+'.join(SHARED)}|{'shared' if share else 'separate'}"] = (
+            lambda s=share: attribute(fast, x, together, share_forward=s))
     torch.set_num_threads(1)
     first = {k: fn() for k, fn in fns.items()}  # warm-up; its maps give the cosines
+    shared_equal = all(torch.equal(first[f"fast|{'+'.join(SHARED)}|shared"][m],
+                                   first[f"fast|{'+'.join(SHARED)}|separate"][m]) for m in SHARED)
     cosine = {label: float(per_image_cosine(first[f"exact|{label}"], first[f"fast|{label}"]).min())
               for label, _, _ in METHODS}
     if native is not None:
@@ -136,10 +147,17 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         "model": name, "batch": args.batch, "input_shape": list(x.shape), "baseline": base_name,
         "rewrites": rewrites, "optimize_s": t_opt, "setup_s": time.perf_counter() - t0,
         "threads_wall": args.threads, "repeats": args.repeats, "loadavg": os.getloadavg(),
-        "torch": torch.__version__, "cpu_s_per_img": {k: v / args.batch for k, v in cpu.items()},
+        "torch": torch.__version__, "commit": _commit(), "cpu_s_per_img": {k: v / args.batch for k, v in cpu.items()},
         "wall_s_per_img": {k: v / args.batch for k, v in wall.items()}, "base_key": base,
-        "min_cosine_fast_vs_exact": cosine,
+        "min_cosine_fast_vs_exact": cosine, "shared_equal_separate": shared_equal,
     }
+
+
+def _commit() -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(RESULTS.parent), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
 
 
 def table(results: list[dict]) -> str:
@@ -158,7 +176,8 @@ def table(results: list[dict]) -> str:
         lines += [f"## {r['model']}: input {r['input_shape']}, {', '.join(r['rewrites'])}", "",
                   f"Baseline: {r['baseline']}. Load average {', '.join(f'{v:.1f}' for v in r['loadavg'])}; "
                   f"wall clock with {r['threads_wall']} threads; best of {r['repeats']}; torch "
-                  f"{r['torch']}; rewrite {r['optimize_s']:.2f} s.", "",
+                  f"{r['torch']}; rewrite {r['optimize_s']:.2f} s; code at "
+                  f"{r.get('commit') or 'before 5e003a1 (elrp ratio, lrp division in one buffer)'}.", "",
                   "| method | exact CPU s/img | fast CPU s/img | fast/exact | exact × base | "
                   "fast × base | fast × fast grad_input | exact wall s/img | fast wall s/img | cos |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -171,6 +190,14 @@ def table(results: list[dict]) -> str:
                 f"| {label} | {e:.3f} | {f:.3f} | {f / e:.2f} | {e / base:.2f} | {f / base:.2f} | "
                 f"{f / gi['fast']:.2f} | {wall[f'exact|{label}']:.3f} | {wall[f'fast|{label}']:.3f} | "
                 f"{r['min_cosine_fast_vs_exact'][label]:.6f} |")
+        together = f"fast|{'+'.join(SHARED)}"
+        if f"{together}|shared" in cpu:
+            s, sep = cpu[f"{together}|shared"], cpu[f"{together}|separate"]
+            lines += ["", f"{' + '.join(SHARED)} in one `attribute` call on the fast path: one "
+                      f"shared forward {s:.3f} CPU s/img, a forward per mode {sep:.3f} (shared / "
+                      f"separate {s / sep:.2f}; {s / gi['fast']:.2f} × fast grad_input; wall "
+                      f"{wall[f'{together}|shared']:.3f} vs {wall[f'{together}|separate']:.3f}); "
+                      f"maps {'equal (torch.equal)' if r['shared_equal_separate'] else 'NOT equal'}."]
         lines.append("")
     return "\n".join(lines)
 
