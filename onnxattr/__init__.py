@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("build_probe", "add", "models", "methods", "estimators", "default_estimator", "affinity",
          "distances", "rank", "Neighbour", "evaluate", "report", "method_parameters",
-         "stability"),
+         "stability", "check", "salvage", "sketch", "check_features"),
         "onnxattr.api",
     ),
     "OnnxAttrError": "onnxattr.errors",

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .analysis.evaluation import Evaluation, Oracle
     from .analysis.explorer import ExplorerResult
     from .analysis.stability import Stability
+    from .features import FeatureCheck
+    from .integrity import CheckReport
     from .pipeline import AddResult
     from .preprocess import Preprocessing
     from .probe import ProbeSet
@@ -137,6 +139,47 @@ def add(
         map_size=map_size, memory_mb=memory_mb, fast=fast,
         **({"storage": storage} if storage is not None else {}),
     )
+
+
+def check(space: SpaceLike) -> CheckReport:
+    """Verify a whole space (format, structure, checksums, finite values, probe digest) without
+    changing it: what is damaged, what is intact."""
+    from .integrity import check_space
+
+    return check_space(_path(space))
+
+
+def salvage(space: SpaceLike, out: str | Path, *, overwrite: bool = False) -> CheckReport:
+    """Copy the probe set and every intact model of ``space`` into the new space ``out``
+    (``space`` is only read); the returned report says which models were left behind."""
+    from .integrity import salvage as _salvage
+
+    return _salvage(_path(space), out, overwrite=overwrite)
+
+
+def sketch(space: SpaceLike, methods: Sequence[str] | None = None, *, dims: int = 1024
+           ) -> dict[str, list[str]]:
+    """Store the map sketches (estimator ``sketch:METHOD``, ``dims`` per probe image) that models
+    lack; returns model -> methods sketched."""
+    from .analysis.sketch import add_sketches
+
+    return add_sketches(_path(space), methods, dims)
+
+
+def check_features(space: SpaceLike, models: Sequence[str] | None = None, *,
+                   recompute: bool = False, batch_size: int = 16,
+                   device: str | torch.device = "cpu",
+                   log: Callable[[str], None] | None = None) -> list[FeatureCheck]:
+    """How each model's stored features were pooled (ok, wrong, unknown); ``recompute``: first
+    recompute them from the ONNX files, for the named ``models`` or else every wrong one."""
+    from .features import check_features as _check
+    from .features import recompute_features
+
+    if recompute:
+        todo = list(models) if models else [
+            c.name for c in _check(_path(space)) if c.status == "wrong"]
+        recompute_features(_path(space), todo, batch_size, device, log=log)
+    return _check(_path(space), models)
 
 
 def models(space: SpaceLike) -> list[str]:

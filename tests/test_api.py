@@ -171,3 +171,26 @@ def test_library_warnings_name_parameters_and_the_cli_shows_flags(tmp_path) -> N
     assert r.exit_code == 0, r.output
     assert " ".join(cli_terms(note).split()) in " ".join(r.output.split())
     assert cli_terms(note) != note
+
+
+def test_check_salvage_sketch_and_feature_checks_are_api_calls(tmp_path) -> None:
+    """What `onnxattr check/salvage/sketch/features` do is one API call each."""
+    import torch
+
+    from .models import TinyVGG, export
+
+    torch.manual_seed(0)
+    model = export(TinyVGG(), tmp_path / "vgg.onnx", (1, 3, 24, 24))
+    space = tmp_path / "s.h5"
+    onnxattr.build_probe(None, size=16, n=3, space=space)
+    for name in ("a", "b"):
+        onnxattr.add(space, model, name=name, methods=["saliency"], preprocessing="unit")
+    report = onnxattr.check(space)
+    assert report.ok and report.models == {"a": True, "b": True}
+    assert onnxattr.sketch(space, dims=8) == {"a": ["saliency"], "b": ["saliency"]}
+    assert onnxattr.sketch(space, dims=8) == {}
+    assert onnxattr.affinity(space, "sketch:saliency").names == ["a", "b"]
+    assert [(c.name, c.status) for c in onnxattr.check_features(space, ["b"])] == [("b", "ok")]
+    saved = onnxattr.salvage(space, tmp_path / "copy.h5")
+    assert saved.models == {"a": True, "b": True}
+    assert onnxattr.models(tmp_path / "copy.h5") == ["a", "b"]

@@ -386,8 +386,8 @@ def check(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list what is ok.")] = False,
 ) -> None:
     """Verify a whole space: format, structure, checksums, finite values, probe digest."""
+    from ..api import check as check_space
     from ..errors import OnnxAttrError
-    from ..integrity import check_space
 
     report = check_space(space)
     if report.damaged and report.damaged[0].path == "/":
@@ -415,7 +415,7 @@ def salvage_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Copy the probe set and every intact model of SPACE into OUT (SPACE is left untouched)."""
-    from ..integrity import salvage
+    from ..api import salvage
 
     report = salvage(space, out, overwrite=overwrite)
     kept = [m for m, ok in report.models.items() if ok]
@@ -435,9 +435,9 @@ def sketch_cmd(
 ) -> None:
     """Compute the sketches (estimator sketch:METHOD) that models lack: added by older versions,
     or with maps under 128x128 (add stores sketches only where they are >= 16x smaller)."""
-    from ..analysis.sketch import add_sketches
+    from ..api import sketch
 
-    done = add_sketches(space, methods.split(",") if methods else None, dims)
+    done = sketch(space, methods.split(",") if methods else None, dims=dims)
     for name, ms in done.items():
         console.print(f"{name}: sketched {', '.join(ms)}", highlight=False)
     console.print(f"{space}: {len(done)} model(s) sketched"
@@ -467,14 +467,10 @@ def features_cmd(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
 ) -> None:
     """Check how each model's stored features were pooled; --recompute fixes the wrong ones."""
-    from ..features import check_features, recompute_features
+    from ..api import check_features
 
-    checks = check_features(space, names)
-    if recompute:
-        todo = list(names) if names else [c.name for c in checks if c.status == "wrong"]
-        recompute_features(space, todo, batch_size, device,
-                           log=console.print)
-        checks = check_features(space, names)
+    checks = check_features(space, names, recompute=recompute, batch_size=batch_size, device=device,
+                      log=console.print)
     table = Table(title=f"{space}: stored features")
     for col in ("model", "status", "dims", "how they were pooled"):
         table.add_column(col, overflow="fold")
