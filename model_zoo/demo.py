@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from onnxattr.analysis.report import markdown_table
+from onnxattr.analysis.stability import Stability
 from onnxattr.attribution import get_method, list_methods
 from onnxattr.device import resolve_device
 from onnxattr.errors import OnnxAttrError
@@ -49,8 +50,9 @@ class Closest:
     target: str
     sources: list[str]  # closest first
     top1_kept: float  # fraction of probe resamples that keep sources[0] first
-    #: sources the probe bootstrap cannot tell from the closest -> the fraction of resamples in
-    #: which each scores level with or above it (at least :data:`TIE_FRACTION`)
+    #: the sources after the closest that the probe cannot tell apart from the one before them
+    #: (:mod:`onnxattr.analysis.confidence`: the closest's ≈ group) -> the fraction of resamples
+    #: in which each scores level with or above the one before it
     level: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -62,18 +64,12 @@ class Closest:
         ``target: a ≈ b (cannot be told apart: b level or ahead in 40% ...); then c``."""
         rest = [s for s in self.sources if s not in self.tied]
         if self.level:
-            who = ", ".join(self.level)
-            share = ", ".join(f"{v:.0%}" for v in self.level.values())
-            head = (f"{' ≈ '.join(self.tied)} (cannot be told apart: {who} level with or ahead "
-                    f"of {self.sources[0]} in {share} of probe resamples)")
+            pairs = ", ".join(f"{s} level with or ahead of {above} in {v:.0%}"
+                              for above, (s, v) in zip(self.tied, self.level.items()))
+            head = f"{' ≈ '.join(self.tied)} (cannot be told apart: {pairs} of probe resamples)"
         else:
             head = f"{self.sources[0]} (first in {self.top1_kept:.0%} of probe resamples)"
         return f"{self.target}: {head}" + (f"; then {', '.join(rest)}" if rest else "")
-
-
-#: A source scoring level with or above the closest in at least this fraction of probe
-#: resamples cannot be told apart from it (one in twenty: a two-sided 90% paired comparison).
-TIE_FRACTION = 0.05
 
 
 @dataclass
@@ -110,16 +106,21 @@ def closest_sources(space: str | Path, estimator: str, top: int = 3,
     on the first (:func:`onnxattr.analysis.stability.ranking_stability`)."""
     from onnxattr.analysis.stability import ranking_stability
 
-    stab = ranking_stability(space, estimator, n_boot=bootstrap)
+    return closest_from(ranking_stability(space, estimator, n_boot=bootstrap), top)
+
+
+def closest_from(stab: Stability, top: int = 3) -> list[Closest]:
+    """:func:`closest_sources` from resampling already computed (``stab`` with its matrices):
+    the closest's ≈ group by :func:`onnxattr.analysis.confidence.source_ties`."""
+    from onnxattr.analysis.confidence import source_ties
+
+    ties = source_ties(stab)
     out = []
     for i, target in enumerate(stab.names):
-        first, *others = [j for j in np.argsort(-stab.affinity[i], kind="stable") if j != i]
-        # paired: each resample scores both sources on the same images (exact twins tie in all)
-        share = {stab.names[j]: float(np.mean(stab.boot[:, i, j] >= stab.boot[:, i, first]))
-                 for j in others}
-        level = {n: v for n, v in share.items() if v >= TIE_FRACTION}
-        shown = list(dict.fromkeys([stab.names[first], *level,
-                                    *(stab.names[j] for j in others[:top - 1])]))
+        ranked = ties.ranked(target)
+        group = ties.groups(target)[0]
+        level = {n: share for n, share, _ in ranked[1:len(group)]}
+        shown = list(dict.fromkeys([*group, *(n for n, _, _ in ranked[:top])]))
         out.append(Closest(target, shown, float(stab.top1_kept[i]), level))
     return out
 
@@ -145,6 +146,7 @@ def run_demo(
     import model_zoo
     from onnxattr.analysis.distances import ranking
     from onnxattr.analysis.estimators import compute_affinity
+    from onnxattr.analysis.stability import ranking_stability
     from onnxattr.api import default_estimator
     from onnxattr.api import report as write_report
 
@@ -213,13 +215,16 @@ def run_demo(
         log(f"no default estimator: {exc}")
         default = methods[0]
     estimators = [default, *(m for m in methods if m != default)]
-    report = write_report(space.path, out / "report.html", estimators=None if full else estimators)
+    # resampled once: the answer's ≈ groups and the report's intervals of the default
+    stab = ranking_stability(space.path, default, n_boot=ANSWER_BOOTSTRAP)
+    closest = closest_from(stab)
+    report = write_report(space.path, out / "report.html", estimators=None if full else estimators,
+                          bootstrap=ANSWER_BOOTSTRAP, stabilities={default: stab})
     log(f"report: {report} ({clock.lap():.1f} s)")
     neighbours: dict[str, dict[str, tuple[str, float]]] = {}
     for est in estimators:
         matrix, _ = compute_affinity(space.path, est)
         neighbours[est] = {m: ranking(matrix, m)[0] for m in matrix.names}
-    closest = closest_sources(space.path, default)
     log(f"answer: {clock.lap():.1f} s")
     result = DemoResult(space.path, report, names, failed, neighbours, clock.total(),
                         out / "neighbours.md", default, closest)

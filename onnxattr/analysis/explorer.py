@@ -31,13 +31,13 @@ from .evaluation import Oracle, read_oracle
 from .space_view import (
     EstimatorView,
     ModelInfo,
-    cannot_tell_apart,
     estimator_names,
     estimator_views,
     finite_or_none,
     probe_examples,
     rank_intervals,
     read_models,
+    view_disagreements,
 )
 
 #: Quantisation levels: the top value of each type marks "not measured" (NaN).
@@ -159,7 +159,8 @@ def _estimator_data(view: EstimatorView, index: Mapping[str, int], top_k: int,
     st = view.stability
     if st is not None:
         iv = np.array([rank_intervals(st, i, order[i]) for i in range(n)]).reshape(n, k, 2)
-        tied = np.array([cannot_tell_apart(iv[i]) for i in range(n)]).reshape(n, k)
+        tied = (view.ties.tied[:, :k] if view.ties is not None
+                else np.zeros((n, k), dtype=bool))
         out["stab"] = {
             "n_boot": st.n_boot, "n_images": st.n_images, "resampling": st.resampling,
             "note": st.note(),
@@ -236,7 +237,20 @@ def explorer_data(space: str | Path, views: Sequence[EstimatorView], models: Seq
         "estimators": [_estimator_data(v, index, top_k, inverse) for v in views],
         "oracle": _oracle_data(oracle, index, inverse, top) if oracle is not None else None,
         "maps": maps,
+        "agreement": _agreement_data(views, index),
     }
+
+
+def _agreement_data(views: Sequence[EstimatorView], index: Mapping[str, int]) -> dict[str, Any]:
+    """The ≠ mark per target (:func:`~onnxattr.analysis.space_view.view_disagreements`): which
+    estimators were compared and, by model index, each one's first source, the lowest Kendall τ
+    and whether they disagree."""
+    compared, dis = view_disagreements(views)
+    return {"estimators": compared,
+            "rows": {str(index[d.target]): {"first": [index[d.first[e]] for e in d.first],
+                                            "tau": finite_or_none(d.min_tau, 3),
+                                            "disagree": d.disagree, "line": d.line()}
+                     for d in dis if d.target in index}}
 
 
 def render(data: Mapping[str, Any]) -> str:

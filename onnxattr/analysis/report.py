@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import OnnxAttrWarning
 from . import plots, trees
+from .confidence import Disagreement, Ties
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix, ranking
 from .evaluation import Evaluation, Oracle, read_oracle
 from .space_view import (
@@ -26,6 +27,7 @@ from .space_view import (
     map_method,
     probe_examples,
     read_models,
+    view_disagreements,
 )
 from .stability import EvaluationCI, Stability
 
@@ -59,11 +61,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
     return {"header": list(header), "rows": [list(r) for r in rows], "left": left}
 
 
-def _rankings(matrix: LabelledMatrix, top: int) -> dict[str, Any]:
+def _rankings(matrix: LabelledMatrix, top: int, ties: Ties | None = None) -> dict[str, Any]:
+    """Each target's ``top`` sources; with ``ties``, ≈ before a source the probe cannot tell
+    from the one before it."""
     rows = []
     for t in matrix.names:
         best = ranking(matrix, t)[:top]
-        rows.append([t, *(f"{n} ({v:.3f})" for n, v in best)])
+        tied = ({n: x for n, _, x in ties.ranked(t)} if ties is not None and t in ties.names
+                else {})
+        rows.append([t, *(f"{'≈ ' if tied.get(n) else ''}{n} ({v:.3f})" for n, v in best)])
     return _table(["target", *(f"#{i + 1}" for i in range(min(top, len(matrix.names) - 1)))],
                   rows, left=top + 1)
 
@@ -132,8 +138,21 @@ def _section_view(v: EstimatorView, rank_top: int) -> dict[str, Any]:
             "n_models": len(matrix.names), "excluded": ", ".join(matrix.excluded),
             "stability": _stability_view(v.stability) if v.stability is not None else None,
             "heatmap": _b64(heat), "tree": _b64(tree),
-            "rankings": _rankings(matrix, rank_top),
+            "rankings": _rankings(matrix, rank_top, v.ties),
+            "ties_note": v.ties.legend() if v.ties is not None else None,
             "newick": trees.to_newick(z, matrix.names)}
+
+
+def _agreement_view(compared: Sequence[str], dis: Sequence[Disagreement]) -> dict[str, Any] | None:
+    """Per target, each compared estimator's closest source, the lowest Kendall τ between two
+    of them and ≠ where they disagree."""
+    if not dis:
+        return None
+    rows = [[d.target, "≠" if d.disagree else "", *(d.first.get(e, "–") for e in compared),
+             _fmt(d.min_tau)] for d in dis]
+    return {"estimators": ", ".join(compared),
+            "n_disagree": sum(d.disagree for d in dis), "n_targets": len(dis),
+            "table": _table(["target", "≠", *compared, "lowest τ"], rows, left=2)}
 
 
 def render_report(view: Mapping[str, Any]) -> str:
@@ -156,14 +175,15 @@ def write_report(space_path: str | Path, out_path: str | Path,
                  linkage: str = trees.DEFAULT_LINKAGE, lam: float = 1.0, rank_top: int = 5,
                  use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                  bootstrap: int = 20, progress: bool = False, explorer: bool = True,
-                 **params: Any) -> Path:
+                 stabilities: Mapping[str, Stability] | None = None, **params: Any) -> Path:
     """Write ``out_path`` (one HTML file, images inline) for every estimator of the space
     (or ``estimators``): a models table, example maps, and per estimator a heatmap, a tree, the
     rankings and (``bootstrap`` > 0) how stable they are under probe resampling; with ``oracle``
     (CSV path or Oracle), the evaluation of every estimator (with probe-resampling intervals).
     ``explorer``: also write the interactive explorer of the same results beside it
     (:func:`explorer_path`) and link to it. ``lam`` and ``params`` are estimator parameters, as
-    for :func:`~onnxattr.analysis.estimators.compute_affinity`."""
+    for :func:`~onnxattr.analysis.estimators.compute_affinity`. ``stabilities``: resampling
+    already computed, by estimator (see :func:`~onnxattr.analysis.space_view.estimator_views`)."""
     from .explorer import write_explorer
 
     space_path, out_path = Path(space_path), Path(out_path)
@@ -174,7 +194,7 @@ def write_report(space_path: str | Path, out_path: str | Path,
     views = list(estimator_views(space_path, names, orc, mapping=mapping, top=top,
                                  linkage=linkage, lam=lam, use_cache=use_cache,
                                  memory_bytes=memory_bytes, bootstrap=bootstrap,
-                                 progress=progress, **params))
+                                 progress=progress, stabilities=stabilities, **params))
     sections = [_section_view(v, rank_top) for v in views]
     evals = [v.evaluation for v in views if v.evaluation is not None]
     cis = {v.matrix.estimator: v.evaluation_ci for v in views if v.evaluation_ci is not None}
@@ -194,6 +214,7 @@ def write_report(space_path: str | Path, out_path: str | Path,
         "examples": (_example_maps(space_path, [m.name for m in models], method)
                      if method else None),
         "evaluation": _evaluation_view(evals, cis) if evals else None,
+        "agreement": _agreement_view(*view_disagreements(views)),
         "sections": sections})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(page, encoding="utf-8")

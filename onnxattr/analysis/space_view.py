@@ -3,6 +3,7 @@ metadata, and per estimator its matrix, tree, probe-resampling stability and eva
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 from ..errors import OnnxAttrError
 from ..space_reader import read_space
 from . import trees
+from .confidence import Disagreement, Ties, comparison_estimators, disagreements, source_ties
 from .distances import DEFAULT_MEMORY_BYTES, LabelledMatrix
 from .estimators import COMBINE_PREFIX, available_estimators, compute_affinity, describe
 from .evaluation import Evaluation, Oracle, evaluate
@@ -100,6 +102,7 @@ class EstimatorView:
     description: str
     linkage: np.ndarray
     stability: Stability | None = None
+    ties: Ties | None = None  # ≈: sources the probe cannot tell apart (with stability)
     evaluation: Evaluation | None = None
     evaluation_ci: EvaluationCI | None = None
 
@@ -112,24 +115,42 @@ def estimator_views(space: str | Path, names: Sequence[str], oracle: Oracle | No
                     mapping: Mapping[str, str] | None = None, top: int = 5,
                     linkage: str = trees.DEFAULT_LINKAGE, lam: float = 1.0,
                     use_cache: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                    bootstrap: int = 20, progress: bool = False, **params: Any
+                    bootstrap: int = 20, progress: bool = False,
+                    stabilities: Mapping[str, Stability] | None = None, **params: Any
                     ) -> Iterator[EstimatorView]:
     """One view per estimator of ``names``, computed as it is asked for (``bootstrap`` > 1:
-    probe-resampling stability; ``oracle``: evaluation, with intervals when resampled)."""
+    probe-resampling stability and ≈ marks; ``oracle``: evaluation, with intervals when
+    resampled). ``stabilities``: resampling already computed (with ``boot``, the same parameters),
+    by estimator name, used instead of resampling again (the demo's answer and its report)."""
     for name in names:
         matrix, _ = compute_affinity(space, name, lam=lam, use_cache=use_cache,
                                      memory_bytes=memory_bytes, progress=progress, **params)
         view = EstimatorView(matrix, describe(name).description, trees.linkage(matrix, linkage))
-        if bootstrap > 1:
+        if stabilities and name in stabilities:
+            view.stability = stabilities[name]
+        elif bootstrap > 1:
             view.stability = ranking_stability(space, name, n_boot=bootstrap, lam=lam,
                                                memory_bytes=memory_bytes, **params)
+        if view.stability is not None:
+            view.ties = source_ties(view.stability)
         if oracle is not None:
             view.evaluation = evaluate(matrix, oracle, top=top, mapping=mapping)
             if view.stability is not None:
                 view.evaluation_ci = evaluation_ci(view.stability, oracle, top, mapping=mapping)
         if view.stability is not None:  # summarised: drop the B resampled N x N matrices
-            view.stability.boot = np.zeros(0)
+            view.stability = dataclasses.replace(view.stability, boot=np.zeros(0))
         yield view
+
+
+def view_disagreements(views: Sequence[EstimatorView]) -> tuple[list[str], list[Disagreement]]:
+    """Which estimators of ``views`` the ≠ mark compares (the default and the paper's methods
+    among them; all when fewer than two of those) and, per target, whether they disagree."""
+    names = [v.matrix.estimator for v in views]
+    chosen = comparison_estimators(names)
+    chosen = chosen if len(chosen) > 1 else names
+    if len(chosen) < 2:
+        return chosen, []
+    return chosen, disagreements([v.matrix for v in views if v.matrix.estimator in chosen])
 
 
 def rank_intervals(stab: Stability, target: int, order: Sequence[int]) -> np.ndarray:
@@ -137,15 +158,6 @@ def rank_intervals(stab: Stability, target: int, order: Sequence[int]) -> np.nda
     lo = np.floor(stab.rank_low[target, list(order)])
     hi = np.ceil(stab.rank_high[target, list(order)])
     return np.stack([lo, hi], axis=1).astype(int)
-
-
-def cannot_tell_apart(intervals: np.ndarray) -> np.ndarray:
-    """Per ranked source: whether its rank interval overlaps the one of the source just above,
-    i.e. probe resamples put the two in either order (the first source: False)."""
-    out = np.zeros(len(intervals), dtype=bool)
-    if len(intervals) > 1:
-        out[1:] = intervals[1:, 0] <= intervals[:-1, 1]
-    return out
 
 
 def finite_or_none(v: float | None, digits: int = 4) -> float | None:

@@ -188,13 +188,24 @@ def rank(
     affinity: AffCsv = None,
     distance: DistCsv = None,
     top: Annotated[int, typer.Option("--top", "-k", help="Show the K closest (0 = all).")] = 0,
-    bootstrap: Bootstrap = 20,
+    bootstrap: Annotated[int | None, typer.Option(
+        "--bootstrap", help="Probe resamples for intervals and ≈ marks (0 = none); default: 20 "
+        "in a space of at most 8 models, where that takes seconds, else none.")] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", "-c", help="Also rank with this estimator (repeat) and say whether they "
+        "disagree on TARGET; default: the default estimator and the paper's saliency, "
+        "grad_input and elrp, those with data in the space.")] = None,
     lam: Lam = 1.0,
     param: Params = None,
     no_cache: NoCache = False,
 ) -> None:
     """Source models for TARGET, closest first, with their distances and how sure each rank is
-    (probe bootstrap: 95% interval of the affinity and of the rank; disjoint-halves agreement)."""
+    (probe bootstrap: 95% interval of the affinity and of the rank; ≈ where a source cannot be
+    told apart from the one above; disjoint-halves agreement), and whether the estimators
+    disagree on TARGET. Resampling is the slow part (the default estimator, 20 draws: 2–5 s of
+    CPU on the 6-model quick demo, 30–38 s on the 18-model full one), so without --bootstrap
+    it runs only in spaces of at most 8 models."""
+    from ..analysis.confidence import AUTO_BOOTSTRAP, AUTO_MAX_MODELS, auto_bootstrap, source_ties
     from ..api import models
     from ..api import rank as rank_sources
 
@@ -202,16 +213,20 @@ def rank(
         raise OnnxAttrError(f"no model {target!r} in {space}; models: {', '.join(names) or 'none'}")
     method = _method(space, method) if space is not None else method
     mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache)
+    asked = bootstrap is not None
+    bootstrap = bootstrap if asked else auto_bootstrap(len(mat.names)) if space is not None else 0
     stab = None
     if space is not None and bootstrap != 0:
         from ..api import stability
 
         stab = stability(space, method, bootstrap=bootstrap, **_params(param, lam))
+    ties = source_ties(stab) if stab is not None else None
+    level = {n: t for n, _, t in ties.ranked(target)} if ties is not None else {}
     table = Table(title=f"closest sources for {target} ({mat.estimator})")
     with_distance = mat.has_distance
     cols = ["rank", "source", *(["distance"] if with_distance else []), "affinity"]
     if stab is not None:
-        cols += ["affinity 95%", "rank 95%"]
+        cols += ["affinity 95%", "rank 95%", "≈"]
     for col in cols:
         table.add_column(col, justify="left" if col == "source" else "right")
     i = mat.index(target)
@@ -222,9 +237,19 @@ def rank(
         if stab is not None:
             lo, hi = int(stab.rank_low[i, j]), int(math.ceil(stab.rank_high[i, j]))
             cells += [f"{stab.low[i, j]:.4g}..{stab.high[i, j]:.4g}",
-                      str(lo) if lo == hi else f"{lo}..{hi}"]
+                      str(lo) if lo == hi else f"{lo}..{hi}", "≈" if level[nb.name] else ""]
         table.add_row(*cells)
     console.print(table)
+    if ties is not None:
+        console.print(ties.legend())
+    elif space is not None:
+        console.print("no ≈ marks: telling sources apart needs probe resamples"
+                      + ("" if asked else f", left out by default above {AUTO_MAX_MODELS} models"
+                         " (they take tens of seconds)")
+                      + f"; add --bootstrap {AUTO_BOOTSTRAP}")
+    if space is not None:
+        _print_agreement(target, [mat, *_compared(space, mat.estimator, compare,
+                                                         _params(param, lam), no_cache)])
     if stab is not None:
         console.print(f"probe resampling ({stab.resampling}): "
                       f"the top source stays first in {stab.top1_kept[i]:.0%} of draws; two "
@@ -233,6 +258,39 @@ def rank(
         note = stab.note()
         if note:
             console.print(note)
+
+
+def _compared(space: Path, method: str, compare: list[str] | None, params: dict[str, Any],
+              no_cache: bool) -> list[LabelledMatrix]:
+    """The matrices `rank --compare` checks ``method`` against (default:
+    :func:`~onnxattr.analysis.confidence.comparison_estimators` of the space), ``method`` left
+    out. A default one that fails is left out with a line saying why: the ranking asked for
+    stands without it; a named one that fails is an error."""
+    from ..analysis.confidence import comparison_estimators
+    from ..analysis.estimators import available_estimators, compute_affinity
+    from ..analysis.selection import with_default
+
+    names = compare or comparison_estimators(with_default(space, available_estimators(space)))
+    out = []
+    for n in dict.fromkeys(names):
+        if n == method:
+            continue
+        try:
+            out.append(compute_affinity(space, n, use_cache=not no_cache, **params)[0])
+        except Exception as exc:  # noqa: BLE001 - reported, and only for estimators not asked for
+            if compare:
+                raise
+            console.print(f"not compared with {n}: {type(exc).__name__}: {exc}")
+    return out
+
+
+def _print_agreement(target: str, matrices: list[LabelledMatrix]) -> None:
+    """The ≠ line of `rank`: whether the estimators of ``matrices`` disagree on ``target``."""
+    from ..analysis.confidence import disagreement
+
+    ranked = [m for m in matrices if target in m.names]
+    if len(ranked) > 1:
+        console.print(disagreement(ranked, target).line())
 
 
 @command(name="evaluate", panel=PANEL_ANALYSE)
