@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .analysis.stability import Stability
     from .features import FeatureCheck
     from .integrity import CheckReport
+    from .onnxgraph.nodes import NodeInfo
     from .pipeline import AddResult
     from .preprocess import Preprocessing
     from .probe import ProbeSet
@@ -86,6 +87,14 @@ def method_parameters(
         if params:
             out[m] = params
     return out
+
+
+def nodes(model: str | Path) -> list[NodeInfo]:
+    """The ONNX model's nodes: name, op type, output tensors and shapes, and which one is the
+    suggested encoder node (``candidate``, with its reason): what ``encoder_node`` takes."""
+    from .onnxgraph import graph
+
+    return graph.list_nodes(graph.load(model))
 
 
 def add(

@@ -126,6 +126,7 @@ def test_the_api_and_the_cli_refuse_the_same_inputs_alike(tmp_path) -> None:
     import pytest
 
     from onnxattr.cli._app import cli_terms
+    from onnxattr.transfer import measure_transfer
 
     from .space_factory import random_space
 
@@ -140,6 +141,8 @@ def test_the_api_and_the_cli_refuse_the_same_inputs_alike(tmp_path) -> None:
          ["rank", "m0", "--space", str(space), "--method", "saliency", "--bootstrap", "-3"]),
         (lambda: onnxattr.report(space, tmp_path / "r.html", bootstrap=1),
          ["report", "--space", str(space), "--out", str(tmp_path / "r.html"), "--bootstrap", "1"]),
+        (lambda: measure_transfer(space, [], batch_size=0),
+         ["transfer", str(tmp_path), "--space", str(space), "--batch-size", "0"]),
     ]
     for api_call, args in cases:
         with pytest.raises(onnxattr.OnnxAttrError) as exc:
@@ -194,3 +197,22 @@ def test_check_salvage_sketch_and_feature_checks_are_api_calls(tmp_path) -> None
     saved = onnxattr.salvage(space, tmp_path / "copy.h5")
     assert saved.models == {"a": True, "b": True}
     assert onnxattr.models(tmp_path / "copy.h5") == ["a", "b"]
+
+
+def test_nodes_is_what_the_cli_lists(tmp_path) -> None:
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    from .models import TinyVGG, export
+
+    torch.manual_seed(0)
+    model = export(TinyVGG(), tmp_path / "vgg.onnx", (1, 3, 24, 24))
+    infos = onnxattr.nodes(model)
+    assert sum(bool(i.candidate) for i in infos) == 1
+    r = CliRunner().invoke(app, ["nodes", str(model), "--json", "--all"])
+    assert r.exit_code == 0, r.output
+    assert [row["name"] for row in json.loads(r.output)] == [i.name for i in infos]

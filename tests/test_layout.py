@@ -303,7 +303,6 @@ CLI_INTERNAL_ALLOWED = {
     "onnxattr.benchmark.world": "the benchmark command",
     "onnxattr.cluster": "add of a manifest (add_many)",
     "onnxattr.memory": "the --memory-mb default shown in --help",
-    "onnxattr.onnxgraph.graph": "`onnxattr nodes` lists an ONNX graph's nodes",
     "onnxattr.progress": "progress bars of add",
     "onnxattr.transfer": "the transfer command",
     "onnxattr.transfer.estimates": "the transfer estimates command",

@@ -76,10 +76,9 @@ def nodes(
 
     Names are printed in full (they are what --encoder-node takes), however narrow the terminal.
     """
-    from ..onnxgraph import graph
+    from ..api import nodes as list_nodes
 
-    m = graph.load(model)
-    infos = graph.list_nodes(m)
+    infos = list_nodes(model)
     shown = [i for i in infos if (show_all or i.on_input_path) and (i.candidate or not candidates)]
     if as_json:
         rows = [{"name": i.name, "op_type": i.op_type, "outputs": i.outputs, "shapes": i.shapes,

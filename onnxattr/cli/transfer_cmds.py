@@ -117,11 +117,11 @@ def transfer(
         write_outputs,
     )
     from ..transfer.heads import METRICS
+    from ..transfer.sources import check_batch_size
 
     if teacher_node is not None and teacher is None:
         raise OnnxAttrError("--teacher-node needs --teacher MODEL.onnx")
-    if batch_size < 1:
-        raise OnnxAttrError("--batch-size must be at least 1")
+    check_batch_size(batch_size)
     for path, flag in ((out, "--out"), (json_out, "--json")):
         if path is not None and path.is_dir():  # refused before any transfer is trained
             raise OnnxAttrError(f"{flag} {path} is a folder; give a file in it, e.g. "

@@ -61,7 +61,7 @@ from ..registry import Registry
 from .data import TargetTask
 from .heads import feature_maps, group_mean
 from .measure import merge_labelled_csv
-from .sources import SpaceSource, load_sources
+from .sources import SpaceSource, check_batch_size, load_sources
 
 MAX_DIMS = 1024
 MAX_SAMPLES = 4000
@@ -450,6 +450,7 @@ def estimate_transfer(
     """Every estimate in ``estimates`` for every source (default: all models of the space) on
     ``target``'s labelled images: one encoder run per source, no head fitted."""
     say = log or (lambda *_: None)
+    check_batch_size(batch_size)
     ests = [get_estimate(e) for e in dict.fromkeys(estimates)]  # unknown names fail first
     if not ests:
         raise OnnxAttrError("no estimate given; one or more of " + ", ".join(ESTIMATES))

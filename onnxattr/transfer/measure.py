@@ -23,7 +23,7 @@ from ..analysis.distances import read_labelled_csv
 from ..errors import OnnxAttrError
 from .data import TargetTask
 from .heads import RECIPE_VERSION, fit_score, recipe
-from .sources import SpaceSource, load_sources
+from .sources import SpaceSource, check_batch_size, load_sources
 
 
 @dataclass
@@ -93,6 +93,7 @@ def measure_transfer(
     `sources` may also be the already checked result of :func:`load_sources`.
     """
     say = log or (lambda *_: None)
+    check_batch_size(batch_size)
     if not targets:
         raise OnnxAttrError("no target task given")
     names = [t.name for t in targets]

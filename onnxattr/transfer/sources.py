@@ -24,6 +24,14 @@ from ..preprocess import Preprocessing
 from ..space import ModelSpace
 
 
+def check_batch_size(batch_size: int) -> int:
+    """Images per encoder pass: at least 1. The one rule of measure_transfer, estimate_transfer
+    and the CLI, which checks it before any image is read."""
+    if not batch_size >= 1:
+        raise OnnxAttrError(f"`batch_size={batch_size}` must be at least 1")
+    return batch_size
+
+
 @dataclass
 class EncoderRunner:
     """An encoder as `add` builds it (`encoder.load_encoder`), run on onnxruntime."""
