@@ -166,6 +166,14 @@ def salvage(space: SpaceLike, out: str | Path, *, overwrite: bool = False) -> Ch
     return _salvage(_path(space), out, overwrite=overwrite)
 
 
+def migrate(space: SpaceLike, *, backup: bool = True) -> tuple[int, Path | None]:
+    """Convert a single-file space (format 1-2) in place into per-model segments (format 3),
+    which this onnxattr writes; returns (models converted, the old file's backup or None)."""
+    from .integrity import migrate as _migrate
+
+    return _migrate(_path(space), backup=backup)
+
+
 def sketch(space: SpaceLike, methods: Sequence[str] | None = None, *, dims: int = 1024
            ) -> dict[str, list[str]]:
     """Store the map sketches (estimator ``sketch:METHOD``, ``dims`` per probe image) that models

@@ -1,10 +1,11 @@
-"""Many models into one space: a manifest, one Ray task per model, one writer.
+"""Many models into one space: a manifest, one Ray task per model, writers in parallel.
 
 Each manifest row becomes one task that converts, verifies and attributes its model on the probe
-set (sent once to the object store) and returns the encoded maps; the calling process is the only
-writer of the space and commits each model as it arrives through `store.store_model`, exactly as
-`add` does: all or nothing, its maps kept in a pending file when the space cannot take them now,
-and stored from there without recomputing on a rerun.
+set (sent once to the object store) and writes the model's segment beside the space itself (or,
+on a node that cannot reach the space's folder, returns the encoded maps). The calling process
+only commits each model's index entry as it arrives (`store.commit_staged` / `store.store_model`,
+exactly as `add` does): all or nothing, its maps kept in a pending file when the space cannot
+take them now, and stored from there without recomputing on a rerun.
 A model that fails is reported with its error and the others go on; models already in the space
 are skipped, so a rerun after a failure or an interruption does only what is missing.
 
@@ -25,8 +26,16 @@ from typing import Any
 
 from ._compat import tomllib
 from .errors import OnnxAttrError
-from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, check_name
-from .store import check_map_size, load_or_build_probe, store_model, store_pending, work_key
+from .space import DEFAULT_STORAGE, MapStorage, ModelSpace, StagedModel, check_name
+from .store import (
+    AddResult,
+    check_map_size,
+    commit_staged,
+    load_or_build_probe,
+    store_model,
+    store_pending,
+    work_key,
+)
 
 MANIFEST_SUFFIXES = (".toml", ".json", ".csv")
 _FIELDS = ("path", "encoder_node", "name", "preset", "preprocessing", "framework", "task")
@@ -140,6 +149,14 @@ class ManyResult:
     nodes: int = 0
 
 
+@dataclass
+class Staged:
+    """What a Ray worker returns for a model whose segment it wrote beside the space itself."""
+
+    staged: StagedModel
+    result: AddResult
+
+
 def _compute(entry: ManifestEntry, probe: Any, options: dict[str, Any]) -> Any:
     """One model, in a worker (or in this process): everything but the write."""
     from .pipeline import compute_model
@@ -154,6 +171,22 @@ def _compute(entry: ManifestEntry, probe: Any, options: dict[str, Any]) -> Any:
         metadata={"framework": entry.framework, "task": entry.task},
         **options,
     )
+
+
+def _compute_and_stage(entry: ManifestEntry, probe: Any, options: dict[str, Any], space: str,
+                       overwrite: bool) -> Any:
+    """In a Ray worker: compute the model and write its segment beside the space, so that the
+    driver only commits the index (segments of many workers are written in parallel). A worker
+    that cannot write there (another machine without the shared file system, a full disk)
+    returns the computed maps for the driver to store."""
+    computed = _compute(entry, probe, options)
+    try:
+        staged = ModelSpace(space).stage_model(
+            entry.name, computed.maps, computed.features, computed.attrs, overwrite=overwrite,
+            storage=options["storage"], sketches=computed.sketches)
+    except (OnnxAttrError, OSError):
+        return computed
+    return Staged(staged, computed.result)
 
 
 def add_many(
@@ -207,8 +240,11 @@ def add_many(
     }
 
     def commit(name: str, computed: Any) -> None:
-        store_model(sp, name, computed, key=keys[name], probe=None, overwrite=overwrite,
-                    storage=storage)
+        if isinstance(computed, Staged):
+            commit_staged(sp, computed.staged, key=keys[name], overwrite=overwrite)
+        else:
+            store_model(sp, name, computed, key=keys[name], probe=None, overwrite=overwrite,
+                        storage=storage)
         result.added[name] = computed.result.seconds
 
     def fail(name: str, exc: BaseException) -> None:
@@ -258,9 +294,10 @@ def add_many(
         per_task = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": 1}
         result.workers = int(resources.get("GPU" if gpu else "CPU", 1))
         log(f"Ray: {result.nodes} node(s), {result.workers} parallel task(s)")
-        remote = ray.remote(max_retries=0, **per_task)(_compute)
+        remote = ray.remote(max_retries=0, **per_task)(_compute_and_stage)
         probe_ref = ray.put(probe)
-        pending = {remote.remote(e, probe_ref, options): e.name for e in run}
+        where = str(sp.path.resolve())
+        pending = {remote.remote(e, probe_ref, options, where, overwrite): e.name for e in run}
         log(status(min(len(pending), result.workers)))
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

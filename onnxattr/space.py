@@ -1,24 +1,26 @@
-"""Stage 4: the model space — one HDF5 file readable with plain h5py (layout in the README).
+"""Stage 4: the model space — an index file readable with plain h5py (layout in the README).
 Longer than 600 lines because the writer, its lock, the format checks and the layout contract
 they share change together: split apart, a layout change could reach one side and not the other.
 
-Writes are all-or-nothing at the level of a model: `add` computes everything first, writes the new
-group under a hidden name, and only then links it at /models/<name>; a failure or interrupt on the
-way deletes the hidden group, so the space reads exactly as before.
+Format 3 stores each model, the probe set and each pairwise-cache entry as an immutable segment
+file, linked from a small index that every write replaces whole (:mod:`.segments`); writes are
+all-or-nothing at the level of one change, and a failed or interrupted one leaves the space exactly
+as it was. Formats 1-2 (everything in one file) are read as before and written no more:
+`onnxattr migrate` converts them.
 
 Every access holds a lock of onnxattr's own beside the space (``SPACE.lock``): shared for readers,
-exclusive for writers, so concurrent processes never see half-written data, also where HDF5's own
-file locking is off (``HDF5_USE_FILE_LOCKING=FALSE``, the usual setting on NFS). Writers wait for it
-up to ``ONNXATTR_LOCK_TIMEOUT`` seconds (default 600), saying so. Every dataset carries a ``sha256``
-attribute over its values as read back (independent of HDF5 filters), checked when it is read and by
-``onnxattr check``.
+exclusive for the index commit of a writer (segments are written before, in parallel), so
+concurrent processes never see half-written data, also where HDF5's own file locking is off
+(``HDF5_USE_FILE_LOCKING=FALSE``, the usual setting on NFS). Writers wait for it up to
+``ONNXATTR_LOCK_TIMEOUT`` seconds (default 600), saying so after 2 s. Every dataset carries a
+``sha256`` attribute over its values as read back (independent of HDF5 filters), checked when it
+is read and by ``onnxattr check``.
 
-Format 2 stores maps compactly (see :class:`MapStorage`): each image's map divided by its largest
-absolute value, as float16, in Blosc2/Zstd-compressed chunks of whole images (~128 KB each: see
-:data:`MAP_CHUNK_BYTES`), with the per-image factors
-in /models/<name>/map_scale/<method>. The cosine of two maps does not depend on those factors, so
-the distance stage never reads them. Format-1 spaces (float32, no factors) stay readable, and a
-model added to one is written in format 2 (the file's version is raised).
+Maps are stored compactly since format 2 (see :class:`MapStorage`): each image's map divided by
+its largest absolute value, as float16, in Blosc2/Zstd-compressed chunks of whole images (~128 KB
+each: see :data:`MAP_CHUNK_BYTES`), with the per-image factors in
+/models/<name>/map_scale/<method>. The cosine of two maps does not depend on those factors, so
+the distance stage never reads them. Format-1 spaces (float32, no factors) stay readable.
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ def map_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     """Chunk shape of a (images, H, W) map dataset: whole images, ~MAP_CHUNK_BYTES per chunk."""
     per_image = max(1, itemsize * int(np.prod(shape[1:])))
     return (max(1, min(shape[0], MAP_CHUNK_BYTES // per_image)), *shape[1:])
+
+
+@dataclass(frozen=True)
+class StagedModel:
+    """A model's segment, written but not yet linked (see :meth:`ModelSpace.stage_model`)."""
+
+    name: str
+    segment: segments.Segment
+    map_shapes: dict[str, tuple[int, ...]]  # method -> (images, H, W)
 
 
 @dataclass
@@ -239,19 +250,34 @@ class ModelSpace:
                        lock_wait: float | None = None,
                        also: Callable[[dict[str, Any]], list[segments.Change]] | None = None) -> None:
         """The one write path: write a segment (``fill(file, group)`` builds ``group``; None
-        unlinks ``kind``/``name``) outside the lock, then, under the exclusive lock, run
-        ``check`` on the space as it is now (None for a new space; False: nothing to do) and
-        commit the change plus ``also``'s, if any. Tools that build segments by hand (tests'
-        synthetic spaces) use it too, so they follow the same layout and commit."""
+        unlinks ``kind``/``name``) outside the lock, then commit it (:meth:`commit`). Tools
+        that build segments by hand (tests' synthetic spaces) use it too, so they follow the
+        same layout and commit."""
+        seg = self.write_segment(kind, name, fill) if fill else None
+        self.commit(kind, name, seg, check, lock_wait, also)
+
+    def write_segment(self, kind: str, name: str, fill: Callable[[h5py.File, str], None]
+                      ) -> segments.Segment:
+        """A segment written beside the space, not yet visible (any process may write one)."""
         check_writable_path(self.path)
-        what = {"probe": "the probe set", "model": f"model {name!r}",
-                "cache": f"the pairwise cache {name!r}"}[kind]
         try:
-            seg = segments.write_segment(self.path, kind, name, fill) if fill else None
+            return segments.write_segment(self.path, kind, name, fill)
         except segments.WriteFailed as exc:
-            raise OnnxAttrError(f"{self.path}: could not write {what} ({segments.describe(exc)}); "
-                                "the space is unchanged: free disk space or fix the file system "
-                                "and retry") from None
+            raise OnnxAttrError(f"{self.path}: could not write {_what(kind, name)} "
+                                f"({segments.describe(exc)}); the space is unchanged: free disk "
+                                "space or fix the file system and retry") from None
+
+    def commit(self, kind: str, name: str, seg: segments.Segment | None,
+               check: Callable[[h5py.File | None], bool] = lambda f: True,
+               lock_wait: float | None = None,
+               also: Callable[[dict[str, Any]], list[segments.Change]] | None = None,
+               keep_on_failure: bool = False) -> None:
+        """Under the exclusive lock, run ``check`` on the space as it is now (None for a new
+        space; False: nothing to do) and make ``seg`` (None: unlink ``kind``/``name``) and
+        ``also``'s changes visible in one index replace. On failure the space is as it was and
+        the segment is deleted (unless ``keep_on_failure``: then the caller does)."""
+        check_writable_path(self.path)
+        drop = [] if keep_on_failure or seg is None else [seg]
         try:
             with space_lock(self.path, write=True, timeout=lock_wait), signals_deferred():
                 with open_index(self.path) as f:
@@ -265,13 +291,13 @@ class ModelSpace:
                     "format": FORMAT, "format_version": FORMAT_VERSION, "layout": segments.LAYOUT,
                     "created": attrs.get("created", _now())})
         except segments.WriteFailed as exc:
-            segments.discard([seg] if seg else [])
+            segments.discard(drop)
             verb = "remove" if seg is None else "commit"
-            raise OnnxAttrError(f"{self.path}: could not {verb} {what} ({segments.describe(exc)}); "
-                                "the space is unchanged: free disk space or fix the file system "
-                                "and retry") from None
+            raise OnnxAttrError(f"{self.path}: could not {verb} {_what(kind, name)} "
+                                f"({segments.describe(exc)}); the space is unchanged: free disk "
+                                "space or fix the file system and retry") from None
         except BaseException:
-            segments.discard([seg] if seg else [])
+            segments.discard(drop)
             raise
 
     def read_probe(self) -> ProbeSet:
@@ -369,33 +395,26 @@ class ModelSpace:
         """`add_model` for maps already encoded by ``storage`` (``MapStorage.encode``), as
         workers return them; ``sketches``: per method, (Np, k) (:mod:`.analysis.sketch`).
         The model is written to a segment of its own, then linked in one index commit."""
+        self.commit_model(self.stage_model(name, encoded, features, attrs, overwrite=overwrite,
+                                           storage=storage, sketches=sketches), overwrite=overwrite)
+
+    def stage_model(
+        self, name: str, encoded: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+        features: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False,
+        storage: MapStorage = DEFAULT_STORAGE, sketches: Mapping[str, np.ndarray] | None = None,
+    ) -> StagedModel:
+        """Write the model's segment, checked against the space as it is now, without making it
+        visible: any process that shares the space's file system can (a Ray worker), and
+        :meth:`commit_model` links it. Writers of many models stage in parallel."""
         check_name(name)
-        maps = {method: data for method, (data, _) in encoded.items()}
+        shapes = {method: m.shape for method, (m, _) in encoded.items()}
         sketches = sketches or {}
         need = np.asarray(features).nbytes + sum(s.nbytes for s in sketches.values()) + sum(
             d.nbytes + (0 if s is None else s.nbytes) for d, s in encoded.values())
         self.check_free_space(need, name)
-
-        def check(f: h5py.File | None) -> bool:
-            if f is None or "probe" not in f:
-                raise OnnxAttrError(f"{self.path} has no probe set")
-            n = f["probe/images"].shape[0]
-            for method, m in maps.items():
-                if m.shape[0] != n:
-                    raise OnnxAttrError(f"{method} maps cover {m.shape[0]} images, the probe has {n}")
-            have = _stored_map_size(f)
-            if have is not None and any(m.shape[-1] != have for m in maps.values()):
-                raise OnnxAttrError(
-                    f"{self.path} stores maps of {have}x{have}; maps of another size do not "
-                    f"compare: pass `map_size={have}` or use a new `space`")
-            if f"models/{name}" in f and not overwrite:
-                raise OnnxAttrError(f"model {name!r} is already in {self.path}; pass "
-                                    "`overwrite=True` or another `name`")
-            return True
-
         if self.path.exists():  # refuse before writing the segment; checked again at commit
             with self._open() as f:
-                check(f)
+                self._check_model_fits(f, name, shapes, overwrite)
 
         def fill(f: h5py.File, group: str) -> None:
             g = f.create_group(group)
@@ -413,7 +432,50 @@ class ModelSpace:
             g.attrs["created"] = _now()
             seal(g)
 
-        self.commit_segment("model", name, fill, check)
+        return StagedModel(name, self.write_segment("model", name, fill), shapes)
+
+    def commit_model(self, staged: StagedModel, overwrite: bool = False,
+                     keep_on_failure: bool = False) -> None:
+        """Link a staged model; if the space does not take it, its segment is deleted (unless
+        ``keep_on_failure``)."""
+        def check(f: h5py.File | None) -> bool:
+            self._check_model_fits(f, staged.name, staged.map_shapes, overwrite)
+            return True
+
+        self.commit("model", staged.name, staged.segment, check, keep_on_failure=keep_on_failure)
+
+    def _check_model_fits(self, f: h5py.File | None, name: str, shapes: dict[str, tuple[int, ...]],
+                          overwrite: bool) -> None:
+        """Whether the space takes a model of these map shapes under this name."""
+        if f is None or "probe" not in f:
+            raise OnnxAttrError(f"{self.path} has no probe set")
+        n = f["probe/images"].shape[0]
+        for method, shape in shapes.items():
+            if shape[0] != n:
+                raise OnnxAttrError(f"{method} maps cover {shape[0]} images, the probe has {n}")
+        have = _stored_map_size(f)
+        if have is not None and any(shape[-1] != have for shape in shapes.values()):
+            raise OnnxAttrError(
+                f"{self.path} stores maps of {have}x{have}; maps of another size do not "
+                f"compare: pass `map_size={have}` or use a new `space`")
+        if f"models/{name}" in f and not overwrite:
+            raise OnnxAttrError(f"model {name!r} is already in {self.path}; pass "
+                                "`overwrite=True` or another `name`")
+
+    def read_staged(self, staged: StagedModel) -> tuple[
+        dict[str, tuple[np.ndarray, np.ndarray | None]], np.ndarray, dict[str, Any],
+        dict[str, np.ndarray],
+    ]:
+        """A staged model's encoded maps, features, attributes and sketches, read back (to keep
+        them as a pending file when the commit cannot happen now)."""
+        with h5py.File(staged.segment.tmp, "r") as f:
+            g = f["model"]
+            scales = g.get("map_scale", {})
+            encoded = {m: (read_verified(ds), read_verified(scales[m]) if m in scales else None)
+                       for m, ds in g["maps"].items()}
+            attrs = {k: _json_or(v) for k, v in g.attrs.items() if k not in ("uid", "created")}
+            return (encoded, read_verified(g["features"]), attrs,
+                    {m: read_verified(ds) for m, ds in g.get("sketch", {}).items()})
 
     def rewrite_model(self, name: str, edit: Callable[[h5py.Group], None],
                       drop_cache: Callable[[str], bool] = lambda key: False) -> None:
@@ -557,9 +619,25 @@ def _stored_map_size(f: h5py.File) -> int | None:
     return None
 
 
+def _what(kind: str, name: str) -> str:
+    return {"probe": "the probe set", "model": f"model {name!r}",
+            "cache": f"the pairwise cache {name!r}"}[kind]
+
+
 def _attr(v: Any) -> Any:
     """HDF5 attributes hold scalars and strings; structured values are stored as JSON."""
     return json.dumps(v) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
+
+
+def _json_or(v: Any) -> Any:
+    """An attribute as `_attr` stored it: JSON text back to its value, anything else as is."""
+    v = v.decode() if isinstance(v, bytes) else v
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            pass
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _now() -> str:
@@ -571,6 +649,9 @@ def _str(v: Any) -> str:
 
 
 # -- locking and opening -----------------------------------------------------------------
+QUIET_WAIT = 2.0  # seconds a writer waits for the lock before saying that it waits
+
+
 def lock_timeout() -> float:
     """Seconds a writer waits for the space's lock (``ONNXATTR_LOCK_TIMEOUT``, default 600)."""
     try:
@@ -595,7 +676,7 @@ def space_lock(path: str | Path, write: bool, timeout: float | None = None) -> I
     lock = filelock.ReadWriteLock(str(lp))
     acquire = lock.acquire_write if write else lock.acquire_read
     try:
-        acquire(blocking=False)
+        acquire(timeout=min(QUIET_WAIT, timeout))  # commits take milliseconds: wait quietly
     except filelock.Timeout:
         print(f"waiting for another onnxattr process using {path} to finish (up to "
               f"{timeout:g} s; ONNXATTR_LOCK_TIMEOUT sets the limit)", file=sys.stderr, flush=True)

@@ -1,7 +1,8 @@
 """`add`'s store part: one computed model into the space, the one way every path commits one.
 
 `pipeline.add_model` (one model) and `cluster.add_many` (a manifest, on Ray or one after another)
-both commit through `store_model`: all or nothing, and when the space cannot take the model now
+both commit through `store_model` (or, for a model a Ray worker staged as a segment itself,
+`commit_staged`): all or nothing, and when the space cannot take the model now
 (busy past the lock timeout, read-only, a failing disk) its computed maps are kept in a pending
 file beside the space, which the same work picks up again (`store_pending`) without recomputing.
 """
@@ -22,7 +23,8 @@ from .errors import OnnxAttrError, OnnxAttrWarning
 from .onnxgraph.fixups import Fix
 from .preprocess import Preprocessing
 from .probe import ProbeSet, build_probe, embedded_mismatch
-from .space import MapStorage, ModelSpace
+from .segments import discard
+from .space import MapStorage, ModelSpace, StagedModel
 
 
 @dataclass
@@ -77,6 +79,26 @@ def store_model(space: ModelSpace, name: str, computed: ComputedModel, *, key: s
         raise OnnxAttrError(f"{exc} — the computed maps are kept in {kept}: rerun the same "
                             "command to store them without recomputing") from None
     space.drop_pending(name)
+
+
+def commit_staged(space: ModelSpace, staged: StagedModel, *, key: str, overwrite: bool) -> None:
+    """Link a model a worker staged (its segment written beside the space); when the space
+    cannot take it now, keep its maps as a pending file, as :func:`store_model` does."""
+    try:
+        space.commit_model(staged, overwrite=overwrite, keep_on_failure=True)
+    except (OnnxAttrError, OSError) as exc:
+        try:
+            encoded, features, attrs, sketches = space.read_staged(staged)
+            kept = space.keep_pending(staged.name, key, encoded, features, attrs, sketches)
+        except (OnnxAttrError, OSError):
+            kept = None
+        finally:
+            discard([staged.segment])
+        if kept is None:
+            raise
+        raise OnnxAttrError(f"{exc} — the computed maps are kept in {kept}: rerun the same "
+                            "command to store them without recomputing") from None
+    space.drop_pending(staged.name)
 
 
 def store_pending(space: ModelSpace, name: str, key: str, *, overwrite: bool, storage: MapStorage,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -136,6 +137,34 @@ def test_manifest_add_commits_through_the_pending_file_path(shelf, tmp_path, mon
                      storage=EXACT)
     assert sorted(again.added) == ["second", "vgg0", "vgg2"] and not again.failed
     assert not any(ModelSpace(space).pending_path(e.name).exists() for e in entries)
+
+
+def test_a_worker_stages_its_segment_and_the_driver_only_commits(shelf, tmp_path, monkeypatch):
+    """What a Ray task runs: the worker computes and writes the model's segment itself; the
+    space shows it only after the driver's commit. A commit the space refuses keeps the maps
+    in the pending file and deletes the staged segment."""
+    from onnxattr import segments
+    from onnxattr.cluster import Staged, _compute_and_stage
+    from onnxattr.store import commit_staged
+
+    space = _space(tmp_path)
+    entry = read_manifest(shelf / "models.toml")[0]
+    options = {"methods": ["saliency"], "storage": EXACT, "map_size": 32}
+    probe = ModelSpace(space).read_probe()
+    out = _compute_and_stage(entry, probe, options, str(space), False)
+    assert isinstance(out, Staged) and out.staged.segment.tmp.is_file()
+    assert ModelSpace(space).model_names() == []  # written, not visible
+    commit_staged(ModelSpace(space), out.staged, key="k", overwrite=False)
+    assert ModelSpace(space).model_names() == ["vgg0"]
+    again = _compute_and_stage(entry, probe, options, str(space), True)
+    # the space changes meanwhile: the same name is now taken and overwrite is refused
+    with pytest.raises(OnnxAttrError, match="computed maps are kept"):
+        commit_staged(ModelSpace(space), again.staged, key="k", overwrite=False)
+    assert not again.staged.segment.tmp.exists()
+    assert ModelSpace(space).take_pending("vgg0", "k") is not None
+    with h5py.File(space) as f:
+        named = {e["file"] for _, _, e in segments.entries(segments.read_manifest(f))}
+    assert set(p.name for p in segments.segment_dir(space).iterdir()) == named
 
 
 def test_cli_manifest(shelf, tmp_path):

@@ -119,6 +119,22 @@ def test_format1_space_stays_readable_and_migrates(tmp_path):
         migrate(path)
 
 
+def test_migrate_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    path = tmp_path / "old.h5"
+    old = _single_file_space(path, np.random.default_rng(3))
+    r = CliRunner().invoke(app, ["migrate", str(path), "--no-backup"])
+    assert r.exit_code == 0, r.output
+    assert not path.with_name("old.h5.single").exists()
+    assert ModelSpace(path).model_names() == sorted(old)
+    np.testing.assert_array_equal(ModelSpace(path).read_maps("b", "elrp"), old["b"])
+    r = CliRunner().invoke(app, ["migrate", str(path)])
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith("error:")
+
+
 def test_newer_format_is_refused(tmp_path):
     path = create_space(tmp_path / "s.h5", 2, 4)
     with h5py.File(path, "a") as f:

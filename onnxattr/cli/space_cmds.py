@@ -424,6 +424,20 @@ def salvage_cmd(
                   highlight=False)
 
 
+@command(name="migrate", panel=PANEL_CHECK)
+def migrate_cmd(
+    space: Annotated[Path, typer.Argument(help="Single-file model space (format 1-2).")],
+    backup: Annotated[bool, typer.Option(help="Keep the old file as SPACE.single.")] = True,
+) -> None:
+    """Convert a single-file space in place into per-model segments, which this onnxattr writes
+    (maps, features, probe set and cache copied as stored, checksums unchanged)."""
+    from ..api import migrate
+
+    n, kept = migrate(space, backup=backup)
+    console.print(f"converted {space}: {n} models, each in a segment of {space}.d/"
+                  + (f"; the old file is kept as {kept}" if kept else ""), highlight=False)
+
+
 @command(name="sketch", panel=PANEL_CHECK)
 def sketch_cmd(
     space: Annotated[Path, typer.Argument(help="Model-space HDF5 file.")],
