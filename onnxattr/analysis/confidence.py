@@ -41,7 +41,7 @@ TAU_MIN = 0.0
 PAPER_METHODS = ("saliency", "grad_input", "elrp")
 #: `rank` resamples by default (:data:`AUTO_BOOTSTRAP` draws) only in spaces of at most this
 #: many models: the default estimator's resampling (SVCCA recomputed on every half-sample, for
-#: every pair) took 2–5 s of CPU on the 6-model quick demo but 30–38 s on the 18-model full one.
+#: every pair) took 2–5 s of CPU on the 6-model quick demo but 30–45 s on the 18-model full one.
 AUTO_MAX_MODELS = 8
 AUTO_BOOTSTRAP = 20
 

@@ -203,7 +203,7 @@ def rank(
     (probe bootstrap: 95% interval of the affinity and of the rank; ≈ where a source cannot be
     told apart from the one above; disjoint-halves agreement), and whether the estimators
     disagree on TARGET. Resampling is the slow part (the default estimator, 20 draws: 2–5 s of
-    CPU on the 6-model quick demo, 30–38 s on the 18-model full one), so without --bootstrap
+    CPU on the 6-model quick demo, 30–45 s on the 18-model full one), so without --bootstrap
     it runs only in spaces of at most 8 models."""
     from ..analysis.confidence import AUTO_BOOTSTRAP, AUTO_MAX_MODELS, auto_bootstrap, source_ties
     from ..api import models
