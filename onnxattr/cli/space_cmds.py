@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..memory import DEFAULT_MEMORY_MB
+from ..api import DEFAULT_MEMORY_MB
 from ._app import (
     PANEL_BUILD,
     PANEL_CHECK,
