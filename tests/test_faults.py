@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 from onnxattr import segments
 from onnxattr.errors import OnnxAttrError, OnnxAttrWarning
@@ -209,6 +210,33 @@ def test_every_errno_at_every_write(tmp_path, monkeypatch):
     assert sum(trials.values()) >= 500, trials
 
 
+def test_a_failed_write_is_one_error_line_at_the_command_line(tmp_path, monkeypatch):
+    """`onnxattr remove` and `onnxattr probe build` with a fault at each of their writes."""
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    path = tmp_path / "s.h5"
+    _space(path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(photos / f"{i}.png")
+    commands = {"remove": ["remove", "m1", "-s", str(path)],
+                "probe build": ["probe", "build", str(photos), "--space", str(tmp_path / "n.h5"),
+                                "--size", "16"]}
+    for cmd, args in commands.items():
+        for k in range(1, 4):
+            with monkeypatch.context() as m:
+                Faults(k, errno.EDQUOT).install(m)
+                r = CliRunner().invoke(app, args)
+            lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+            assert r.exit_code == 1 and lines[-1].startswith("error:"), (cmd, k, r.output)
+            assert [ln for ln in lines if ln.startswith("error:")] == lines[-1:], r.output
+            assert "Disk quota exceeded" in lines[-1] and "Traceback" not in r.output
+    assert check_space(path).ok and ModelSpace(path).has_model("m1")
+
+
 def test_a_size_limit_at_any_byte(tmp_path):
     """The kernel's per-file size limit (RLIMIT_FSIZE: EFBIG), stepped 256 bytes at a time from
     below the index's size to the segment's: a write of an `add` fails at every stretch of its
@@ -257,40 +285,64 @@ def test_not_enough_disk_space_refused_before_writing(tmp_path, monkeypatch):
 
 KILL_WRITER = """
 import sys, numpy as np
-from onnxattr.space import ModelSpace, open_space
+from onnxattr.space import ModelSpace
 s, rng = ModelSpace(sys.argv[1]), np.random.default_rng(int(sys.argv[2]))
 for i in range(1000):
     s.add_model(f"k{i}", {"saliency": rng.normal(size=(8, 32, 32)),
                           "elrp": rng.normal(size=(8, 32, 32))}, rng.normal(size=(8, 4)), {})
+    if i % 3 == 2:
+        s.remove_model(f"k{i - 1}")
     print(f"k{i}", flush=True)
+"""
+
+# Another process reading every model, checksums verified, while the writer is killed: it must
+# never see a model half-committed (a name without its segment, a segment half-written).
+READER = """
+import sys, time
+from onnxattr.space import ModelSpace
+s, reads = ModelSpace(sys.argv[1]), 0
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    for m in s.models():
+        for method in m.methods:
+            s.read_maps(m.name, method)
+        s.read_features(m.name)
+    reads += 1
+print(reads, flush=True)
 """
 
 
 def kill_trials(tmp_path: Path, trials: int, sig: int = signal.SIGKILL) -> dict[str, int]:
-    """Start a writer adding models in a loop, kill it at a random moment, check the space."""
+    """Start a writer adding (and now and then removing) models in a loop while another process
+    reads the space, kill the writer at a random moment, check the space."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    figures = {"trials": 0, "intact": 0, "models stored before the kill": 0}
+    figures = {"trials": 0, "intact": 0, "models stored before the kill": 0, "reads": 0}
     rnd = random.Random(0)
     for t in range(trials):
         path = tmp_path / f"kill{t}.h5"
         maps = _space(path)
-        p = subprocess.Popen(
-            [sys.executable, "-c", KILL_WRITER, str(path), str(t)],
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        p = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path), str(t)], env=env,
+                             stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().startswith("k0")  # running, one model stored
-        time.sleep(rnd.uniform(0.0, 0.5))
+        delay = rnd.uniform(0.0, 0.8)
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(delay + 1.0)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        time.sleep(delay)
         p.send_signal(sig)
         out, _ = p.communicate(timeout=60)
-        stored = ["k0", *out.split()]
+        reads, errors = reader.communicate(timeout=120)
+        assert reader.returncode == 0, errors  # no read ever met a half-committed model
+        stored = {"k0", *out.split()}
         _intact(path, maps)
         names = {m.name for m in ModelSpace(path).models()}
-        assert set(stored) <= names  # every model reported stored survived
+        removable = {f"k{i - 1}" for i in range(2, 1000, 3)}  # removed right after k{i} is added
+        assert stored - removable <= names  # every model reported stored (and kept) survived
+        assert check_space(path).ok
         figures["trials"] += 1
         figures["intact"] += 1
         figures["models stored before the kill"] += len(names) - len(maps)
+        figures["reads"] += int(reads)
     return figures
 
 
