@@ -61,6 +61,8 @@ _EXPORTS: dict[str, str] = {
     "Preprocessing": "onnxattr.preprocess",
     "AddResult": "onnxattr.pipeline",
     "LabelledMatrix": "onnxattr.analysis.distances",
+    "read_matrix_csv": "onnxattr.analysis.distances",
+    "write_matrix": "onnxattr.analysis.distances",
     "Evaluation": "onnxattr.analysis.evaluation",
     "Oracle": "onnxattr.analysis.evaluation",
     "Stability": "onnxattr.analysis.stability",

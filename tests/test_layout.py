@@ -289,7 +289,6 @@ CLI_PUBLIC = {"onnxattr", "onnxattr.api", "onnxattr.errors"}
 #: Internal modules the CLI still imports, each with why; moved one at a time behind the API.
 CLI_INTERNAL_ALLOWED = {
     "onnxattr.analysis.confidence": "rank's ≈ marks and --compare, new and not yet in the API",
-    "onnxattr.analysis.distances": "matrix CSV read/write of distance, rank and evaluate",
     "onnxattr.analysis.estimators": "estimators' listing, parameters and stats of distance",
     "onnxattr.analysis.evaluation": "oracle and --map parsing, the evaluation JSON",
     "onnxattr.analysis.plots": "heatmap and curve figures",

@@ -17,7 +17,7 @@ from ..errors import OnnxAttrError
 from ._app import PANEL_ANALYSE, Table, command, console, warn
 
 if TYPE_CHECKING:
-    from ..analysis.distances import LabelledMatrix
+    from .. import LabelledMatrix
 
 LINKAGES = "single, complete, average, weighted, centroid, median, ward"
 METHOD_HELP = ("Estimator: an attribution method stored in the space (the cosine of its maps) or "
@@ -80,7 +80,7 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
             distance: Path | None, params: dict[str, Any], no_cache: bool = False
             ) -> LabelledMatrix:
     """The one matrix a command works on: from the space, or from a labelled CSV."""
-    from ..analysis.distances import read_matrix_csv
+    from .. import read_matrix_csv
     from ..analysis.estimators import compute_affinity
 
     if sum(x is not None for x in (space, affinity, distance)) != 1:
@@ -147,7 +147,7 @@ def distance(
     memory_mb: MemoryMb = 1024,
 ) -> None:
     """Affinity (mean per-image cosine) and distance (Np / sum cos) matrices, labelled."""
-    from ..analysis.distances import write_matrix
+    from .. import write_matrix
     from ..analysis.estimators import compute_affinity
 
     if out.exists() and not out.is_dir():
@@ -316,9 +316,8 @@ def evaluate_cmd(
 ) -> None:
     """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle;
     with --bootstrap, 95% intervals of P@1/3/5 and Spearman over probe resamples."""
-    from .. import api
+    from .. import api, read_matrix_csv
     from ..analysis import plots
-    from ..analysis.distances import read_matrix_csv
     from ..analysis.estimators import available_estimators
     from ..analysis.evaluation import evaluations_json, parse_mapping, read_oracle
     from ..analysis.selection import with_default
