@@ -42,7 +42,7 @@ def run_benchmark(
     if use_committed:
         if cfg.world != 0:
             raise OnnxAttrError(
-                f"--committed reuses world 0's encoders; drop it to train world {cfg.world}"
+                f"`use_committed` reuses world 0's encoders; drop it to train world {cfg.world}"
             )
         src = committed_dir()
         manifest = json.loads((src / "manifest.json").read_text())["models"]

@@ -81,10 +81,11 @@ def _main(
 
 
 #: API parameters whose CLI flag is not ``--`` + the name with dashes.
-_FLAGS = {"mapping": "--map", "estimator": "--method", "estimators": "--method"}
+_FLAGS = {"mapping": "--map", "estimator": "--method", "estimators": "--method",
+          "use_committed": "--committed"}
 #: Parameters of the library (beyond the public API functions') that messages may name.
 _LIBRARY_PARAMS = {"on", "bootstrap", "preset", "scale", "mean", "std", "input_size", "layout",
-                   "color", "replace", "lam", "method"}
+                   "color", "replace", "lam", "method", "use_committed"}
 
 
 def _api_params() -> set[str]:
