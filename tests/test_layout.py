@@ -292,7 +292,6 @@ CLI_INTERNAL_ALLOWED = {
     "onnxattr.analysis.estimators": "estimators' listing, parameters and stats of distance",
     "onnxattr.analysis.evaluation": "oracle and --map parsing, the evaluation JSON",
     "onnxattr.analysis.plots": "heatmap and curve figures",
-    "onnxattr.analysis.selection": "the default estimator among a space's",
     "onnxattr.analysis.stability": "evaluate's intervals of P@K (evaluation_ci)",
     "onnxattr.analysis.trees": "tree and linkage commands",
     "onnxattr.attribution": "the methods' table of `onnxattr methods`",

@@ -81,7 +81,7 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
             ) -> LabelledMatrix:
     """The one matrix a command works on: from the space, or from a labelled CSV."""
     from .. import read_matrix_csv
-    from ..analysis.estimators import compute_affinity
+    from ..api import affinity as space_affinity
 
     if sum(x is not None for x in (space, affinity, distance)) != 1:
         raise OnnxAttrError("give exactly one of --space (with --method, or none for the default "
@@ -91,8 +91,8 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
     if distance is not None:
         return read_matrix_csv(distance, "distance")
     assert space is not None
-    return compute_affinity(space, _method(space, method), use_cache=not no_cache, progress=True,
-                            **params)[0]
+    return space_affinity(space, _method(space, method), use_cache=not no_cache, progress=True,
+                          **params)
 
 
 def _method(space: Path, method: str | None) -> str:
@@ -267,16 +267,15 @@ def _compared(space: Path, method: str, compare: list[str] | None, params: dict[
     out. A default one that fails is left out with a line saying why: the ranking asked for
     stands without it; a named one that fails is an error."""
     from ..analysis.confidence import comparison_estimators
-    from ..analysis.estimators import available_estimators, compute_affinity
-    from ..analysis.selection import with_default
+    from ..api import affinity, estimators
 
-    names = compare or comparison_estimators(with_default(space, available_estimators(space)))
+    names = compare or comparison_estimators(estimators(space))
     out = []
     for n in dict.fromkeys(names):
         if n == method:
             continue
         try:
-            out.append(compute_affinity(space, n, use_cache=not no_cache, **params)[0])
+            out.append(affinity(space, n, use_cache=not no_cache, **params))
         except Exception as exc:  # noqa: BLE001 - reported, and only for estimators not asked for
             if compare:
                 raise
@@ -316,11 +315,9 @@ def evaluate_cmd(
 ) -> None:
     """P@K, R@K (K = 1..N-1), random/oracle curves and mean Spearman against an oracle;
     with --bootstrap, 95% intervals of P@1/3/5 and Spearman over probe resamples."""
-    from .. import api, read_matrix_csv
+    from .. import api, read_matrix_csv, read_oracle
     from ..analysis import plots
-    from ..analysis.estimators import available_estimators
-    from ..analysis.evaluation import evaluations_json, parse_mapping, read_oracle
-    from ..analysis.selection import with_default
+    from ..analysis.evaluation import evaluations_json, parse_mapping
 
     if plot is not None:
         plots.check_image_path(plot)
@@ -328,8 +325,7 @@ def evaluate_cmd(
     names_map = parse_mapping(mapping or [], map_file)
     mats = [read_matrix_csv(p, "affinity") for p in affinity or []]
     mats += [read_matrix_csv(p, "distance") for p in distance or []]
-    space_names = ((method or with_default(space, available_estimators(space)))
-                   if space is not None else [])
+    space_names = (method or api.estimators(space)) if space is not None else []
     if method and space is None:
         raise OnnxAttrError("--method needs --space")
     if bootstrap and space is None:
