@@ -3,7 +3,7 @@
     python benchmarks/bench_distance.py --models 200 --images 1000 --size 112 --dir /tmp
 
 Builds a synthetic space (one attribution method, float32 maps, random values: the worst case for
-compression) with plain h5py, then in fresh child processes (so peak RSS is the computation's
+compression) as segments written with plain h5py (tests/space_factory.py), then in fresh child processes (so peak RSS is the computation's
 own): (1) the full matrix from an empty cache, (2) one more model added (incremental: N pairs),
 (3) the import-only baseline. The space is deleted afterwards unless --keep.
 ``--layout space`` stores maps like onnxattr.space (one gzip chunk per image); ``plain`` stores
@@ -25,16 +25,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from onnxattr.segments import segment_dir  # noqa: E402
+from onnxattr.space import ModelSpace  # noqa: E402
+from tests.space_factory import add_model, create_space  # noqa: E402
+
 
 def build(path: Path, n_models: int, n_img: int, size: int, layout: str, method: str) -> float:
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        f.attrs.update(format="onnxattr-space", format_version=1)
-        p = f.create_group("probe")
-        p.create_dataset("images", data=rng.integers(0, 255, (n_img, size, size, 3), np.uint8))
-        p.attrs.update(size=size, seed=0, source="synthetic", digest="bench")
-        f.create_group("models")
+    create_space(path, n_img, size, digest="bench")
     base = rng.random((n_img, size, size), dtype=np.float32)
     for i in range(n_models):
         add(path, f"model{i:03d}", base, rng, layout, method)
@@ -48,12 +48,23 @@ def add(path: Path, name: str, base: np.ndarray, rng: np.random.Generator, layou
         method: str) -> None:
     """One model: the shared base pattern plus its own noise, so affinities vary."""
     maps = base + rng.random(base.shape, dtype=np.float32) * np.float32(rng.uniform(0.2, 2))
-    opts = ({"chunks": (1, *maps.shape[1:]), "compression": "gzip", "compression_opts": 1,
-             "shuffle": True} if layout == "space" else {})
-    with h5py.File(path, "a") as f:
-        g = f["models"].create_group(name)
-        g.attrs["uid"] = uuid.uuid4().hex
-        g.create_group("maps").create_dataset(method, data=maps, **opts)
+    add_model(path, name, {method: maps}, compress=layout == "space")
+
+
+def reset(path: Path) -> None:
+    """Back to the built state: no pairwise cache, no added model."""
+    space = ModelSpace(path)
+    with h5py.File(path, "r") as f:
+        keys = list(f.get("analysis/estimators", {}))
+    for key in keys:
+        space.commit_segment("cache", key, None)
+    if space.has_model("added"):
+        space.remove_model("added")
+
+
+def size_gib(path: Path) -> float:
+    folder = segment_dir(path)
+    return (path.stat().st_size + sum(p.stat().st_size for p in folder.iterdir())) / 2**30
 
 
 def child(path: str, method: str, memory_mb: int, mode: str) -> None:
@@ -89,7 +100,7 @@ def main() -> None:
     ap.add_argument("--memory-mb", type=int, default=1024)
     ap.add_argument("--layout", choices=("space", "plain"), default="space")
     ap.add_argument("--dir", type=Path, default=Path("/tmp"))
-    ap.add_argument("--keep", action="store_true", help="keep the space file afterwards")
+    ap.add_argument("--keep", action="store_true", help="keep the space afterwards")
     ap.add_argument("--reuse", type=Path, help="space file of an earlier --keep run to reuse")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -106,10 +117,7 @@ def main() -> None:
     path = args.reuse or args.dir / f"bench_space_{uuid.uuid4().hex[:8]}.h5"
     try:
         if args.reuse:
-            with h5py.File(path, "a") as f:  # back to the built state: no cache, no added model
-                for grp in ("analysis", "models/added"):
-                    if grp in f:
-                        del f[grp]
+            reset(path)
             build_s = float("nan")
         else:
             print(f"building {path}: {args.models} models x {args.images} images x "
@@ -123,9 +131,10 @@ def main() -> None:
         inc = run_child(path, args.method, args.memory_mb, "incremental")
         cached = run_child(path, args.method, args.memory_mb, "cached")
         imp = run_child(path, args.method, args.memory_mb, "import")
-        file_gib = path.stat().st_size / 2**30
+        file_gib = size_gib(path)
     finally:
         if not args.keep:
+            shutil.rmtree(segment_dir(path), ignore_errors=True)
             path.unlink(missing_ok=True)
     result = {"models": args.models, "images": args.images, "size": args.size,
               "layout": args.layout, "memory_budget_mb": args.memory_mb, "file_gib": file_gib,

@@ -3,9 +3,9 @@
     python benchmarks/bench_growth.py --models 200 1000 5000 --images 8 --size 64 --sketch-dims 256
 
 Synthetic spaces with planted structure (``--clusters`` base patterns per probe image; model i =
-its cluster's pattern + noise of a model-specific level), written with plain h5py in format 2
-(float16 maps scaled per image, Blosc2, plus per-image sketches of ``--sketch-dims`` dimensions
-as `add` / `onnxattr sketch` store them). For each
+its cluster's pattern + noise of a model-specific level), one segment per model written with
+plain h5py (float16 maps scaled per image, Blosc2, plus per-image sketches of ``--sketch-dims``
+dimensions as `add` / `onnxattr sketch` store them). For each
 size and path (exact ``elrp`` / approximate ``sketch:elrp``), in a fresh child process: the full
 matrix from an empty cache, then one more model added and the incremental update (N pairs), then
 `rank` of one model from the cache. Reported: wall time, peak RSS, bytes read (``rchar``), and
@@ -33,35 +33,54 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _proc import rchar  # noqa: E402
 
 
-def write_model(f: h5py.File, name: str, maps: np.ndarray, dims: int) -> None:
+def segment_dir(index: Path) -> Path:
+    from onnxattr.segments import segment_dir as folder
+
+    return folder(index)
+
+
+def model_fill(maps: np.ndarray, dims: int):
+    """A segment filler writing one model as `add` stores it (float16, Blosc2, sketches)."""
     from onnxattr.analysis.sketch import sketch_maps
     from onnxattr.space import DEFAULT_STORAGE, write_sketch
 
-    data, scale = DEFAULT_STORAGE.encode(maps)
-    g = f["models"].create_group(name)
-    g.attrs["uid"] = uuid.uuid4().hex
-    g.create_group("maps").create_dataset(
-        "elrp", data=data, chunks=(1, *data.shape[1:]), **DEFAULT_STORAGE.filter()
-    )
-    g.create_group("map_scale").create_dataset("elrp", data=scale)
-    write_sketch(g, "elrp", sketch_maps(maps, 0, dims))
+    def fill(f: h5py.File, group: str) -> None:
+        data, scale = DEFAULT_STORAGE.encode(maps)
+        g = f.create_group(group)
+        g.attrs["uid"] = uuid.uuid4().hex
+        g.create_group("maps").create_dataset(
+            "elrp", data=data, chunks=(1, *data.shape[1:]), **DEFAULT_STORAGE.filter()
+        )
+        g.create_group("map_scale").create_dataset("elrp", data=scale)
+        write_sketch(g, "elrp", sketch_maps(maps, 0, dims))
+
+    return fill
 
 
 def build(
     path: Path, n_models: int, n_img: int, size: int, clusters: int, dims: int, seed: int
 ) -> None:
+    """Every model a segment, committed in one index replace (as `migrate` does)."""
+    from onnxattr import segments
+    from onnxattr.space import FORMAT, FORMAT_VERSION
+
     rng = np.random.default_rng(seed)
     bases = rng.normal(size=(clusters, n_img, size, size)).astype(np.float32)
-    with h5py.File(path, "w") as f:
-        f.attrs.update(format="onnxattr-space", format_version=2)
-        p = f.create_group("probe")
+
+    def probe(f: h5py.File, group: str) -> None:
+        p = f.create_group(group)
         p.create_dataset("images", data=np.zeros((n_img, size, size, 3), np.uint8))
         p.attrs.update(size=size, seed=0, source="synthetic", digest="growth")
-        f.create_group("models")
-        for i in range(n_models):
-            noise = rng.uniform(0.3, 3.0)
-            maps = bases[i % clusters] + noise * rng.normal(size=bases.shape[1:]).astype(np.float32)
-            write_model(f, f"m{i:05d}", maps, dims)
+
+    changes = [segments.Change("probe", "", segments.write_segment(path, "probe", "", probe))]
+    for i in range(n_models):
+        noise = rng.uniform(0.3, 3.0)
+        maps = bases[i % clusters] + noise * rng.normal(size=bases.shape[1:]).astype(np.float32)
+        name = f"m{i:05d}"
+        changes.append(segments.Change(
+            "model", name, segments.write_segment(path, "model", name, model_fill(maps, dims))))
+    segments.commit_changes(path, segments.empty_manifest(path), changes, {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "layout": segments.LAYOUT})
 
 
 def child(space: str, est: str, mode: str, size: int, n_img: int, dims: int) -> None:
@@ -71,14 +90,12 @@ def child(space: str, est: str, mode: str, size: int, n_img: int, dims: int) -> 
     out = {"mode": mode}
     r0, t0 = rchar(), time.perf_counter()
     if mode == "add_one":
+        from onnxattr.space import ModelSpace
+
         rng = np.random.default_rng(99)
-        with h5py.File(space, "a") as f:
-            write_model(
-                f,
-                f"new{uuid.uuid4().hex[:6]}",
-                rng.normal(size=(n_img, size, size)).astype(np.float32),
-                dims,
-            )
+        maps = rng.normal(size=(n_img, size, size)).astype(np.float32)
+        ModelSpace(space).commit_segment("model", f"new{uuid.uuid4().hex[:6]}",
+                                         model_fill(maps, dims))
     m, stats = compute_affinity(space, est)
     if mode == "rank":
         ranking(m, m.names[0])
@@ -132,19 +149,22 @@ def main() -> None:
     try:
         for n in args.models:
             t0 = time.perf_counter()
-            base = tmp / f"s{n}.h5"
+            (tmp / f"b{n}").mkdir()
+            base = tmp / f"b{n}" / f"s{n}.h5"
             build(base, n, args.images, args.size, args.clusters, args.sketch_dims, seed=n)
             build_s = time.perf_counter() - t0
-            res = {"models": n, "build_s": build_s, "file_mb": base.stat().st_size / 2**20}
+            stored = base.stat().st_size + sum(p.stat().st_size for p in segment_dir(base).iterdir())
+            res = {"models": n, "build_s": build_s, "file_mb": stored / 2**20}
             for est in ("elrp", "sketch:elrp"):
-                space = tmp / f"s{n}_{est.replace(':', '_')}.h5"
-                shutil.copy(base, space)
+                # a space is its index and its folder, named after it: copy both, names kept
+                space = tmp / f"s{n}_{est.replace(':', '_')}" / base.name
+                shutil.copytree(base.parent, space.parent)
                 res[est] = {
                     mode: run_child(space, est, mode, args.size, args.images, args.sketch_dims)
                     for mode in ("full", "rank", "add_one")
                 }
-            exact = np.load(tmp / f"s{n}_elrp.h5.elrp.npy")
-            approx = np.load(tmp / f"s{n}_sketch_elrp.h5.sketch_elrp.npy")
+            exact = np.load(tmp / f"s{n}_elrp" / f"s{n}.h5.elrp.npy")
+            approx = np.load(tmp / f"s{n}_sketch_elrp" / f"s{n}.h5.sketch_elrp.npy")
             iu = np.triu_indices(n, 1)
             top = [
                 len(
@@ -166,8 +186,8 @@ def main() -> None:
             res["top5_overlap"] = float(np.mean(top))
             rows.append(res)
             print(json.dumps(res), flush=True)
-            for p in tmp.glob(f"s{n}*"):
-                p.unlink()
+            for p in [*tmp.glob(f"s{n}_*"), tmp / f"b{n}"]:
+                shutil.rmtree(p)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(

@@ -121,13 +121,9 @@ def synthetic(out: Path, seed: int = 0) -> tuple[Path, Path]:
                 m = smooth(m, 2.0) if blur else m
                 sign = np.sign(rng.normal(size=(n, s, s)))  # signed maps: high-frequency signs
                 feat = np.tanh(tfeat @ rng.normal(size=(8, 16))) + 0.3 * rng.normal(size=(n, 16))
-                add_model(space, name, {"grad_input": m * sign, "saliency": m}, feat)
-                with h5py.File(space, "a") as h:
-                    h[f"models/{name}"].attrs.update(
-                        task=t,
-                        framework=fw,
-                        preprocessing=json.dumps({"input_size": [16, 16] if blur else [32, 32]}),
-                    )
+                add_model(space, name, {"grad_input": m * sign, "saliency": m}, feat, attrs={
+                    "task": t, "framework": fw,
+                    "preprocessing": json.dumps({"input_size": [16, 16] if blur else [32, 32]})})
                 task_of[name] = t
                 models.append(name)
     targets = [t for ts in fams.values() for t in ts]

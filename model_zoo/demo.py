@@ -26,7 +26,7 @@ from onnxattr.errors import OnnxAttrError
 from onnxattr.pipeline import add_model
 from onnxattr.probe import embedded_probe
 from onnxattr.progress import Stopwatch, is_interactive
-from onnxattr.space import ModelSpace, lock_path
+from onnxattr.space import ModelSpace
 
 #: The quick demo's models: the four frameworks and four task families (ImageNet classification,
 #: face analysis, document orientation, person segmentation), each under ~40 s of CPU to build
@@ -235,8 +235,7 @@ def run_demo(
 def _remove_if_empty(space: ModelSpace, created: list[Path]) -> None:
     """Remove the space file and folder this run created when no model made it into the space."""
     if space.path in created and space.path.exists() and not space.models():
-        space.path.unlink()
-        lock_path(space.path).unlink(missing_ok=True)
+        space.delete()
     for p in created:
         if p.is_dir() and not any(p.iterdir()):
             p.rmdir()

@@ -191,11 +191,12 @@ def _check_model(report: CheckReport, f: h5py.File, name: str) -> bool:
     return intact
 
 
-def check_space(path: str | Path) -> CheckReport:
-    """Verify a whole space; never raises for damage inside the file (see the findings)."""
+def check_space(path: str | Path, salvaging: bool = False) -> CheckReport:
+    """Verify a whole space; never raises for damage inside the file (see the findings).
+    ``salvaging``: also an index apart from its segments folder (reading through its links)."""
     report = CheckReport(Path(path))
     try:
-        with open_space(path, "r") as f:
+        with open_space(path, "r", salvaging=salvaging) as f:
             _check_file(report, f)
     except OnnxAttrError as exc:  # cannot be opened as a space at all
         if report.findings or not Path(path).is_file():
@@ -286,7 +287,7 @@ def salvage(src: str | Path, dst: str | Path, overwrite: bool = False) -> CheckR
         raise OnnxAttrError(f"{dst} exists; give a new file name (or --overwrite)")
     if not dst.parent.is_dir():
         raise OnnxAttrError(f"folder {dst.parent} does not exist; create it first")
-    report = check_space(src)
+    report = check_space(src, salvaging=True)
     if report.damaged and report.damaged[0].path == "/":
         raise OnnxAttrError(report.damaged[0].detail)
     if not report.probe_ok:
@@ -300,7 +301,7 @@ def salvage(src: str | Path, dst: str | Path, overwrite: bool = False) -> CheckR
         parts = bad.path.split("/")
         if len(parts) == 4 and parts[2] == "sketch" and parts[1] in keep:
             drop.setdefault(parts[1], []).append(f"sketch/{parts[3]}")
-    _copy_space(src, dst, keep, drop=drop, cache=False)
+    _copy_space(src, dst, keep, drop=drop, cache=False, salvaging=True)
     return report
 
 
@@ -327,7 +328,8 @@ def migrate(path: str | Path, backup: bool = True) -> tuple[int, Path | None]:
 
 
 def _copy_space(src: Path, dst: Path, models: list[str], *, cache: bool,
-                drop: dict[str, list[str]] | None = None, backup: Path | None = None) -> None:
+                drop: dict[str, list[str]] | None = None, backup: Path | None = None,
+                salvaging: bool = False) -> None:
     """Write ``src``'s probe set, ``models`` (less the ``drop`` paths) and, with ``cache``, its
     pairwise cache as segments of ``dst``, verify each, and commit them as ``dst``'s new index.
     ``dst`` may be ``src`` (migrate): its file is then replaced by the index, atomically, after
@@ -343,7 +345,7 @@ def _copy_space(src: Path, dst: Path, models: list[str], *, cache: bool,
         return fill
 
     try:
-        with open_space(src) as f:
+        with open_space(src, salvaging=salvaging) as f:
             attrs = {"created": _s(f.attrs.get("created", segments.now()))}
             stamp = os.stat(src).st_mtime_ns
             items = [("probe", "", "probe")] + [("model", m, f"models/{m}") for m in models]

@@ -50,18 +50,21 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def segment_dir(index: Path) -> Path:
-    """The folder of the space's segments, beside the index: the one its manifest names (so an
-    index renamed, or copied elsewhere with its folder, still finds it), else, for a new space,
-    ``<index file name>.d``."""
-    if index.is_file():
-        try:
-            with h5py.File(index, "r") as f:
-                folder = read_manifest(f).get("folder")
-            if folder:
-                return index.with_name(folder)
-        except (OSError, OnnxAttrError):
-            pass  # not an index (yet): the default name
+    """The folder of the space's segments: ``<index file name>.d`` beside it."""
     return index.with_name(index.name + ".d")
+
+
+def check_folder(f: h5py.File) -> None:
+    """Refuse an index whose segments folder is not its own: one copied or renamed without its
+    folder would read, and on its next write delete, another space's segments."""
+    index = Path(f.filename)
+    folder = read_manifest(f)["folder"]
+    if folder != segment_dir(index).name:
+        raise OnnxAttrError(
+            f"{index} names its segments folder {folder!r}, not {segment_dir(index).name!r}: it "
+            f"was copied or renamed without its folder. Keep the two names together (rename it "
+            f"back, or rename the folder too), or make an independent copy with `onnxattr "
+            f"salvage {index} NEW.h5`")
 
 
 # -- the I/O seam ------------------------------------------------------------------------

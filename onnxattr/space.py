@@ -550,6 +550,13 @@ class ModelSpace:
 
         self.commit_segment("model", name, None, check)
 
+    def delete(self) -> None:
+        """Remove the whole space: its index, its segments and its lock file."""
+        with space_lock(self.path, write=True):
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(segments.segment_dir(self.path), ignore_errors=True)
+        lock_path(self.path).unlink(missing_ok=True)
+
     # -- maps computed but not stored (kept for a retry) ----------------------------------
     def pending_path(self, name: str) -> Path:
         return self.path.with_name(f"{self.path.name}.pending-{name}.h5")
@@ -737,10 +744,11 @@ def signals_deferred() -> Iterator[None]:
 
 
 @contextmanager
-def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
-               ) -> Iterator[h5py.File]:
-    """Open a model space to read, under its shared lock, refusing foreign files and unknown
-    format versions. Writes go through :class:`ModelSpace`, which commits segments."""
+def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None,
+               salvaging: bool = False) -> Iterator[h5py.File]:
+    """Open a model space to read, under its shared lock, refusing foreign files, unknown
+    format versions and (unless ``salvaging``) an index apart from its segments folder. Writes
+    go through :class:`ModelSpace`, which commits segments."""
     if mode != "r":
         raise ValueError(f"open_space reads only (mode {mode!r}); write through ModelSpace")
     path = Path(path)
@@ -750,13 +758,14 @@ def open_space(path: str | Path, mode: str = "r", lock_wait: float | None = None
         )
     if path.is_dir():
         raise OnnxAttrError(f"{path} is a folder; give the model-space file (e.g. {path}/space.h5)")
-    with space_lock(path, write=False, timeout=lock_wait), _opened(path) as f:
+    with space_lock(path, write=False, timeout=lock_wait), _opened(path, salvaging) as f:
         yield f
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[h5py.File]:
-    """The space file opened read-only and format-checked (the caller holds the lock)."""
+def _opened(path: Path, salvaging: bool = False) -> Iterator[h5py.File]:
+    """The space file opened read-only and format-checked (the caller holds the lock);
+    ``salvaging`` reads an index separated from its folder (to copy it out)."""
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -774,6 +783,8 @@ def _opened(path: Path) -> Iterator[h5py.File]:
                 f"{path} has no valid format_version attribute "
                 f"({f.attrs.get('format_version')!r}); it was edited or damaged: "
                 f"`onnxattr check {path}`")
+        if version >= SEGMENTED_VERSION and not salvaging:
+            segments.check_folder(f)
         yield f
     finally:
         f.close()

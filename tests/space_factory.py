@@ -31,9 +31,10 @@ def create_space(path: Path, n_probe: int, size: int, digest: str = "d0") -> Pat
 
 def add_model(path: Path, name: str, maps: Mapping[str, np.ndarray] | None = None,
               features: np.ndarray | None = None, dtype: str = "float32",
-              compress: bool = False) -> str:
+              compress: bool = False, attrs: Mapping[str, object] | None = None) -> str:
     """Add (or replace) a model group with a fresh uid, like `onnxattr add` (``compress``: the
-    per-image gzip chunks that onnxattr.space writes)."""
+    per-image gzip chunks that onnxattr.space writes; ``attrs``: metadata replacing the
+    defaults)."""
     uid = uuid.uuid4().hex
 
     def fill(f: h5py.File, group: str) -> None:
@@ -42,6 +43,7 @@ def add_model(path: Path, name: str, maps: Mapping[str, np.ndarray] | None = Non
                        preprocessing="{}", methods=json.dumps({m: {} for m in (maps or {})}),
                        versions="{}", created="2026-01-01T00:00:00Z", verify_rel_err=0.0,
                        framework="synthetic", task="")
+        g.attrs.update(dict(attrs or {}))
         m = g.create_group("maps")
         for method, arr in (maps or {}).items():
             arr = np.asarray(arr, dtype=dtype)

@@ -299,14 +299,15 @@ for i in range(1000):
 # never see a model half-committed (a name without its segment, a segment half-written).
 READER = """
 import sys, time
-from onnxattr.space import ModelSpace
-s, reads = ModelSpace(sys.argv[1]), 0
+from onnxattr.space_reader import read_space
+reads = 0
 deadline = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
-    for m in s.models():
-        for method in m.methods:
-            s.read_maps(m.name, method)
-        s.read_features(m.name)
+    with read_space(sys.argv[1]) as r:  # one read session: what one index names
+        for name in r.names():
+            for method in r.methods(name):
+                r.verify_maps(name, method)
+            r.features(name)  # checked against its checksum too
     reads += 1
 print(reads, flush=True)
 """

@@ -78,15 +78,15 @@ def base(tmp_path_factory) -> Ctx:
 
 @pytest.fixture
 def ctx(base, tmp_path) -> Ctx:
-    space = tmp_path / "space.h5"
+    space = tmp_path / base.space.name
     copy_space(base.space, space)
     return Ctx(tmp_path, space, base.model, base.photos)
 
 
 def copy_space(src: Path, dst: Path) -> None:
-    """A space is its index file and its folder of segments (named in the index)."""
+    """A space is its index file and its folder of segments, named after it."""
     shutil.copy(src, dst)
-    shutil.copytree(segment_dir(src), dst.with_name(segment_dir(src).name))
+    shutil.copytree(segment_dir(src), segment_dir(dst))
 
 
 def segment_of(space: Path, model: str) -> Path:
@@ -763,7 +763,7 @@ def test_hostile(ctx, category, case, make, kind):
 @given(name=st.text(max_size=12))
 def test_remove_any_name(base, tmp_path_factory, name):
     """`remove NAME` for any text removes exactly that model or nothing."""
-    path = tmp_path_factory.mktemp("rm") / "s.h5"
+    path = tmp_path_factory.mktemp("rm") / base.space.name
     copy_space(base.space, path)
     before = _sha(path)
     try:
@@ -798,7 +798,7 @@ def test_any_flipped_bit_in_stored_values_is_detected(base, tmp_path_factory, of
     values read back are unchanged (e.g. a bit of a compressor header nobody reads) and all is
     well, or `check` names exactly that dataset, reading it refuses, and the other models salvage
     intact."""
-    path = tmp_path_factory.mktemp("flip") / "s.h5"
+    path = tmp_path_factory.mktemp("flip") / base.space.name
     copy_space(base.space, path)
     segment = segment_of(path, "b")
     chunks = stored_bytes(segment, "model/maps/saliency")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from onnxattr import memory
 from onnxattr.analysis.estimators import compute_affinity
 from onnxattr.errors import OnnxAttrError
-from onnxattr.integrity import check_space, migrate
+from onnxattr.integrity import check_space, migrate, salvage
 from onnxattr.memory import batch_for_budget
 from onnxattr.pipeline import add_model
 from onnxattr.space import DEFAULT_STORAGE, FORMAT_VERSION, MapStorage, ModelSpace
@@ -280,3 +281,27 @@ def test_features_are_compressed_and_rounded_as_documented(tmp_path):
         assert f["models/d/features"].compression is not None or f["models/d/features"]._filters
     with pytest.raises(OnnxAttrError, match="feature precision of 0 bits"):
         MapStorage(feature_bits=0)
+
+
+def test_an_index_apart_from_its_folder_is_refused_and_salvageable(tmp_path):
+    """A space is `NAME` and `NAME.d`: an index copied or renamed alone would read (and on its
+    next write garbage-collect) another space's segments, so it is refused with what to do;
+    moved together it works; salvage makes an independent copy under a new name."""
+    rng = np.random.default_rng(4)
+    path = tmp_path / "a.h5"
+    ModelSpace(path).write_probe(random_probe(n=4, size=8))
+    ModelSpace(path).add_model("m", {"saliency": _maps(rng, n=4, s=8)}, np.zeros((4, 2)), {})
+    copy = tmp_path / "b.h5"
+    shutil.copy(path, copy)
+    with pytest.raises(OnnxAttrError, match="copied or renamed without its folder"):
+        ModelSpace(copy).models()
+    with pytest.raises(OnnxAttrError, match="copied or renamed without its folder"):
+        ModelSpace(copy).remove_model("m")
+    salvage(copy, tmp_path / "c.h5")
+    ModelSpace(tmp_path / "c.h5").remove_model("m")  # independent: the original keeps its model
+    assert ModelSpace(path).model_names() == ["m"] and check_space(path).ok
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "a.h5"
+    path.rename(moved)
+    (tmp_path / "a.h5.d").rename(tmp_path / "elsewhere" / "a.h5.d")
+    assert ModelSpace(moved).model_names() == ["m"] and check_space(moved).ok
