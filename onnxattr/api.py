@@ -17,6 +17,7 @@ from .memory import DEFAULT_MEMORY_MB
 if TYPE_CHECKING:
     import torch
 
+    from .analysis.confidence import Disagreement
     from .analysis.distances import LabelledMatrix
     from .analysis.evaluation import Evaluation, Oracle
     from .analysis.explorer import ExplorerResult
@@ -286,28 +287,55 @@ def stability(space: SpaceLike, estimator: str | None = None,
 
 @dataclass(frozen=True)
 class Neighbour:
-    """A source model in a ranking: its name, distance (None where the estimator has none) and
-    affinity to the target."""
+    """A source model in a ranking: its name, distance (None where the estimator has none),
+    affinity to the target, and whether the probe cannot tell it apart from the source above it
+    (``tied``; None when the ranking was not resampled: :mod:`.analysis.confidence`)."""
 
     name: str
     distance: float | None
     affinity: float
+    tied: bool | None = None
 
 
 def rank(source: SpaceLike | LabelledMatrix, target: str, estimator: str | None = None, *,
-         top: int = 0, **params: Any) -> list[Neighbour]:
+         top: int = 0, bootstrap: int = 0, seed: int = 0, **params: Any) -> list[Neighbour]:
     """Source models for ``target``, closest first (``top`` > 0: only the first ``top``), from a
-    matrix or from ``estimator`` on a space (``None``: :func:`default_estimator`)."""
+    matrix or from ``estimator`` on a space (``None``: :func:`default_estimator`). With
+    ``bootstrap`` probe resamples (a space only), each says whether it can be told apart from
+    the one above (the ≈ of `onnxattr rank`)."""
+    from .analysis.confidence import source_ties
     from .analysis.distances import LabelledMatrix, ranking
+    from .analysis.stability import check_bootstrap
+    from .errors import OnnxAttrError
 
+    check_bootstrap(bootstrap)
+    if bootstrap and isinstance(source, LabelledMatrix):
+        raise OnnxAttrError("`bootstrap` resamples the probe images of a space; give the space, "
+                            "not a matrix")
     matrix = source if isinstance(source, LabelledMatrix) else affinity(source, estimator, **params)
     aff = matrix.affinity()
     dist = matrix.distance() if matrix.has_distance else None
     i = matrix.index(target)
+    tied: dict[str, bool] = {}
+    if bootstrap:
+        ties = source_ties(stability(source, matrix.estimator, bootstrap=bootstrap, seed=seed,
+                                     **params))
+        tied = {n: t for n, _, t in ties.ranked(target)}
     rows = ranking(matrix, target)
     rows = rows[:top] if top > 0 else rows
     return [Neighbour(n, None if dist is None else float(dist.values[i, matrix.index(n)]),
-                      float(aff.values[i, matrix.index(n)])) for n, _ in rows]
+                      float(aff.values[i, matrix.index(n)]), tied.get(n)) for n, _ in rows]
+
+
+def agreement(space: SpaceLike, target: str, compare: Sequence[str] | None = None, *,
+              use_cache: bool = True, **params: Any) -> Disagreement:
+    """Whether the estimators ``compare`` (default: the default estimator and the paper's
+    saliency, grad_input and elrp, those the space has data for) rank ``target``'s sources
+    alike: their first sources, top 3 and lowest pairwise Kendall τ (the ≠ of `onnxattr rank`)."""
+    from .analysis.confidence import comparison_estimators, disagreement
+
+    names = list(dict.fromkeys(compare or comparison_estimators(estimators(space))))
+    return disagreement([affinity(space, n, use_cache=use_cache, **params) for n in names], target)
 
 
 def evaluate(

@@ -196,3 +196,19 @@ def test_rank_resamples_by_default_only_in_small_spaces(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["rank", "m0", "-s", str(tmp_path / "big.h5"), "-m", "saliency"])
     assert r.exit_code == 0, r.output
     assert "affinity 95%" not in r.output and "left out by default above 8 models" in r.output
+
+
+def test_the_api_gives_the_same_marks_as_rank(tmp_path: Path) -> None:
+    """`onnxattr.rank(bootstrap=...)` marks the twin as `rank` does; `onnxattr.agreement`
+    gives the ≠ line's answer."""
+    import onnxattr
+
+    space = _twin_space(tmp_path / "s.h5")
+    got = {nb.name: nb.tied for nb in onnxattr.rank(space, "m0", "saliency", bootstrap=10)}
+    assert got == {"m1": False, "m1twin": True, "m2": False, "m3": False}
+    assert all(nb.tied is None for nb in onnxattr.rank(space, "m0", "saliency"))
+    with pytest.raises(OnnxAttrError, match="give the space"):
+        onnxattr.rank(onnxattr.affinity(space, "saliency"), "m0", bootstrap=10)
+    agree = onnxattr.agreement(space, "m0", ["saliency", "grad_input"])
+    assert not agree.disagree and set(agree.first.values()) == {"m1"}
+    assert onnxattr.agreement(space, "m0").first.keys() >= {"saliency", "grad_input"}
