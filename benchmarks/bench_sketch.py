@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 from scipy.stats import spearmanr
@@ -38,12 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _proc import rchar  # noqa: E402
 
-from onnxattr.analysis.distances import LabelledMatrix, space_models  # noqa: E402
+from onnxattr.analysis.distances import LabelledMatrix  # noqa: E402
 from onnxattr.analysis.estimators import compute_affinity  # noqa: E402
 from onnxattr.analysis.evaluation import evaluate, read_oracle, restrict  # noqa: E402
 from onnxattr.analysis.report import markdown_table  # noqa: E402
 from onnxattr.analysis.sketch import SKETCH_DIM, sketch_maps  # noqa: E402
 from onnxattr.space import DEFAULT_STORAGE, ModelSpace  # noqa: E402
+from onnxattr.space_reader import read_space  # noqa: E402
 
 
 def timed(space: Path, name: str, repeat: int, **params) -> tuple[LabelledMatrix, float, int]:
@@ -89,11 +89,11 @@ def shared_projection_affinities(
     space: Path, method: str, dims: list[int], seed: int = 0
 ) -> dict[str, np.ndarray]:
     """The first design's affinities: one k x S² projection for every image."""
-    with h5py.File(space) as f:
-        names = space_models(f)
+    with read_space(space) as reader:
+        names = reader.names()
         unit = []
         for n in names:
-            x = f[f"models/{n}/maps/{method}"][()].astype(np.float32)
+            x = reader.stored_maps(n, method, slice(None)).astype(np.float32)
             x = x.reshape(len(x), -1)
             unit.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30))
     unit = np.stack(unit)
@@ -149,8 +149,8 @@ def main() -> None:
     records = dst.models()
     methods = args.methods or sorted({m for r in records for m in r.methods})
     oracle = read_oracle(args.oracle) if args.oracle else None
-    with h5py.File(space) as f:
-        d = f[f"models/{records[0].name}/maps/{methods[0]}"].shape
+    with read_space(space) as reader:
+        d = reader.map_shape(records[0].name, methods[0])
     print(
         f"{len(records)} models, {d[0]} images, maps {d[1]}x{d[2]}; stored as `add` does; "
         f"sketching every map took {sketch_s:.1f} s",

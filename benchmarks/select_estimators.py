@@ -40,10 +40,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from onnxattr.analysis.distances import LabelledMatrix, space_models
+from onnxattr.analysis.distances import LabelledMatrix
 from onnxattr.analysis.estimators import available_estimators, compute_affinity
 from onnxattr.analysis.evaluation import Oracle, evaluate, read_oracle, target_rankings
 from onnxattr.analysis.selection import (
@@ -57,6 +56,7 @@ from onnxattr.analysis.selection import (
     twin_check,
 )
 from onnxattr.analysis.stability import evaluation_ci, ranking_stability
+from onnxattr.space_reader import read_space
 
 # ----------------------------------------------------------------------------- fixed candidates
 # Map comparisons (onnxattr.analysis.map_compare): the paper's, magnitude, per-image centring and
@@ -151,12 +151,9 @@ def model_info(space: Path) -> tuple[dict[str, str], dict[str, str]]:
     model whose name is not its task: its framework, input size or seed differs from the
     primary model of that task."""
     tasks, kinds, attrs = {}, {}, {}
-    with h5py.File(space, "r") as f:
-        for m in space_models(f):
-            a = {
-                k: (v.decode() if isinstance(v, bytes) else v)
-                for k, v in f["models"][m].attrs.items()
-            }
+    with read_space(space) as reader:
+        for m in reader.names():
+            a = reader.attrs(m)
             attrs[m] = a
             if a.get("task"):
                 tasks[m] = str(a["task"])
@@ -224,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --space and --oracle (or --synthetic)")
     oracle = read_oracle(args.oracle)
     names = [n for n in oracle.names]
-    with h5py.File(args.space, "r") as f:
-        in_space = set(space_models(f))
+    with read_space(args.space) as reader:
+        in_space = set(reader.names())
     names = sorted(set(names) | in_space) if set(names) <= in_space else names
     avail = available_estimators(args.space)
     methods = [m for m in avail if m not in FEATURES and not m.startswith("depara")]

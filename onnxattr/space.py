@@ -515,16 +515,35 @@ class ModelSpace:
 
         self.rewrite_model(name, edit, drop_cache=lambda key: key.startswith("features."))
 
-    def write_cache(self, key: str, fill: Callable[[h5py.Group], None],
-                    check: Callable[[h5py.File], bool], lock_wait: float | None = None) -> None:
-        """Replace the pairwise-cache entry ``key`` by the group ``fill`` writes, if ``check``
-        (run on the space under the exclusive lock) still holds."""
-        def fill_segment(f: h5py.File, group: str) -> None:
-            fill(f.create_group(group))
-            seal(f[group])
+    def write_cache(self, key: str, uids: list[str], names: list[str], values: np.ndarray,
+                    attrs: Mapping[str, Any], digest: str, lock_wait: float | None = None) -> None:
+        """Replace the pairwise-cache entry ``key`` by ``values`` over models ``names`` (their
+        ``uids``), if the space still holds exactly those models on the probe set ``digest``."""
+        def fill(f: h5py.File, group: str) -> None:
+            g = f.create_group(group)
+            str_t = h5py.string_dtype()
+            g.create_dataset("uids", data=np.array(uids, dtype=object), dtype=str_t)
+            g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_t)
+            g.create_dataset("values", data=values)
+            g.attrs.update(attrs)
+            seal(g)
 
-        self.commit_segment("cache", key, fill_segment, lambda f: f is not None and check(f),
-                     lock_wait=lock_wait)
+        def unchanged(f: h5py.File | None) -> bool:
+            if f is None or "probe" not in f or _str(f["probe"].attrs.get("digest", "")) != digest:
+                return False
+            models = model_groups(f)
+            return all(n in models and _str(models[n].attrs.get("uid", "")) == u
+                       for n, u in zip(names, uids, strict=True))
+
+        self.commit_segment("cache", key, fill, unchanged, lock_wait=lock_wait)
+
+    def add_sketches(self, name: str, sketches: Mapping[str, np.ndarray]) -> None:
+        """A new segment for model ``name`` with ``sketches`` (method -> (Np, k)) added."""
+        def edit(g: h5py.Group) -> None:
+            for method, sk in sketches.items():
+                write_sketch(g, method, sk)
+
+        self.rewrite_model(name, edit)
 
     def check_free_space(self, need: int, what: str) -> None:
         """Refuse a write the disk cannot hold before it starts (a write that fails midway

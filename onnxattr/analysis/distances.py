@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import h5py
 import hdf5plugin  # noqa: F401  (registers the HDF5 filters of compressed maps)
 import numpy as np
 
@@ -265,33 +264,6 @@ class PairwiseEstimator(Protocol):
         """Pair values (len(a), len(b)) of two blocks; summed over parts by the engine."""
 
 
-def model_uids(f: h5py.File, names: Sequence[str]) -> list[str]:
-    """The models' uids in a file the cache writer holds open (readers: SpaceReader.uid)."""
-    out = []
-    for n in names:
-        uid = f["models"][n].attrs.get("uid")
-        if uid is None:
-            raise OnnxAttrError(f"model {n!r} has no uid attribute; re-add it with `onnxattr add`")
-        out.append(uid.decode() if isinstance(uid, bytes) else str(uid))
-    return out
-
-
-def space_models(f: h5py.File) -> list[str]:
-    """Model names, without groups still being written by `add` (their names start with '.')."""
-    from ..space import model_groups
-
-    return sorted(model_groups(f))
-
-
-def probe_digest(f: h5py.File) -> str:
-    """The probe set's digest (on /probe, or on /probe/sha256 in older files); '' if none."""
-    for path in ("probe", "probe/sha256"):
-        if path in f and "digest" in f[path].attrs:
-            d = f[path].attrs["digest"]
-            return d.decode() if isinstance(d, bytes) else str(d)
-    return ""
-
-
 def _read_cache(reader: SpaceReader, key: str, digest: str) -> tuple[list[str], np.ndarray]:
     entry = reader.cached_pairs(key)
     if entry is None:
@@ -309,20 +281,11 @@ def _update_cache(space: Path, est: PairwiseEstimator, digest: str, uids: list[s
     meanwhile keeps its cache for its own models."""
     from ..space import ModelSpace
 
-    def fill(g: h5py.Group) -> None:
-        str_t = h5py.string_dtype()
-        g.create_dataset("uids", data=np.array(uids, dtype=object), dtype=str_t)
-        g.create_dataset("names", data=np.array(names, dtype=object), dtype=str_t)
-        g.create_dataset("values", data=values)
-        g.attrs.update(format=CACHE_FORMAT, estimator=est.name, probe_digest=digest,
-                       params=json.dumps(getattr(est, "params", None) or {}, sort_keys=True))
-
-    def unchanged(f: h5py.File) -> bool:
-        return probe_digest(f) == digest and all(
-            n in f.get("models", {}) and model_uids(f, [n]) == [u] for n, u in zip(names, uids))
-
+    attrs = {"format": CACHE_FORMAT, "estimator": est.name, "probe_digest": digest,
+             "params": json.dumps(getattr(est, "params", None) or {}, sort_keys=True)}
     try:
-        ModelSpace(space).write_cache(est.cache_key, fill, unchanged, lock_wait=CACHE_LOCK_WAIT)
+        ModelSpace(space).write_cache(est.cache_key, uids, names, values, attrs, digest,
+                                      lock_wait=CACHE_LOCK_WAIT)
     except (OnnxAttrError, OSError) as exc:  # busy, read-only, a failing disk: serve anyway
         print(f"note: pairwise cache not updated ({exc})", file=sys.stderr)
 

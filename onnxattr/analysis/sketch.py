@@ -35,7 +35,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.fft import dctn
 
@@ -153,26 +152,24 @@ def add_sketches(
     before `add` stored them, or with maps too small for `add` to store them by default.
     Computed from the stored maps (verified against their checksum first), ``chunk`` images at a
     time; returns model -> methods sketched."""
-    from ..space import ModelSpace, open_space, verify_dataset, write_sketch
+    from ..space import ModelSpace
+    from ..space_reader import read_space
 
     if dims < 1:
         raise OnnxAttrError(f"sketch dims={dims}: give at least 1 (default {SKETCH_DIM})")
     done: dict[str, list[str]] = {}
     for name in ModelSpace(space).model_names():
         sketches = {}
-        with open_space(space) as f:
-            g = f["models"][name]
-            for method, ds in g.get("maps", {}).items():
-                if (methods and method not in methods) or f"{SKETCH_GROUP}/{method}" in g:
+        with read_space(space) as reader:
+            for method in reader.methods(name):
+                if (methods and method not in methods) or reader.has_sketch(name, method):
                     continue
-                verify_dataset(ds)  # the scale per image does not matter: sketches are unit
-                sketches[method] = np.concatenate(
-                    [sketch_maps(ds[i : i + chunk], i, dims) for i in range(0, len(ds), chunk)])
+                reader.verify_maps(name, method)  # the scale per image does not matter: unit
+                n = reader.map_shape(name, method)[0]
+                sketches[method] = np.concatenate([
+                    sketch_maps(reader.stored_maps(name, method, slice(i, i + chunk)), i, dims)
+                    for i in range(0, n, chunk)])
         if sketches:  # a new segment for the model, with its sketches added
-            def edit(g: h5py.Group, sketches: dict[str, np.ndarray] = sketches) -> None:
-                for method, sk in sketches.items():
-                    write_sketch(g, method, sk)
-
-            ModelSpace(space).rewrite_model(name, edit)
+            ModelSpace(space).add_sketches(name, sketches)
             done[name] = list(sketches)
     return done
