@@ -325,7 +325,7 @@ def _ray_available(address: str | None) -> bool:
         import ray  # noqa: F401
     except ImportError:
         if address:
-            raise OnnxAttrError("--address needs Ray: pip install 'onnxattr[cluster]'") from None
+            raise OnnxAttrError("`address` needs Ray: pip install 'onnxattr[cluster]'") from None
         return False
     return True
 
@@ -373,6 +373,6 @@ def _start_ray(address: str | None, workers: int | None, device: str) -> bool:
                 where = f"the Ray cluster at {address}" if address else "a local Ray"
                 raise OnnxAttrError(
                     f"could not start {where}: {str(exc).splitlines()[0]}; retry, or add the "
-                    "models one after another with --workers 0"
+                    "models one after another with `workers=0`"
                 ) from None
     return True

@@ -266,7 +266,7 @@ def _check_cache(report: CheckReport, f: h5py.File) -> None:
             g = root[key]
         except (KeyError, OSError) as exc:
             report.add(f"analysis/estimators/{key}", "damaged",
-                       f"unreadable ({exc}); `onnxattr distance --no-cache` bypasses it")
+                       f"unreadable ({exc}); computing without the cache (`use_cache=False`) bypasses it")
             continue
         if key.endswith((".new", ".old")):
             report.add(g.name.strip("/"), "note",
@@ -274,7 +274,7 @@ def _check_cache(report: CheckReport, f: h5py.File) -> None:
         elif isinstance(g, h5py.Group):
             for ds in ("uids", "names", "values"):
                 if _dataset(report, g, ds, where=f"analysis/estimators/{key}") is None:
-                    report.findings[-1].detail += "; `onnxattr distance --no-cache` bypasses it"
+                    report.findings[-1].detail += "; computing without the cache (`use_cache=False`) bypasses it"
 
 
 def salvage(src: str | Path, dst: str | Path, overwrite: bool = False) -> CheckReport:
@@ -284,7 +284,7 @@ def salvage(src: str | Path, dst: str | Path, overwrite: bool = False) -> CheckR
     if dst.resolve() == src.resolve():
         raise OnnxAttrError("salvage writes a new space; give another path than the damaged space")
     if dst.exists() and not overwrite:
-        raise OnnxAttrError(f"{dst} exists; give a new file name (or --overwrite)")
+        raise OnnxAttrError(f"{dst} exists; give a new file name (or `overwrite=True`)")
     if not dst.parent.is_dir():
         raise OnnxAttrError(f"folder {dst.parent} does not exist; create it first")
     report = check_space(src, salvaging=True)
@@ -321,7 +321,7 @@ def migrate(path: str | Path, backup: bool = True) -> tuple[int, Path | None]:
             f"`onnxattr salvage {path} NEW.h5` copies what is intact into a segmented space")
     old = path.with_name(path.name + ".single")
     if backup and old.exists():
-        raise OnnxAttrError(f"{old} exists (an earlier backup?); move it away or pass --no-backup")
+        raise OnnxAttrError(f"{old} exists (an earlier backup?); move it away or pass `backup=False`")
     models = sorted(report.models)
     _copy_space(path, path, models, cache=True, backup=old if backup else None)
     return len(models), old if backup else None

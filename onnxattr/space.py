@@ -555,7 +555,7 @@ class ModelSpace:
             raise OnnxAttrError(
                 f"not enough free disk space for {what!r}: it needs up to {margin / 2**20:.0f} MB "
                 f"in {folder}, {free / 2**20:.0f} MB are free; free some space or use another "
-                "--space"
+                "`space`"
             )
 
     def remove_model(self, name: str) -> None:

@@ -305,3 +305,20 @@ def test_an_index_apart_from_its_folder_is_refused_and_salvageable(tmp_path):
     path.rename(moved)
     (tmp_path / "a.h5.d").rename(tmp_path / "elsewhere" / "a.h5.d")
     assert ModelSpace(moved).model_names() == ["m"] and check_space(moved).ok
+
+
+def test_migrate_messages_name_the_parameter_in_the_api_and_the_flag_in_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+    from onnxattr.cli._app import cli_terms
+
+    path = tmp_path / "old.h5"
+    _single_file_space(path, np.random.default_rng(5))
+    path.with_name("old.h5.single").write_bytes(b"an earlier backup")
+    with pytest.raises(OnnxAttrError, match="pass `backup=False`"):
+        migrate(path)
+    r = CliRunner().invoke(app, ["migrate", str(path)])
+    assert r.exit_code == 1 and "pass --no-backup" in r.output and "backup=" not in r.output
+    assert cli_terms("with `workers=0`, `use_cache=False`, `address`") == (
+        "with --workers 0, --no-cache, --address")

@@ -85,7 +85,10 @@ _FLAGS = {"mapping": "--map", "estimator": "--method", "estimators": "--method",
           "use_committed": "--committed"}
 #: Parameters of the library (beyond the public API functions') that messages may name.
 _LIBRARY_PARAMS = {"on", "bootstrap", "preset", "scale", "mean", "std", "input_size", "layout",
-                   "color", "replace", "lam", "method", "use_committed"}
+                   "color", "replace", "lam", "method", "use_committed", "backup", "workers",
+                   "address", "use_cache", "space", "overwrite"}
+#: Flags of parameters set to False (default: --no-NAME).
+_NEGATED = {"use_cache": "--no-cache"}
 
 
 def _api_params() -> set[str]:
@@ -101,8 +104,9 @@ def _api_params() -> set[str]:
 
 def cli_terms(message: str) -> str:
     """A library message in the CLI's terms: the API parameters it names in backticks become
-    flags (`overwrite=True` -> --overwrite, `device=cpu` -> --device cpu, `encoder_node` ->
-    --encoder-node); anything else in backticks (commands, code) stays as it is."""
+    flags (`overwrite=True` -> --overwrite, `backup=False` -> --no-backup, `device=cpu` ->
+    --device cpu, `encoder_node` -> --encoder-node); anything else in backticks (commands,
+    code) stays as it is."""
     import re
 
     params = _api_params()
@@ -111,6 +115,8 @@ def cli_terms(message: str) -> str:
         name, value = m.group(1), m.group(2)
         if name not in params:
             return m.group(0)
+        if value == "False":
+            return _NEGATED.get(name, "--no-" + name.replace("_", "-"))
         f = _FLAGS.get(name, "--" + name.replace("_", "-"))
         return f if value is None or value == "True" else f"{f} {value}"
 

@@ -394,8 +394,8 @@ def check(
     for f in report.findings:
         if verbose or f.level != "ok":
             style = {"damaged": "bold red", "note": "yellow"}.get(f.level, "green")
-            console.print(Text.assemble((f"{f.level:8s}", style), f" {f.path}: {f.detail}"),
-                          soft_wrap=True)
+            console.print(Text.assemble((f"{f.level:8s}", style),
+                                        f" {f.path}: {cli_terms(f.detail)}"), soft_wrap=True)
     intact = sum(report.models.values())
     console.print(f"{space}: probe {'ok' if report.probe_ok else 'DAMAGED'} "
                   f"({report.n_images} images), {intact} of {len(report.models)} models intact",
