@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("build_probe", "add", "models", "methods", "estimators", "default_estimator", "affinity",
          "distances", "rank", "Neighbour", "evaluate", "report", "method_parameters",
-         "stability", "agreement", "check", "salvage", "migrate", "sketch", "check_features",
+         "stability", "agreement", "add_many", "is_manifest", "check", "salvage", "migrate", "sketch", "check_features",
          "nodes"),
         "onnxattr.api",
     ),

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .analysis.evaluation import Evaluation, Oracle
     from .analysis.explorer import ExplorerResult
     from .analysis.stability import Stability
+    from .cluster import ManyResult
     from .features import FeatureCheck
     from .integrity import CheckReport
     from .onnxgraph.nodes import NodeInfo
@@ -149,6 +150,30 @@ def add(
         map_size=map_size, memory_mb=memory_mb, fast=fast,
         **({"storage": storage} if storage is not None else {}),
     )
+
+
+def is_manifest(path: str | Path) -> bool:
+    """Whether ``path`` names a manifest of models (.toml, .csv, .json) rather than a model."""
+    from .cluster import is_manifest as _is_manifest
+
+    return _is_manifest(path)
+
+
+def add_many(space: SpaceLike, manifest: str | Path, *, workers: int | None = None,
+             address: str | None = None, overwrite: bool = False,
+             storage: MapStorage | None = None, log: Callable[[str], None] = print,
+             **options: Any) -> ManyResult:
+    """Add every model of ``manifest`` not yet in ``space``, as Ray tasks that write their
+    segments in parallel (``workers``: tasks on this machine, 0: one after another without
+    Ray; ``address``: a running Ray cluster); ``options`` as for :func:`add` (methods,
+    method_params, batch_size, device, rtol, map_size, memory_mb). A model that fails is
+    reported in the result and the others go on."""
+    from .cluster import add_many as _add_many
+    from .cluster import read_manifest
+    from .space import DEFAULT_STORAGE
+
+    return _add_many(_path(space), read_manifest(manifest), workers=workers, address=address,
+                     overwrite=overwrite, storage=storage or DEFAULT_STORAGE, log=log, **options)
 
 
 def check(space: SpaceLike) -> CheckReport:

@@ -285,7 +285,8 @@ def test_long_modules_say_why_at_the_top():
 CLI_PUBLIC = {"onnxattr", "onnxattr.api", "onnxattr.errors"}
 #: Internal modules the CLI still imports, each with why; moved one at a time behind the API.
 CLI_INTERNAL_ALLOWED = {
-    "onnxattr.analysis.confidence": "rank's ≈ marks and --compare, new and not yet in the API",
+    "onnxattr.analysis.confidence": "rank shows intervals and ≈ from one resampling, and its "
+                                    "auto-resampling rule (onnxattr.rank/agreement give the marks)",
     "onnxattr.analysis.estimators": "estimators' listing, parameters and stats of distance",
     "onnxattr.analysis.evaluation": "oracle and --map parsing, the evaluation JSON",
     "onnxattr.analysis.plots": "heatmap and curve figures",
@@ -297,7 +298,6 @@ CLI_INTERNAL_ALLOWED = {
     "onnxattr.benchmark.run": "the benchmark command",
     "onnxattr.benchmark.scoring": "the benchmark command",
     "onnxattr.benchmark.world": "the benchmark command",
-    "onnxattr.cluster": "add of a manifest (add_many)",
     "onnxattr.progress": "progress bars of add",
     "onnxattr.transfer": "the transfer command",
     "onnxattr.transfer.estimates": "the transfer estimates command",

@@ -206,8 +206,7 @@ def add(
     """
     from .. import MapStorage, Preprocessing
     from ..api import add as add_model
-    from ..api import method_parameters
-    from ..cluster import is_manifest
+    from ..api import is_manifest, method_parameters
     from ..errors import OnnxAttrError
 
     storage = MapStorage(dtype=map_dtype, mantissa_bits=map_bits, feature_bits=feature_bits)
@@ -287,13 +286,13 @@ def add(
 
 def _add_manifest(manifest: Path, space: Path, workers: int | None, address: str | None,
                   overwrite: bool, storage, options: dict) -> None:
-    from ..cluster import add_many, read_manifest
+    from ..api import add_many
     from ..errors import OnnxAttrError
 
-    entries = read_manifest(manifest)
-    result = add_many(space, entries, workers=workers, address=address, overwrite=overwrite,
+    result = add_many(space, manifest, workers=workers, address=address, overwrite=overwrite,
                       storage=storage, log=lambda msg: console.print(cli_terms(msg), highlight=False),
                       **options)
+    total = len(result.added) + len(result.skipped) + len(result.failed)
     console.print(
         f"{len(result.added)} added, {len(result.skipped)} already in the space, "
         f"{len(result.failed)} failed, in {result.seconds:.1f} s -> {space}"
@@ -302,7 +301,7 @@ def _add_manifest(manifest: Path, space: Path, workers: int | None, address: str
         err_console.print(f"failed {name}: {err}", highlight=False, soft_wrap=True)
     if result.failed:
         raise OnnxAttrError(
-            f"{len(result.failed)} of {len(entries)} models failed (listed above); fix them and "
+            f"{len(result.failed)} of {total} models failed (listed above); fix them and "
             "rerun the same command: models already added are skipped"
         )
 
