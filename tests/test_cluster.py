@@ -210,3 +210,14 @@ def test_ray_two_workers(shelf, tmp_path):
     for m in ("saliency", "grad_input"):
         np.testing.assert_allclose(ModelSpace(space).read_maps("vgg0", m),
                                    ModelSpace(seq).read_maps("vgg0", m), rtol=1e-5, atol=1e-9)
+
+
+def test_api_add_many_takes_the_manifest_path(shelf, tmp_path):
+    import onnxattr
+
+    space = _space(tmp_path)
+    assert onnxattr.is_manifest(shelf / "models.toml") and not onnxattr.is_manifest(shelf / "vgg0.onnx")
+    res = onnxattr.add_many(space, shelf / "models.toml", workers=0, methods=["saliency"],
+                            storage=EXACT, log=lambda _: None)
+    assert sorted(res.added) == ["second", "vgg0", "vgg2"] and list(res.failed) == ["broken"]
+    assert ModelSpace(space).model_names() == ["second", "vgg0", "vgg2"]
