@@ -335,7 +335,7 @@ class ModelSpace:
     def model_names(self) -> list[str]:
         """The stored models' names, sorted, without opening their segments."""
         with self._open() as f:
-            return sorted(n for n in f.get("models", {}) if not n.startswith("."))
+            return sorted(stored_names(f))
 
     def has_model(self, name: str) -> bool:
         if not self.path.exists():
@@ -531,7 +531,7 @@ class ModelSpace:
         def unchanged(f: h5py.File | None) -> bool:
             if f is None or "probe" not in f or _str(f["probe"].attrs.get("digest", "")) != digest:
                 return False
-            models = model_groups(f)
+            models = f["models"]
             return all(n in models and _str(models[n].attrs.get("uid", "")) == u
                        for n, u in zip(names, uids, strict=True))
 
@@ -561,7 +561,7 @@ class ModelSpace:
     def remove_model(self, name: str) -> None:
         """Unlink one stored model and delete its segment (the disk space is freed at once)."""
         def check(f: h5py.File | None) -> bool:
-            models = model_groups(f) if f is not None else {}
+            models = stored_names(f) if f is not None else []
             if not _NAME.match(name) or name not in models:
                 raise OnnxAttrError(f"no model {name!r} in {self.path}; models: "
                                     f"{', '.join(models) or 'none'} (`onnxattr list`)")
@@ -639,8 +639,9 @@ def write_sketch(model: h5py.Group, method: str, sketch: np.ndarray) -> h5py.Dat
 
 
 def _stored_map_size(f: h5py.File) -> int | None:
-    for g in model_groups(f).values():
-        for ds in g.get("maps", {}).values():
+    """The side of the first stored model's maps (one segment opened, not every one)."""
+    for name in stored_names(f):
+        for ds in f["models"][name].get("maps", {}).values():
             return int(ds.shape[-1])
     return None
 
@@ -842,6 +843,19 @@ def open_index(path: Path) -> Iterator[h5py.File | None]:
                 f"reads but no longer writes; `onnxattr migrate {path}` converts it in place "
                 f"(the old file is kept as {path}.single)")
         yield f
+
+
+def stored_names(f: h5py.File) -> list[str]:
+    """The models' names, checked as :func:`model_groups` checks them; in a segmented space
+    from the index's links alone (no segment opened: writers into large spaces stay fast)."""
+    if not is_segmented(f):
+        return list(model_groups(f))
+    models = f.get("models", {})
+    names = [n for n in models if not n.startswith(".")] if isinstance(models, h5py.Group) else []
+    if not isinstance(models, (h5py.Group, dict)) or any(
+            not isinstance(models.get(n, getlink=True), h5py.ExternalLink) for n in names):
+        model_groups(f)  # raises the damage error
+    return names
 
 
 def model_groups(f: h5py.File) -> dict[str, h5py.Group]:
