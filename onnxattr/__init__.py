@@ -48,10 +48,10 @@ __version__: str = _version()
 #: Public name -> the module that defines it (imported on first access).
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
-        ("build_probe", "add", "models", "methods", "estimators", "default_estimator", "affinity",
-         "distances", "rank", "Neighbour", "evaluate", "report", "method_parameters",
-         "stability", "agreement", "add_many", "is_manifest", "check", "salvage", "migrate", "sketch", "check_features",
-         "nodes"),
+        ("build_probe", "add", "models", "methods", "estimators", "default_estimator",
+         "affinity", "distances", "rank", "Neighbour", "evaluate", "report", "method_parameters",
+         "stability", "agreement", "tree", "heatmap", "Tree", "add_many", "is_manifest", "check",
+         "salvage", "migrate", "sketch", "check_features", "nodes"),
         "onnxattr.api",
     ),
     "OnnxAttrError": "onnxattr.errors",

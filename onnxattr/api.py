@@ -397,6 +397,53 @@ def evaluate(
     return [_evaluate(m, orc, top=top, mapping=mapping) for m in mats]
 
 
+@dataclass(frozen=True)
+class Tree:
+    """An agglomerative similarity tree of models: its scipy linkage matrix, the models in
+    leaf order, and the Newick text."""
+
+    names: list[str]
+    linkage: Any  # numpy (N-1, 4) scipy linkage matrix
+    leaves: list[str]
+    newick: str
+
+
+def tree(source: SpaceLike | LabelledMatrix, estimator: str | None = None, *,
+         linkage: str = "single", on: str = "rows", out: str | Path | None = None,
+         **params: Any) -> Tree:
+    """The similarity tree of the models of a matrix or of ``estimator`` on a space (``None``:
+    :func:`default_estimator`): ``linkage`` over Euclidean distances between affinity rows (the
+    paper's code, ``on="rows"``) or over max(A) − A (``on="matrix"``); ``out``: also draw the
+    dendrogram (.png/.svg)."""
+    from .analysis import plots, trees
+    from .analysis.distances import LabelledMatrix
+
+    trees.check_linkage(linkage, on)
+    if out is not None:
+        plots.check_image_path(out)
+    matrix = source if isinstance(source, LabelledMatrix) else affinity(source, estimator, **params)
+    z = trees.linkage(matrix, linkage, on)
+    if out is not None:
+        plots.save(plots.dendrogram_figure(z, matrix.names, f"{matrix.estimator} ({linkage})"),
+                   out)
+    return Tree(list(matrix.names), z, [matrix.names[i] for i in trees.leaf_order(z)],
+                trees.to_newick(z, matrix.names))
+
+
+def heatmap(source: SpaceLike | LabelledMatrix, out: str | Path, estimator: str | None = None,
+            *, linkage: str = "single", **params: Any) -> Path:
+    """Draw the affinity matrix (.png/.svg), rows and columns in the similarity tree's order."""
+    from .analysis import plots, trees
+    from .analysis.distances import LabelledMatrix
+
+    trees.check_linkage(linkage)
+    plots.check_image_path(out)
+    matrix = source if isinstance(source, LabelledMatrix) else affinity(source, estimator, **params)
+    aff = matrix.affinity()
+    plots.save(plots.heatmap_figure(aff, trees.leaf_order(trees.linkage(aff, linkage))), out)
+    return Path(out)
+
+
 def report(
     space: SpaceLike,
     out: str | Path = "report.html",
@@ -412,8 +459,10 @@ def report(
     from .analysis.report import write_report
     from .analysis.selection import DEFAULT_ESTIMATOR, with_default
     from .analysis.stability import check_bootstrap
+    from .analysis.trees import check_linkage
 
     check_bootstrap(kwargs.get("bootstrap", 0))
+    check_linkage(kwargs.get("linkage", "single"))
     names = (list(estimators) if estimators
              else with_default(_path(space), available_estimators(_path(space))))
     names.sort(key=lambda n: n != DEFAULT_ESTIMATOR)  # stable: the default leads, the rest as listed
@@ -434,7 +483,9 @@ def explore(
     ``linkage``, ``use_cache``, ``progress`` and estimator parameters."""
     from .analysis.explorer import write_explorer
     from .analysis.stability import check_bootstrap
+    from .analysis.trees import check_linkage
 
     check_bootstrap(kwargs.get("bootstrap", 0))
+    check_linkage(kwargs.get("linkage", "single"))
     return write_explorer(_path(space), out, oracle, list(estimators) if estimators else None,
                           **kwargs)

@@ -257,3 +257,26 @@ def test_report_template_is_package_data_and_autoescaped():
         "models": report._table(["model"], [[evil]]), "examples": None, "evaluation": None,
         "agreement": None, "sections": []})
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_api_tree_and_heatmap_are_what_the_commands_write(tmp_path):
+    """`onnxattr.tree`/`heatmap` (a notebook's calls) and `onnxattr tree`/`heatmap` give the
+    same Newick text and figures, and refuse a bad linkage alike."""
+    import onnxattr
+    from onnxattr.cli._app import cli_terms
+
+    space = tmp_path / "s.h5"
+    random_space(space, n_models=5)
+    got = onnxattr.tree(space, "saliency", linkage="average", out=tmp_path / "api.svg")
+    assert sorted(got.leaves) == sorted(got.names) and got.linkage.shape == (4, 4)
+    assert (tmp_path / "api.svg").read_text().startswith("<?xml")
+    r = CliRunner().invoke(app, ["tree", "-s", str(space), "-m", "saliency", "--linkage",
+                                 "average", "-o", str(tmp_path / "cli.svg")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "cli.nwk").read_text().strip() == got.newick
+    assert onnxattr.heatmap(space, tmp_path / "h.png", "saliency").stat().st_size > 1000
+    with pytest.raises(OnnxAttrError, match="use `on=rows`") as exc:
+        onnxattr.tree(space, "saliency", linkage="ward", on="matrix")
+    r = CliRunner().invoke(app, ["tree", "-s", str(space), "-m", "saliency", "--linkage", "ward",
+                                 "--on", "matrix", "-o", str(tmp_path / "x.png")])
+    assert r.exit_code == 1 and cli_terms(str(exc.value)) in " ".join(r.output.split())

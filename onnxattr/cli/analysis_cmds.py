@@ -422,17 +422,13 @@ def tree(
     no_cache: NoCache = False,
 ) -> None:
     """Agglomerative similarity tree: dendrogram image and Newick text."""
-    from ..analysis import plots, trees
+    from ..api import tree as similarity_tree
 
-    plots.check_image_path(out)
-    trees.check_linkage(linkage, on)
-    mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache)
-    z = trees.linkage(mat, linkage, on)
-    plots.save(plots.dendrogram_figure(z, mat.names, f"{mat.estimator} ({linkage})"), out)
+    result = similarity_tree(_matrix(space, method, affinity, distance, _params(param, lam),
+                                     no_cache), linkage=linkage, on=on, out=out)
     nwk = newick or out.with_suffix(".nwk")
-    text = trees.to_newick(z, mat.names)
-    nwk.write_text(text + "\n")
-    console.print(text, highlight=False, soft_wrap=True)
+    nwk.write_text(result.newick + "\n")
+    console.print(result.newick, highlight=False, soft_wrap=True)
     console.print(f"wrote {out} and {nwk}")
 
 
@@ -450,13 +446,10 @@ def heatmap(
     no_cache: NoCache = False,
 ) -> None:
     """Affinity matrix as a heatmap, rows and columns ordered by the similarity tree."""
-    from ..analysis import plots, trees
+    from ..api import heatmap as draw_heatmap
 
-    plots.check_image_path(out)
-    trees.check_linkage(linkage)
-    mat = _matrix(space, method, affinity, distance, _params(param, lam), no_cache).affinity()
-    order = trees.leaf_order(trees.linkage(mat, linkage))
-    plots.save(plots.heatmap_figure(mat, order), out)
+    draw_heatmap(_matrix(space, method, affinity, distance, _params(param, lam), no_cache), out,
+                 linkage=linkage)
     console.print(f"wrote {out}")
 
 
@@ -478,11 +471,8 @@ def report(
 ) -> None:
     """One self-contained HTML page: models, example maps, and per estimator heatmaps, trees,
     rankings and their stability under probe resampling (and the evaluation)."""
-    from ..analysis import trees
     from ..analysis.evaluation import parse_mapping
     from ..api import report as write_report
-
-    trees.check_linkage(linkage)
 
     path = write_report(space, out, oracle, method or None,
                         mapping=parse_mapping(mapping or [], map_file), top=top,

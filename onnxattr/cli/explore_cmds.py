@@ -45,11 +45,9 @@ def explore(
     """One self-contained HTML page to explore the space: pick a target, read its ranked sources
     per estimator (with probe-resampling intervals), compare two models' maps, browse the tree
     and heatmap; opens from disk, no server."""
-    from ..analysis import trees
     from ..analysis.evaluation import parse_mapping
     from ..api import explore as write_explorer
 
-    trees.check_linkage(linkage)
     res = write_explorer(space, out, oracle, method or None,
                          mapping=parse_mapping(mapping or [], map_file), top=top, top_k=top_k,
                          n_images=images, linkage=linkage, bootstrap=bootstrap,
