@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .analysis.evaluation import Evaluation, Oracle
     from .analysis.explorer import ExplorerResult
     from .analysis.stability import Stability
+    from .benchmark.run import BenchResult
     from .cluster import ManyResult
     from .features import FeatureCheck
     from .integrity import CheckReport
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from .preprocess import Preprocessing
     from .probe import ProbeSet
     from .space import MapStorage, ModelSpace
+    from .transfer import EstimateResult, TargetTask, TransferResult
+    from .transfer.sources import SpaceSource
 
 #: A model space: its HDF5 path or a :class:`~onnxattr.space.ModelSpace` (``ModelSpace(path)``
 #: opens one; the file is created on first write).
@@ -174,6 +177,108 @@ def add_many(space: SpaceLike, manifest: str | Path, *, workers: int | None = No
 
     return _add_many(_path(space), read_manifest(manifest), workers=workers, address=address,
                      overwrite=overwrite, storage=storage or DEFAULT_STORAGE, log=log, **options)
+
+
+def transfer_target(space: SpaceLike, data: str | Path, *, name: str | None = None,
+                    teacher: str | Path | None = None, teacher_node: str | None = None,
+                    teacher_preset: str | None = None, size: int | None = None,
+                    log: Callable[[str], None] | None = None) -> TargetTask:
+    """A labelled target task from ``data`` (class subfolders, or images with a .npy label
+    each; with a ``teacher`` ONNX model, its outputs on any images are the labels), the images
+    centre-cropped to ``size`` (default: the space's probe size)."""
+    from .errors import OnnxAttrError
+    from .space import ModelSpace
+    from .transfer import load_folder, teacher_target
+
+    if teacher_node is not None and teacher is None:
+        raise OnnxAttrError("`teacher_node` needs `teacher` (an ONNX model)")
+    if size is None:
+        sp = ModelSpace(_path(space))
+        size = sp.read_probe().size if sp.has_probe() else 224
+    if teacher is not None:
+        pre = {"preset": teacher_preset} if teacher_preset else None
+        return teacher_target(data, teacher, teacher_node, size, pre, name=name)
+    return load_folder(data, size, name=name, progress=log)
+
+
+def transfer(space: SpaceLike, target: TargetTask,
+             models: Sequence[str] | Sequence[SpaceSource] | None = None, *,
+             out: str | Path | None = "transfers.csv", json_out: str | Path | None = None,
+             cache: str | Path | None = None, use_cache: bool = True, seed: int = 0,
+             batch_size: int = 64, log: Callable[[str], None] | None = None) -> TransferResult:
+    """Measured transfer of every source of the space (or ``models``) to ``target``: the frozen
+    encoder and a closed-form linear head, scored on a held-out split (the benchmark's oracle
+    recipe); with ``out``, merged into that labelled CSV (an oracle `evaluate` reads).
+    ``models``: names, or sources already checked (``transfer.load_sources``)."""
+    from .transfer import measure_transfer, write_outputs
+    from .transfer.sources import check_batch_size
+
+    check_batch_size(batch_size)
+    _refuse_folder(out, json_out, "transfers")
+    sources = _sources(space, models)
+    res = measure_transfer(_path(space), [target], sources, cache=cache, use_cache=use_cache,
+                           seed=seed, batch_size=batch_size, log=log)
+    if out is not None:
+        res.written = write_outputs(res, out, json_out)
+    return res
+
+
+def estimate_transfer(space: SpaceLike, target: TargetTask, estimates: Sequence[str],
+                      models: Sequence[str] | Sequence[SpaceSource] | None = None, *,
+                      out: str | Path | None = "estimates.csv", json_out: str | Path | None = None,
+                      bins: int = 8, max_samples: int = 4000, seed: int = 0,
+                      batch_size: int = 64, log: Callable[[str], None] | None = None
+                      ) -> EstimateResult:
+    """Label-based transferability estimates (logme, leep, nce, hscore, sfda) of every source
+    for ``target``, from frozen features and the labels, without fitting a head."""
+    from .transfer import estimate_transfer as _estimate
+    from .transfer import write_estimates
+    from .transfer.sources import check_batch_size
+
+    check_batch_size(batch_size)
+    _refuse_folder(out, json_out, "estimates")
+    sources = _sources(space, models)
+    res = _estimate(_path(space), target, list(estimates), sources, bins=bins,
+                    max_samples=max_samples, seed=seed, batch_size=batch_size, log=log)
+    if out is not None:
+        res.written = write_estimates(res, out, json_out)
+    return res
+
+
+def _sources(space: SpaceLike, models: Sequence[str] | Sequence[SpaceSource] | None
+             ) -> list[SpaceSource]:
+    """The transfer sources: every (or each named) model of the space, checked (its ONNX file
+    where the space says, with the recorded sha256), or sources checked already."""
+    from .transfer import load_sources
+    from .transfer.sources import SpaceSource
+
+    if models and all(isinstance(m, SpaceSource) for m in models):
+        return list(models)
+    return load_sources(_path(space), [str(m) for m in models] if models else None)
+
+
+def _refuse_folder(out: str | Path | None, json_out: str | Path | None, stem: str) -> None:
+    """An output path that is a folder is refused before any work."""
+    from .errors import OnnxAttrError
+
+    for path, arg, suffix in ((out, "out", "csv"), (json_out, "json_out", "json")):
+        if path is not None and Path(path).is_dir():
+            raise OnnxAttrError(f"`{arg}` {path} is a folder; give a file in it, e.g. "
+                                f"{Path(path) / f'{stem}.{suffix}'}")
+
+
+def bench(out: str | Path = "bench", *, quick: bool = False, committed: bool = False,
+          world: int = 0, log: Callable[[str], None] = print) -> BenchResult:
+    """Regenerate the mini-Taskonomy benchmark in ``out`` (docs/benchmark.md): scenes, encoders
+    (or the committed ones), space, measured oracle, sanity figures and every estimator's
+    scores; ``world`` seeds every scene set and initial weight (0: the committed world)."""
+    from dataclasses import replace
+
+    from .benchmark.run import run_benchmark
+    from .benchmark.world import QUICK, Config
+
+    cfg = replace(QUICK if quick else Config(), world=world)
+    return run_benchmark(Path(out), cfg, use_committed=committed, log=log)
 
 
 def check(space: SpaceLike) -> CheckReport:

@@ -294,14 +294,10 @@ CLI_INTERNAL_ALLOWED = {
     "onnxattr.attribution": "the methods' table of `onnxattr methods`",
     "onnxattr.attribution.rule_table": "`onnxattr rules`",
     "onnxattr.attribution.rules": "`onnxattr rules`",
-    "onnxattr.benchmark.run": "the benchmark command",
-    "onnxattr.benchmark.scoring": "the benchmark command",
-    "onnxattr.benchmark.world": "the benchmark command",
+    "onnxattr.benchmark.scoring": "the benchmark command's score table",
     "onnxattr.progress": "progress bars of add",
-    "onnxattr.transfer": "the transfer command",
-    "onnxattr.transfer.estimates": "the transfer estimates command",
     "onnxattr.transfer.heads": "the transfer command's metrics",
-    "onnxattr.transfer.sources": "the transfer command's sources",
+    "onnxattr.transfer.sources": "transfer checks batch size and sources before reading images",
 }
 
 

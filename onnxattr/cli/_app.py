@@ -82,11 +82,12 @@ def _main(
 
 #: API parameters whose CLI flag is not ``--`` + the name with dashes.
 _FLAGS = {"mapping": "--map", "estimator": "--method", "estimators": "--method",
-          "use_committed": "--committed"}
+          "use_committed": "--committed", "json_out": "--json"}
 #: Parameters of the library (beyond the public API functions') that messages may name.
 _LIBRARY_PARAMS = {"on", "bootstrap", "preset", "scale", "mean", "std", "input_size", "layout",
                    "color", "replace", "lam", "method", "use_committed", "backup", "workers",
-                   "address", "use_cache", "space", "overwrite"}
+                   "address", "use_cache", "space", "overwrite", "out", "json_out", "teacher",
+                   "teacher_node"}
 #: Flags of parameters set to False (default: --no-NAME).
 _NEGATED = {"use_cache": "--no-cache"}
 

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from ..errors import OnnxAttrError
 from ._app import PANEL_ZOO, app, command, console
-
-if TYPE_CHECKING:
-    from ..transfer import TargetTask
-    from ..transfer.sources import SpaceSource
 
 bench_app = typer.Typer(help="Bundled benchmarks with a measured oracle.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench", rich_help_panel=PANEL_ZOO)
@@ -108,96 +103,40 @@ def transfer(
 ) -> None:
     """Measured transfer of every source in the space to one labelled target task (or, with
     --estimate, label-based estimates of it)."""
-    from .. import ModelSpace
-    from ..transfer import (
-        load_folder,
-        load_sources,
-        measure_transfer,
-        teacher_target,
-        write_outputs,
-    )
+    from ..api import estimate_transfer, transfer_target
+    from ..api import transfer as measure
     from ..transfer.heads import METRICS
-    from ..transfer.sources import check_batch_size
+    from ..transfer.sources import check_batch_size, load_sources
 
-    if teacher_node is not None and teacher is None:
-        raise OnnxAttrError("--teacher-node needs --teacher MODEL.onnx")
-    check_batch_size(batch_size)
-    for path, flag in ((out, "--out"), (json_out, "--json")):
-        if path is not None and path.is_dir():  # refused before any transfer is trained
-            raise OnnxAttrError(f"{flag} {path} is a folder; give a file in it, e.g. "
-                                f"{path / ('transfers.json' if flag == '--json' else 'transfers.csv')}")
+    check_batch_size(batch_size)  # refused before any image is read
     subset = [m.strip() for m in models.split(",") if m.strip()] if models else None
     sources = load_sources(space, subset)  # every source checked before any image is read
-    if size is None:
-        sp = ModelSpace(space)
-        size = sp.read_probe().size if sp.has_probe() else 224
-    if teacher is not None:
-        pre = {"preset": teacher_preset} if teacher_preset else None
-        target = teacher_target(data, teacher, teacher_node, size, pre, name=name)
-    else:
-        target = load_folder(data, size, name=name, progress=_say)
+    target = transfer_target(space, data, name=name, teacher=teacher, teacher_node=teacher_node,
+                             teacher_preset=teacher_preset, size=size, log=_say)
     _say(
         f"target {target.name!r}: {len(target.images)} images, {target.kind.replace('_', ' ')} "
         f"(label shape {list(target.y.shape[1:]) or 'scalar'}), metric: "
         f"{METRICS[target.kind]} (higher = better)"
     )
     if estimate is not None:
-        _estimates(
-            space, target, estimate, sources, out, json_out, bins, max_samples, seed, batch_size
-        )
-        return
-    out = out or Path("transfers.csv")
-    res = measure_transfer(
-        space,
-        [target],
-        sources,
-        cache=cache,
-        use_cache=not no_cache,
-        seed=seed,
-        batch_size=batch_size,
-        log=_say,
-    )
-    ranked = sorted(res.sources, key=lambda s: -res.scores[(target.name, s)].score)
-    for r, s in enumerate(ranked, 1):
-        sc = res.scores[(target.name, s)]
-        _say(
-            f"{r:3d}. {s:30s} {sc.metric} {sc.score:.4f}  (validation {sc.val_score:.4f}, "
-            f"alpha {sc.alpha:g})"
-        )
-    for p in write_outputs(res, out, json_out):
-        _say(f"wrote {p}")
-
-
-def _estimates(
-    space: Path,
-    target: TargetTask,
-    names: str,
-    sources: list[SpaceSource],
-    out: Path | None,
-    json_out: Path | None,
-    bins: int,
-    max_samples: int,
-    seed: int,
-    batch_size: int,
-) -> None:
-    from ..transfer.estimates import estimate_transfer, write_estimates
-
-    res = estimate_transfer(
-        space,
-        target,
-        [n.strip() for n in names.split(",") if n.strip()],
-        sources,
-        bins=bins,
-        max_samples=max_samples,
-        seed=seed,
-        batch_size=batch_size,
-        log=_say,
-    )
-    for est in res.estimates:
-        _say(f"{est} (higher = better):")
-        for r, (s, v) in enumerate(res.ranked(est), 1):
-            _say(f"{r:3d}. {s:30s} {v:.4f}")
-    for p in write_estimates(res, out or Path("estimates.csv"), json_out):
+        res = estimate_transfer(space, target, [n.strip() for n in estimate.split(",") if n.strip()],
+                                sources, out=out or Path("estimates.csv"), json_out=json_out,
+                                bins=bins, max_samples=max_samples, seed=seed,
+                                batch_size=batch_size, log=_say)
+        for est in res.estimates:
+            _say(f"{est} (higher = better):")
+            for r, (s, v) in enumerate(res.ranked(est), 1):
+                _say(f"{r:3d}. {s:30s} {v:.4f}")
+    else:
+        res = measure(space, target, sources, out=out or Path("transfers.csv"), json_out=json_out,
+                      cache=cache, use_cache=not no_cache, seed=seed, batch_size=batch_size,
+                      log=_say)
+        ranked = sorted(res.sources, key=lambda s: -res.scores[(target.name, s)].score)
+        for r, s in enumerate(ranked, 1):
+            sc = res.scores[(target.name, s)]
+            _say(f"{r:3d}. {s:30s} {sc.metric} {sc.score:.4f}  (validation {sc.val_score:.4f}, "
+                 f"alpha {sc.alpha:g})")
+    for p in res.written:
         _say(f"wrote {p}")
 
 
@@ -227,14 +166,10 @@ def taskonomy_mini(
 ) -> None:
     """Regenerate the mini-Taskonomy benchmark: scenes, encoders, space, measured oracle, and
     every estimator's P@K/Spearman against it (docs/benchmark.md)."""
-    from dataclasses import replace
-
-    from ..benchmark.run import run_benchmark
+    from ..api import bench
     from ..benchmark.scoring import table
-    from ..benchmark.world import QUICK, Config
 
-    cfg = replace(QUICK if quick else Config(), world=world)
-    res = run_benchmark(out, cfg, use_committed=committed, log=_say)
+    res = bench(out, quick=quick, committed=committed, world=world, log=_say)
     s = res.sanity
     _say(
         f"self-transfer first for {s['self_first']} of {s['n_targets']} targets; "

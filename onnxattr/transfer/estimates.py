@@ -47,7 +47,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +430,7 @@ class EstimateResult:
     sources: list[str]
     scores: dict[tuple[str, str], float]
     settings: dict[str, Any]
+    written: list[Path] = field(default_factory=list)  # files the API call wrote
 
     def ranked(self, estimate: str) -> list[tuple[str, float]]:
         return sorted(((s, self.scores[(estimate, s)]) for s in self.sources), key=lambda p: -p[1])

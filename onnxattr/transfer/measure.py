@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class TransferResult:
     sources: list[str]
     scores: dict[tuple[str, str], TransferScore]  # (target, source) -> score
     settings: dict[str, Any]
+    written: list[Path] = field(default_factory=list)  # files the API call wrote
 
     def matrix(self) -> np.ndarray:
         """targets × sources, higher = better."""
