@@ -52,7 +52,7 @@ _EXPORTS: dict[str, str] = {
          "affinity", "distances", "rank", "Neighbour", "evaluate", "report", "method_parameters",
          "stability", "agreement", "tree", "heatmap", "Tree", "add_many", "is_manifest", "check",
          "salvage", "migrate", "sketch", "check_features", "nodes", "transfer_target",
-         "transfer", "estimate_transfer", "bench"),
+         "measure_transfer", "estimate_transfer", "bench"),
         "onnxattr.api",
     ),
     "OnnxAttrError": "onnxattr.errors",

@@ -201,22 +201,24 @@ def transfer_target(space: SpaceLike, data: str | Path, *, name: str | None = No
     return load_folder(data, size, name=name, progress=log)
 
 
-def transfer(space: SpaceLike, target: TargetTask,
-             models: Sequence[str] | Sequence[SpaceSource] | None = None, *,
-             out: str | Path | None = "transfers.csv", json_out: str | Path | None = None,
-             cache: str | Path | None = None, use_cache: bool = True, seed: int = 0,
-             batch_size: int = 64, log: Callable[[str], None] | None = None) -> TransferResult:
+def measure_transfer(space: SpaceLike, target: TargetTask,
+                     models: Sequence[str] | Sequence[SpaceSource] | None = None, *,
+                     out: str | Path | None = "transfers.csv",
+                     json_out: str | Path | None = None, cache: str | Path | None = None,
+                     use_cache: bool = True, seed: int = 0, batch_size: int = 64,
+                     log: Callable[[str], None] | None = None) -> TransferResult:
     """Measured transfer of every source of the space (or ``models``) to ``target``: the frozen
     encoder and a closed-form linear head, scored on a held-out split (the benchmark's oracle
     recipe); with ``out``, merged into that labelled CSV (an oracle `evaluate` reads).
     ``models``: names, or sources already checked (``transfer.load_sources``)."""
-    from .transfer import measure_transfer, write_outputs
+    from .transfer import measure_transfer as _measure
+    from .transfer import write_outputs
     from .transfer.sources import check_batch_size
 
     check_batch_size(batch_size)
     _refuse_folder(out, json_out, "transfers")
     sources = _sources(space, models)
-    res = measure_transfer(_path(space), [target], sources, cache=cache, use_cache=use_cache,
+    res = _measure(_path(space), [target], sources, cache=cache, use_cache=use_cache,
                            seed=seed, batch_size=batch_size, log=log)
     if out is not None:
         res.written = write_outputs(res, out, json_out)

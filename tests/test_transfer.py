@@ -294,3 +294,22 @@ def test_target_validation():
         TargetTask("t", images, np.zeros(12, np.int64), "image_cls")
     with pytest.raises(Exception, match="NaN"):
         TargetTask("t", images, np.full((12, 1), np.nan, np.float32), "image_reg")
+
+
+def test_api_transfer_is_what_the_command_measures(tmp_path, space, class_folder):
+    """`onnxattr.transfer_target` + `measure_transfer` (a notebook's calls) write the same matrix as
+    `onnxattr transfer`; `estimate_transfer` ranks the same sources."""
+    import onnxattr
+
+    r = run("transfer", class_folder, "--space", space, "--out", tmp_path / "cli.csv",
+            "--name", "vgg", "--no-cache")
+    assert r.exit_code == 0, r.output
+    target = onnxattr.transfer_target(space, class_folder, name="vgg")
+    res = onnxattr.measure_transfer(space, target, out=tmp_path / "api.csv", use_cache=False)
+    assert res.written[0] == tmp_path / "api.csv"
+    assert read_labelled_csv(tmp_path / "api.csv")[2].tolist() == read_labelled_csv(
+        tmp_path / "cli.csv")[2].tolist()
+    est = onnxattr.estimate_transfer(space, target, ["logme"], out=None)
+    assert sorted(est.sources) == ["res", "vgg"] and not est.written
+    with pytest.raises(onnxattr.OnnxAttrError, match="`out` .* is a folder"):
+        onnxattr.measure_transfer(space, target, out=tmp_path)

@@ -104,7 +104,7 @@ def transfer(
     """Measured transfer of every source in the space to one labelled target task (or, with
     --estimate, label-based estimates of it)."""
     from ..api import estimate_transfer, transfer_target
-    from ..api import transfer as measure
+    from ..api import measure_transfer as measure
     from ..transfer.heads import METRICS
     from ..transfer.sources import check_batch_size, load_sources
 
