@@ -61,10 +61,10 @@ def check_folder(f: h5py.File) -> None:
     folder = read_manifest(f)["folder"]
     if folder != segment_dir(index).name:
         raise OnnxAttrError(
-            f"{index} names its segments folder {folder!r}, not {segment_dir(index).name!r}: it "
-            f"was copied or renamed without its folder. Keep the two names together (rename it "
-            f"back, or rename the folder too), or make an independent copy with `onnxattr "
-            f"salvage {index} NEW.h5`")
+            f"{index} belongs with the segments folder {folder!r}, not "
+            f"{segment_dir(index).name!r}: it was copied or renamed apart from it. Move or copy "
+            f"a space as its file and folder under their own names; for a copy under a new name, "
+            f"`onnxattr salvage {index} NEW.h5`")
 
 
 # -- the I/O seam ------------------------------------------------------------------------

@@ -293,9 +293,9 @@ def test_an_index_apart_from_its_folder_is_refused_and_salvageable(tmp_path):
     ModelSpace(path).add_model("m", {"saliency": _maps(rng, n=4, s=8)}, np.zeros((4, 2)), {})
     copy = tmp_path / "b.h5"
     shutil.copy(path, copy)
-    with pytest.raises(OnnxAttrError, match="copied or renamed without its folder"):
+    with pytest.raises(OnnxAttrError, match="copied or renamed apart from it"):
         ModelSpace(copy).models()
-    with pytest.raises(OnnxAttrError, match="copied or renamed without its folder"):
+    with pytest.raises(OnnxAttrError, match="copied or renamed apart from it"):
         ModelSpace(copy).remove_model("m")
     salvage(copy, tmp_path / "c.h5")
     ModelSpace(tmp_path / "c.h5").remove_model("m")  # independent: the original keeps its model
