@@ -213,10 +213,10 @@ def measure_transfer(space: SpaceLike, target: TargetTask,
     ``models``: names, or sources already checked (``transfer.load_sources``)."""
     from .transfer import measure_transfer as _measure
     from .transfer import write_outputs
-    from .transfer.sources import check_batch_size
+    from .transfer.sources import check_batch_size, check_outputs
 
     check_batch_size(batch_size)
-    _refuse_folder(out, json_out, "transfers")
+    check_outputs(out, json_out, "transfers")
     sources = _sources(space, models)
     res = _measure(_path(space), [target], sources, cache=cache, use_cache=use_cache,
                            seed=seed, batch_size=batch_size, log=log)
@@ -235,10 +235,10 @@ def estimate_transfer(space: SpaceLike, target: TargetTask, estimates: Sequence[
     for ``target``, from frozen features and the labels, without fitting a head."""
     from .transfer import estimate_transfer as _estimate
     from .transfer import write_estimates
-    from .transfer.sources import check_batch_size
+    from .transfer.sources import check_batch_size, check_outputs
 
     check_batch_size(batch_size)
-    _refuse_folder(out, json_out, "estimates")
+    check_outputs(out, json_out, "estimates")
     sources = _sources(space, models)
     res = _estimate(_path(space), target, list(estimates), sources, bins=bins,
                     max_samples=max_samples, seed=seed, batch_size=batch_size, log=log)
@@ -257,16 +257,6 @@ def _sources(space: SpaceLike, models: Sequence[str] | Sequence[SpaceSource] | N
     if models and all(isinstance(m, SpaceSource) for m in models):
         return list(models)
     return load_sources(_path(space), [str(m) for m in models] if models else None)
-
-
-def _refuse_folder(out: str | Path | None, json_out: str | Path | None, stem: str) -> None:
-    """An output path that is a folder is refused before any work."""
-    from .errors import OnnxAttrError
-
-    for path, arg, suffix in ((out, "out", "csv"), (json_out, "json_out", "json")):
-        if path is not None and Path(path).is_dir():
-            raise OnnxAttrError(f"`{arg}` {path} is a folder; give a file in it, e.g. "
-                                f"{Path(path) / f'{stem}.{suffix}'}")
 
 
 def bench(out: str | Path = "bench", *, quick: bool = False, committed: bool = False,

@@ -83,9 +83,7 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
     from .. import read_matrix_csv
     from ..api import affinity as space_affinity
 
-    if sum(x is not None for x in (space, affinity, distance)) != 1:
-        raise OnnxAttrError("give exactly one of --space (with --method, or none for the default "
-                            "estimator), --affinity or --distance")
+    _matrix_inputs(space, affinity, distance)
     if affinity is not None:
         return read_matrix_csv(affinity, "affinity")
     if distance is not None:
@@ -93,6 +91,22 @@ def _matrix(space: Path | None, method: str | None, affinity: Path | None,
     assert space is not None
     return space_affinity(space, _method(space, method), use_cache=not no_cache, progress=True,
                           **params)
+
+
+def _source(space: Path | None, method: str | None, affinity: Path | None,
+            distance: Path | None) -> tuple[Path | LabelledMatrix, str | None]:
+    """What `tree`/`heatmap` hand the API: a labelled CSV's matrix (cheap), or the space and
+    estimator, whose matrix the API computes only once its own options checked out."""
+    if space is None:
+        return _matrix(space, method, affinity, distance, {}), None
+    _matrix_inputs(space, affinity, distance)
+    return space, _method(space, method)
+
+
+def _matrix_inputs(space: Path | None, affinity: Path | None, distance: Path | None) -> None:
+    if sum(x is not None for x in (space, affinity, distance)) != 1:
+        raise OnnxAttrError("give exactly one of --space (with --method, or none for the default "
+                            "estimator), --affinity or --distance")
 
 
 def _method(space: Path, method: str | None) -> str:
@@ -424,8 +438,9 @@ def tree(
     """Agglomerative similarity tree: dendrogram image and Newick text."""
     from ..api import tree as similarity_tree
 
-    result = similarity_tree(_matrix(space, method, affinity, distance, _params(param, lam),
-                                     no_cache), linkage=linkage, on=on, out=out)
+    source, est = _source(space, method, affinity, distance)
+    result = similarity_tree(source, est, linkage=linkage, on=on, out=out,
+                             use_cache=not no_cache, progress=True, **_params(param, lam))
     nwk = newick or out.with_suffix(".nwk")
     nwk.write_text(result.newick + "\n")
     console.print(result.newick, highlight=False, soft_wrap=True)
@@ -448,8 +463,9 @@ def heatmap(
     """Affinity matrix as a heatmap, rows and columns ordered by the similarity tree."""
     from ..api import heatmap as draw_heatmap
 
-    draw_heatmap(_matrix(space, method, affinity, distance, _params(param, lam), no_cache), out,
-                 linkage=linkage)
+    source, est = _source(space, method, affinity, distance)
+    draw_heatmap(source, out, est, linkage=linkage, use_cache=not no_cache, progress=True,
+                 **_params(param, lam))
     console.print(f"wrote {out}")
 
 

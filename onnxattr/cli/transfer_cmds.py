@@ -106,9 +106,10 @@ def transfer(
     from ..api import estimate_transfer, transfer_target
     from ..api import measure_transfer as measure
     from ..transfer.heads import METRICS
-    from ..transfer.sources import check_batch_size, load_sources
+    from ..transfer.sources import check_batch_size, check_outputs, load_sources
 
-    check_batch_size(batch_size)  # refused before any image is read
+    check_batch_size(batch_size)  # refused before any source or image is read
+    check_outputs(out, json_out, "estimates" if estimate else "transfers")
     subset = [m.strip() for m in models.split(",") if m.strip()] if models else None
     sources = load_sources(space, subset)  # every source checked before any image is read
     target = transfer_target(space, data, name=name, teacher=teacher, teacher_node=teacher_node,

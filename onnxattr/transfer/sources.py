@@ -32,6 +32,15 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
+def check_outputs(out: str | Path | None, json_out: str | Path | None, stem: str) -> None:
+    """Output files of a transfer run, refused if a folder, before any image is read (the API
+    and the CLI check alike)."""
+    for path, arg, suffix in ((out, "out", "csv"), (json_out, "json_out", "json")):
+        if path is not None and Path(path).is_dir():
+            raise OnnxAttrError(f"`{arg}` {path} is a folder; give a file in it, e.g. "
+                                f"{Path(path) / f'{stem}.{suffix}'}")
+
+
 @dataclass
 class EncoderRunner:
     """An encoder as `add` builds it (`encoder.load_encoder`), run on onnxruntime."""
