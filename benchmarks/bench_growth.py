@@ -32,11 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _proc import rchar  # noqa: E402
 
-
-def segment_dir(index: Path) -> Path:
-    from onnxattr.segments import segment_dir as folder
-
-    return folder(index)
+from onnxattr.segments import segment_dir  # noqa: E402
 
 
 def model_fill(maps: np.ndarray, dims: int):
