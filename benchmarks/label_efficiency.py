@@ -2,13 +2,15 @@
 mini-Taskonomy world at 50, 200 and 1,000 labelled images, beside the label-free estimators.
 
     python benchmarks/label_efficiency.py --out benchmarks/results/label_efficiency
+    python benchmarks/label_efficiency.py --world 3 --out benchmarks/results/label_efficiency_world3
 
 For every target task and every one of the 22 committed encoders as source, each estimate scores
 the source from its frozen features on n labelled scenes (no head fitted); the rankings are scored
 against the committed oracles (`oracle_full.csv`: 22 sources, `oracle.csv`: the 12 task networks)
 with the paper's protocol (`onnxattr.analysis.evaluation.evaluate`: relevant = oracle top 5, the
 target itself excluded). The labelled scenes are drawn from a pool rendered with its own seed
-(:data:`POOL_SEED`; world 0's train, validation, transfer and probe sets are seeds 1–4), so the
+(:data:`POOL_SEED` + 100·world; world N's train, validation, transfer and probe sets are seeds
+100·N + 1–4), so the
 estimates never see the oracle's scenes; every label draw (`--seeds`) takes n pool scenes without
 replacement and its own pixel sample, and the spread over draws says how noisy an estimate is at
 that budget. Label-free rows are read from the committed `results.json`.
@@ -178,15 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", type=int, default=2000, help="scenes the labels are drawn from")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--max-samples", type=int, default=E.MAX_SAMPLES)
+    ap.add_argument("--world", type=int, default=0, help="a committed world (0-3)")
     args = ap.parse_args(argv)
     if max(args.sizes) > args.pool:
         ap.error(f"--pool {args.pool} is smaller than the largest budget {max(args.sizes)}")
-    src = committed_dir()
+    src = committed_dir(args.world)
+    pool_seed = POOL_SEED + 100 * args.world
     manifest = json.loads((src / "manifest.json").read_text())["models"]
     models = [e["name"] for e in manifest]
     oracles = {k: read_oracle(src / f"{k}.csv") for k in ORACLES}
     t_all = time.perf_counter()
-    pool = generate(args.pool, POOL_SEED)
+    pool = generate(args.pool, pool_seed)
     feats = pool_features(pool, manifest, src, print)
     runs = []
     for n in args.sizes:
@@ -207,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {
         "pool": args.pool,
-        "pool_seed": POOL_SEED,
+        "world": args.world,
+        "pool_seed": pool_seed,
         "sizes": args.sizes,
         "seeds": args.seeds,
         "max_samples": args.max_samples,

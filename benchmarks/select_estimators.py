@@ -79,7 +79,9 @@ COMPARISONS = (
 CORRECTIONS = ("", "+hub", "+csls3")
 FEATURES = ("svcca", "cka", "rsa", "relation")
 FEATURE_CORRECTIONS = ("", "+hub")
-DIRECTED = ("predict", "rankme")  # row = target, column = source; no correction applies
+# row = target, column = source; no correction applies (coverage added with issue 17's worlds,
+# before any of their scores existed; world 0's committed selection predates it)
+DIRECTED = ("predict", "coverage", "rankme")
 METRICS = ("P@1", "P@3", "P@5", "spearman", "wtau", "ndcg")
 WEIGHTS = tuple(np.round(np.linspace(0, 1, 11), 2))
 BY = "P@3"

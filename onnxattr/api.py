@@ -260,16 +260,17 @@ def _sources(space: SpaceLike, models: Sequence[str] | Sequence[SpaceSource] | N
 
 
 def bench(out: str | Path = "bench", *, quick: bool = False, committed: bool = False,
-          world: int = 0, log: Callable[[str], None] = print) -> BenchResult:
+          world: int = 0, recipe: int = 3, log: Callable[[str], None] = print) -> BenchResult:
     """Regenerate the mini-Taskonomy benchmark in ``out`` (docs/benchmark.md): scenes, encoders
-    (or the committed ones), space, measured oracle, sanity figures and every estimator's
-    scores; ``world`` seeds every scene set and initial weight (0: the committed world)."""
+    (or world ``world``'s committed ones, with their own recipe), space, measured oracle, sanity
+    figures and every estimator's scores; ``world`` seeds every scene set and initial weight,
+    ``recipe`` is the training recipe (3: standardised regression targets; 2: raw)."""
     from dataclasses import replace
 
     from .benchmark.run import run_benchmark
     from .benchmark.world import QUICK, Config
 
-    cfg = replace(QUICK if quick else Config(), world=world)
+    cfg = replace(QUICK if quick else Config(), world=world, recipe=recipe)
     return run_benchmark(Path(out), cfg, use_committed=committed, log=log)
 
 

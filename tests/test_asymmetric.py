@@ -1,5 +1,6 @@
-"""Directed estimators (`predict`, `rankme`): the dual-form ridge against a naive primal one, the
-(target, source) orientation on a case whose answer is known, and RankMe by hand."""
+"""Directed estimators (`predict`, `coverage`, `rankme`): the dual-form ridge against a naive
+primal one, the (target, source) orientation on a case whose answer is known, coverage as predict's
+column means, and RankMe by hand."""
 
 from __future__ import annotations
 
@@ -75,6 +76,12 @@ def test_superset_source_predicts_target_not_the_reverse(tmp_path: Path) -> None
         compute_affinity(space, "predict+hub")
     comb, _ = compute_affinity(space, "combine:predict=1,rankme=1")
     assert comb.names == m.names and not np.allclose(comb.values, comb.values.T)
+    # coverage: big holds small (and itself), so it covers the other models best; every row alike
+    cov, _ = compute_affinity(space, "coverage", use_cache=False)
+    off = ~np.eye(3, dtype=bool)
+    want = np.array([m.values[:, s][off[:, s]].mean() for s in range(3)])
+    np.testing.assert_allclose(cov.values, np.tile(want, (3, 1)))
+    assert int(np.argmax(cov.values[0])) == i["big"]
 
 
 def test_effective_rank_by_hand(tmp_path: Path) -> None:
@@ -107,6 +114,6 @@ def test_repeated_probe_images_count_once(tmp_path: Path) -> None:
     space = create_space(tmp_path / "s.h5", 40, 4)
     for name, x in (("a", a), ("b", b), ("c", rng.normal(size=(40, 12)))):
         add_model(space, name, features=x)
-    for est in ("predict", "rankme"):
+    for est in ("predict", "coverage", "rankme"):
         stab = ranking_stability(space, est, n_boot=3)
         assert stab.boot.shape == (3, 3, 3) and np.isfinite(stab.boot).all()

@@ -12,12 +12,19 @@ from typer.testing import CliRunner
 
 from onnxattr.analysis.evaluation import read_oracle
 from onnxattr.benchmark.run import run_benchmark
+from onnxattr.benchmark.sanity import sanity as benchmark_sanity
 from onnxattr.benchmark.scenes import DENSE, TASKS, generate
-from onnxattr.benchmark.world import MODELS, QUICK, SCENE_SEEDS, Config, committed_dir
+from onnxattr.benchmark.world import (
+    COMMITTED_WORLDS,
+    MODELS,
+    QUICK,
+    SCENE_SEEDS,
+    Config,
+    committed_dir,
+    scene_seeds,
+)
 from onnxattr.cli import app
 from onnxattr.transfer import EncoderRunner, fit_score
-
-DATA = committed_dir()
 
 
 def test_scenes_are_seeded_and_consistent():
@@ -67,34 +74,42 @@ def test_quick_mode_end_to_end(tmp_path):
     assert "P@1" in (tmp_path / "results.md").read_text()
 
 
-def _manifest() -> list[dict]:
-    return json.loads((DATA / "manifest.json").read_text())["models"]
+def _manifest(world: int = 0) -> list[dict]:
+    return json.loads((committed_dir(world) / "manifest.json").read_text())["models"]
 
 
-def test_committed_encoders_and_oracle_are_complete():
-    models = _manifest()
+@pytest.mark.parametrize("world", COMMITTED_WORLDS)
+def test_committed_encoders_and_oracle_are_complete(world):
+    data = committed_dir(world)
+    meta = json.loads((data / "manifest.json").read_text())
+    assert meta.get("world", 0) == world and meta["scene_seeds"] == scene_seeds(world)
+    assert meta.get("recipe", 2) == (2 if world == 0 else 3)
+    models = meta["models"]
     assert [m["name"] for m in models] == [m.name for m in MODELS]
     for m in models:
-        assert hashlib.sha256((DATA / m["file"]).read_bytes()).hexdigest() == m["sha256"]
+        assert hashlib.sha256((data / m["file"]).read_bytes()).hexdigest() == m["sha256"]
     assert sum(m["framework"] == "keras" for m in models) >= 3
     assert sum(m["arch"] != "resnet" or m["input_size"] != 64 for m in models) >= 3
     assert len({m["task"] for m in models if m["seed"] == 1}) >= 4
-    orc = read_oracle(DATA / "oracle.csv")
+    orc = read_oracle(data / "oracle.csv")
     assert orc.targets == orc.sources == list(TASKS)
-    full = read_oracle(DATA / "oracle_full.csv")
+    full = read_oracle(data / "oracle_full.csv")
     assert full.targets == list(TASKS) and full.sources == [m["name"] for m in models]
     assert np.isfinite(full.values).all()
     np.testing.assert_array_equal(orc.values, full.values[:, : len(TASKS)])
+    sanity = json.loads((data / "sanity.json").read_text())
+    assert sanity == benchmark_sanity(data / "oracle_full.csv", models)
 
 
-def _remeasure(sources: tuple[str, ...], targets: tuple[str, ...]) -> None:
+def _remeasure(sources: tuple[str, ...], targets: tuple[str, ...], world: int = 0) -> None:
     cfg = Config()
-    scenes = generate(cfg.n_transfer, SCENE_SEEDS["transfer"])
-    full = read_oracle(DATA / "oracle_full.csv")
-    by_name = {m["name"]: m for m in _manifest()}
+    data = committed_dir(world)
+    scenes = generate(cfg.n_transfer, scene_seeds(world)["transfer"])
+    full = read_oracle(data / "oracle_full.csv")
+    by_name = {m["name"]: m for m in _manifest(world)}
     for source in sources:
         m = by_name[source]
-        runner = EncoderRunner.from_file(DATA / m["file"], m["encoder_node"], m["preprocessing"])
+        runner = EncoderRunner.from_file(data / m["file"], m["encoder_node"], m["preprocessing"])
         feats, designs = {}, {}
         for t in targets:
             task = TASKS[t]
@@ -108,7 +123,7 @@ def _remeasure(sources: tuple[str, ...], targets: tuple[str, ...]) -> None:
                 designs=designs.setdefault(task.input, {}),
             )
             want = full.values[full.targets.index(t), full.sources.index(source)]
-            assert got.score == pytest.approx(want, abs=2e-3), (source, t)
+            assert got.score == pytest.approx(want, abs=2e-3), (world, source, t)
 
 
 def test_committed_oracle_is_what_the_committed_encoders_give():
@@ -118,9 +133,17 @@ def test_committed_oracle_is_what_the_committed_encoders_give():
     )
 
 
+@pytest.mark.parametrize("world", [w for w in COMMITTED_WORLDS if w])
+def test_committed_worlds_oracles_are_what_their_encoders_give(world):
+    _remeasure(("normals.in32",), ("reshading", "segment_semantic"), world)
+
+
 @pytest.mark.slow
-def test_committed_oracle_all_targets():
-    _remeasure(("depth", "segment_semantic.keras", "normals.in32", "reshading.plain"), tuple(TASKS))
+@pytest.mark.parametrize("world", COMMITTED_WORLDS)
+def test_committed_oracle_all_targets(world):
+    _remeasure(
+        ("depth", "segment_semantic.keras", "normals.in32", "reshading.plain"), tuple(TASKS), world
+    )
 
 
 @pytest.mark.tf

@@ -16,6 +16,10 @@ analysis layer's convention (:func:`onnxattr.analysis.evaluation.evaluate`,
 * :func:`effective_rank` — ``rankme`` (Garrido et al., ICML 2023): a label-free source quality,
   the effective rank of the source's centred features divided by its maximum min(Np, D), the
   same for every target (A[t, s] = q(s)); useful inside ``combine:``.
+* :func:`coverage_matrix` — ``coverage``: a source quality read from the space itself rather than
+  from one model's statistics: the mean of ``predict`` over every other model as target, i.e. how
+  much of the other encoders' features the source's features contain. A source that holds what
+  many encoders compute is a general one; the same for every target.
 
 Neither is cached in the space (the pairwise cache assumes symmetry) and neither takes ``+hub`` or
 ``+cslsK`` (both corrections assume a symmetric Gram matrix). Probe-bootstrap intervals
@@ -114,6 +118,15 @@ def predictivity_matrix(features: Sequence[np.ndarray], folds: int = 5, seed: in
                 sse, sst = sse + a, sst + b
             out[t, s] = 1.0 - sse / sst if sst > 0 else 0.0
     return out
+
+
+def coverage_matrix(features: Sequence[np.ndarray], folds: int = 5) -> np.ndarray:
+    """A[t, s] = mean over models u ≠ s of :func:`predictivity_matrix`'s A[u, s], the same for
+    every target t (0 with fewer than two models)."""
+    p = predictivity_matrix(features, folds)
+    n = len(p)
+    q = (p.sum(0) - np.diag(p)) / (n - 1) if n > 1 else np.zeros(n)
+    return np.tile(q, (n, 1))
 
 
 def effective_rank(x: np.ndarray) -> float:

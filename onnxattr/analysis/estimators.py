@@ -67,7 +67,13 @@ import numpy as np
 from ..errors import OnnxAttrError
 from ..registry import Registry
 from ..space_reader import SpaceReader, read_space
-from .directed import DirectedEstimator, directed_matrix, effective_rank, predictivity_matrix
+from .directed import (
+    DirectedEstimator,
+    coverage_matrix,
+    directed_matrix,
+    effective_rank,
+    predictivity_matrix,
+)
 from .distances import (
     DEFAULT_MEMORY_BYTES,
     LabelledMatrix,
@@ -334,6 +340,15 @@ def depara(method: str, comparison: MapComparison, lam: float = 1.0) -> Blend:
                                 "predicted from the source's by ridge (GCV penalty)")
 def predict(predict_folds: int = 5) -> DirectedEstimator:
     return DirectedEstimator("predict", lambda xs: predictivity_matrix(xs, predict_folds),
+                             {"folds": predict_folds})
+
+
+@register_estimator("coverage", kind="features", listed=False, directed=True,
+                    description="directed: the source's mean predict R² over every other model "
+                                "as target (how much of the other encoders it holds), the same "
+                                "for every target")
+def coverage(predict_folds: int = 5) -> DirectedEstimator:
+    return DirectedEstimator("coverage", lambda xs: coverage_matrix(xs, predict_folds),
                              {"folds": predict_folds})
 
 

@@ -40,12 +40,11 @@ def run_benchmark(
     res = BenchResult(out)
     t_all = time.perf_counter()
     if use_committed:
-        if cfg.world != 0:
-            raise OnnxAttrError(
-                f"`use_committed` reuses world 0's encoders; drop it to train world {cfg.world}"
-            )
-        src = committed_dir()
-        manifest = json.loads((src / "manifest.json").read_text())["models"]
+        src = committed_dir(cfg.world)
+        committed = json.loads((src / "manifest.json").read_text())
+        manifest = committed["models"]
+        # the committed world keeps the recipe it was trained with
+        cfg = replace(cfg, recipe=committed["config"].get("recipe", 2))
         if cfg.quick:
             keep = {m.name for m in cfg.models}
             manifest = [e for e in manifest if e["name"] in keep]
@@ -70,6 +69,7 @@ def run_benchmark(
             {
                 "config": cfg.settings(),
                 "world": cfg.world,
+                "recipe": cfg.recipe,
                 "scene_seeds": cfg.scene_seeds,
                 "models": manifest,
             },
@@ -93,6 +93,7 @@ def run_benchmark(
         json.dumps(
             {
                 "world": cfg.world,
+                "recipe": cfg.recipe,
                 "seconds": res.seconds,
                 "estimators": res.estimators,
                 "sanity": res.sanity,

@@ -36,7 +36,10 @@ def train_models(out: Path, cfg: Config, log: Log) -> list[dict[str, Any]]:
             seed = init_seed(spec.name, cfg.world)
             torch.manual_seed(seed)
             net = TaskNet(TASKS[spec.task], spec.arch)
-            res = train(net, pre, train_set, val_set, cfg.epochs, seed, cfg.batch_size)
+            res = train(
+                net, pre, train_set, val_set, cfg.epochs, seed, cfg.batch_size,
+                standardise=cfg.standardise,
+            )
             export(net, pre, path)
             info = {
                 "train_loss": res.losses,
@@ -66,12 +69,15 @@ def _train_keras(
     spec: ModelSpec, pre: Preprocessing, train_set: Scenes, cfg: Config, path: Path
 ) -> dict[str, Any]:
     from ..export import tf as _tf
-    from .models import WIDTHS, init_seed
+    from .models import WIDTHS, init_seed, target_scaling
 
     task = TASKS[spec.task]
     x = pre.apply(train_set.inputs(spec.task)).numpy()
     y = train_set.targets[spec.task]
     if task.kind == "dense_reg":
+        if cfg.standardise:
+            mu, sd = target_scaling(y)
+            y = (y - mu) / sd
         y = y.transpose(0, 2, 3, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = path.with_suffix(".train.npz")

@@ -4,9 +4,9 @@ seeds and the run's :class:`Config`.
 Fixed before any estimator was scored (docs/benchmark.md): the twelve tasks of :mod:`.scenes`,
 the encoders of :data:`MODELS`, the training recipe of :mod:`.models`, the head recipe of
 :mod:`onnxattr.transfer.heads`, the scene sets and their seeds in :class:`Config`.
-``Config.world`` draws a fresh world of the same recipe: every scene set and every network's
-initial weights are seeded from it (:func:`scene_seeds`, :func:`.models.init_seed`); world 0 is
-the committed one.
+``Config.world`` draws a fresh world: every scene set and every network's initial weights are
+seeded from it (:func:`scene_seeds`, :func:`.models.init_seed`); ``Config.recipe`` is the training
+recipe (:data:`RECIPES`). Committed: world 0 under recipe 2, worlds 1-3 under recipe 3.
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ RELATED = (
     ("autoencoder", "denoise"),
     ("autoencoder", "colorization"),
 )
+# the training recipes a world can be drawn with (docs/benchmark.md)
+RECIPES = {
+    2: "12 epochs, Adam lr 2e-3 one-cycle, raw regression targets, initial weights seeded per model",
+    3: "recipe 2 with each regression target standardised on the training set (MSE = 1 - R²)",
+}
+COMMITTED_WORLDS = (0,)  # world 0 under recipe 2
 SCENE_SEEDS = {"train": 1, "val": 2, "transfer": 3, "probe": 4}
 
 
@@ -114,7 +120,17 @@ class Config:
     methods: tuple[str, ...] = ("saliency", "grad_input", "elrp")
     lrp_presets: tuple[str, ...] = LRP_PRESETS
     quick: bool = False
-    world: int = 0  # seeds every scene set and initial weight; 0 = the committed world
+    world: int = 0  # seeds every scene set and initial weight
+    # 2: raw regression targets (world 0 as committed); 3: standardised (worlds 1-3 as committed)
+    recipe: int = 3
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise OnnxAttrError(f"recipe must be one of {sorted(RECIPES)}, got {self.recipe}")
+
+    @property
+    def standardise(self) -> bool:
+        return self.recipe >= 3
 
     @property
     def scene_seeds(self) -> dict[str, int]:
@@ -139,9 +155,16 @@ QUICK = Config(
 )
 
 
-def committed_dir() -> Path:
-    """The committed encoders, manifest and measured oracle (package data)."""
-    return Path(str(resources.files("onnxattr.benchmark") / "data"))
+def committed_dir(world: int = 0) -> Path:
+    """World `world`'s committed encoders, manifest, measured oracle and sanity (package data):
+    world 0 in ``data/``, the others in ``data/worldN/``."""
+    if world not in COMMITTED_WORLDS:
+        raise OnnxAttrError(
+            f"world {world} is not committed (committed: {', '.join(map(str, COMMITTED_WORLDS))}); "
+            "drop `use_committed` to train it"
+        )
+    data = Path(str(resources.files("onnxattr.benchmark") / "data"))
+    return data if world == 0 else data / f"world{world}"
 
 
 def file_sha256(path: Path) -> str:

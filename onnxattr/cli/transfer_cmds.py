@@ -160,17 +160,24 @@ def taskonomy_mini(
         int,
         typer.Option(
             min=0,
-            help="Seeds every scene set and initial weight: a fresh world of the same recipe "
-            "(0: the committed one).",
+            help="Seeds every scene set and initial weight. Committed: 0 (recipe 2) and 1-3 "
+            "(recipe 3); any other number draws a fresh world.",
         ),
     ] = 0,
+    recipe: Annotated[
+        int,
+        typer.Option(
+            help="Training recipe: 3 standardises regression targets, 2 trains on raw ones "
+            "(docs/benchmark.md). With --committed, the world's own recipe.",
+        ),
+    ] = 3,
 ) -> None:
     """Regenerate the mini-Taskonomy benchmark: scenes, encoders, space, measured oracle, and
     every estimator's P@K/Spearman against it (docs/benchmark.md)."""
     from ..api import bench
     from ..benchmark.scoring import table
 
-    res = bench(out, quick=quick, committed=committed, world=world, log=_say)
+    res = bench(out, quick=quick, committed=committed, world=world, recipe=recipe, log=_say)
     s = res.sanity
     _say(
         f"self-transfer first for {s['self_first']} of {s['n_targets']} targets; "
