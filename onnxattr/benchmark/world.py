@@ -96,7 +96,7 @@ RECIPES = {
     2: "12 epochs, Adam lr 2e-3 one-cycle, raw regression targets, initial weights seeded per model",
     3: "recipe 2 with each regression target standardised on the training set (MSE = 1 - R²)",
 }
-COMMITTED_WORLDS = (0,)  # world 0 under recipe 2
+COMMITTED_WORLDS = (0, 1, 2, 3)  # world 0 under recipe 2, worlds 1-3 under recipe 3
 SCENE_SEEDS = {"train": 1, "val": 2, "transfer": 3, "probe": 4}
 
 
