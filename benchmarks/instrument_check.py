@@ -38,20 +38,12 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onnxattr.benchmark.models import TaskNet, init_seed, train  # noqa: E402
+from onnxattr.benchmark.models import TaskNet, init_seed, target_scaling, train  # noqa: E402
 from onnxattr.benchmark.scenes import TASKS, Scenes, generate  # noqa: E402
 from onnxattr.benchmark.world import Config, ModelSpec, scene_seeds  # noqa: E402
 from onnxattr.transfer.heads import _miou, _r2, fit_score, split  # noqa: E402
 
 SUBSET = ("depth", "normals", "reshading", "edge_occlusion", "segment_semantic")
-
-
-def r2_scaling(train_set: Scenes, task: str) -> tuple[np.ndarray, float]:
-    """Per-channel mean and pooled sd of a regression target on the training set: MSE on
-    (y - mean) / sd is 1 - R² as the oracle pools it, with no mean offset to learn first."""
-    y = train_set.targets[task]
-    mu = y.mean(axis=(0, 2, 3), keepdims=True)
-    return mu, float(np.sqrt(((y - mu) ** 2).mean()))
 
 
 def scaled(scenes: Scenes, task: str, mu: np.ndarray, sd: float) -> Scenes:
@@ -100,7 +92,7 @@ def run_recipe(
         mu, sd = np.zeros((1, 1, 1, 1), np.float32), 1.0
         tr_set, va_set = train_set, val_set
         if standardise and TASKS[spec.task].kind == "dense_reg":
-            mu, sd = r2_scaling(train_set, spec.task)
+            mu, sd = target_scaling(train_set.targets[spec.task])
             tr_set = scaled(train_set, spec.task, mu, sd)
             va_set = scaled(val_set, spec.task, mu, sd)
         res = train(net, pre, tr_set, va_set, epochs, seed, cfg.batch_size, lr=lr)
