@@ -174,9 +174,10 @@ def forward_counter(net) -> list[int]:
 
 
 @pytest.mark.parametrize("rewritten", [False, True])
-def test_gradient_modes_and_elrp_share_one_forward_with_equal_maps(tmp_path, rewritten):
-    """saliency and grad_input from one gradient, elrp's backward over the same forward; lrp
-    (its own forward) apart. Maps equal those of a pass per mode and of each method alone."""
+def test_gradient_modes_elrp_and_lrp_epsilon_share_one_forward_with_equal_maps(tmp_path, rewritten):
+    """saliency and grad_input from one gradient, elrp's and lrp ε's backward passes over the same
+    forward. Maps equal those of a pass per mode and of each method alone; lrp ε on the exact net
+    up to float rounding (alone it merges Conv+BN, shared it evaluates them apart)."""
     _, net, shape = converted(tmp_path, False)
     if rewritten:
         net, _ = optimize(net)
@@ -185,14 +186,30 @@ def test_gradient_modes_and_elrp_share_one_forward_with_equal_maps(tmp_path, rew
     calls = forward_counter(net)
     outputs: list[torch.Tensor] = []
     shared = attribute(net, x, methods, on_output=outputs.append)
-    assert len(calls) == 2 and len(outputs) == 1  # saliency+grad_input+elrp, then lrp
+    assert len(calls) == 1 and len(outputs) == 1
     separate = attribute(net, x, methods, share_forward=False)
-    assert len(calls) == 2 + 3
+    assert len(calls) == 1 + 3  # a pass per mode: gradient, elrp, lrp
     assert torch.equal(outputs[0], net(x))
     for m in methods:
         alone = attribute(net, x, [m])[m.name]
-        assert torch.equal(shared[m.name], separate[m.name]), m.name
-        assert torch.equal(shared[m.name], alone), m.name
+        assert torch.equal(separate[m.name], alone), m.name
+        if m.name == "lrp" and not rewritten:
+            assert not torch.equal(shared[m.name], alone)
+            assert per_image_cosine(shared[m.name], alone).min() >= MIN_COSINE
+        else:
+            assert torch.equal(shared[m.name], alone), m.name
+
+
+@pytest.mark.parametrize("preset", ["epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "alpha2_beta1"])
+def test_lrp_with_modified_weight_rules_keeps_its_own_forward(tmp_path, preset):
+    _, net, shape = converted(tmp_path, False)
+    net, _ = optimize(net)
+    x = torch.randn(2, *shape[1:])
+    methods = [get_method("grad_input"), get_method("elrp"), get_method("lrp", preset=preset)]
+    calls = forward_counter(net)
+    shared = attribute(net, x, methods)
+    assert len(calls) == 2
+    assert torch.equal(shared["lrp"], attribute(net, x, methods[2:])["lrp"])
 
 
 def test_a_method_with_its_own_backward_context_keeps_its_own_pass(tmp_path):

@@ -27,6 +27,7 @@ from zennit.types import Activation, AvgPool, Convolution
 
 from onnxattr.attribution import attribute, get_method
 from onnxattr.attribution import lrp as _lrp  # noqa: F401  (registers `lrp`)
+from onnxattr.attribution.fast import MIN_COSINE, optimize, per_image_cosine
 from onnxattr.onnxgraph.convert import TorchNet, to_torch
 
 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
@@ -171,6 +172,27 @@ def test_resnet_matches_zennit_after_canonizers(block: type, preset: str) -> Non
     want = zennit_relevance(zennit_copy(net), PRESET_COMPOSITES[preset]([ResNetCanonizer()]), x)
     cos = torch.nn.functional.cosine_similarity(got.flatten(1), want.flatten(1))
     assert float(cos.min()) >= 0.999
+
+
+@pytest.mark.parametrize("case", ["vgg", "vgg_bn", "resnet_basic", "resnet_bottleneck"])
+def test_epsilon_lrp_sharing_the_forward_matches_zennit_and_lrp_alone(case: str) -> None:
+    """lrp ε as one more backward pass over the forward of saliency, grad_input and elrp: Zennit's
+    relevance, and lrp alone's maps (bit for bit once BN is folded; up to rounding before, as
+    alone lrp merges Conv+BN and shared evaluates them apart)."""
+    if case.startswith("vgg"):
+        net, graph, x = vgg_case(case == "vgg_bn")
+        canonizers = [SequentialMergeBatchNorm()] if case == "vgg_bn" else None
+    else:
+        net, graph, x = resnet_case(BasicBlock if case == "resnet_basic" else Bottleneck)
+        canonizers = [ResNetCanonizer()]
+    methods = [get_method(m) for m in ("saliency", "grad_input", "elrp", "lrp")]
+    shared = attribute(graph, x, methods)["lrp"]
+    alone = attribute(graph, x, methods[3:])["lrp"]
+    want = zennit_relevance(zennit_copy(net), PRESET_COMPOSITES["epsilon"](canonizers), x)
+    assert float(per_image_cosine(shared, want).min()) >= 0.999
+    assert float(per_image_cosine(shared, alone).min()) >= MIN_COSINE
+    folded, _ = optimize(graph)
+    assert torch.equal(attribute(folded, x, methods)["lrp"], attribute(folded, x, methods[3:])["lrp"])
 
 
 def test_conservation_without_biases() -> None:

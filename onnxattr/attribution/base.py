@@ -4,16 +4,18 @@ Every method explains R̄, the mean over all units of the encoder output, per im
 backward *mode* (plain gradient, or gradients modified per op while a context is active) plus a
 function of (x, ∂R̄/∂x). Methods with the same mode share one forward-backward pass; modes whose
 forward is the plain net's and whose backward differs only at some ops (`backward_rules`: the
-plain gradient, elrp) share one forward too, with one backward each over the retained graph.
+plain gradient, elrp, lrp where its rules are backward rules) share one forward too, with one
+backward each over the retained graph.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -69,11 +71,11 @@ class AttributionMethod(ABC):
         """Active during the pass: where a method modifies gradients of particular ops."""
         return contextlib.nullcontext()
 
-    def backward_rules(self, net: TorchNet) -> Mapping[str, BackwardRule] | None:
-        """The ops whose gradient this mode replaces, as target -> rule(z, y, ∂R̄/∂y) -> ∂R̄/∂z
-        (y = op(z), the op's forward unchanged), so that the pass can share the plain forward;
-        None: the mode changes the forward, it runs a pass of its own. The default: {} (the plain
-        gradient) unless `backward_context` is overridden."""
+    def backward_rules(self, net: TorchNet) -> Mapping[str, OpRule] | None:
+        """The ops whose backward this mode changes, as target -> `OpRule` (the op's forward
+        unchanged; `replacing` makes one from a rule(z, y, ∂R̄/∂y) -> ∂R̄/∂z), so that the pass
+        can share the plain forward; None: the mode changes the forward, it runs a pass of its
+        own. The default: {} (the plain gradient) unless `backward_context` is overridden."""
         plain = type(self).backward_context is AttributionMethod.backward_context
         return {} if plain else None
 
@@ -98,47 +100,109 @@ class _Backward:
 
 
 class _Select(torch.autograd.Function):
-    """Forward y; backward hands the gradient to y's own graph (the op's plain gradient), or, where
-    the running mode has a rule for this op, rule(z, y, grad) straight to z."""
+    """Forward y; backward hands the gradient to y's own graph (the op's plain gradient), or, while
+    `mode` runs, rule(z, y, grad) straight to z.
+
+    No gradient (None) passes on as None, not as zeros: the graph below an op whose rule bypasses
+    it (and below a gate's cut) then costs nothing in that mode's backward (with zeros, lrp ran
+    every ReLU6 backward of mobilenet_v2 once more, and sharing its forward cost time)."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, z: torch.Tensor, state: _Backward,
-                rules: dict[Hashable, BackwardRule]) -> torch.Tensor:
-        ctx.state, ctx.rules = state, rules
+    def forward(ctx: Any, y: torch.Tensor, z: torch.Tensor, state: _Backward, mode: Hashable,
+                rule: BackwardRule) -> torch.Tensor:
+        ctx.set_materialize_grads(False)
+        ctx.state, ctx.mode, ctx.rule = state, mode, rule
         ctx.save_for_backward(z, y)
         return y.view_as(y)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        rule = ctx.rules.get(ctx.state.mode)
-        if rule is None:
-            return grad, None, None, None
+    def backward(ctx: Any, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        if ctx.state.mode != ctx.mode or grad is None:
+            return grad, None, None, None, None
         z, y = ctx.saved_tensors
-        return None, rule(z, y, grad), None, None
+        return None, ctx.rule(z, y, grad), None, None, None
+
+
+class _Tap(torch.autograd.Function):
+    """Forward t; backward fn(grad) in place of grad while `mode` runs, else grad untouched (None
+    as None, see `_Select`)."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor, state: _Backward, mode: Hashable,
+                fn: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.Tensor:
+        ctx.set_materialize_grads(False)
+        ctx.state, ctx.mode, ctx.fn = state, mode, fn
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, None, None, None]:
+        if ctx.state.mode != ctx.mode or grad is None:
+            return grad, None, None, None
+        return ctx.fn(grad), None, None, None
+
+
+class Hooks:
+    """What an `OpRule` may set up during the shared forward; each acts in its own mode's
+    backward only, the other modes' gradients pass unchanged."""
+
+    def __init__(self, state: _Backward, mode: Hashable) -> None:
+        self.state, self.mode = state, mode
+
+    def tap(self, t: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.Tensor:
+        """t unchanged; what reaches t in this mode's backward is fn(∂R̄/∂t) (None: nothing)."""
+        return _Tap.apply(t, self.state, self.mode, fn) if t.requires_grad else t
+
+    def replace(self, y: torch.Tensor, z: torch.Tensor, rule: BackwardRule) -> torch.Tensor:
+        """y = op(z) unchanged; in this mode's backward rule(z, y, ∂R̄/∂y) goes straight to z,
+        bypassing the op's own gradient."""
+        return _Select.apply(y, z, self.state, self.mode, rule) if z.requires_grad else y
+
+
+class OpRule(Protocol):
+    """One op's backward in one mode over the plain forward: called in place of the op with
+    `call` (the op, or the next mode's rule at it), which it calls once on its arguments (tapped
+    where it needs), and returns the output (tapped or replaced where it needs)."""
+
+    def __call__(self, call: Callable[..., Any], hooks: Hooks, *args: Any, **kw: Any) -> Any: ...
+
+
+def replacing(rule: BackwardRule) -> OpRule:
+    """The op rule that sends rule(z, y, ∂R̄/∂y) straight to the op's first input z."""
+
+    def op_rule(call: Callable[..., Any], hooks: Hooks, z: torch.Tensor, *rest: Any, **kw: Any) -> Any:
+        return hooks.replace(call(z, *rest, **kw), z, rule)
+
+    return op_rule
 
 
 class _SharedOp(nn.Module):
-    """The op, forward unchanged; its backward per mode chosen by `_Select`."""
+    """The op, forward unchanged; every mode with a rule at it sets up its own backward there."""
 
-    def __init__(self, inner: nn.Module, state: _Backward, rules: dict[Hashable, BackwardRule]) -> None:
+    def __init__(self, inner: nn.Module, rules: list[tuple[OpRule, Hooks]]) -> None:
         super().__init__()
-        self.inner, self.state, self.rules = inner, state, rules
+        self.inner, self.rules = inner, rules
 
-    def forward(self, z: torch.Tensor, *rest: Any) -> torch.Tensor:
-        y = self.inner(z, *rest)
-        return _Select.apply(y, z, self.state, self.rules) if z.requires_grad else y
+    def forward(self, *args: Any, **kw: Any) -> Any:
+        return self._call(0, *args, **kw)
+
+    def _call(self, k: int, *args: Any, **kw: Any) -> Any:
+        if k == len(self.rules):
+            return self.inner(*args, **kw)
+        rule, hooks = self.rules[k]
+        return rule(functools.partial(self._call, k + 1), hooks, *args, **kw)
 
 
-def _shared_pass(net: TorchNet, x: torch.Tensor, rules: dict[Hashable, Mapping[str, BackwardRule]],
+def _shared_pass(net: TorchNet, x: torch.Tensor, rules: dict[Hashable, Mapping[str, OpRule]],
                  on_output: Callable[[torch.Tensor], None] | None) -> dict[Hashable, torch.Tensor]:
     """One forward of the plain net, then one backward per mode (in the order of `rules`):
-    mode -> (input, ∂R̄/∂x with that mode's rules)."""
+    mode -> ∂R̄/∂x with that mode's rules."""
     state = _Backward()
-    per_op: dict[str, dict[Hashable, BackwardRule]] = {}
+    per_op: dict[str, list[tuple[OpRule, Hooks]]] = {}
     for mode, ops in rules.items():
+        hooks = Hooks(state, mode)
         for target, rule in ops.items():
-            per_op.setdefault(target, {})[mode] = rule
-    wrappers = {t: _SharedOp(net.module.get_submodule(t), state, r) for t, r in per_op.items()}
+            per_op.setdefault(target, []).append((rule, hooks))
+    wrappers = {t: _SharedOp(net.module.get_submodule(t), r) for t, r in per_op.items()}
     xi = x.detach().clone().requires_grad_(True)
     with swapped(net.module, wrappers):
         out = net(xi)

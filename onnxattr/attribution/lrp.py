@@ -4,14 +4,17 @@ One forward-backward pass: while the context is active, every op on the input's 
 for its rule's wrapper (after merging BatchNormalization into the linear op before it), and the
 encoder output's module is wrapped so that the backward pass starts from R_j = y_j / N, the share
 of unit j in R̄ = mean(y). The gradient that reaches the input is then the input relevance.
+Where every rule has a backward form (`backward_rules`: the ε preset), lrp instead runs as one
+more backward pass over the forward the other methods share.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import operator
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import torch
@@ -28,11 +31,11 @@ from ..optypes import (
     SHAPE_ONLY,
     SIGN_KEEPING,
 )
-from .base import AttributionMethod, register_method
+from .base import AttributionMethod, Hooks, OpRule, register_method
 from .canonize import merge_batchnorms
 from .patching import swapped
 from .rule_table import PRESETS, RuleTable, build_table
-from .rules import Site, _Feed
+from .rules import EpsilonBackward, Rule, Site, _Feed
 
 
 class _OutputRelevance(nn.Module):
@@ -173,26 +176,34 @@ class GraphAnalysis:
         return False
 
 
+def _rule_at(analysis: GraphAnalysis, table: RuleTable, target: str) -> tuple[Rule, Site]:
+    """The table's rule for the op at `target` (first layer, input normalisation or by op type)."""
+    net = analysis.net
+    op = net.op_type(target)
+    rule = (
+        table.first if target in analysis.first
+        else table.input if target in analysis.input_ops
+        else table.rule_for(op)
+    )  # fmt: skip
+    assert rule is not None  # table.check passed
+    node = analysis.sites[target]
+    site = Site(op_type=op, name=net.onnx_nodes[target].name or target, gate=analysis.gate(node),
+                nonnegative=analysis.nonnegative(node))  # fmt: skip
+    return rule, site
+
+
 def rule_replacements(net: TorchNet, table: RuleTable) -> dict[str, nn.Module]:
     """Every op on the input's path wrapped by its rule; BatchNormalization merged first."""
     analysis = GraphAnalysis(net)
     merged_modules, merged_bns = merge_batchnorms(net)
     table.check(net.op_type(t) for t in analysis.sites if t not in merged_bns)
     replacements: dict[str, nn.Module] = {}
-    for target, node in analysis.sites.items():
+    for target in analysis.sites:
         module = merged_modules.get(target, net.module.get_submodule(target))
         if target in merged_bns:
             wrapped = None
         else:
-            op = net.op_type(target)
-            rule = (
-                table.first if target in analysis.first
-                else table.input if target in analysis.input_ops
-                else table.rule_for(op)
-            )  # fmt: skip
-            assert rule is not None  # table.check passed
-            site = Site(op_type=op, name=net.onnx_nodes[target].name or target, gate=analysis.gate(node),
-                        nonnegative=analysis.nonnegative(node))  # fmt: skip
+            rule, site = _rule_at(analysis, table, target)
             wrapped = rule.wrap(module, site)
         if wrapped is not None:
             replacements[target] = wrapped
@@ -201,6 +212,51 @@ def rule_replacements(net: TorchNet, table: RuleTable) -> dict[str, nn.Module]:
     out = analysis.output_target
     replacements[out] = _OutputRelevance(replacements.get(out, net.module.get_submodule(out)))
     return replacements
+
+
+def backward_rules(net: TorchNet, table: RuleTable) -> dict[str, OpRule] | None:
+    """The rules of `rule_replacements` over the plain forward (`Rule.backward_form`), so that lrp
+    shares the other methods' forward; None where some op's rule needs a forward of its own.
+
+    A Conv/Gemm+BatchNormalization pair that lrp merges keeps both ops: the ε-rule's input taps go
+    on the linear op, its output tap on the BatchNormalization (the same affine map, evaluated
+    unmerged: equal up to float rounding)."""
+    analysis = GraphAnalysis(net)
+    _, merged_bns = merge_batchnorms(net)
+    table.check(net.op_type(t) for t in analysis.sites if t not in merged_bns)
+    bn_after = {analysis.sites[bn].args[0].target: bn for bn in merged_bns}
+    rules: dict[str, OpRule] = {}
+    for target in analysis.sites:
+        if target in merged_bns:
+            continue
+        rule, site = _rule_at(analysis, table, target)
+        if rule.wrap(net.module.get_submodule(target), site) is None:
+            continue  # the op's own gradient
+        form = rule.backward_form(site)
+        if target in bn_after:
+            if not isinstance(form, EpsilonBackward):
+                return None
+            rules[target], rules[bn_after[target]] = form.inputs_only, form.output_only
+        elif form is None:
+            return None
+        else:
+            rules[target] = form
+    out = analysis.output_target
+    rules[out] = functools.partial(_output_relevance, rules.get(out))
+    return rules
+
+
+def _output_relevance(rule: OpRule | None, call: Callable[..., Any], hooks: Hooks, *args: Any,
+                      **kw: Any) -> Any:
+    """`_OutputRelevance` as a tap around the output op's rule: R_j = y_j / N."""
+    y = call(*args, **kw) if rule is None else rule(call, hooks, *args, **kw)
+
+    def scale(t: Any) -> Any:
+        if isinstance(t, torch.Tensor):
+            return hooks.tap(t, functools.partial(torch.mul, other=t.detach()))
+        return t
+
+    return type(y)(scale(t) for t in y) if isinstance(y, (tuple, list)) else scale(y)
 
 
 @register_method
@@ -221,6 +277,7 @@ class LRP(AttributionMethod):
             self.params["preset"], self.params["epsilon"], self.params["rules"]
         )
         self._prepared: tuple[TorchNet, dict[str, nn.Module]] | None = None
+        self._shared: tuple[TorchNet, dict[str, OpRule] | None] | None = None
 
     def mode(self) -> Hashable:
         p = self.params
@@ -237,6 +294,13 @@ class LRP(AttributionMethod):
             self._prepared = (net, rule_replacements(net, self.table))
         with swapped(net.module, self._prepared[1]):
             yield
+
+    def backward_rules(self, net: TorchNet) -> dict[str, OpRule] | None:
+        """ε, norm, gate and pass are backward rules (the paper's preset): lrp then shares the
+        forward of the other methods; z⁺, αβ, flat, w², z^B and constant need their own."""
+        if self._shared is None or self._shared[0] is not net:
+            self._shared = (net, backward_rules(net, self.table))
+        return self._shared[1]
 
     def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return grad

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..onnxgraph.convert import TorchNet
 from ..optypes import ELRP_NONLINEARITIES
-from .base import AttributionMethod, BackwardRule, register_method
+from .base import AttributionMethod, OpRule, register_method, replacing
 from .patching import swapped
 
 
@@ -99,9 +99,9 @@ class EpsilonLRP(AttributionMethod):
         with swapped(net.module, wrappers):
             yield
 
-    def backward_rules(self, net: TorchNet) -> Mapping[str, BackwardRule]:
+    def backward_rules(self, net: TorchNet) -> Mapping[str, OpRule]:
         """The same ratio at the same ops as `backward_context`: elrp's forward is the plain one."""
-        rule = functools.partial(_ratio, eps=float(self.params["epsilon"]))
+        rule = replacing(functools.partial(_ratio, eps=float(self.params["epsilon"])))
         return {t: rule for t, _ in net.modules_of_type(ELRP_NONLINEARITIES)}
 
     def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

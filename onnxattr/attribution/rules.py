@@ -15,6 +15,7 @@ the input has none (post-ReLU activations), so z⁺ costs one extra forward of t
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from torch.func import functional_call
 from ..errors import OnnxAttrError
 from ..optypes import LINEAR, MULTIPLICATIVE
 from ..registry import Registry
-from .base import with_defaults
+from .base import Hooks, OpRule, with_defaults
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class _Feed(torch.autograd.Function):
         return (grad * factor if ctx.has_factor else grad), None, None
 
 
+def _divide(grad: torch.Tensor, denom: torch.Tensor, eps: float, dsign: int = 0,
+            coef: float = 1.0) -> torch.Tensor:
+    """coef · grad / stab(denom), stab with a known sign of `denom` (+1/−1) a plain ±ε."""
+    stable = denom + dsign * eps if dsign else stabilize(denom, eps)
+    q = torch.div(grad, stable, out=stable)  # its buffer: these passes are memory-bound
+    return q.mul_(coef) if coef != 1.0 else q
+
+
 class _Route(torch.autograd.Function):
     """Forward `value`; backward gives term t of group (c, signs) c·s_t·R / stab(Σ s·terms).
 
@@ -88,10 +97,7 @@ class _Route(torch.autograd.Function):
         for coef, signs, dsign in ctx.groups:
             group = terms[i : i + len(signs)]
             denom = group[0] if signs == (1,) else sum(s * t for s, t in zip(signs, group))
-            stable = denom + dsign * ctx.eps if dsign else stabilize(denom, ctx.eps)
-            q = torch.div(grad, stable, out=stable)  # its buffer: these passes are memory-bound
-            if coef != 1.0:
-                q.mul_(coef)
+            q = _divide(grad, denom, ctx.eps, dsign, coef)
             out += [q if s == 1 else s * q for s in signs]
             i += len(signs)
         return (None, None, None, *out)
@@ -159,6 +165,12 @@ class Rule(ABC):
     def forward(self, op: RuleModule, *args: Any, **kw: Any) -> Any:
         """The op's output, set up so that its backward carries relevance."""
 
+    def backward_form(self, site: Site) -> OpRule | None:
+        """This rule over the op's plain forward (`base.OpRule`, relevance by taps in lrp's own
+        backward), so that lrp shares the other methods' forward; None where the rule needs a
+        forward of its own (modified weights, outputs cut from the graph)."""
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.name}({args})" if args else self.name
@@ -192,23 +204,89 @@ def register_rule(cls: type[Rule]) -> type[Rule]:
     return RULES.register(cls)
 
 
+def _relevant(args: Sequence[Any], gate: int | None) -> tuple[list[int], int | None]:
+    """The activation inputs that take relevance, and the gate cut off (of two activations)."""
+    active = [i for i, a in enumerate(args) if _is_activation(a)]
+    if gate is not None and len(active) == 2 and gate in active:
+        active.remove(gate)
+        return active, gate
+    return active, None
+
+
+def _coef(site: Site, n_active: int) -> float:
+    """A product's relevance is split evenly between its activation inputs (uniform rule)."""
+    return 1.0 / n_active if site.op_type in MULTIPLICATIVE else 1.0
+
+
 def epsilon_forward(
     op: RuleModule, args: Sequence[Any], kw: dict[str, Any], eps: float, gate: int | None = None
 ) -> torch.Tensor:
     """R_i = x_i · ∂z/∂x_i · R / stab(z) for every activation input x_i (divided by their number
     for products, the uniform rule; input `gate` excluded); constants absorb the rest."""
     args = list(args)
-    active = [i for i, a in enumerate(args) if _is_activation(a)]
-    if gate is not None and len(active) == 2 and gate in active:
-        args[gate] = args[gate].detach()
-        active.remove(gate)
+    active, cut = _relevant(args, gate)
+    if cut is not None:
+        args[cut] = args[cut].detach()
     if not active:
         return op.inner(*args, **kw)
     for i in active:
         args[i] = feed(args[i], args[i].detach(), args[i].detach())
     z = op.inner(*args, **kw)
-    coef = 1.0 / len(active) if op.site.op_type in MULTIPLICATIVE else 1.0
-    return _route(z, [(coef, [1])], eps, [z])
+    return _route(z, [(_coef(op.site, len(active)), [1])], eps, [z])
+
+
+@dataclass(frozen=True)
+class EpsilonBackward:
+    """`epsilon_forward` as taps over the op's plain forward (`base.OpRule`), so that lrp shares
+    the other methods' forward: in lrp's backward each activation input's gradient is multiplied
+    by the input (what `feed` does) and the output's divided by stab(z) (what `_route` does), the
+    op's own vector-Jacobian product between them: the same float operations."""
+
+    site: Site
+    eps: float
+    gated: bool = False  # the Gate rule: a product's gate (`_pick_gate`) takes no relevance
+
+    def taps_inputs(self, hooks: Hooks, args: Sequence[Any]) -> tuple[list[Any], int]:
+        """`args` with the relevant inputs tapped (a gate's cut), and how many there are."""
+        args = list(args)
+        active, cut = _relevant(args, _pick_gate(self.site, args) if self.gated else None)
+        if cut is not None:
+            args[cut] = hooks.tap(args[cut], _nothing)
+        for i in active:
+            args[i] = hooks.tap(args[i], functools.partial(torch.mul, other=args[i].detach()))
+        return args, len(active)
+
+    def taps_output(self, hooks: Hooks, z: torch.Tensor, n_active: int) -> torch.Tensor:
+        return hooks.tap(z, functools.partial(_divide, denom=z.detach(), eps=self.eps,
+                                              coef=_coef(self.site, n_active)))
+
+    def __call__(self, call: Callable[..., Any], hooks: Hooks, *args: Any, **kw: Any) -> Any:
+        args, n_active = self.taps_inputs(hooks, args)
+        z = call(*args, **kw)
+        return self.taps_output(hooks, z, n_active) if n_active else z
+
+    def inputs_only(self, call: Callable[..., Any], hooks: Hooks, *args: Any, **kw: Any) -> Any:
+        """The linear op of a Conv+BatchNormalization pair that lrp merges: the inputs' taps."""
+        return call(*self.taps_inputs(hooks, args)[0], **kw)
+
+    def output_only(self, call: Callable[..., Any], hooks: Hooks, *args: Any, **kw: Any) -> Any:
+        """The BatchNormalization of a merged pair: the output's tap (one activation input: an
+        nn Conv/Linear holds its weights)."""
+        return self.taps_output(hooks, call(*args, **kw), 1)
+
+
+def _nothing(grad: torch.Tensor) -> None:
+    """A gate takes no relevance."""
+    return None
+
+
+def _pick_gate(site: Site, args: Sequence[Any]) -> int | None:
+    """The gate of a product: the input marked statically, else the broadcast (smaller) one."""
+    active = [i for i, a in enumerate(args) if _is_activation(a)]
+    if site.gate is None and len(active) == 2:
+        a, b = (args[i].numel() for i in active)
+        return active[0] if a < b else active[1] if b < a else None
+    return site.gate
 
 
 @register_rule
@@ -219,6 +297,9 @@ class Epsilon(Rule):
 
     def forward(self, op: RuleModule, *args: Any, **kw: Any) -> torch.Tensor:
         return epsilon_forward(op, args, kw, float(self.params["epsilon"]))
+
+    def backward_form(self, site: Site) -> EpsilonBackward:
+        return EpsilonBackward(site, float(self.params["epsilon"]))
 
 
 @register_rule
@@ -240,12 +321,11 @@ class Gate(Rule):
     defaults = {"stabilizer": 1e-6}
 
     def forward(self, op: RuleModule, *args: Any, **kw: Any) -> torch.Tensor:
-        gate = op.site.gate
-        active = [i for i, a in enumerate(args) if _is_activation(a)]
-        if gate is None and len(active) == 2:
-            a, b = (args[i].numel() for i in active)
-            gate = active[0] if a < b else active[1] if b < a else None
+        gate = _pick_gate(op.site, args)
         return epsilon_forward(op, args, kw, float(self.params["stabilizer"]), gate)
+
+    def backward_form(self, site: Site) -> EpsilonBackward:
+        return EpsilonBackward(site, float(self.params["stabilizer"]), gated=True)
 
 
 @register_rule
@@ -257,13 +337,31 @@ class Pass(Rule):
         y = op.inner(x, *rest, **kw)
         if not _is_activation(x):
             return y
-        if y.shape != x.shape:
-            raise OnnxAttrError(
-                f"rule 'pass' on {op.site.op_type} node {op.site.name!r} needs an element-wise op "
-                f"(input {tuple(x.shape)}, output {tuple(y.shape)}); choose another rule for "
-                f"{op.site.op_type} (`onnxattr rules`)"
-            )
+        _check_elementwise(op.site, x, y)
         return _PassGrad.apply(y, x)
+
+    def backward_form(self, site: Site) -> OpRule:
+        def op_rule(call: Callable[..., Any], hooks: Hooks, x: Any, *rest: Any, **kw: Any) -> Any:
+            y = call(x, *rest, **kw)
+            if not _is_activation(x):
+                return y
+            _check_elementwise(site, x, y)
+            return hooks.replace(y, x, _unchanged)
+
+        return op_rule
+
+
+def _check_elementwise(site: Site, x: torch.Tensor, y: torch.Tensor) -> None:
+    if y.shape != x.shape:
+        raise OnnxAttrError(
+            f"rule 'pass' on {site.op_type} node {site.name!r} needs an element-wise op "
+            f"(input {tuple(x.shape)}, output {tuple(y.shape)}); choose another rule for "
+            f"{site.op_type} (`onnxattr rules`)"
+        )
+
+
+def _unchanged(z: torch.Tensor, y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad
 
 
 @register_rule
