@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 
 import h5py
 import numpy as np
@@ -146,6 +147,50 @@ def test_add_uses_fast_path_reports_fallback_and_exact(tmp_path, monkeypatch):
     assert any(line.startswith("exact path: the fast path's maps differ") for line in logs)
     rec = stored_execution(space, "fallback")
     assert rec["path"] == "exact" and "fell back" in rec["reason"]
+
+
+def burn_cpu(seconds: float) -> None:
+    """Spend `seconds` of this process's CPU time (what `keep_faster` measures)."""
+    t0 = time.process_time()
+    while time.process_time() - t0 < seconds:
+        pass
+
+
+@pytest.mark.parametrize("slower", ["fast", "exact"])
+def test_add_keeps_the_faster_path(tmp_path, monkeypatch, slower):
+    """After the fast path's maps are verified, the next two batches run one on each path, timed
+    in CPU time, and the faster path runs the rest; one path is made slower by burning CPU."""
+    path = export(randomize_bn(BNNet(), seed=1), tmp_path / "bn.onnx", (1, 3, 16, 16), keep_bn=True)
+    space = tmp_path / "s.h5"
+    ModelSpace(space).write_probe(random_probe(n=9, size=16))
+    calls: list[tuple[str, int]] = []
+    nets: list = []  # the first net attributed is the exact one
+    real_attribute = fast_mod.attribute
+
+    def slowed(net, x, methods, on_output=None):
+        nets.append(net)
+        calls.append(("exact" if net is nets[0] else "fast", len(x)))
+        if calls[-1][0] == slower:
+            burn_cpu(0.2)
+        return real_attribute(net, x, methods, on_output)
+
+    monkeypatch.setattr("onnxattr.pipeline.attribute", slowed)
+    monkeypatch.setattr(fast_mod, "attribute", slowed)
+    logs: list[str] = []
+    add_model(space, path, name="m", log=logs.append, preprocessing={"preset": "imagenet"},
+              batch_size=3, progress=False, methods=["grad_input", "lrp"])
+    kept = "exact" if slower == "fast" else "fast"
+    # first batch exact, its check on the fast path, a timed batch on each, the rest on the kept path
+    assert calls == [("exact", 2), ("fast", 2), ("exact", 2), ("fast", 2), (kept, 3)]
+    rec = stored_execution(space, "m")
+    assert rec["path"] == kept and rec["cpu_seconds"][slower] > rec["cpu_seconds"][kept] + 0.15
+    if kept == "exact":
+        assert "maps equal the exact path's but it is slower" in rec["reason"]
+        assert any(line.startswith("exact path: the fast path's maps equal") for line in logs)
+    else:
+        assert rec["reason"].startswith("faster: ")
+        assert any(line.startswith("fast path (") and "faster: " in line for line in logs)
+    assert min(rec["min_cosine"].values()) >= MIN_COSINE
 
 
 def test_cli_exact_and_fast(tmp_path):
