@@ -350,15 +350,18 @@ def default_estimator(space: SpaceLike) -> str:
     """The estimator used where none is named: :data:`~onnxattr.analysis.selection.DEFAULT_ESTIMATOR`
     when ``space`` has what its parts read, else an error naming the space's estimators."""
     from .analysis.estimators import available_estimators
-    from .analysis.selection import DEFAULT_ESTIMATOR, with_default
+    from .analysis.selection import DEFAULT_ESTIMATOR, default_needs, with_default
     from .errors import OnnxAttrError
 
     names = available_estimators(_path(space))
     if DEFAULT_ESTIMATOR in with_default(_path(space), names):
         return DEFAULT_ESTIMATOR
+    bases, grid = default_needs()
+    probe = f"; probes of at least {grid} px" if grid else ""
     raise OnnxAttrError(
-        f"{_path(space)} lacks what the default estimator {DEFAULT_ESTIMATOR} reads (saliency maps "
-        f"and features in at least two models); name one with `estimator=NAME`, available: "
+        f"{_path(space)} lacks what the default estimator {DEFAULT_ESTIMATOR} reads (the data "
+        f"of {', '.join(bases)} in at least two models{probe}); name one with "
+        f"`estimator=NAME`, available: "
         f"{', '.join(names) or '(none: add models)'}"
     )
 

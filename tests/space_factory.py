@@ -78,3 +78,17 @@ def random_space(path: Path, n_models: int = 5, n_probe: int = 12, size: int = 8
         data[name] = {"maps": {k: v.astype(np.float32) for k, v in maps.items()},
                       "features": feats.astype(np.float32)}
     return data
+
+
+def default_ready_space(path: Path, methods: tuple[str, ...] = ("saliency", "grad_input"),
+                        size: int = 8, **kwargs) -> dict:
+    """:func:`random_space` holding what the default estimator reads: the methods among its parts
+    added to ``methods``, probes at least as fine as its grid; so tests of "no -m given" follow
+    the default wherever it moves."""
+    from onnxattr.analysis.selection import default_needs
+    from onnxattr.attribution import list_methods
+
+    bases, grid = default_needs()
+    known = set(list_methods())
+    methods = tuple(dict.fromkeys([*methods, *(b for b in bases if b in known)]))
+    return random_space(path, methods=methods, size=max(size, grid), **kwargs)

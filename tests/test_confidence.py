@@ -82,18 +82,19 @@ def test_groups_are_runs_of_neighbours_that_cannot_be_told_apart() -> None:
 def _twin_space(path: Path, m3_copies_m0_grad: bool = False) -> Path:
     """m1twin: an exact copy of m1; m2, m3 far from m0. grad_input: the saliency maps flipped
     (the same cosines), or (``m3_copies_m0_grad``) m3's a copy of m0's, so that grad_input puts
-    m3 first for m0."""
+    m3 first for m0. elrp: the saliency maps; 16 px probes, so the default estimator applies."""
     rng = np.random.default_rng(0)
-    create_space(path, 12, 8)
-    base = rng.normal(size=(12, 8, 8))
+    create_space(path, 12, 16)
+    base = rng.normal(size=(12, 16, 16))
     feats = rng.normal(size=(12, 16))
     for name, noise in (("m0", 0.0), ("m1", 0.3), ("m2", 1.5), ("m3", 3.0)):
         maps = base + noise * rng.normal(size=base.shape)
         f = feats + noise * rng.normal(size=feats.shape)
         grad = base[:, ::-1] if name == "m3" and m3_copies_m0_grad else maps[:, ::-1]
-        add_model(path, name, {"saliency": maps, "grad_input": grad}, f)
+        methods = {"saliency": maps, "grad_input": grad, "elrp": maps}
+        add_model(path, name, methods, f)
         if name == "m1":
-            add_model(path, "m1twin", {"saliency": maps, "grad_input": grad}, f)
+            add_model(path, "m1twin", methods, f)
     return path
 
 
@@ -152,8 +153,8 @@ def test_rank_marks_a_tie_and_says_whether_estimators_agree(tmp_path: Path) -> N
             if line.count("│") > 4 and line.split("│")[2].strip().startswith("m")}
     assert ["≈" in rows[n] for n in ("m1", "m1twin", "m2", "m3")] == [False, True, False, False]
     assert "≈: cannot be told apart from the source above" in r.output
-    # -m saliency against the default, grad_input (m0's maps flipped alike: same order)
-    assert "estimators agree on m0: all 3 put m1 first" in r.output
+    # -m saliency against the default, grad_input (m0's maps flipped alike: same order), elrp
+    assert "estimators agree on m0: all 4 put m1 first" in r.output
     fast = CliRunner().invoke(app, ["rank", "m0", "-s", str(space), "-m", "saliency",
                                     "--bootstrap", "0"])
     assert fast.exit_code == 0, fast.output

@@ -18,7 +18,7 @@ from onnxattr.space import ModelSpace
 
 from .conftest import random_probe
 from .onnx_builders import init, make_model
-from .space_factory import add_model, create_space, random_space
+from .space_factory import add_model, create_space, default_ready_space
 
 runner = CliRunner()
 
@@ -44,7 +44,7 @@ def test_help_groups_every_command_in_panels_in_order():
 @pytest.fixture
 def space(tmp_path):
     path = tmp_path / "s.h5"
-    random_space(path, n_models=4, n_probe=10)
+    default_ready_space(path, n_models=4, n_probe=10)
     return path
 
 

@@ -19,7 +19,7 @@ from onnxattr.analysis.report import write_report
 from onnxattr.cli import app
 from onnxattr.errors import OnnxAttrError
 
-from .space_factory import random_space
+from .space_factory import default_ready_space, random_space
 
 AFF = LabelledMatrix(list("abcd"), [[1, .9, .1, .1], [.9, 1, .1, .1],
                                     [.1, .1, 1, .8], [.1, .1, .8, 1]], "affinity", "toy")
@@ -80,7 +80,7 @@ def test_matrix_linkage_and_errors() -> None:
 @pytest.fixture(scope="module")
 def space(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sp") / "space.h5"
-    random_space(path, n_models=5, n_probe=10, methods=("saliency", "elrp"))
+    default_ready_space(path, n_models=5, n_probe=10, methods=("saliency", "elrp"))
     return path
 
 
@@ -102,7 +102,7 @@ def test_report_is_self_contained(space: Path, oracle_csv: Path, tmp_path: Path)
 
     out = write_report(space, tmp_path / "r.html", oracle=oracle_csv, top=2)
     page = out.read_text()
-    # the space's estimators and the default (its parts, saliency and svcca, are in the space)
+    # the space's estimators and the default (the space holds what its parts read)
     ests = ("saliency", "elrp", "svcca", "cka", "rsa", "relation", "depara:elrp", DEFAULT_ESTIMATOR)
     for est in ests:
         assert f"id='{est}'" in page
