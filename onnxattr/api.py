@@ -471,6 +471,7 @@ def evaluate(
     *,
     top: int = 5,
     mapping: Mapping[str, str] | None = None,
+    families: Mapping[str, str] | None = None,
     use_cache: bool = True,
     progress: bool = False,
     **params: Any,
@@ -478,7 +479,9 @@ def evaluate(
     """P@K and R@K (K = 1..N-1), the random and oracle curves and mean Spearman against the
     measured transfers ``oracle`` (CSV: target rows × source columns, or an Oracle): one
     :class:`~onnxattr.analysis.evaluation.Evaluation` per matrix, or per estimator of a space
-    (default: every one with data)."""
+    (default: every one with data). ``families`` (oracle name -> family, e.g. its task) ranks
+    families, each counted once by its best member, so that one task's twins do not fill the
+    relevant set."""
     from .analysis.distances import LabelledMatrix
     from .analysis.estimators import available_estimators
     from .analysis.evaluation import evaluate as _evaluate
@@ -495,7 +498,7 @@ def evaluate(
             _path(source), available_estimators(_path(source)))
         mats = [affinity(source, e, use_cache=use_cache, progress=progress, **params)
                 for e in names]
-    return [_evaluate(m, orc, top=top, mapping=mapping) for m in mats]
+    return [_evaluate(m, orc, top=top, mapping=mapping, families=families) for m in mats]
 
 
 @dataclass(frozen=True)

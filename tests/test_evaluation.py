@@ -176,3 +176,57 @@ def test_weighted_tau_weights_the_top() -> None:
     bottom_swap[[6, 7]] = bottom_swap[[7, 6]]
     assert weighted_tau(top_swap, truth) < weighted_tau(bottom_swap, truth) < 1.0
     assert math.isnan(weighted_tau(np.zeros(8), truth))
+
+
+def _family_case() -> tuple[LabelledMatrix, Oracle]:
+    """Target t; family A = a1, a2, a3 (one task's twins) tops the oracle. By hand, top = 2:
+    models: relevant {a1, a2}; estimate a1, b, a2, ... -> P@1 1, P@2 1/2.
+    families: A (best 0.9, estimate 0.9), b (0.7, 0.8), c (0.1, 0.0); relevant {A, b};
+    estimate A, b, c -> P@1 1, P@2 1."""
+    names = ["t", "a1", "a2", "a3", "b", "c"]
+    oracle = Oracle(["t"], names, np.array([[NAN, .9, .85, .8, .7, .1]]))
+    est = np.eye(6)
+    est[0, 1:] = [.9, .2, .1, .8, .0]
+    return LabelledMatrix(names, est, "affinity", "e"), oracle
+
+
+def test_families_count_once_by_their_best_member() -> None:
+    m, oracle = _family_case()
+    assert evaluate(m, oracle, top=2).precision[:2] == [1.0, 0.5]
+    fam = {"a1": "A", "a2": "A", "a3": "A"}
+    ev = evaluate(m, oracle, top=2, families=fam)
+    assert ev.k == [1, 2, 3] and ev.precision == pytest.approx([1.0, 1.0, 2 / 3])
+    assert ev.random_precision == pytest.approx([2 / 3] * 3)  # 2 relevant of 3 families
+    # Spearman over families: estimate (0.9, 0.8, 0.0) against (0.9, 0.7, 0.1): same order
+    assert ev.spearman == pytest.approx(1.0)
+    # a family that holds the target: its other members are the candidates
+    fam_t = {"t": "A", "a1": "A", "a2": "A", "a3": "A"}
+    assert evaluate(m, oracle, top=2, families=fam_t).precision[:2] == [1.0, 1.0]
+
+
+def test_evaluate_cli_ranks_families(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from onnxattr.cli import app
+
+    m, oracle = _family_case()
+    aff = tmp_path / "e_affinity.csv"
+    oc = tmp_path / "oracle.csv"
+    names = m.names
+    aff.write_text("," + ",".join(names) + "\n" + "\n".join(
+        n + "," + ",".join(str(v) for v in row) for n, row in zip(names, m.values)) + "\n")
+    oc.write_text("," + ",".join(names) + "\nt,," + ",".join(str(v) for v in oracle.values[0, 1:])
+                  + "\n")
+    fam = tmp_path / "fam.json"
+    fam.write_text('{"a1": "A", "a2": "A"}')
+    r = CliRunner().invoke(app, ["evaluate", "--oracle", str(oc), "--affinity", str(aff),
+                                 "--top", "2", "--family-file", str(fam), "--family", "a3=A",
+                                 "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    assert "relevant = top-2 families" in r.output
+    import json
+
+    assert json.loads((tmp_path / "e.json").read_text())["precision"][:2] == [1.0, 1.0]
+    bad = CliRunner().invoke(app, ["evaluate", "--oracle", str(oc), "--affinity", str(aff),
+                                   "--family", "a3"])
+    assert bad.exit_code == 1 and "write ORACLE_NAME=FAMILY" in bad.output, bad.output

@@ -47,22 +47,25 @@ def read_oracle(path: str | Path) -> Oracle:
     return Oracle(targets, sources, values)
 
 
-def parse_mapping(pairs: Sequence[str] = (), json_file: str | Path | None = None) -> dict[str, str]:
-    """Matrix-name -> oracle-name renames from ``OLD=NEW`` strings and/or a JSON object file."""
+def parse_mapping(pairs: Sequence[str] = (), json_file: str | Path | None = None,
+                  form: tuple[str, str] = ("matrix_name", "oracle_name")) -> dict[str, str]:
+    """Name -> name pairs (matrix-name -> oracle-name renames by default; ``form`` names the two
+    sides in messages) from ``OLD=NEW`` strings and/or a JSON object file."""
+    key, value = form
     out: dict[str, str] = {}
     if json_file is not None:
         try:
             data = json.loads(Path(json_file).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise OnnxAttrError(f"cannot read name mapping {json_file}: {exc}; "
-                                'give a JSON object like {"matrix_name": "oracle_name"}') from None
+            raise OnnxAttrError(f"cannot read {json_file}: {exc}; "
+                                f'give a JSON object like {{"{key}": "{value}"}}') from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise OnnxAttrError(f"{json_file} must hold a JSON object of name -> name strings")
+            raise OnnxAttrError(f"{json_file} must hold a JSON object of {key} -> {value} strings")
         out.update(data)
     for p in pairs:
         old, sep, new = p.partition("=")
         if not sep or not old.strip() or not new.strip():
-            raise OnnxAttrError(f"bad name mapping {p!r}; write MATRIX_NAME=ORACLE_NAME")
+            raise OnnxAttrError(f"bad pair {p!r}; write {key.upper()}={value.upper()}")
         out[old.strip()] = new.strip()
     return out
 
@@ -147,13 +150,28 @@ def _hits(order: Sequence[int], relevant: set[int], kmax: int) -> np.ndarray:
     return np.array([cum[min(k, len(cum)) - 1] if len(cum) else 0.0 for k in range(1, kmax + 1)])
 
 
+def by_family(sources: Sequence[str], truth: np.ndarray, est: np.ndarray,
+              families: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """One candidate per family (e.g. a task and its twins of other seeds, frameworks or
+    architectures): measured transfer and estimate are each the best member's, so a family with
+    many members fills one relevant slot, not several. Sources outside ``families`` are their own
+    family; the result keeps the order of each family's first member."""
+    keys = [families.get(s, s) for s in sources]
+    order = list(dict.fromkeys(keys))
+    pick = {k: [i for i, key in enumerate(keys) if key == k] for k in order}
+    return (np.array([truth[pick[k]].max() for k in order]),
+            np.array([est[pick[k]].max() for k in order]))
+
+
 def target_rankings(matrix: LabelledMatrix, oracle: Oracle,
-                    mapping: Mapping[str, str] | None = None
+                    mapping: Mapping[str, str] | None = None,
+                    families: Mapping[str, str] | None = None,
                     ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str], list[str]]:
     """Per oracle target with measured candidates: (target, oracle values, matrix scores) over its
     candidate sources (measured, not the target itself; oracle column order), after renaming and
     restricting as :func:`evaluate` does; then the ignored and left-out names. Row = target,
-    column = source in both the oracle and the matrix."""
+    column = source in both the oracle and the matrix. With ``families`` (model -> family, after
+    renaming), the candidates are families (:func:`by_family`)."""
     matrix = rename(matrix, mapping or {})
     ignored, left_out = _check_names(matrix, oracle)
     oracle = restrict(oracle, matrix.names)
@@ -166,7 +184,10 @@ def target_rankings(matrix: LabelledMatrix, oracle: Oracle,
                 if s != target and math.isfinite(oracle.values[t, j])]
         if cand:
             est = np.array([scores[idx[target], idx[oracle.sources[j]]] for j in cand])
-            rows.append((target, oracle.values[t, cand], est))
+            truth = oracle.values[t, cand]
+            if families:
+                truth, est = by_family([oracle.sources[j] for j in cand], truth, est, families)
+            rows.append((target, truth, est))
     return rows, ignored, left_out
 
 
@@ -193,7 +214,8 @@ def ndcg(est: np.ndarray, truth: np.ndarray, k: int = 5) -> float:
 
 
 def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
-             mapping: Mapping[str, str] | None = None) -> Evaluation:
+             mapping: Mapping[str, str] | None = None,
+             families: Mapping[str, str] | None = None) -> Evaluation:
     """P@K, R@K, random and oracle curves, and mean Spearman of ``matrix`` against ``oracle``.
 
     Matrix names are renamed with ``mapping`` first. The oracle is then restricted to the models
@@ -201,11 +223,13 @@ def evaluate(matrix: LabelledMatrix, oracle: Oracle, top: int = 5,
     top-``top`` among the remaining sources); extra matrix models are ignored and listed in
     ``Evaluation.ignored``. Ties in either ranking keep the oracle's column order.
     ``Evaluation.warnings`` says when ``top`` covers every candidate of some targets, which makes
-    their P@K 1 for any ranking, random included.
+    their P@K 1 for any ranking, random included. ``families`` (model -> family, e.g. its task)
+    ranks families instead of models: each counts once, by its best member on either side, so
+    relevance is not crowded by one task's twins.
     """
     if top < 1:
         raise OnnxAttrError(f"`top` must be at least 1, got {top}")
-    rows, ignored, left_out = target_rankings(matrix, oracle, mapping)
+    rows, ignored, left_out = target_rankings(matrix, oracle, mapping, families)
     if not rows:
         raise OnnxAttrError("the oracle has no measured target/source pairs; check the CSV")
     kmax = max(len(truth) for _, truth, _ in rows)

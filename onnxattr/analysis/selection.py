@@ -91,18 +91,20 @@ class TargetScores:
 
 
 def target_scores(
-    matrix: LabelledMatrix, oracle: Oracle, top: int = 5, mapping: Mapping[str, str] | None = None
+    matrix: LabelledMatrix, oracle: Oracle, top: int = 5, mapping: Mapping[str, str] | None = None,
+    families: Mapping[str, str] | None = None,
 ) -> TargetScores:
-    """Score ``matrix`` against each oracle target on its own (same protocol as ``evaluate``)."""
+    """Score ``matrix`` against each oracle target on its own (same protocol as ``evaluate``;
+    ``families``: rank families, not models)."""
     prec: dict[int, list[float]] = {k: [] for k in KS}
     rho, tau, gain = [], [], []
     for i, t in enumerate(oracle.targets):
         one = Oracle([t], oracle.sources, oracle.values[i : i + 1])
-        ev = evaluate(matrix, one, top=top, mapping=mapping)
+        ev = evaluate(matrix, one, top=top, mapping=mapping, families=families)
         for k in KS:
             prec[k].append(ev.precision[min(k, len(ev.k)) - 1])
         rho.append(ev.spearman)
-        (_, truth, est), = target_rankings(matrix, one, mapping)[0]
+        (_, truth, est), = target_rankings(matrix, one, mapping, families)[0]
         tau.append(weighted_tau(est, truth))
         gain.append(ndcg(est, truth, top))
     return TargetScores(

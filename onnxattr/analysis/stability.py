@@ -339,10 +339,12 @@ def evaluation_ci(
     top: int = 5,
     ks: Sequence[int] = (1, 3, 5),
     mapping: dict[str, str] | None = None,
+    families: dict[str, str] | None = None,
 ) -> EvaluationCI:
     """P@K and Spearman of every bootstrap matrix against ``oracle``: 95% percentile intervals."""
     evals = [
-        evaluate(LabelledMatrix(stab.names, b, "affinity", stab.estimator), oracle, top, mapping)
+        evaluate(LabelledMatrix(stab.names, b, "affinity", stab.estimator), oracle, top, mapping,
+                 families)
         for b in stab.boot
     ]
     kmax = len(evals[0].k)

@@ -44,6 +44,11 @@ NameMap = Annotated[list[str] | None, typer.Option(
 NameMapFile = Annotated[Path | None, typer.Option(
     "--map-file", help="JSON object of matrix name -> oracle name.")]
 Top = Annotated[int, typer.Option("--top", help="Relevant = the oracle's top-N sources.")]
+Family = Annotated[list[str] | None, typer.Option(
+    "--family", help="Rank families, not models: NAME=FAMILY (oracle names; repeat). Each "
+    "family counts once, by its best member.")]
+FamilyFile = Annotated[Path | None, typer.Option(
+    "--family-file", help="JSON object of oracle name -> family (e.g. its task).")]
 Linkage = Annotated[str, typer.Option("--linkage", help=f"One of {LINKAGES}.")]
 Bootstrap = Annotated[int, typer.Option(
     "--bootstrap", help="Probe resamples for intervals (0 = none; needs --space).")]
@@ -319,6 +324,8 @@ def evaluate_cmd(
     mapping: NameMap = None,
     map_file: NameMapFile = None,
     top: Top = 5,
+    family: Family = None,
+    family_file: FamilyFile = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write curves (JSON).")] = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Draw the P@K and R@K curves (.png/.svg).")] = None,
@@ -337,6 +344,7 @@ def evaluate_cmd(
         plots.check_image_path(plot)
     orc = read_oracle(oracle)
     names_map = parse_mapping(mapping or [], map_file)
+    families = parse_mapping(family or [], family_file, form=("oracle_name", "family")) or None
     mats = [read_matrix_csv(p, "affinity") for p in affinity or []]
     mats += [read_matrix_csv(p, "distance") for p in distance or []]
     space_names = (method or api.estimators(space)) if space is not None else []
@@ -346,19 +354,21 @@ def evaluate_cmd(
         raise OnnxAttrError("--bootstrap needs --space (probe resamples are computed from it)")
     if not mats and not space_names:
         raise OnnxAttrError("nothing to evaluate; give --space, --affinity or --distance")
-    evals = api.evaluate(mats, orc, top=top, mapping=names_map)
+    evals = api.evaluate(mats, orc, top=top, mapping=names_map, families=families)
     if space_names:
         evals += api.evaluate(space, orc, space_names, top=top, mapping=names_map,
-                              use_cache=not no_cache, progress=True, **_params(param, lam))
+                              families=families, use_cache=not no_cache, progress=True,
+                              **_params(param, lam))
     cis = {}
     if bootstrap:
         from ..analysis.stability import evaluation_ci
 
         for m, e in zip(space_names, evals[len(evals) - len(space_names):], strict=True):
             stab = api.stability(space, m, bootstrap=bootstrap, **_params(param, lam))
-            cis[e.estimator] = evaluation_ci(stab, orc, top, mapping=names_map)
+            cis[e.estimator] = evaluation_ci(stab, orc, top, mapping=names_map, families=families)
     ref = evals[0]
-    console.print(_summary_table(evals, cis, bootstrap, f"{oracle.name} (relevant = top-{top})"))
+    unit = f"top-{top} families" if families else f"top-{top}"
+    console.print(_summary_table(evals, cis, bootstrap, f"{oracle.name} (relevant = {unit})"))
     console.print("ρ = mean per-target Spearman correlation of estimate vs oracle; P@K and R@K for "
                   "every K: --json, --plot")
     for e in evals:
