@@ -13,8 +13,9 @@ timed function runs once untimed (its maps give the fast-vs-exact cosine), then 
 functions interleaved, best of ``--repeats``: CPU time of one thread (`time.process_time`, what
 the ratios are read from on a shared machine) and wall clock with ``--threads``. The baseline is
 native eager autograd grad×input on the torch original where there is one (ResNet-50), else the
-exact path's grad×input. Also timed: saliency, grad_input and elrp in one call on the fast path,
-sharing one forward or with a forward per mode (`attribute(share_forward=...)`), and with
+exact path's grad×input. Also timed: saliency, grad_input and elrp (the default `add`'s methods),
+and those with lrp ε (the demo's), in one call on the fast path, sharing one forward or with a
+forward per mode (`attribute(share_forward=...)`), and with
 ``--compile`` torch.compile of the fast net's grad×input. One JSON per model goes to
 ``--json-dir``; ``--table`` writes markdown, with the demo's whole attribution time from
 `bench_demo_attribution.py`'s JSON appended.
@@ -47,8 +48,9 @@ METHODS: list[tuple[str, str, dict]] = [
     ("lrp ε+flat", "lrp", {"preset": "epsilon_plus_flat"}),
     ("lrp αβ-flat", "lrp", {"preset": "epsilon_alpha2_beta1_flat"}),
 ]
-#: the default `add`'s methods in one call: one forward shared (`share_forward`) or one per mode
-SHARED = ("saliency", "grad_input", "elrp")
+#: the default `add`'s methods, and the demo's, in one call: one forward shared (`share_forward`)
+#: or one per mode
+GROUPS = (("saliency", "grad_input", "elrp"), ("saliency", "grad_input", "elrp", "lrp"))
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -135,10 +137,11 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         m = [get_method(method, **params)]
         fns[f"exact|{label}"] = lambda m=m: attribute(net, x, m)[m[0].name]
         fns[f"fast|{label}"] = lambda m=m: attribute(fast, x, m)[m[0].name]
-    together = [get_method(m) for m in SHARED]
-    for share in (True, False):
-        fns[f"fast|{'+'.join(SHARED)}|{'shared' if share else 'separate'}"] = (
-            lambda s=share: attribute(fast, x, together, share_forward=s))
+    for group in GROUPS:
+        together = [get_method(m) for m in group]
+        for share in (True, False):
+            fns[f"fast|{'+'.join(group)}|{'shared' if share else 'separate'}"] = (
+                lambda s=share, t=together: attribute(fast, x, t, share_forward=s))
     torch.set_num_threads(1)
     compile_s = None
     if args.compile:  # torch.compile (inductor) of the fast net's forward and backward
@@ -148,8 +151,9 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         fns["compiled|grad_input"]()
         compile_s = time.perf_counter() - t_c
     first = {k: fn() for k, fn in fns.items()}  # warm-up; its maps give the cosines
-    shared_equal = all(torch.equal(first[f"fast|{'+'.join(SHARED)}|shared"][m],
-                                   first[f"fast|{'+'.join(SHARED)}|separate"][m]) for m in SHARED)
+    shared_equal = {"+".join(g): all(torch.equal(first[f"fast|{'+'.join(g)}|shared"][m],
+                                                 first[f"fast|{'+'.join(g)}|separate"][m]) for m in g)
+                    for g in GROUPS}
     cosine = {label: float(per_image_cosine(first[f"exact|{label}"], first[f"fast|{label}"]).min())
               for label, _, _ in METHODS}
     if native is not None:
@@ -208,14 +212,18 @@ def table(results: list[dict]) -> str:
                 f"| {label} | {e:.3f} | {f:.3f} | {f / e:.2f} | {e / base:.2f} | {f / base:.2f} | "
                 f"{f / gi['fast']:.2f} | {wall[f'exact|{label}']:.3f} | {wall[f'fast|{label}']:.3f} | "
                 f"{r['min_cosine_fast_vs_exact'][label]:.6f} |")
-        together = f"fast|{'+'.join(SHARED)}"
-        if f"{together}|shared" in cpu:
+        for group in GROUPS:
+            together = f"fast|{'+'.join(group)}"
+            if f"{together}|shared" not in cpu:
+                continue
             s, sep = cpu[f"{together}|shared"], cpu[f"{together}|separate"]
-            lines += ["", f"{' + '.join(SHARED)} in one `attribute` call on the fast path: one "
+            equal = r["shared_equal_separate"]  # one bool in JSON written before lrp shared
+            equal = equal.get("+".join(group)) if isinstance(equal, dict) else equal
+            lines += ["", f"{' + '.join(group)} in one `attribute` call on the fast path: one "
                       f"shared forward {s:.3f} CPU s/img, a forward per mode {sep:.3f} (shared / "
                       f"separate {s / sep:.2f}; {s / gi['fast']:.2f} × fast grad_input; wall "
                       f"{wall[f'{together}|shared']:.3f} vs {wall[f'{together}|separate']:.3f}); "
-                      f"maps {'equal (torch.equal)' if r['shared_equal_separate'] else 'NOT equal'}."]
+                      f"maps {'equal (torch.equal)' if equal else 'NOT equal'}."]
         if "compiled|grad_input" in cpu:
             c = cpu["compiled|grad_input"]
             lines += ["", f"torch.compile (inductor) of the fast net, grad×input: first call "
