@@ -22,7 +22,7 @@ import torch
 
 from .analysis.sketch import sketch_dims_for, sketch_maps
 from .attribution import attribute, get_method
-from .attribution.fast import ExecutionPath, choose_path, keep_faster
+from .attribution.fast import CPU_TIME, DEVICE_TIME, ExecutionPath, choose_path, keep_faster
 from .device import resolve_device
 from .encoder import load_encoder
 from .errors import OnnxAttrError, OnnxAttrWarning
@@ -226,12 +226,12 @@ def compute_model(
                               "all probe images fit in the first batch, which runs exact")
 
     def run(start: int, stop: int, on: TorchNet) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
-        """Attribute probe images start:stop with the net `on` into the arrays; also the CPU
-        seconds of the attribution itself."""
+        """Attribute probe images start:stop with the net `on` into the arrays; also the seconds
+        of the attribution itself (`path_clock`)."""
         x = pre.apply(probe.images[start:stop]).to(device)
-        cpu = time.process_time()
+        t0 = path_clock(device)
         out = attribute(on, x, method_objs, on_output=keep_features)
-        cpu = time.process_time() - cpu
+        seconds = path_clock(device) - t0
         batch = {m: pre.invert_map(a.float(), side).cpu().numpy() for m, a in out.items()}
         check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
         for m, a in batch.items():
@@ -241,7 +241,7 @@ def compute_model(
                 sketches.setdefault(m, np.empty((n, sk.shape[1]), sk.dtype))[start:stop] = sk
             if scale is not None:
                 scales[m][start:stop] = scale
-        return x, out, cpu
+        return x, out, seconds
 
     first = min(PROBE_BATCH, batch_size, n)
     meter = PeakMeter(device)
@@ -257,7 +257,8 @@ def compute_model(
                 done += first
                 return run(done - first, done, on)[2]
 
-            execution = keep_faster(execution, net, timed_run, first)
+            execution = keep_faster(execution, net, timed_run, first,
+                                    DEVICE_TIME if device.type == "cuda" else CPU_TIME)
     say(execution.describe())
     if memory_mb is not None and done < n:
         batch_size = _budget_batch(meter, first, n, [*maps.values(), *sketches.values()],
@@ -284,6 +285,15 @@ def compute_model(
     attrs["features_pooling"] = feature_pooling_record(axis, out_shape, feats.shape[1])
     encoded = {m: (a, scales[m] if storage.dtype == "float16" else None) for m, a in maps.items()}
     return ComputedModel(encoded, feats, attrs, result, sketches)
+
+
+def path_clock(device: torch.device) -> float:
+    """The clock the fast and exact paths are compared by: process CPU time; on CUDA, where kernels
+    run asynchronously, wall time once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
 
 
 def ort_provider_name(device: torch.device) -> str:
