@@ -276,8 +276,10 @@ class LRP(AttributionMethod):
         self.table = build_table(
             self.params["preset"], self.params["epsilon"], self.params["rules"]
         )
-        self._prepared: tuple[TorchNet, dict[str, nn.Module]] | None = None
-        self._shared: tuple[TorchNet, dict[str, OpRule] | None] | None = None
+        # per net, by id (the net kept, so that the id stays its own): `add` goes back and forth
+        # between the exact and the fast net while it chooses
+        self._prepared: dict[int, tuple[TorchNet, dict[str, nn.Module]]] = {}
+        self._shared: dict[int, tuple[TorchNet, dict[str, OpRule] | None]] = {}
 
     def mode(self) -> Hashable:
         p = self.params
@@ -290,17 +292,17 @@ class LRP(AttributionMethod):
 
     @contextlib.contextmanager
     def backward_context(self, net: TorchNet) -> Iterator[None]:
-        if self._prepared is None or self._prepared[0] is not net:
-            self._prepared = (net, rule_replacements(net, self.table))
-        with swapped(net.module, self._prepared[1]):
+        if id(net) not in self._prepared:
+            self._prepared[id(net)] = (net, rule_replacements(net, self.table))
+        with swapped(net.module, self._prepared[id(net)][1]):
             yield
 
     def backward_rules(self, net: TorchNet) -> dict[str, OpRule] | None:
         """ε, norm, gate and pass are backward rules (the paper's preset): lrp then shares the
         forward of the other methods; z⁺, αβ, flat, w², z^B and constant need their own."""
-        if self._shared is None or self._shared[0] is not net:
-            self._shared = (net, backward_rules(net, self.table))
-        return self._shared[1]
+        if id(net) not in self._shared:
+            self._shared[id(net)] = (net, backward_rules(net, self.table))
+        return self._shared[id(net)][1]
 
     def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return grad
