@@ -17,8 +17,8 @@ batches of 16) through `attribution.attribute`, in five configurations:
 - prev: the attribution code at ``--prev`` (default 2309bd0: the fast path, saliency, grad_input
   and elrp on one forward, lrp on its own), as `add` ran it then;
 - now: what `add` runs now: `fast.choose_path`'s check, then `fast.keep_faster` (a timed batch of 2
-  on each path, kept) and the faster path on the rest; every mode whose rules allow it (lrp's ε
-  preset included) on one forward.
+  on each path, kept, each path's time the smaller of it and its first batch's) and the faster path
+  on the rest; every mode whose rules allow it (lrp's ε preset included) on one forward.
 
 Rounds interleave the five per model, best of ``--repeats``: CPU seconds of one thread
 (`time.process_time`, the figures to compare on a shared machine) and wall seconds with
@@ -101,10 +101,12 @@ def replay(net: TorchNet, x: torch.Tensor, methods: list, config: str, batch: in
         batches.append((n, start, stop))
         parts.append(attr(n, x[start:stop]))
 
+    exact_first = time.process_time()
     run(net, 0, PROBE_BATCH)
+    exact_first = time.process_time() - exact_first
     done, on, path = PROBE_BATCH, net, "exact"
     if config == "now":
-        chosen = choose_path(net, x[:PROBE_BATCH], methods, parts[0])
+        chosen = choose_path(net, x[:PROBE_BATCH], methods, parts[0], clock=time.process_time)
         if chosen.path == "fast" and len(x) - done >= 2 * PROBE_BATCH:
             def timed_run(n: TorchNet) -> float:
                 nonlocal done
@@ -113,7 +115,7 @@ def replay(net: TorchNet, x: torch.Tensor, methods: list, config: str, batch: in
                 done += PROBE_BATCH
                 return time.process_time() - t0
 
-            chosen = keep_faster(chosen, net, timed_run, PROBE_BATCH)
+            chosen = keep_faster(chosen, net, timed_run, PROBE_BATCH, exact_first=exact_first)
         on, path = chosen.net, chosen.path
     elif config in ("fast", "prev"):
         fast_mod = importlib.import_module(f"{old[config].__name__}.fast") if config in old else None

@@ -246,10 +246,10 @@ def compute_model(
     first = min(PROBE_BATCH, batch_size, n)
     meter = PeakMeter(device)
     with meter.measure():
-        x0, maps0, _ = run(0, first, net)
+        x0, maps0, exact_first = run(0, first, net)
     done = first
     if fast and first < n:  # the first batch ran exact: the fast path must reproduce its maps
-        execution = choose_path(net, x0, method_objs, maps0)
+        execution = choose_path(net, x0, method_objs, maps0, clock=lambda: path_clock(device))
         if execution.path == "fast" and n - first >= 2 * first:  # then the faster path goes on
 
             def timed_run(on: TorchNet) -> float:
@@ -258,7 +258,7 @@ def compute_model(
                 return run(done - first, done, on)[2]
 
             execution = keep_faster(execution, net, timed_run, first,
-                                    DEVICE_TIME if device.type == "cuda" else CPU_TIME)
+                                    DEVICE_TIME if device.type == "cuda" else CPU_TIME, exact_first)
     say(execution.describe())
     if memory_mb is not None and done < n:
         batch_size = _budget_batch(meter, first, n, [*maps.values(), *sketches.values()],

@@ -243,6 +243,18 @@ def test_add_keeps_the_faster_path(tmp_path, monkeypatch, slower):
     assert min(rec["min_cosine"].values()) >= MIN_COSINE
 
 
+def test_keep_faster_takes_each_paths_smaller_time():
+    """A spike in one timed batch does not decide alone: each path's time is the smaller of its
+    timed batch and its first batch (the exact path's first, the fast path's check)."""
+    exact, fast = object(), object()
+    path = fast_mod.ExecutionPath(fast, "fast", ["r"], {"m": 1.0}, check_seconds=0.1)
+    times = {exact: 0.2, fast: 9.0}  # the fast path's timed batch spiked
+    kept = fast_mod.keep_faster(path, exact, times.__getitem__, 2, exact_first=0.3)
+    assert kept.path == "fast" and kept.net is fast and kept.seconds == {"exact": 0.2, "fast": 0.1}
+    kept = fast_mod.keep_faster(path, exact, {exact: 0.2, fast: 9.0}.__getitem__, 2, exact_first=0.05)
+    assert kept.path == "exact" and kept.net is exact and kept.seconds == {"exact": 0.05, "fast": 0.1}
+
+
 def test_cli_exact_and_fast(tmp_path):
     from typer.testing import CliRunner
 
