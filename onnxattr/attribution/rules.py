@@ -1,5 +1,7 @@
 """LRP rules: one class per rule, whose forward of an op sets up a backward pass that carries
 relevance instead of the gradient.
+Longer than 600 lines because each rule keeps its two forms side by side (its own pass, and the
+backward form that runs on the shared forward), so that they cannot drift apart.
 
 Relevance travels as the "gradient" of the pass (as in Zennit): each wrapped op forwards exactly
 the values of the original op and, in the backward pass, maps the relevance R of its output to the
