@@ -28,8 +28,8 @@ KS = (1, 3, 5)
 #: mini-Taskonomy benchmark's world 0 (recipe 2; ``benchmarks/select_estimators.py``). The
 #: choice of worlds 1+2, ``combine:elrp+g16+csls3=0.3,svcca+hub=0.7``, scores better on held-out
 #: world 3 but finds a same-family nearest neighbour at chance level on the real zoo (its signed
-#: maps and SVCCA rely on the benchmark's shared preprocessing and probe count above feature
-#: width), so it is not the default; docs/estimators.md gives both sets of figures.
+#: maps rely on the benchmark's shared preprocessing, and SVCCA saturates with the demo's few
+#: probe images), so it is not the default; docs/estimators.md gives both sets of figures.
 DEFAULT_ESTIMATOR = "combine:saliency=0.6,svcca+hub=0.4"
 
 
