@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -224,8 +225,6 @@ def test_evaluate_cli_ranks_families(tmp_path: Path) -> None:
                                  "--json", str(tmp_path / "e.json")])
     assert r.exit_code == 0, r.output
     assert "relevant = top-2 families" in r.output
-    import json
-
     assert json.loads((tmp_path / "e.json").read_text())["precision"][:2] == [1.0, 1.0]
     bad = CliRunner().invoke(app, ["evaluate", "--oracle", str(oc), "--affinity", str(aff),
                                    "--family", "a3"])
