@@ -95,6 +95,38 @@ class World:
         }
 
 
+class Zoo:
+    """The real zoo's space (`onnxattr demo --full`): with `--zoo`, a candidate may be chosen only
+    if its nearest neighbour is of the same task family for at least `factor` × chance of the zoo's
+    models (`zoo_families.py`); the worlds' models share one preprocessing and are small, so an
+    estimator can win there and fail on real models (docs/estimators.md)."""
+
+    def __init__(self, space: Path, factor: float) -> None:
+        import zoo_families as Z
+
+        self.space, self.factor = space, factor
+        self.family = {m: f for f, ms in Z.FAMILIES.items() for m in ms}
+        with read_space(space) as reader:
+            self.names = sorted(reader.names())
+        counted, chance = Z.chance_of(self.names, self.family)
+        self.needed = factor * chance * len(counted)
+        self.mats: dict[str, LabelledMatrix] = {}
+        self.nearest: dict[str, tuple[int, int]] = {}
+
+    def add(self, name: str, matrix: LabelledMatrix | None = None) -> None:
+        if name not in self.mats:
+            m = matrix if matrix is not None else compute_affinity(self.space, name, self.names)[0]
+            self.mats[name] = m
+            self.nearest[name] = twin_check(m, self.family)["all"]
+
+    def admissible(self, name: str) -> bool:
+        self.add(name)
+        return self.nearest[name][0] >= self.needed
+
+
+ZOO: list[Zoo] = []  # the zoo, when `--zoo` is given
+
+
 def pooled(worlds: list[World], name: str, oracle: str) -> dict[str, np.ndarray]:
     """Per-target values of every world, end to end (a target of each world counts once)."""
     return {
@@ -110,7 +142,11 @@ def mean_key(worlds: list[World], name: str) -> tuple[float, float]:
 
 
 def best(worlds: list[World], names: list[str]) -> str:
-    """Highest pooled mean P@3 on the selection oracle (ties: Spearman, then list order)."""
+    """Highest pooled mean P@3 on the selection oracle (ties: Spearman, then list order), among
+    the names the zoo admits (with `--zoo`)."""
+    names = [n for n in names if not ZOO or ZOO[0].admissible(n)]
+    if not names:
+        raise SystemExit("no candidate of this procedure passes the zoo check")
     return max(names, key=lambda n: (mean_key(worlds, n), -names.index(n)))
 
 
@@ -123,6 +159,10 @@ def combined(worlds: list[World], a: str, b: str) -> str:
             m = combine_matrices([world.mats[a], world.mats[b]], [float(w), float(1 - w)])
             world.add(m.estimator, m)
             label = m.estimator
+        if ZOO:
+            ZOO[0].add(a), ZOO[0].add(b)
+            ZOO[0].add(label, combine_matrices([ZOO[0].mats[a], ZOO[0].mats[b]],
+                                               [float(w), float(1 - w)]))
         labels.append(label)
     return best(worlds, labels)
 
@@ -139,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--target-bootstrap", type=int, default=2000)
+    ap.add_argument("--zoo", type=Path, help="the zoo's space (`onnxattr demo --full`): choose "
+                    "only estimators that find same-family neighbours there (see Zoo)")
+    ap.add_argument("--zoo-factor", type=float, default=2.0,
+                    help="how many times chance the zoo check asks for (default 2)")
     ap.add_argument("--regenerate", action="store_true",
                     help="rewrite OUT/worlds.md and .csv from OUT/worlds.json (nothing computed)")
     args = ap.parse_args(argv)
@@ -153,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         ap.error("--choose and --report name disjoint worlds, each given by --world N=FOLDER")
     t0 = time.perf_counter()
+    if args.zoo:
+        ZOO.append(Zoo(args.zoo, args.zoo_factor))
     ALL.extend(World(n, folders[n], args.top) for n in sorted(folders))
     by_number = {w.number: w for w in ALL}
     choose = [by_number[n] for n in args.choose]
@@ -198,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         n: {f"world {w.number}": twin_check(w.mats[n], w.tasks, w.kinds) for w in ALL}
         for n in rows
     }
+    zoo = None
+    if ZOO:
+        for n in rows:
+            ZOO[0].add(n)
+        zoo = {"space": str(ZOO[0].space), "factor": ZOO[0].factor, "needed": ZOO[0].needed,
+               "models": len(ZOO[0].names), "nearest": {n: ZOO[0].nearest[n] for n in rows}}
     result = {
         "worlds": {str(w.number): str(w.folder) for w in ALL},
         "choose": args.choose,
@@ -213,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
         "random": random,
         "twins": twins,
+        "zoo": zoo,
         "targets": {f"world {w.number}": w.oracles[ORACLES[0]].targets for w in ALL},
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -265,6 +318,12 @@ def markdown(r: dict) -> str:
         + f". Best attribution variant: `{r['best_attribution_variant']}`. "
         f"Default candidate (best procedure on the choice worlds): `{r['default_candidate']}`.",
     ]
+    zoo = r.get("zoo")
+    if zoo:
+        lines += ["", f"Zoo check: only estimators whose nearest neighbour is of the same task "
+                  f"family for at least {zoo['factor']:g} × chance ({zoo['needed']:.1f} models) on "
+                  f"the real zoo (`{zoo['space']}`, {zoo['models']} models) could be chosen; "
+                  "column *zoo*."]
     for o in [r["selection_oracle"], *[x for x in ORACLES if x != r["selection_oracle"]]]:
         for title, groups, pool in (
             ("held out", report, "report worlds (pooled)"),
@@ -274,16 +333,18 @@ def markdown(r: dict) -> str:
                 "",
                 f"Against `{o}.csv`, {title}:",
                 "",
-                "| estimator | kind | P@1 | P@3 | P@5 | ρ | wτ | nDCG@5 | twin first |",
-                "|---|---|---|---|---|---|---|---|---|",
+                "| estimator | kind | P@1 | P@3 | P@5 | ρ | wτ | nDCG@5 | twin first |"
+                + (" zoo |" if zoo else ""),
+                "|---|---|---|---|---|---|---|---|---|" + ("---|" if zoo else ""),
             ]
             for n in r["rows"]:
                 sc = r["table"][n][o][pool]
                 cells = " | ".join(_cell(sc, k) for k in S.METRICS)
-                lines.append(f"| {n} | {_kind(r, n)} | {cells} | {_twins(r, n, groups)} |")
+                near = f" {zoo['nearest'][n][0]}/{zoo['nearest'][n][1]} |" if zoo else ""
+                lines.append(f"| {n} | {_kind(r, n)} | {cells} | {_twins(r, n, groups)} |{near}")
             rnd = [r["random"][o][g] for g in groups]
             cells = " | ".join(S.fmt(float(np.mean([x[k] for x in rnd]))) for k in S.METRICS)
-            lines.append(f"| random (expected) | reference | {cells} | – |")
+            lines.append(f"| random (expected) | reference | {cells} | – |" + (" – |" if zoo else ""))
         lines += [
             "",
             f"Per world against `{o}.csv` (P@3, the spread between worlds says how noisy one "

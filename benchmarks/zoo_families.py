@@ -38,6 +38,17 @@ ESTIMATORS = [
 ]
 
 
+def chance_of(names: list[str], family: dict[str, str]) -> tuple[list[str], float]:
+    """The models counted (another of their family is in the space) and the chance that a
+    random other model is of the same family, averaged over them."""
+    counted = [n for n in names if sum(family.get(o) == family.get(n) for o in names) > 1]
+    chance = float(np.mean([
+        sum(family.get(o) == family.get(n) for o in names if o != n) / (len(names) - 1)
+        for n in counted
+    ]))
+    return counted, chance
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("space", type=Path)
@@ -50,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         names = m.names
         rows[est] = twin_check(m, family)["all"]
         print(f"{est}: {rows[est][0]}/{rows[est][1]}", flush=True)
-    counted = [n for n in names if sum(family.get(o) == family.get(n) for o in names) > 1]
-    chance = float(np.mean([
-        sum(family.get(o) == family.get(n) for o in names if o != n) / (len(names) - 1)
-        for n in counted
-    ]))
+    counted, chance = chance_of(names, family)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
         {"space": str(args.space), "models": names, "families": FAMILIES, "chance": chance,

@@ -74,9 +74,11 @@ def method_parameters(
     epsilon: float | None = None,
     lrp_preset: str | None = None,
     lrp_rules: str | Path | Mapping[str, Any] | None = None,
+    reference: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per-method parameters from the common ones: ``epsilon`` (>= 0) goes to every method that
-    takes one (elrp, lrp), ``lrp_preset``/``lrp_rules`` to lrp."""
+    takes one (elrp, lrp), ``lrp_preset``/``lrp_rules`` to lrp, ``reference`` (model, gray,
+    black: what the input is measured from) to grad_input and elrp."""
     from .attribution import METHODS
     from .errors import OnnxAttrError
 
@@ -87,7 +89,8 @@ def method_parameters(
     for m in methods:
         takes = METHODS[m].defaults if m in METHODS else {}
         rules = lrp_rules if lrp_rules is None or isinstance(lrp_rules, Mapping) else str(lrp_rules)
-        params = {k: v for k, v in (("epsilon", epsilon), ("preset", lrp_preset), ("rules", rules))
+        params = {k: v for k, v in (("epsilon", epsilon), ("preset", lrp_preset), ("rules", rules),
+                                    ("reference", reference))
                   if v is not None and k in takes}
         if params:
             out[m] = params
@@ -113,6 +116,7 @@ def add(
     epsilon: float | None = None,
     lrp_preset: str | None = None,
     lrp_rules: str | Path | Mapping[str, Any] | None = None,
+    reference: str | None = None,
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
@@ -131,8 +135,9 @@ def add(
 
     ``preprocessing``: a preset name ("imagenet", ...), a dict of
     :class:`~onnxattr.preprocess.Preprocessing` fields (plus an optional "preset"), or one;
-    unset fields come from the model's input shape. ``method_params`` (per method) override
-    ``epsilon``/``lrp_preset``/``lrp_rules``. ``map_size``/``storage``: how maps are stored (side,
+    unset fields come from the model's input shape. ``reference``: what grad_input and elrp
+    measure the input from (see `attribution.methods.REFERENCES`). ``method_params`` (per method)
+    override ``epsilon``/``lrp_preset``/``lrp_rules``/``reference``. ``map_size``/``storage``: how maps are stored (side,
     dtype); ``memory_mb``: the budget the batch size (at most ``batch_size``) is chosen to fit
     (``None``: ``batch_size`` as given). ``fast``: BN folded and channels-last where the maps equal
     the exact path's on the first batch (else it falls back and says so); False: the net as converted.
@@ -140,7 +145,7 @@ def add(
     from .pipeline import DEFAULT_METHODS, add_model
 
     methods = list(DEFAULT_METHODS if methods is None else methods)  # [] is refused by add_model
-    params = method_parameters(methods, epsilon, lrp_preset, lrp_rules)
+    params = method_parameters(methods, epsilon, lrp_preset, lrp_rules, reference)
     for m, p in (method_params or {}).items():
         params.setdefault(m, {}).update(p)
     if isinstance(preprocessing, str):

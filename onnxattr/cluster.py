@@ -209,7 +209,7 @@ def add_many(
     how many tasks run at once.
     """
     from .device import resolve_device
-    from .pipeline import DEFAULT_METHODS
+    from .pipeline import DEFAULT_METHODS, follow_space
 
     t0 = time.perf_counter()
     options["device"] = str(resolve_device(options.get("device", "cpu")))
@@ -226,6 +226,8 @@ def add_many(
         result.seconds = time.perf_counter() - t0
         return result
     options["map_size"] = check_map_size(sp, options.get("map_size"))
+    options["method_params"] = follow_space(sp, options.get("methods", DEFAULT_METHODS),
+                                            options.get("method_params"))
     probe, had_probe = load_or_build_probe(sp, log)
     options["map_size"] = options["map_size"] or probe.size
     options["storage"] = storage

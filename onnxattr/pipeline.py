@@ -123,6 +123,7 @@ def add_model(
         raise OnnxAttrError(f"model {name!r} is already in {space}; pass `overwrite=True` or another `name`")
     device = resolve_device(device)
     map_size = check_map_size(space_obj, map_size)
+    method_params = follow_space(space_obj, methods, method_params)
     key = work_key(model_path, encoder_node, preprocessing, methods, method_params, map_size,
                    storage, space_obj.probe_digest()) if model_path.is_file() else ""
     kept = store_pending(space_obj, name, key, overwrite=overwrite, storage=storage, say=say)
@@ -146,6 +147,30 @@ def add_model(
                 overwrite=overwrite, storage=storage)
     computed.result.seconds = time.perf_counter() - t0
     return computed.result
+
+
+def follow_space(space: ModelSpace, methods: Sequence[str],
+                 method_params: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """`method_params`, where a method takes a `reference` and none is given, with the reference
+    the space's maps of that method already measure from: a model added to a space made before
+    the default changed (grad_input and elrp measured from each model's own zero then) still
+    compares with the models there. A fresh space, or one whose maps disagree: the default. The
+    log line that ends the attribution names each method's reference."""
+    from .attribution import METHODS
+    from .space_reader import read_space
+
+    params = {m: dict(p) for m, p in (method_params or {}).items()}
+    open_ = [m for m in methods if m in METHODS and "reference" in METHODS[m].defaults
+             and "reference" not in params.get(m, {})]
+    if not open_ or not space.path.exists() or not space.has_probe():
+        return params
+    with read_space(space.path) as reader:
+        seen = {m: {r for n in reader.names() if (r := reader.map_reference(n, m)) is not None}
+                for m in open_}
+    for m, refs in seen.items():
+        if len(refs) == 1 and (ref := refs.pop()) != METHODS[m].defaults["reference"]:
+            params.setdefault(m, {})["reference"] = ref
+    return params
 
 
 def compute_model(
@@ -209,6 +234,8 @@ def compute_model(
     say(f"conversion verified against onnxruntime ({provider}): max relative error {err:.2e} "
         f"(tolerance {rtol:.0e}) ({clock.lap():.1f} s)")
 
+    references = {m.name: pre.constant_input(p).to(device) for m in method_objs
+                  if (p := m.reference_pixel()) is not None}
     side = map_size or probe.size
     n = len(probe)
     maps = {m.name: np.empty((n, side, side), storage.dtype) for m in method_objs}
@@ -230,7 +257,7 @@ def compute_model(
         of the attribution itself (`path_clock`)."""
         x = pre.apply(probe.images[start:stop]).to(device)
         t0 = path_clock(device)
-        out = attribute(on, x, method_objs, on_output=keep_features)
+        out = attribute(on, x, method_objs, on_output=keep_features, references=references)
         seconds = path_clock(device) - t0
         batch = {m: pre.invert_map(a.float(), side).cpu().numpy() for m, a in out.items()}
         check_finite(name, probe.names[start:stop], features[-1].numpy(), batch)
@@ -249,7 +276,8 @@ def compute_model(
         x0, maps0, exact_first = run(0, first, net)
     done = first
     if fast and first < n:  # the first batch ran exact: the fast path must reproduce its maps
-        execution = choose_path(net, x0, method_objs, maps0, clock=lambda: path_clock(device))
+        execution = choose_path(net, x0, method_objs, maps0, clock=lambda: path_clock(device),
+                                references=references)
         if execution.path == "fast" and n - first >= 2 * first:  # then the faster path goes on
 
             def timed_run(on: TorchNet) -> float:
@@ -265,7 +293,9 @@ def compute_model(
                                    memory_mb, device, batch_size, say)
     for start in track(range(done, n, batch_size), f"attributing {name}", progress):
         run(start, min(start + batch_size, n), execution.net)
-    say(f"attributed {n} probe images with {', '.join(maps)} ({clock.lap():.1f} s)")
+    named = [m.name + (f" (input from {m.params['reference']})" if "reference" in m.params else "")
+             for m in method_objs]
+    say(f"attributed {n} probe images with {', '.join(named)} ({clock.lap():.1f} s)")
 
     result = AddResult(
         name=name, encoder_tensor=tensor, verify_rel_err=err, fixups=fixups,

@@ -123,6 +123,15 @@ class Preprocessing:
         x = (x * self.scale - mean) / std
         return x.permute(0, 2, 3, 1).contiguous() if self.layout == "nhwc" else x.contiguous()
 
+    def constant_input(self, pixel: float) -> torch.Tensor:
+        """T_i of an image of value `pixel` (0-255) in every channel of every pixel, shaped to
+        broadcast against the model's input ((1, C, 1, 1), or (1, 1, 1, C) for NHWC): colour
+        order, luma and resizing leave a uniform gray image as it is, so only the scaling acts."""
+        mean = torch.tensor(self.mean, dtype=torch.float32)
+        std = torch.tensor(self.std, dtype=torch.float32)
+        x = (torch.full((self.channels,), float(pixel)) * self.scale - mean) / std
+        return x.view(1, 1, 1, -1) if self.layout == "nhwc" else x.view(1, -1, 1, 1)
+
     def invert_map(self, attribution: torch.Tensor, probe_size: int) -> torch.Tensor:
         """T_i⁻¹ for a map: (B, *input) -> (B, S, S), channels summed, resized to probe resolution."""
         a = attribution.permute(0, 3, 1, 2) if self.layout == "nhwc" else attribution

@@ -8,6 +8,7 @@ shared lock and with its format check (:func:`onnxattr.space.open_space`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,10 @@ from .space import model_groups, open_space, read_verified, verify_dataset
 Images = slice | Sequence[int] | np.ndarray
 #: Where the pairwise estimators' cache lives (written by :mod:`.analysis.distances`).
 CACHE_GROUP = "analysis/estimators"
+
+
+#: The methods that measured the input from the model's own zero before they took a reference.
+_BEFORE_REFERENCES = ("grad_input", "elrp")
 
 
 class SpaceReader:
@@ -57,6 +62,19 @@ class SpaceReader:
     def methods(self, name: str) -> list[str]:
         """The attribution methods whose maps the model has, sorted."""
         return sorted(self._group(name).get("maps", {}).keys())
+
+    def map_reference(self, name: str, method: str) -> str | None:
+        """What the model's `method` maps measure the input from, by its recorded method
+        parameters (`attribution.methods.REFERENCES`); None if the method takes no reference or the
+        model has no such maps. Maps stored before grad_input and elrp had a reference measured it
+        from the model's own zero."""
+        recorded = self.attrs(name).get("methods") or "{}"
+        params = (json.loads(recorded) if isinstance(recorded, str) else recorded).get(method)
+        if params is None:
+            return None
+        if "reference" in params:
+            return str(params["reference"])
+        return "model" if method in _BEFORE_REFERENCES else None
 
     def has_maps(self, name: str, method: str) -> bool:
         return method in self._group(name).get("maps", {})

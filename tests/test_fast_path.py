@@ -175,9 +175,9 @@ def test_add_uses_fast_path_reports_fallback_and_exact(tmp_path, monkeypatch):
     nets = []
     real_attribute = fast_mod.attribute
 
-    def spy(net, x, methods, on_output=None):
+    def spy(net, x, methods, **kw):
         nets.append(net)
-        return real_attribute(net, x, methods, on_output)
+        return real_attribute(net, x, methods, **kw)
 
     monkeypatch.setattr("onnxattr.pipeline.attribute", spy)
     add_model(space, path, name="exact", fast=False, **kw)
@@ -216,11 +216,11 @@ def test_add_keeps_the_faster_path(tmp_path, monkeypatch, slower):
     clock = [0.0]
     real_attribute = fast_mod.attribute
 
-    def slowed(net, x, methods, on_output=None):
+    def slowed(net, x, methods, **kw):
         nets.append(net)
         calls.append(("exact" if net is nets[0] else "fast", len(x)))
         clock[0] += 1.0 if calls[-1][0] == slower else 0.25
-        return real_attribute(net, x, methods, on_output)
+        return real_attribute(net, x, methods, **kw)
 
     monkeypatch.setattr("onnxattr.pipeline.path_clock", lambda device: clock[0])
     monkeypatch.setattr("onnxattr.pipeline.attribute", slowed)

@@ -71,6 +71,10 @@ def test_maps_match_captum_and_autograd(tmp_path, arch, probe_size):
     ModelSpace(space).write_probe(probe)
     add_model(space, path, encoder_node=node, preprocessing={"preset": "imagenet"}, batch_size=2,
               progress=False, storage=EXACT)
+    # Captum's InputXGradient measures x from the model's own zero
+    add_model(space, path, encoder_node=node, name="zero", preprocessing={"preset": "imagenet"},
+              method_params={"grad_input": {"reference": "model"}}, batch_size=2, progress=False,
+              storage=EXACT)
 
     x = reference_input(probe.images, 32)
     wrapped = MeanOutput(encoder)
@@ -80,9 +84,11 @@ def test_maps_match_captum_and_autograd(tmp_path, arch, probe_size):
     xa = x.clone().requires_grad_()
     (g,) = torch.autograd.grad(encoder(xa).flatten(1).mean(1).sum(), xa)
 
+    gray = (0.5 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     stored = ModelSpace(space)
-    for method, ref in [("saliency", sal), ("grad_input", ixg), ("grad_input", x * g)]:
-        got = stored.read_maps("m", method)
+    for name, method, ref in [("m", "saliency", sal), ("zero", "grad_input", ixg),
+                              ("zero", "grad_input", x * g), ("m", "grad_input", (x - gray) * g)]:
+        got = stored.read_maps(name, method)
         assert got.shape == (5, probe_size, probe_size)
         cos = per_image_cosine(got, to_probe(ref, probe_size))
         assert cos.min() >= 0.999, (method, cos)
@@ -112,8 +118,9 @@ def test_elrp_equals_zennit_epsilon_on_relu_chain(tmp_path):
     probe = random_probe(n=4, size=32)
     space = tmp_path / "s.h5"
     ModelSpace(space).write_probe(probe)
-    add_model(space, path, preprocessing={"preset": "imagenet"}, methods=["elrp"],
-              method_params={"elrp": {"epsilon": eps}}, progress=False, storage=EXACT)
+    add_model(space, path, preprocessing={"preset": "imagenet"}, methods=["elrp"],  # Zennit's x
+              method_params={"elrp": {"epsilon": eps, "reference": "model"}}, progress=False,
+              storage=EXACT)
 
     x = reference_input(probe.images, 32).requires_grad_()
     composite = LayerMapComposite(
@@ -180,9 +187,9 @@ def test_graph_that_only_runs_one_image_at_a_time_is_attributed_singly(tmp_path,
     batches = []
     real = pipeline.attribute
 
-    def spy(graph, x, methods, on_output=None):
+    def spy(graph, x, methods, **kw):
         batches.append(len(x))
-        return real(graph, x, methods, on_output=on_output)
+        return real(graph, x, methods, **kw)
 
     monkeypatch.setattr(pipeline, "attribute", spy)
     path = export(TinyVGG(), tmp_path / "v.onnx", (1, 3, 32, 32))

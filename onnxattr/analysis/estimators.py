@@ -137,6 +137,14 @@ class MapCosine:
             detail = ", ".join(f"{n}: {s}" for n, s in shapes.items())
             raise OnnxAttrError(f"maps {self.method!r} differ in shape ({detail}); "
                                 "all models must be attributed on the same probe set")
+        refs = {n: reader.map_reference(n, self.method) for n in names}
+        if len(set(refs.values())) > 1:
+            groups = {r: [n for n in names if refs[n] == r] for r in sorted(set(refs.values()))}
+            detail = "; ".join(f"reference {r}: {', '.join(ns)}" for r, ns in groups.items())
+            raise OnnxAttrError(
+                f"maps {self.method!r} measure the input from different references ({detail}), "
+                f"so they do not compare; re-add the odd ones with `--reference` (API: "
+                f"`reference=`) as the others")
         shape = next(iter(shapes.values()))
         n_img, per_img = shape[0], math.prod(shape[1:]) * 4
         # all models' maps for one chunk take about a quarter of the budget

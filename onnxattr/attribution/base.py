@@ -79,6 +79,11 @@ class AttributionMethod(ABC):
         plain = type(self).backward_context is AttributionMethod.backward_context
         return {} if plain else None
 
+    def reference_pixel(self) -> float | None:
+        """The probe pixel value (0-255, every channel) that the method measures its input from,
+        as `attribute`'s `references` take it after preprocessing; None: the model's own zero."""
+        return None
+
     @abstractmethod
     def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """The map in model-input space from the input and the (possibly modified) gradient."""
@@ -222,13 +227,18 @@ def attribute(
     methods: Iterable[AttributionMethod],
     on_output: Callable[[torch.Tensor], None] | None = None,
     share_forward: bool = True,
+    references: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Maps of every method for the batch `x` (model-input space, same shape as x).
 
     `on_output` receives the encoder output of the first forward pass (the plain-gradient one when
     there is one), so features need no extra forward pass. `share_forward`: modes with
     `backward_rules` share one forward (False: a forward per mode, as a check or a baseline).
+    `references`: per method name, the model input of the image its input is measured from (it
+    combines x − reference with the gradient; `Preprocessing.constant_input` makes one); a method
+    not named measures x from the model's own zero.
     """
+    references = references or {}
     groups: dict[Hashable, list[AttributionMethod]] = {}
     for m in methods:
         groups.setdefault(m.mode(), []).append(m)
@@ -250,5 +260,6 @@ def attribute(
                 (grad,) = torch.autograd.grad(encoder_mean(out).sum(), xi)
             xi = xi.detach()
         for m in group:
-            maps[m.name] = m.combine(xi, grad).detach()
+            ref = references.get(m.name)
+            maps[m.name] = m.combine(xi if ref is None else xi - ref, grad).detach()
     return maps

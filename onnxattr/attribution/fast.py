@@ -16,7 +16,7 @@ batches, one per path, and keeps the path that took less CPU time.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -175,16 +175,18 @@ def choose_path(
     *,
     rewrite: Callable[[TorchNet], tuple[TorchNet, list[str]]] | None = None,
     clock: Callable[[], float] | None = None,
+    references: Mapping[str, torch.Tensor] | None = None,
 ) -> ExecutionPath:
     """Rewrite `net` (`rewrite`, default `optimize`), run the batch `x` on it and keep it only if
     every method's map of every image has cosine >= MIN_COSINE with `exact_maps` (the exact path's
-    maps of `x`); else the exact net. With `clock`, the run's seconds go in `check_seconds`."""
+    maps of `x`); else the exact net. With `clock`, the run's seconds go in `check_seconds`;
+    `references` as `attribute` takes them."""
     try:
         fast, rewrites = (rewrite or optimize)(net)
         if not rewrites:
             return ExecutionPath(net, "exact", reason="nothing to rewrite in this encoder")
         t0 = clock() if clock else 0.0
-        maps = attribute(fast, x, methods)
+        maps = attribute(fast, x, methods, references=references)
         check_seconds = clock() - t0 if clock else None
     except Exception as exc:  # any failure of a rewrite means: not for this model
         return ExecutionPath(net, "exact", reason=f"the rewritten net fails ({type(exc).__name__}: "

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import OnnxAttrError
 from ..onnxgraph.convert import TorchNet
 from ..optypes import ELRP_NONLINEARITIES
 from .base import AttributionMethod, OpRule, register_method, replacing
@@ -26,14 +27,37 @@ class Saliency(AttributionMethod):
         return grad.abs()
 
 
-@register_method
-class GradientInput(AttributionMethod):
-    """x · ∂R̄/∂x (Shrikumar et al., 2016)."""
+#: Where input×gradient methods measure their input from, as a probe pixel value in every channel
+#: (None: the model's own zero, x as its preprocessing makes it). x·∂R̄/∂x then depends on each
+#: model's normalisation: its zero is mid-gray for ImageNet and [-1, 1] inputs but black for
+#: [0, 1] and [0, 255] ones, so two models that compute the same function of the probe image get
+#: different maps. "gray" and "black" measure every model's input from the same probe image, so
+#: (x − r)·∂R̄/∂x is the same for any preprocessing that computes the same function of the pixels.
+REFERENCES: dict[str, float | None] = {"model": None, "gray": 127.5, "black": 0.0}
 
-    name = "grad_input"
+
+class _TimesInput(AttributionMethod):
+    """A method that multiplies its gradient by the input, measured from `reference`."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.params["reference"] not in REFERENCES:
+            raise OnnxAttrError(f"{self.name}: reference {self.params['reference']!r} is not one "
+                                f"of {', '.join(REFERENCES)}")
+
+    def reference_pixel(self) -> float | None:
+        return REFERENCES[self.params["reference"]]
 
     def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return x * grad
+
+
+@register_method
+class GradientInput(_TimesInput):
+    """x · ∂R̄/∂x (Shrikumar et al., 2016)."""
+
+    name = "grad_input"
+    defaults = {"reference": "gray"}
 
 
 def _ratio(z: torch.Tensor, y: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
@@ -82,7 +106,7 @@ class _RatioGradient(nn.Module):
 
 
 @register_method
-class EpsilonLRP(AttributionMethod):
+class EpsilonLRP(_TimesInput):
     """ε-LRP as the paper's implementation computes it (DeepExplain; Ancona et al., ICLR 2018).
 
     Linear ops keep their gradient; every element-wise nonlinearity passes f(z)/(z + ε·sign z); the
@@ -90,7 +114,7 @@ class EpsilonLRP(AttributionMethod):
     """
 
     name = "elrp"
-    defaults = {"epsilon": 1e-4}
+    defaults = {"epsilon": 1e-4, "reference": "gray"}
 
     def mode(self) -> Hashable:
         return ("elrp", self.params["epsilon"])
@@ -106,6 +130,3 @@ class EpsilonLRP(AttributionMethod):
         """The same ratio at the same ops as `backward_context`: elrp's forward is the plain one."""
         rule = replacing(functools.partial(_ratio, eps=float(self.params["epsilon"])))
         return {t: rule for t, _ in net.modules_of_type(ELRP_NONLINEARITIES)}
-
-    def combine(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return x * grad

@@ -145,6 +145,10 @@ def add(
     lrp_preset: Annotated[
         str | None, typer.Option(help="Rule preset of the lrp method (`onnxattr rules`).")
     ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="What grad_input and elrp measure the input from: model "
+                                      "(its own zero), gray or black (a probe pixel value).")
+    ] = None,
     lrp_rules: Annotated[
         Path | None,
         typer.Option(help="TOML file of LRP rule overrides (`onnxattr rules --overrides`)."),
@@ -236,7 +240,7 @@ def add(
     except ValueError as exc:
         raise OnnxAttrError(f"bad preprocessing flag: {exc}") from exc
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    params = method_parameters(method_list, epsilon, lrp_preset, lrp_rules)
+    params = method_parameters(method_list, epsilon, lrp_preset, lrp_rules, reference)
     if is_manifest(model):
         per_model = {"--encoder-node": encoder_node, "--name": name, "--preprocessing": preprocessing,
                      "--save-preprocessing": save_preprocessing, **{f"--{k.replace('_', '-')}": v
