@@ -141,17 +141,20 @@ def mean_key(worlds: list[World], name: str) -> tuple[float, float]:
     return float(p), float(rho) if math.isfinite(rho) else -1.0
 
 
-def best(worlds: list[World], names: list[str]) -> str:
-    """Highest pooled mean P@3 on the selection oracle (ties: Spearman, then list order), among
-    the names the zoo admits (with `--zoo`)."""
-    names = [n for n in names if not ZOO or ZOO[0].admissible(n)]
+def best(worlds: list[World], names: list[str], zoo: bool = False) -> str | None:
+    """Highest pooled mean P@3 on the selection oracle (ties: Spearman, then list order); with
+    `zoo` (and `--zoo` given), among the names the zoo admits only (None if none)."""
+    names = [n for n in names if not (zoo and ZOO) or ZOO[0].admissible(n)]
     if not names:
-        raise SystemExit("no candidate of this procedure passes the zoo check")
+        return None
     return max(names, key=lambda n: (mean_key(worlds, n), -names.index(n)))
 
 
-def combined(worlds: list[World], a: str, b: str) -> str:
-    """``combine:a=w,b=1-w`` with w fitted on ``worlds`` (pooled); adds it to every world."""
+def combined(worlds: list[World], a: str | None, b: str | None) -> str | None:
+    """``combine:a=w,b=1-w`` with w fitted on ``worlds`` (pooled) among the weights whose
+    combination the zoo admits (with `--zoo`); adds it to every world. None: no such weight."""
+    if a is None or b is None:
+        return None
     labels = []
     for w in S.WEIGHTS:
         label = ""
@@ -164,7 +167,7 @@ def combined(worlds: list[World], a: str, b: str) -> str:
             ZOO[0].add(label, combine_matrices([ZOO[0].mats[a], ZOO[0].mats[b]],
                                                [float(w), float(1 - w)]))
         labels.append(label)
-    return best(worlds, labels)
+    return best(worlds, labels, zoo=True)
 
 
 ALL: list[World] = []  # every world; combinations fitted on some are scored on all
@@ -212,12 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             w.add(n)
         S.log(f"world {w.number}: {len(w.mats)} matrices, {len(w.names)} models "
               f"({time.perf_counter() - t0:.0f} s)")
-    best_attr = best(choose, attr)
+    best_attr = best(choose, attr, zoo=True)  # with --zoo: a variant that works on real models
     chosen = {
-        PROCEDURES[0]: best(choose, fixed),
+        PROCEDURES[0]: best(choose, fixed, zoo=True),
         PROCEDURES[1]: combined(choose, best_attr, best(choose, [*feats, *S.DIRECTED])),
         PROCEDURES[2]: combined(choose, best_attr, best(choose, ["rankme", "coverage"])),
     }
+    unmet = [p for p, c in chosen.items() if c is None]
+    chosen = {p: c for p, c in chosen.items() if c is not None}
+    if unmet:
+        S.log(f"no choice passes the zoo check: {', '.join(unmet)}")
     default = best(choose, list(chosen.values()))
     S.log(f"chosen on worlds {args.choose}: {chosen}; default candidate {default}")
     rows = list(dict.fromkeys([
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "methods": methods,
         "shipped_default": DEFAULT_ESTIMATOR,
         "chosen": chosen,
+        "unmet": unmet,
         "default_candidate": default,
         "best_attribution_variant": best_attr,
         "rows": rows,
@@ -323,7 +331,8 @@ def markdown(r: dict) -> str:
         lines += ["", f"Zoo check: only estimators whose nearest neighbour is of the same task "
                   f"family for at least {zoo['factor']:g} × chance ({zoo['needed']:.1f} models) on "
                   f"the real zoo (`{zoo['space']}`, {zoo['models']} models) could be chosen; "
-                  "column *zoo*."]
+                  "column *zoo*."
+                  + (f" No choice passed it in: {', '.join(r['unmet'])}." if r.get("unmet") else "")]
     for o in [r["selection_oracle"], *[x for x in ORACLES if x != r["selection_oracle"]]]:
         for title, groups, pool in (
             ("held out", report, "report worlds (pooled)"),

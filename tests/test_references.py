@@ -175,3 +175,48 @@ def test_cli_add_takes_a_reference(tmp_path, twins):
     assert r.exit_code == 1
     assert r.output.strip().splitlines() == [
         "error: elrp: reference 'grey' is not one of model, gray, black"]
+
+
+@pytest.mark.parametrize("interface", ["caffe (bgr)", "unit", "minus1to1"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_interface_worlds_preamble_keeps_the_function_of_the_pixels(tmp_path, twins, interface,
+                                                                    layout):
+    """benchmarks/interface_worlds.py: the re-interfaced graph on T_new(p) equals the original
+    on T_old(p) (onnxruntime), so the world's measured transfers still hold for it."""
+    import sys
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime as ort
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import interface_worlds as IW
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    src = twins["imagenet"]
+    old = Preprocessing.from_preset("imagenet", input_size=(32, 32))
+    if layout == "nhwc":  # the same net behind an NHWC input (a Keras-style export)
+        model = onnx.load(str(src))
+        g = model.graph
+        inp = g.input[0]
+        g.node.insert(0, onnx.helper.make_node("Transpose", ["nhwc_in"], [inp.name], perm=[0, 3, 1, 2]))
+        new_in = onnx.helper.make_tensor_value_info("nhwc_in", onnx.TensorProto.FLOAT,
+                                                    ["batch", 32, 32, 3])
+        g.input.remove(inp)
+        g.input.insert(0, new_in)
+        src = tmp_path / "nhwc.onnx"
+        onnx.save(model, str(src))
+        old = Preprocessing.from_preset("imagenet", input_size=(32, 32), layout="nhwc")
+    new = Preprocessing.from_dict({**old.to_dict(), **IW.INTERFACES[interface], "preset": None})
+    dst = tmp_path / "re.onnx"
+    IW.reinterface(src, dst, old, new)
+    images = random_probe(n=3, size=32).images
+
+    def run(path, pre):
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return s.run(None, {s.get_inputs()[0].name: pre.apply(images).numpy()})[0]
+
+    np.testing.assert_allclose(run(dst, new), run(src, old), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(run(src, new), run(src, old), atol=1e-3)  # the interface did change
