@@ -32,7 +32,8 @@ FAMILIES = {
     "edges": ["hed_edges"],
 }
 ESTIMATORS = [
-    DEFAULT_ESTIMATOR, "combine:elrp+g16+csls3=0.3,svcca+hub=0.7", "saliency+abs+g16+hub",
+    DEFAULT_ESTIMATOR, "combine:saliency=0.6,svcca+hub=0.4", "combine:elrp+g16+csls3=0.3,svcca+hub=0.7",
+    "elrp+abs+g16+rank+hub", "saliency+abs+g16+hub",
     "elrp+abs+g16+hub", "elrp+g16+csls3", "saliency", "grad_input", "elrp", "svcca", "svcca+hub",
     "cka",
 ]

@@ -313,3 +313,37 @@ def test_api_transfer_is_what_the_command_measures(tmp_path, space, class_folder
     assert sorted(est.sources) == ["res", "vgg"] and not est.written
     with pytest.raises(onnxattr.OnnxAttrError, match="`out` .* is a folder"):
         onnxattr.measure_transfer(space, target, out=tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["image_cls", "image_reg", "dense_reg", "dense_cls"])
+def test_scene_stats_give_the_score_and_any_resample_of_it(kind):
+    """The oracle's test-scene bootstrap: per-scene sums give the head's score exactly, and the
+    score of a resample (repeats included) as the metric computes it on those scenes."""
+    from onnxattr.transfer.heads import SceneStats, _miou, _miou_stats, _r2, _r2_stats
+
+    rng = np.random.default_rng(0)
+    n = 60
+    if kind.startswith("image"):
+        feats = rng.normal(size=(n, 6, 4, 4)).astype(np.float32)
+        y = rng.integers(0, 3, n) if kind == "image_cls" else rng.normal(size=(n, 2)).astype(np.float32)
+    else:
+        feats = rng.normal(size=(n, 5, 4, 4)).astype(np.float32)
+        y = rng.integers(0, 3, (n, 8, 8)) if kind == "dense_cls" else rng.normal(size=(n, 2, 8, 8)).astype(np.float32)
+    got = fit_score(feats, y, kind, 3 if kind.endswith("cls") else 2, scenes=True)
+    assert got.scenes.score() == pytest.approx(got.score, abs=1e-6)  # float32 targets
+    assert fit_score(feats, y, kind, 3 if kind.endswith("cls") else 2).scenes is None
+    # resampling: the sums against the metric itself, on random predictions
+    idx = rng.integers(0, 20, 20)
+    if kind.endswith("reg"):
+        pred, truth = rng.normal(size=(20, 64, 2)), rng.normal(size=(20, 64, 2))
+        want = _r2(pred[idx].reshape(-1, 2), truth[idx].reshape(-1, 2))
+        stats = SceneStats("R²", _r2_stats(pred, truth))
+    elif kind == "dense_cls":
+        pred, truth = rng.integers(0, 4, (20, 8, 8)), rng.integers(0, 4, (20, 8, 8))
+        want = _miou(pred[idx], truth[idx], 4)
+        stats = SceneStats("mean IoU", _miou_stats(pred, truth, 4))
+    else:
+        correct = rng.integers(0, 2, 20).astype(np.float64)
+        want = correct[idx].mean()
+        stats = SceneStats("accuracy", correct[:, None])
+    assert stats.score(idx) == pytest.approx(want, abs=1e-9)

@@ -178,6 +178,44 @@ def _miou(pred: np.ndarray, y: np.ndarray, k: int) -> float:
 
 
 @dataclass
+class SceneStats:
+    """Per test scene, the sums the score pools, so the score of any resample of the test scenes
+    follows without refitting (the oracle's test-scene bootstrap). Columns: accuracy [correct];
+    R² [SSE, Σy², pixels, Σy per output]; mean IoU [intersection per class, union per class]."""
+
+    metric: str
+    sums: np.ndarray  # (n_test, columns)
+
+    def score(self, idx: np.ndarray | None = None) -> float:
+        """The score of the test scenes `idx` (with repeats; None: all, the score itself)."""
+        t = (self.sums if idx is None else self.sums[idx]).sum(0, dtype=np.float64)
+        n = len(self.sums) if idx is None else len(idx)
+        if self.metric == "accuracy":
+            return float(t[0] / n)
+        if self.metric == "R²":
+            sst = t[1] - float((t[3:] ** 2).sum()) / t[2]
+            return 1.0 - float(t[0]) / sst if sst > 0 else math.nan
+        k = len(t) // 2
+        present = t[k:] > 0
+        return float(np.mean(t[:k][present] / t[k:][present]))
+
+
+def _r2_stats(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """R² sums per scene of (scene, pixels, outputs) predictions."""
+    return np.concatenate([
+        ((pred - y) ** 2).sum((1, 2))[:, None], (y**2).sum((1, 2))[:, None],
+        np.full((len(y), 1), y.shape[1], np.float64), y.sum(1),
+    ], axis=1)
+
+
+def _miou_stats(pred: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    p, t = pred.reshape(len(pred), -1), y.reshape(len(y), -1)
+    inter = [((p == c) & (t == c)).sum(1) for c in range(k)]
+    union = [((p == c) | (t == c)).sum(1) for c in range(k)]
+    return np.stack(inter + union, axis=1).astype(np.float64)
+
+
+@dataclass
 class HeadScore:
     score: float
     val_score: float
@@ -186,6 +224,7 @@ class HeadScore:
     n_train: int
     n_val: int
     n_test: int
+    scenes: SceneStats | None = None  # with `fit_score(scenes=True)`
 
 
 def fit_score(
@@ -195,11 +234,13 @@ def fit_score(
     n_outputs: int,
     seed: int = 0,
     designs: dict | None = None,
+    scenes: bool = False,
 ) -> HeadScore:
     """Fit the recipe's head on frozen `features` for labels `y`; score it on the test part.
 
     `designs`: a dict kept by the caller for one `features` array, so that targets on the same
-    images share the design and its eigendecomposition (same result, computed once).
+    images share the design and its eigendecomposition (same result, computed once). `scenes`:
+    also the test part's per-scene sums (`SceneStats`).
     """
     n = len(y)
     tr, va, te = split(n, seed, y if kind == "image_cls" else None)
@@ -223,11 +264,18 @@ def fit_score(
 
             def score(idx: np.ndarray, a: float) -> float:
                 return float((model.predict(x[idx], a).argmax(1) == y[idx]).mean())
+
+            def stats(idx: np.ndarray, a: float) -> np.ndarray:
+                return (model.predict(x[idx], a).argmax(1) == y[idx]).astype(np.float64)[:, None]
         else:
             model = base.fit(y[tr].astype(np.float64))
 
             def score(idx: np.ndarray, a: float) -> float:
                 return _r2(model.predict(x[idx], a), y[idx])
+
+            def stats(idx: np.ndarray, a: float) -> np.ndarray:
+                pred, truth = model.predict(x[idx], a), y[idx].astype(np.float64)
+                return _r2_stats(pred.reshape(len(idx), 1, -1), truth.reshape(len(idx), 1, -1))
     else:
         r = y.shape[-1]
         m = -(-r // 2)
@@ -250,9 +298,17 @@ def fit_score(
                 y[idx].transpose(0, 2, 3, 1).reshape(-1, y.shape[1]),
             )
 
+        def stats(idx: np.ndarray, a: float) -> np.ndarray:
+            pred = _shuffle(model.predict(x[idx].reshape(-1, x.shape[2]), a), len(idx), m, r)
+            if kind == "dense_cls":
+                return _miou_stats(pred.argmax(1), y[idx], n_outputs)
+            flat = (lambda v: v.reshape(len(idx), v.shape[1], -1).transpose(0, 2, 1))
+            return _r2_stats(flat(pred), flat(y[idx]).astype(np.float64))
+
     vals = [score(va, a) for a in ALPHAS]
     finite = [v if math.isfinite(v) else -math.inf for v in vals]
     best = int(np.argmax(finite))
     return HeadScore(
-        score(te, ALPHAS[best]), vals[best], ALPHAS[best], METRICS[kind], len(tr), len(va), len(te)
+        score(te, ALPHAS[best]), vals[best], ALPHAS[best], METRICS[kind], len(tr), len(va), len(te),
+        SceneStats(METRICS[kind], stats(te, ALPHAS[best])) if scenes else None,
     )
