@@ -302,8 +302,9 @@ def fit_score(
             pred = _shuffle(model.predict(x[idx].reshape(-1, x.shape[2]), a), len(idx), m, r)
             if kind == "dense_cls":
                 return _miou_stats(pred.argmax(1), y[idx], n_outputs)
-            flat = (lambda v: v.reshape(len(idx), v.shape[1], -1).transpose(0, 2, 1))
-            return _r2_stats(flat(pred), flat(y[idx]).astype(np.float64))
+            pixels = pred.reshape(len(idx), pred.shape[1], -1).transpose(0, 2, 1)
+            truth = y[idx].reshape(len(idx), y.shape[1], -1).transpose(0, 2, 1)
+            return _r2_stats(pixels, truth.astype(np.float64))
 
     vals = [score(va, a) for a in ALPHAS]
     finite = [v if math.isfinite(v) else -math.inf for v in vals]
