@@ -178,6 +178,13 @@ def test_cache_per_source_and_target(tmp_path, space, class_folder):
     lines.clear()
     measure_transfer(space, [target], cache=cache, log=lines.append)
     assert sum("1 measured" in ln for ln in lines) == 1 and "vgg2" in lines[-1]
+    # per-scene sums: measured again (the cache keeps scores), the same scores
+    lines.clear()
+    with_scenes = measure_transfer(space, [target], cache=cache, log=lines.append, scenes=True)
+    assert all("0 cached" in ln for ln in lines)
+    for key, sc in with_scenes.scores.items():
+        assert with_scenes.scenes[key].score() == pytest.approx(sc.score, abs=1e-6)
+    assert not measure_transfer(space, [target], cache=cache).scenes
 
 
 def test_dense_regression_and_classes(space, dense_folder, tmp_path):
@@ -318,7 +325,7 @@ def test_api_transfer_is_what_the_command_measures(tmp_path, space, class_folder
 @pytest.mark.parametrize("kind", ["image_cls", "image_reg", "dense_reg", "dense_cls"])
 def test_scene_stats_give_the_score_and_any_resample_of_it(kind):
     """The oracle's test-scene bootstrap: per-scene sums give the head's score exactly, and the
-    score of a resample (repeats included) as the metric computes it on those scenes."""
+    score of a resample (repeats as weights) as the metric computes it on those scenes."""
     from onnxattr.transfer.heads import SceneStats, _miou, _miou_stats, _r2, _r2_stats
 
     rng = np.random.default_rng(0)
@@ -331,19 +338,20 @@ def test_scene_stats_give_the_score_and_any_resample_of_it(kind):
         y = rng.integers(0, 3, (n, 8, 8)) if kind == "dense_cls" else rng.normal(size=(n, 2, 8, 8)).astype(np.float32)
     got = fit_score(feats, y, kind, 3 if kind.endswith("cls") else 2, scenes=True)
     assert got.scenes.score() == pytest.approx(got.score, abs=1e-6)  # float32 targets
+    assert len(got.scenes.test) == got.n_test and got.scenes.test.max() < n
     assert fit_score(feats, y, kind, 3 if kind.endswith("cls") else 2).scenes is None
     # resampling: the sums against the metric itself, on random predictions
     idx = rng.integers(0, 20, 20)
     if kind.endswith("reg"):
         pred, truth = rng.normal(size=(20, 64, 2)), rng.normal(size=(20, 64, 2))
         want = _r2(pred[idx].reshape(-1, 2), truth[idx].reshape(-1, 2))
-        stats = SceneStats("R²", _r2_stats(pred, truth))
+        stats = SceneStats("R²", _r2_stats(pred, truth), np.arange(20))
     elif kind == "dense_cls":
         pred, truth = rng.integers(0, 4, (20, 8, 8)), rng.integers(0, 4, (20, 8, 8))
         want = _miou(pred[idx], truth[idx], 4)
-        stats = SceneStats("mean IoU", _miou_stats(pred, truth, 4))
+        stats = SceneStats("mean IoU", _miou_stats(pred, truth, 4), np.arange(20))
     else:
         correct = rng.integers(0, 2, 20).astype(np.float64)
         want = correct[idx].mean()
-        stats = SceneStats("accuracy", correct[:, None])
-    assert stats.score(idx) == pytest.approx(want, abs=1e-9)
+        stats = SceneStats("accuracy", correct[:, None], np.arange(20))
+    assert stats.score(np.bincount(idx, minlength=20)) == pytest.approx(want, abs=1e-9)

@@ -54,7 +54,7 @@ class _TimesInput(AttributionMethod):
 
 @register_method
 class GradientInput(_TimesInput):
-    """x · ∂R̄/∂x (Shrikumar et al., 2016)."""
+    """(x − r) · ∂R̄/∂x (Shrikumar et al., 2016), r per `reference` (:data:`REFERENCES`)."""
 
     name = "grad_input"
     defaults = {"reference": "gray"}
@@ -110,7 +110,8 @@ class EpsilonLRP(_TimesInput):
     """ε-LRP as the paper's implementation computes it (DeepExplain; Ancona et al., ICLR 2018).
 
     Linear ops keep their gradient; every element-wise nonlinearity passes f(z)/(z + ε·sign z); the
-    result is multiplied by x. On ReLU networks it tends to gradient×input as ε → 0.
+    result is multiplied by x − r, r per `reference` as for grad_input. On ReLU networks it tends
+    to gradient×input as ε → 0.
     """
 
     name = "elrp"

@@ -179,25 +179,28 @@ def _miou(pred: np.ndarray, y: np.ndarray, k: int) -> float:
 
 @dataclass
 class SceneStats:
-    """Per test scene, the sums the score pools, so the score of any resample of the test scenes
-    follows without refitting (the oracle's test-scene bootstrap). Columns: accuracy [correct];
-    R² [SSE, Σy², pixels, Σy per output]; mean IoU [intersection per class, union per class]."""
+    """Per test scene, the sums the score pools, so the score of the test scenes reweighted (a
+    bootstrap draw, repeats as weights) follows without refitting: the oracle's test-scene
+    bootstrap. Columns: accuracy [correct]; R² [SSE, Σy², pixels, Σy per output]; mean IoU
+    [intersection per class, union per class]. `test`: the scenes' indices in the target's
+    images, so that one draw over the images reweights every target's test part alike."""
 
     metric: str
     sums: np.ndarray  # (n_test, columns)
+    test: np.ndarray  # (n_test,)
 
-    def score(self, idx: np.ndarray | None = None) -> float:
-        """The score of the test scenes `idx` (with repeats; None: all, the score itself)."""
-        t = (self.sums if idx is None else self.sums[idx]).sum(0, dtype=np.float64)
-        n = len(self.sums) if idx is None else len(idx)
+    def score(self, weights: np.ndarray | None = None) -> float:
+        """The score with each test scene counted `weights` times (None: once, the score)."""
+        w = np.ones(len(self.sums)) if weights is None else np.asarray(weights, np.float64)
+        t = w @ self.sums
         if self.metric == "accuracy":
-            return float(t[0] / n)
+            return float(t[0] / w.sum()) if w.sum() > 0 else math.nan
         if self.metric == "R²":
-            sst = t[1] - float((t[3:] ** 2).sum()) / t[2]
+            sst = t[1] - float((t[3:] ** 2).sum()) / t[2] if t[2] > 0 else 0.0
             return 1.0 - float(t[0]) / sst if sst > 0 else math.nan
         k = len(t) // 2
         present = t[k:] > 0
-        return float(np.mean(t[:k][present] / t[k:][present]))
+        return float(np.mean(t[:k][present] / t[k:][present])) if present.any() else math.nan
 
 
 def _r2_stats(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -311,5 +314,5 @@ def fit_score(
     best = int(np.argmax(finite))
     return HeadScore(
         score(te, ALPHAS[best]), vals[best], ALPHAS[best], METRICS[kind], len(tr), len(va), len(te),
-        SceneStats(METRICS[kind], stats(te, ALPHAS[best])) if scenes else None,
+        SceneStats(METRICS[kind], stats(te, ALPHAS[best]), te) if scenes else None,
     )

@@ -22,7 +22,7 @@ import numpy as np
 from ..analysis.distances import read_labelled_csv
 from ..errors import OnnxAttrError
 from .data import TargetTask
-from .heads import RECIPE_VERSION, fit_score, recipe
+from .heads import RECIPE_VERSION, SceneStats, fit_score, recipe
 from .sources import SpaceSource, check_batch_size, load_sources
 
 
@@ -48,6 +48,7 @@ class TransferResult:
     scores: dict[tuple[str, str], TransferScore]  # (target, source) -> score
     settings: dict[str, Any]
     written: list[Path] = field(default_factory=list)  # files the API call wrote
+    scenes: dict[tuple[str, str], SceneStats] = field(default_factory=dict)  # with scenes=True
 
     def matrix(self) -> np.ndarray:
         """targets × sources, higher = better."""
@@ -87,11 +88,14 @@ def measure_transfer(
     seed: int = 0,
     batch_size: int = 64,
     log: Callable[[str], None] | None = None,
+    scenes: bool = False,
 ) -> TransferResult:
     """Transfer score of every source (default: all models of the space) to every target.
 
     Every source is checked (ONNX file present, sha256 as recorded) before anything runs;
-    `sources` may also be the already checked result of :func:`load_sources`.
+    `sources` may also be the already checked result of :func:`load_sources`. `scenes`: also
+    each score's per-test-scene sums (`SceneStats`, for a test-scene bootstrap); the cache keeps
+    scores only, so every pair is measured.
     """
     say = log or (lambda *_: None)
     check_batch_size(batch_size)
@@ -107,6 +111,7 @@ def measure_transfer(
     )
     cache_dir = Path(cache) if cache is not None else default_cache(space)
     scores: dict[tuple[str, str], TransferScore] = {}
+    stats: dict[tuple[str, str], SceneStats] = {}
     t_all = time.perf_counter()
     for i, src in enumerate(srcs, 1):
         t0 = time.perf_counter()
@@ -115,7 +120,7 @@ def measure_transfer(
         n_cached = 0
         for t in targets:
             path = _cache_file(cache_dir, src.uid, t, seed)
-            if use_cache and path.is_file():
+            if use_cache and not scenes and path.is_file():
                 try:
                     rec = json.loads(path.read_text())
                     scores[(t.name, src.name)] = TransferScore(
@@ -135,7 +140,10 @@ def measure_transfer(
                 t.n_outputs,
                 seed,
                 designs.setdefault(t.images_digest, {}),
+                scenes=scenes,
             )
+            if head.scenes is not None:
+                stats[(t.name, src.name)] = head.scenes
             sc = TransferScore(
                 src.name,
                 t.name,
@@ -169,7 +177,7 @@ def measure_transfer(
         "sources": {s.name: {"uid": s.uid, "onnx_path": str(s.onnx_path)} for s in srcs},
         "seconds": time.perf_counter() - t_all,
     }
-    return TransferResult(list(targets), [s.name for s in srcs], scores, settings)
+    return TransferResult(list(targets), [s.name for s in srcs], scores, settings, scenes=stats)
 
 
 def merge_labelled_csv(csv_path: Path, new: dict[str, dict[str, float]],
