@@ -124,6 +124,12 @@ class Zoo:
         return self.nearest[name][0] >= self.needed
 
 
+#: Earlier defaults and choices, reported beside the candidates (`--also`).
+EARLIER = {
+    "combine:saliency=0.6,svcca+hub=0.4": "previous default (chosen on world 0)",
+    "combine:elrp+g16+csls3=0.3,svcca+hub=0.7": "chosen on worlds 1+2 without the zoo check",
+}
+
 ZOO: list[Zoo] = []  # the zoo, when `--zoo` is given
 
 
@@ -184,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-bootstrap", type=int, default=2000)
     ap.add_argument("--zoo", type=Path, help="the zoo's space (`onnxattr demo --full`): choose "
                     "only estimators that find same-family neighbours there (see Zoo)")
+    ap.add_argument("--also", nargs="*", default=list(EARLIER), metavar="EST",
+                    help="estimators to report beside the candidates (default: the earlier "
+                    "defaults and choices)")
     ap.add_argument("--zoo-factor", type=float, default=2.0,
                     help="how many times chance the zoo check asks for (default 2)")
     ap.add_argument("--regenerate", action="store_true",
@@ -227,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         S.log(f"no choice passes the zoo check: {', '.join(unmet)}")
     default = best(choose, list(chosen.values()))
     S.log(f"chosen on worlds {args.choose}: {chosen}; default candidate {default}")
+    for w in ALL:  # reported beside the candidates, chosen by nothing here
+        for n in args.also:
+            w.add(n)
     rows = list(dict.fromkeys([
-        *methods, *S.FEATURES, "depara", *S.DIRECTED, DEFAULT_ESTIMATOR, *chosen.values()
+        *methods, *S.FEATURES, "depara", *S.DIRECTED, DEFAULT_ESTIMATOR, *args.also,
+        *chosen.values()
     ]))
     table: dict[str, dict[str, dict[str, dict]]] = {}  # est -> oracle -> group -> metrics
     groups = {
@@ -265,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "selection_oracle": ORACLES[0],
         "methods": methods,
         "shipped_default": DEFAULT_ESTIMATOR,
+        "also": args.also,
         "chosen": chosen,
         "unmet": unmet,
         "default_candidate": default,
@@ -305,7 +319,9 @@ def _kind(r: dict, name: str) -> str:
     if name in r["chosen"].values():
         return "chosen by: " + ", ".join(p for p, c in r["chosen"].items() if c == name)
     if name == r["shipped_default"]:
-        return "shipped default (chosen on world 0)"
+        return "shipped default"
+    if name in EARLIER:
+        return EARLIER[name]
     if name in r["methods"]:
         return "paper's comparison"
     return "directed" if name in S.DIRECTED else "baseline"

@@ -160,7 +160,7 @@ def taskonomy_mini(
         int,
         typer.Option(
             min=0,
-            help="Seeds every scene set and initial weight. Committed: 0 (recipe 2) and 1-3 "
+            help="Seeds every scene set and initial weight. Committed: 0 (recipe 2) and 1-4 "
             "(recipe 3); any other number draws a fresh world.",
         ),
     ] = 0,
