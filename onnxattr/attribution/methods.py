@@ -54,7 +54,7 @@ class _TimesInput(AttributionMethod):
 
 @register_method
 class GradientInput(_TimesInput):
-    """(x − r) · ∂R̄/∂x (Shrikumar et al., 2016), r per `reference` (:data:`REFERENCES`)."""
+    """(x − r) · ∂R̄/∂x (Shrikumar et al., 2016), r per `reference` (model, gray or black)."""
 
     name = "grad_input"
     defaults = {"reference": "gray"}
