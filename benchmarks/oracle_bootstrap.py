@@ -22,21 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from onnxattr.analysis.estimators import compute_affinity  # noqa: E402
-from onnxattr.analysis.evaluation import Oracle, read_oracle  # noqa: E402
-from onnxattr.analysis.selection import DEFAULT_ESTIMATOR, target_scores  # noqa: E402
-from onnxattr.benchmark.oracle import transfer_targets  # noqa: E402
-from onnxattr.benchmark.world import Config, committed_dir  # noqa: E402
-from onnxattr.space_reader import read_space  # noqa: E402
-from onnxattr.transfer import measure_transfer  # noqa: E402
+from onnxattr.analysis.estimators import compute_affinity
+from onnxattr.analysis.evaluation import Oracle, read_oracle
+from onnxattr.analysis.selection import DEFAULT_ESTIMATOR, target_scores
+from onnxattr.benchmark.oracle import transfer_targets
+from onnxattr.benchmark.world import Config, committed_dir
+from onnxattr.space_reader import read_space
+from onnxattr.transfer import measure_transfer
 
 ESTIMATORS = [
     DEFAULT_ESTIMATOR, "combine:saliency=0.6,svcca+hub=0.4", "combine:elrp+g16+csls3=0.3,svcca+hub=0.7",

@@ -169,7 +169,8 @@ def combined(worlds: list[World], a: str | None, b: str | None) -> str | None:
             world.add(m.estimator, m)
             label = m.estimator
         if ZOO:
-            ZOO[0].add(a), ZOO[0].add(b)
+            ZOO[0].add(a)
+            ZOO[0].add(b)
             ZOO[0].add(label, combine_matrices([ZOO[0].mats[a], ZOO[0].mats[b]],
                                                [float(w), float(1 - w)]))
         labels.append(label)
